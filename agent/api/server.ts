@@ -1,0 +1,60 @@
+import Fastify from 'fastify'
+import type { FastifyInstance, FastifyError, FastifyBaseLogger } from 'fastify'
+import type { ApiContext } from './context.ts'
+import { AgentError } from '../errors.ts'
+import { checkBearer, hostAllowed, isLoopbackAddress, isStateChanging } from './auth.ts'
+import { registerSystemRoutes } from './routes/system.ts'
+import { registerMeshRoutes } from './routes/mesh.ts'
+import { registerHardwareRoutes } from './routes/hardware.ts'
+import { registerDashboardRoutes, CSP } from './routes/dashboard.ts'
+
+/** JSON error body used by every /api route: { error: { code, message, details? } } */
+export function errorBody (code: string, message: string, details?: unknown): { error: { code: string, message: string, details?: unknown } } {
+  return { error: details === undefined ? { code, message } : { code, message, details } }
+}
+
+export interface ApiOptions {
+  host: string
+  /** Request bodies larger than this are refused with 413. */
+  bodyLimit?: number
+}
+
+export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    // per-request lines only at debug: the API logger starts at warn unless the agent runs at debug/trace
+    loggerInstance: ctx.log.child({ mod: 'api' }, { level: ['debug', 'trace'].includes(ctx.log.level) ? ctx.log.level : 'warn' }) as FastifyBaseLogger,
+    bodyLimit: opts.bodyLimit ?? 1024 * 1024,
+    return503OnClosing: true
+  })
+  const loopback = isLoopbackAddress(opts.host)
+
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('content-security-policy', CSP)
+    reply.header('x-content-type-options', 'nosniff')
+    reply.header('referrer-policy', 'no-referrer')
+    if (!hostAllowed(req.headers.host, loopback)) {
+      throw new AgentError(`Host ${JSON.stringify(req.headers.host ?? '')} is not a loopback name; this API listens on loopback only`, 'forbidden_host', 403)
+    }
+    if (isStateChanging(req.method)) checkBearer(req.headers.authorization, ctx.token)
+  })
+
+  app.setErrorHandler((err: FastifyError | AgentError, req, reply) => {
+    if (err instanceof AgentError) {
+      void reply.status(err.status).send(errorBody(err.code, err.message, err.details))
+      return
+    }
+    const status = typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
+    if (status >= 500) req.log.error({ err }, 'request failed')
+    const code = status === 413 ? 'body_too_large' : status === 415 ? 'unsupported_media_type' : status < 500 ? 'invalid_request' : 'internal_error'
+    void reply.status(status).send(errorBody(code, status < 500 ? err.message : 'internal error'))
+  })
+  app.setNotFoundHandler((req, reply) => {
+    void reply.status(404).send(errorBody('not_found', `no route ${req.method} ${req.url.split('?')[0]}`))
+  })
+
+  registerSystemRoutes(app, ctx)
+  registerMeshRoutes(app, ctx)
+  registerHardwareRoutes(app, ctx)
+  registerDashboardRoutes(app)
+  return app
+}

@@ -1,0 +1,31 @@
+import { AgentError } from '../errors.ts'
+
+/** Calls an agent's HTTP API; an error answer becomes an AgentError with the API's code and message. */
+export async function apiRequest<T> (base: string, path: string, init: { method?: string, body?: unknown, token?: string } = {}): Promise<T> {
+  let res: Response
+  try {
+    res = await fetch(base + path, {
+      method: init.method ?? 'GET',
+      headers: {
+        ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(init.token != null ? { authorization: `Bearer ${init.token}` } : {})
+      },
+      body: init.body !== undefined ? JSON.stringify(init.body) : undefined,
+      signal: AbortSignal.timeout(30_000)
+    })
+  } catch (err) {
+    throw new AgentError(`cannot reach the agent API at ${base}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message} (is an agent running? start one with: npm start)`, 'unreachable', 1)
+  }
+  const text = await res.text()
+  let json: unknown
+  try { json = text === '' ? null : JSON.parse(text) } catch { json = null }
+  if (!res.ok) {
+    const e = (json as { error?: { code?: string, message?: string } } | null)?.error
+    throw new AgentError(`${res.status} ${e?.code ?? 'error'}: ${e?.message ?? text.slice(0, 200)}`, e?.code ?? 'http_error', 1)
+  }
+  return json as T
+}
+
+export async function apiGet<T> (base: string, path: string): Promise<T> {
+  return await apiRequest<T>(base, path)
+}

@@ -1,0 +1,56 @@
+import { hostname } from 'node:os'
+import type { Command } from 'commander'
+import { Agent } from '../../daemon.ts'
+import { collect, intArg } from '../args.ts'
+
+export function registerAgentCommand (program: Command): void {
+  program.command('agent')
+    .description('run the agent daemon: join the mesh, gossip capacity, serve the HTTP API')
+    .option('--name <name>', 'node name shown to peers', hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64) || 'node')
+    .option('--cluster <label>', 'cluster this node belongs to', 'default')
+    .option('--vendor <name>', 'provider of this node\'s capacity (used by cluster policies)', '')
+    .option('--listen <multiaddr>', 'libp2p listen address (repeat or comma-separate)', collect)
+    .option('--bootstrap <multiaddr>', 'peer to dial at start and keep dialling (repeat or comma-separate)', collect)
+    .option('--api-host <host>', 'HTTP API bind address', '127.0.0.1')
+    .option('--api-port <port>', 'HTTP API port (0: any free port)', intArg(0, 65535), 7700)
+    .option('--data-dir <dir>', 'state directory (identity, token, agent.db)')
+    .option('--swarm-key <file>', 'private network key file (libp2p pnet); only nodes with the same key connect')
+    .option('--allow <peerId>', 'only these peers may connect (repeat or comma-separate)', collect)
+    .option('--heartbeat-ms <ms>', 'capacity gossip interval', intArg(250, 60_000), 2000)
+    .option('--simulate-gpus <spec>', 'declare simulated GPUs, e.g. "count=2,model=A100,memory=80GiB,free=60GiB,util=10"')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'info')
+    .action(async (opts: Record<string, unknown>) => {
+      const agent = await Agent.start({
+        name: opts.name as string,
+        cluster: opts.cluster as string,
+        vendor: opts.vendor as string,
+        listen: opts.listen as string[] | undefined,
+        bootstrap: opts.bootstrap as string[] | undefined,
+        apiHost: opts.apiHost as string,
+        apiPort: opts.apiPort as number,
+        dataDir: opts.dataDir as string | undefined,
+        swarmKey: opts.swarmKey as string | undefined,
+        allow: opts.allow as string[] | undefined,
+        heartbeatMs: opts.heartbeatMs as number,
+        simulateGpus: opts.simulateGpus as string | undefined,
+        logLevel: opts.logLevel as 'info'
+      })
+      const info = agent.info()
+      process.stderr.write(`blockmesh agent ${info.name} ready: api ${info.apiUrl}  peer ${info.peerId}  token file ${agent.options.dataDir}/api-token\n`)
+
+      let exiting = false
+      const shutdown = (why: string): void => {
+        if (exiting) return
+        exiting = true
+        agent.log.info({ why }, 'shutting down')
+        const force = setTimeout(() => { process.exit(1) }, 15_000)
+        force.unref()
+        void agent.stop().finally(() => { process.exit(0) })
+      }
+      process.on('SIGINT', () => { shutdown('SIGINT') })
+      process.on('SIGTERM', () => { shutdown('SIGTERM') })
+      // started by a supervisor (the demo) over IPC: leave with it, never orphaned
+      if (process.send != null) process.on('disconnect', () => { shutdown('parent gone') })
+      process.on('unhandledRejection', (err) => { agent.log.error({ err }, 'unhandled rejection (kept running)') })
+    })
+}

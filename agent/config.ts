@@ -1,0 +1,38 @@
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+import { z } from 'zod'
+
+const label = z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, ".", "_" and "-" only, starting with a letter or digit')
+
+export const AgentOptionsSchema = z.object({
+  name: label,
+  cluster: label.default('default'),
+  /** Who provides this node's capacity (seed 000 filters clusters by vendor, e.g. "dma-bangalore"). */
+  vendor: z.string().max(64).default(''),
+  listen: z.array(z.string().min(1)).min(1).default(['/ip4/0.0.0.0/tcp/7600']),
+  bootstrap: z.array(z.string().min(1)).default([]),
+  apiHost: z.string().min(1).default('127.0.0.1'),
+  apiPort: z.number().int().min(0).max(65535).default(7700),
+  dataDir: z.string().min(1).default(join(homedir(), '.blockmesh', 'agent')),
+  swarmKey: z.string().min(1).optional(),
+  allow: z.array(z.string().min(1)).default([]),
+  heartbeatMs: z.number().int().min(250).max(60_000).default(2000),
+  simulateGpus: z.string().optional(),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
+})
+export type AgentOptionsInput = z.input<typeof AgentOptionsSchema>
+export type AgentOptions = z.output<typeof AgentOptionsSchema>
+
+/** What an agent writes to DIR/agent.json once it is serving; removed on clean stop. */
+export interface ReadyInfo {
+  pid: number
+  name: string
+  cluster: string
+  peerId: string
+  apiUrl: string
+  multiaddrs: string[]
+  startedAt: string
+}
+
+export const READY_FILE = 'agent.json'
+export const DB_FILE = 'agent.db'

@@ -1,0 +1,192 @@
+import { rmSync, writeFileSync, renameSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { FastifyInstance } from 'fastify'
+import { MeshNode } from '../mesh/node.ts'
+import { CapacityGossip } from '../mesh/capacity/gossip.ts'
+import { readSwarmKeyFile } from '../mesh/swarm-key.ts'
+import { AgentOptionsSchema, DB_FILE, READY_FILE } from './config.ts'
+import type { AgentOptions, AgentOptionsInput, ReadyInfo } from './config.ts'
+import { ensureDataDir, loadOrCreateIdentity, loadOrCreateToken } from './identity.ts'
+import { MetaStore, openDatabase } from './db/database.ts'
+import type { Db } from './db/database.ts'
+import { PeerStore } from './db/peer-store.ts'
+import { HardwareMonitor } from './hardware/monitor.ts'
+import { parseSimulatedGpus } from './hardware/gpus.ts'
+import { AgentMetrics } from './metrics.ts'
+import { buildApi } from './api/server.ts'
+import { createLogger } from './log.ts'
+import type { Logger } from './log.ts'
+import { ConfigError, formatIssues } from './errors.ts'
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
+
+/** Peers seen within this window are restored (and dialled) at start. */
+const REMEMBER_MS = 24 * 3600_000
+const PERSIST_EVERY_MS = 10_000
+
+export function parseAgentOptions (input: AgentOptionsInput): AgentOptions {
+  const r = AgentOptionsSchema.safeParse(input)
+  if (!r.success) {
+    throw new ConfigError(formatIssues(r.error.issues).map(i => `--${kebab(i.field.split('.')[0])}: ${i.message}`).join('\n'))
+  }
+  return r.data
+}
+
+function kebab (s: string): string {
+  return s.replace(/[A-Z]/g, c => '-' + c.toLowerCase())
+}
+
+/**
+ * One agent: identity, SQLite state, hardware readings, the libp2p mesh node,
+ * capacity gossip, and the HTTP API. `Agent.start` brings all of it up and
+ * writes DIR/agent.json; `stop` takes it down in reverse order.
+ */
+export class Agent {
+  readonly options: AgentOptions
+  readonly log: Logger
+  readonly db: Db
+  readonly mesh: MeshNode
+  readonly gossip: CapacityGossip
+  readonly hardware: HardwareMonitor
+  readonly metrics: AgentMetrics
+  readonly token: string
+  readonly epoch: number
+  private api: FastifyInstance | undefined
+  private apiUrl = ''
+  private persistTimer: NodeJS.Timeout | undefined
+  private readonly peerStore: PeerStore
+  private stopping: Promise<void> | undefined
+
+  private constructor (init: {
+    options: AgentOptions, log: Logger, db: Db, mesh: MeshNode, gossip: CapacityGossip, hardware: HardwareMonitor,
+    metrics: AgentMetrics, token: string, epoch: number
+  }) {
+    this.options = init.options
+    this.log = init.log
+    this.db = init.db
+    this.mesh = init.mesh
+    this.gossip = init.gossip
+    this.hardware = init.hardware
+    this.metrics = init.metrics
+    this.token = init.token
+    this.epoch = init.epoch
+    this.peerStore = new PeerStore(init.db)
+  }
+
+  static async start (input: AgentOptionsInput, log?: Logger): Promise<Agent> {
+    const options = parseAgentOptions(input)
+    const simulatedGpus = options.simulateGpus != null ? parseSimulatedGpus(options.simulateGpus) : []
+    const swarmKey = options.swarmKey != null ? readSwarmKeyFile(options.swarmKey) : undefined
+    const logger = log ?? createLogger(options.logLevel, { agent: options.name })
+
+    ensureDataDir(options.dataDir)
+    rmSync(join(options.dataDir, READY_FILE), { force: true })
+    const privateKey = await loadOrCreateIdentity(options.dataDir)
+    const token = loadOrCreateToken(options.dataDir)
+    const db = openDatabase(join(options.dataDir, DB_FILE))
+    const epoch = new MetaStore(db).increment('boot_epoch')
+
+    const hardware = new HardwareMonitor({
+      intervalMs: options.heartbeatMs,
+      simulatedGpus,
+      onError: (what, err) => { logger.warn({ what, err: err.message }, 'hardware reading failed') }
+    })
+    const mesh = await MeshNode.create({
+      privateKey,
+      listen: options.listen,
+      bootstrap: options.bootstrap,
+      swarmKey,
+      allow: options.allow,
+      log: logger.child({ mod: 'mesh' })
+    })
+    let gossip: CapacityGossip | undefined
+    const metrics = new AgentMetrics(() => gossip?.peers().filter(p => p.status === 'live').length ?? 0)
+    gossip = new CapacityGossip(mesh, {
+      identity: { name: options.name, cluster: options.cluster, vendor: options.vendor },
+      epoch,
+      heartbeatMs: options.heartbeatMs,
+      readings: () => hardware.readings(),
+      observer: metrics.gossipObserver(),
+      log: logger.child({ mod: 'gossip' })
+    })
+    const agent = new Agent({ options, log: logger, db, mesh, gossip, hardware, metrics, token, epoch })
+    try {
+      await agent.bringUp()
+    } catch (err) {
+      await agent.stop().catch(() => {})
+      throw err
+    }
+    return agent
+  }
+
+  private async bringUp (): Promise<void> {
+    await this.hardware.start()
+    await this.mesh.start()
+    this.gossip.remember(this.peerStore.load(Date.now() - REMEMBER_MS))
+    await this.gossip.start()
+    this.persistTimer = setInterval(() => { this.persistPeers() }, PERSIST_EVERY_MS)
+    this.persistTimer.unref()
+
+    this.api = await buildApi({
+      name: this.options.name,
+      cluster: this.options.cluster,
+      vendor: this.options.vendor,
+      version: VERSION,
+      token: this.token,
+      startedAt: Date.now(),
+      mesh: this.mesh,
+      gossip: this.gossip,
+      hardware: this.hardware,
+      metrics: this.metrics,
+      log: this.log
+    }, { host: this.options.apiHost })
+    const address = await this.api.listen({ host: this.options.apiHost, port: this.options.apiPort })
+    this.apiUrl = address
+    this.writeReadyFile()
+    this.log.info({ peerId: this.mesh.peerId.toString(), api: this.apiUrl, multiaddrs: this.mesh.multiaddrs(), epoch: this.epoch }, 'agent ready')
+  }
+
+  info (): ReadyInfo {
+    return {
+      pid: process.pid,
+      name: this.options.name,
+      cluster: this.options.cluster,
+      peerId: this.mesh.peerId.toString(),
+      apiUrl: this.apiUrl,
+      multiaddrs: this.mesh.multiaddrs(),
+      startedAt: new Date().toISOString()
+    }
+  }
+
+  private writeReadyFile (): void {
+    const path = join(this.options.dataDir, READY_FILE)
+    writeFileSync(path + '.tmp', JSON.stringify(this.info(), null, 2) + '\n', { mode: 0o600 })
+    renameSync(path + '.tmp', path)
+  }
+
+  private persistPeers (): void {
+    try {
+      this.peerStore.saveAll(this.gossip.peers().filter(p => p.status === 'live'))
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'could not persist peers')
+    }
+  }
+
+  async stop (): Promise<void> {
+    this.stopping ??= this.shutdown()
+    return await this.stopping
+  }
+
+  private async shutdown (): Promise<void> {
+    this.log.info('agent stopping')
+    rmSync(join(this.options.dataDir, READY_FILE), { force: true })
+    clearInterval(this.persistTimer)
+    this.gossip.stop()
+    this.hardware.stop()
+    await this.api?.close().catch(() => {})
+    this.persistPeers()
+    await this.mesh.stop().catch((err: Error) => { this.log.warn({ err: err.message }, 'mesh stop failed') })
+    this.db.close()
+    this.log.info('agent stopped')
+  }
+}

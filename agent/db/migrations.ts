@@ -1,0 +1,30 @@
+/**
+ * Schema migrations, applied in order, each once, inside a transaction.
+ * Append new entries; never edit one that has shipped.
+ */
+export interface Migration {
+  version: number
+  name: string
+  sql: string
+}
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: 'meta and peers',
+    sql: `
+      CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      ) STRICT;
+      CREATE TABLE peers (
+        peer_id   TEXT PRIMARY KEY,
+        name      TEXT NOT NULL,
+        cluster   TEXT NOT NULL,
+        record    TEXT NOT NULL,
+        last_seen INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX peers_last_seen ON peers (last_seen);
+    `
+  }
+]

@@ -1,0 +1,137 @@
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { READY_FILE } from './config.ts'
+import type { ReadyInfo } from './config.ts'
+import { TOKEN_FILE, seedToken } from './identity.ts'
+
+export const CLI_ENTRY = fileURLToPath(new URL('./cli/main.ts', import.meta.url))
+
+export interface DemoOptions {
+  agents: number
+  basePort: number
+  dataDir: string
+  heartbeatMs: number
+  simulateGpus?: string
+  clusters: string[]
+  out?: (line: string) => void
+}
+
+export interface DemoAgent {
+  index: number
+  name: string
+  cluster: string
+  dir: string
+  child: ChildProcess
+  info?: ReadyInfo
+}
+
+/** Waits until DIR/agent.json names this child's pid (or the child exits). */
+export async function waitReady (dir: string, child: ChildProcess, timeoutMs = 60_000): Promise<ReadyInfo> {
+  const path = join(dir, READY_FILE)
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (child.exitCode != null || child.signalCode != null) {
+      throw new Error(`agent in ${dir} exited (${child.exitCode ?? child.signalCode}) before it was ready; see ${join(dir, 'agent.log')}`)
+    }
+    if (existsSync(path)) {
+      try {
+        const info = JSON.parse(readFileSync(path, 'utf8')) as ReadyInfo
+        if (info.pid === child.pid) return info
+      } catch { /* being written */ }
+    }
+    await new Promise(r => setTimeout(r, 100))
+  }
+  throw new Error(`agent in ${dir} not ready after ${timeoutMs} ms; see ${join(dir, 'agent.log')}`)
+}
+
+/**
+ * Runs a local mesh of N agents, each its own OS process, on loopback.
+ * Agent 0 is the others' bootstrap peer. Every child is started with an IPC
+ * channel, so it stops by itself if this supervisor dies; stop() sends
+ * SIGTERM, waits, then SIGKILLs stragglers.
+ */
+export class Demo {
+  readonly agents: DemoAgent[] = []
+  readonly token: string
+  private readonly opts: DemoOptions
+  private stopping: Promise<void> | undefined
+
+  constructor (opts: DemoOptions) {
+    this.opts = opts
+    this.opts.dataDir = resolve(opts.dataDir)
+    mkdirSync(this.opts.dataDir, { recursive: true, mode: 0o700 })
+    const first = join(this.opts.dataDir, 'agent-0', TOKEN_FILE)
+    this.token = existsSync(first) ? readFileSync(first, 'utf8').trim() : randomBytes(32).toString('base64url')
+  }
+
+  private spawnAgent (index: number, bootstrap: string[]): DemoAgent {
+    const name = `agent-${index}`
+    const cluster = this.opts.clusters[index % this.opts.clusters.length]
+    const dir = join(this.opts.dataDir, name)
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+    seedToken(dir, this.token)
+    rmSync(join(dir, READY_FILE), { force: true })
+    const args = [
+      CLI_ENTRY, 'agent',
+      '--name', name,
+      '--cluster', cluster,
+      '--listen', '/ip4/127.0.0.1/tcp/0',
+      '--api-port', String(this.opts.basePort === 0 ? 0 : this.opts.basePort + index),
+      '--data-dir', dir,
+      '--heartbeat-ms', String(this.opts.heartbeatMs)
+    ]
+    if (bootstrap.length > 0) args.push('--bootstrap', bootstrap.join(','))
+    if (this.opts.simulateGpus != null) args.push('--simulate-gpus', this.opts.simulateGpus)
+    const log = createWriteStream(join(dir, 'agent.log'), { flags: 'a' })
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
+    child.stdout?.pipe(log)
+    child.stderr?.pipe(log)
+    const agent: DemoAgent = { index, name, cluster, dir, child }
+    child.on('exit', (code, signal) => {
+      if (this.stopping == null) this.opts.out?.(`! ${name} exited (${code ?? signal}); its log: ${join(dir, 'agent.log')}`)
+    })
+    this.agents.push(agent)
+    return agent
+  }
+
+  async start (): Promise<void> {
+    const first = this.spawnAgent(0, [])
+    first.info = await waitReady(first.dir, first.child)
+    const seed = first.info.multiaddrs.slice(0, 1) // already ends in /p2p/<peer id>
+    const rest = []
+    for (let i = 1; i < this.opts.agents; i++) rest.push(this.spawnAgent(i, seed))
+    await Promise.all(rest.map(async a => { a.info = await waitReady(a.dir, a.child) }))
+  }
+
+  /** Polls agent 0 until it sees every other agent live (or the timeout passes). */
+  async waitForMesh (timeoutMs = 30_000): Promise<boolean> {
+    const api = this.agents[0]?.info?.apiUrl
+    if (api == null) return false
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline) {
+      try {
+        const res = await fetch(`${api}/api/peers`)
+        const body = await res.json() as { peers: unknown[] }
+        if (body.peers.length >= this.agents.length) return true
+      } catch { /* not yet */ }
+      await new Promise(r => setTimeout(r, 250))
+    }
+    return false
+  }
+
+  async stop (): Promise<void> {
+    this.stopping ??= (async () => {
+      const alive = this.agents.filter(a => a.child.exitCode == null && a.child.signalCode == null)
+      await Promise.all(alive.map(async a => await new Promise<void>(resolve => {
+        const kill = setTimeout(() => { a.child.kill('SIGKILL') }, 10_000)
+        a.child.once('exit', () => { clearTimeout(kill); resolve() })
+        a.child.kill('SIGTERM')
+      })))
+    })()
+    return await this.stopping
+  }
+}

@@ -1,0 +1,106 @@
+import os from 'node:os'
+import si from 'systeminformation'
+import type { Readings, GpuReading } from '../../mesh/capacity/record.ts'
+import { gpusFromControllers, simulatedReadings } from './gpus.ts'
+import type { SimulatedGpu } from './gpus.ts'
+
+export interface HardwareMonitorInit {
+  /** How often readings are refreshed. */
+  intervalMs: number
+  simulatedGpus?: SimulatedGpu[]
+  /** A reading source that takes longer than this keeps the previous value. */
+  timeoutMs?: number
+  onError?: (what: string, err: Error) => void
+}
+
+async function withTimeout<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`${what} timed out after ${ms} ms`)) }, ms) })
+    ])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/**
+ * Keeps the latest real hardware readings (systeminformation and os),
+ * refreshed in the background so a heartbeat never waits on nvidia-smi.
+ * Simulated GPUs, when declared, are appended and marked simulated.
+ */
+export class HardwareMonitor {
+  private readonly init: Required<Omit<HardwareMonitorInit, 'onError' | 'simulatedGpus'>> & Pick<HardwareMonitorInit, 'onError'>
+  private simulated: SimulatedGpu[]
+  private realGpus: GpuReading[] = []
+  private cpuUtil = 0
+  private mem = { totalBytes: os.totalmem(), freeBytes: os.freemem(), availableBytes: os.freemem() }
+  private timer: NodeJS.Timeout | undefined
+  private running = false
+
+  constructor (init: HardwareMonitorInit) {
+    this.init = { timeoutMs: 10_000, ...init }
+    this.simulated = init.simulatedGpus ?? []
+  }
+
+  async start (): Promise<void> {
+    this.running = true
+    await this.refresh()
+    this.schedule()
+  }
+
+  stop (): void {
+    this.running = false
+    clearTimeout(this.timer)
+  }
+
+  setSimulatedGpus (gpus: SimulatedGpu[]): void {
+    this.simulated = gpus
+  }
+
+  simulatedGpus (): SimulatedGpu[] {
+    return this.simulated
+  }
+
+  readings (): Readings {
+    const cpus = os.cpus()
+    const [load1, load5, load15] = os.loadavg()
+    return {
+      cpu: {
+        count: os.availableParallelism(),
+        model: (cpus[0]?.model ?? 'unknown').trim().slice(0, 128),
+        load1, load5, load15,
+        utilisation: this.cpuUtil
+      },
+      memory: { ...this.mem },
+      gpus: [...this.realGpus, ...simulatedReadings(this.simulated, this.realGpus.length)]
+    }
+  }
+
+  private schedule (): void {
+    if (!this.running) return
+    this.timer = setTimeout(() => {
+      void this.refresh().finally(() => { this.schedule() })
+    }, this.init.intervalMs)
+    this.timer.unref()
+  }
+
+  private async refresh (): Promise<void> {
+    const t = this.init.timeoutMs
+    const [load, mem, graphics] = await Promise.allSettled([
+      withTimeout(si.currentLoad(), t, 'cpu load'),
+      withTimeout(si.mem(), t, 'memory'),
+      withTimeout(si.graphics(), t, 'gpus')
+    ])
+    if (load.status === 'fulfilled' && Number.isFinite(load.value.currentLoad)) {
+      this.cpuUtil = Math.min(100, Math.max(0, load.value.currentLoad))
+    } else if (load.status === 'rejected') this.init.onError?.('cpu load', load.reason as Error)
+    if (mem.status === 'fulfilled') {
+      this.mem = { totalBytes: mem.value.total, freeBytes: mem.value.free, availableBytes: mem.value.available }
+    } else this.init.onError?.('memory', mem.reason as Error)
+    if (graphics.status === 'fulfilled') {
+      this.realGpus = gpusFromControllers(graphics.value.controllers)
+    } else this.init.onError?.('gpus', graphics.reason as Error)
+  }
+}

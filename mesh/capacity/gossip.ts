@@ -1,0 +1,293 @@
+import { TopicValidatorResult } from '@libp2p/gossipsub'
+import type { Message } from '@libp2p/gossipsub'
+import type { PeerId } from '@libp2p/interface'
+import type { MeshNode, MeshLogger } from '../node.ts'
+import { parseMultiaddr, parsePeerId, silentLogger } from '../node.ts'
+import { CapacityFrameError } from '../errors.ts'
+import type { RejectReason } from '../errors.ts'
+import {
+  CAPACITY_TOPIC, compareRecords, decodeCapacityRecord, encodeCapacityRecord
+} from './record.ts'
+import type { CapacityRecord, Readings } from './record.ts'
+
+export interface CapacityIdentity {
+  name: string
+  cluster: string
+  vendor: string
+}
+
+/** Hooks for metrics; every one optional. */
+export interface CapacityObserver {
+  published?: () => void
+  accepted?: (peer: string) => void
+  rejected?: (reason: RejectReason | 'unsigned', source: string) => void
+  ignored?: (reason: 'stale' | 'self', source: string) => void
+  heartbeatLag?: (ms: number) => void
+  penalised?: (peer: string, strikes: number) => void
+  banned?: (peer: string) => void
+  expired?: (peer: string) => void
+}
+
+export interface CapacityGossipInit {
+  identity: CapacityIdentity
+  /** Incremented by the caller at each start, persisted. */
+  epoch: number
+  heartbeatMs?: number
+  /** A peer expires after this many heartbeats (its own interval) without a record. */
+  expiryHeartbeats?: number
+  /** Rejected frames from one peer, within strikeWindowMs, before it is disconnected and banned. */
+  maxStrikes?: number
+  strikeWindowMs?: number
+  banMs?: number
+  /** Direct connections the gossip opens to peers it hears of, at most. */
+  maxAutoDial?: number
+  readings: () => Readings
+  observer?: CapacityObserver
+  log?: MeshLogger
+  now?: () => number
+}
+
+export type PeerStatus = 'live' | 'expired'
+
+export interface PeerView {
+  record: CapacityRecord
+  /** Receiver's clock when the newest record arrived. */
+  lastSeen: number
+  expiresAt: number
+  status: PeerStatus
+}
+
+/** Entries kept for expired peers (for "last seen" listings), oldest dropped first. */
+const MAX_REMEMBERED_PEERS = 4096
+
+/**
+ * Publishes this node's signed capacity record every heartbeat on a
+ * gossipsub topic, validates every inbound record (size, signature, schema,
+ * signer = named peer, freshness), keeps the table of peers with expiry,
+ * and penalises then bans peers that send bad frames.
+ */
+export class CapacityGossip {
+  private readonly node: MeshNode
+  private readonly init: Required<Omit<CapacityGossipInit, 'observer' | 'log' | 'now'>>
+  private readonly observer: CapacityObserver
+  private readonly log: MeshLogger
+  private readonly now: () => number
+  private readonly table = new Map<string, PeerView>()
+  private readonly strikes = new Map<string, { count: number, since: number }>()
+  private readonly listeners = new Set<(peer: string, view: PeerView) => void>()
+  private seq = 0
+  private own: CapacityRecord | undefined
+  private timer: NodeJS.Timeout | undefined
+  private nextBeatAt = 0
+  private running = false
+
+  constructor (node: MeshNode, init: CapacityGossipInit) {
+    this.node = node
+    this.init = {
+      heartbeatMs: 2000,
+      expiryHeartbeats: 3,
+      maxStrikes: 3,
+      strikeWindowMs: 60_000,
+      banMs: 10 * 60_000,
+      maxAutoDial: 64,
+      ...init
+    }
+    this.observer = init.observer ?? {}
+    this.log = init.log ?? silentLogger
+    this.now = init.now ?? Date.now
+  }
+
+  get heartbeatMs (): number { return this.init.heartbeatMs }
+
+  /** The latest record this node published (undefined before the first heartbeat). */
+  localRecord (): CapacityRecord | undefined { return this.own }
+
+  /** Sequence number the next heartbeat will carry. */
+  nextSeq (): number { return this.seq }
+
+  peers (): PeerView[] {
+    this.sweep()
+    return [...this.table.values()]
+  }
+
+  peer (id: string): PeerView | undefined {
+    this.sweep()
+    return this.table.get(id)
+  }
+
+  onChange (fn: (peer: string, view: PeerView) => void): () => void {
+    this.listeners.add(fn)
+    return () => this.listeners.delete(fn)
+  }
+
+  /** Restores peers known from an earlier run, as expired, and dials them. */
+  remember (entries: Array<{ record: CapacityRecord, lastSeen: number }>): void {
+    for (const { record, lastSeen } of entries) {
+      if (record.peerId === this.node.peerId.toString() || this.table.has(record.peerId)) continue
+      this.table.set(record.peerId, { record, lastSeen, expiresAt: lastSeen, status: 'expired' })
+      this.dialPeer(record)
+    }
+  }
+
+  async start (): Promise<void> {
+    const pubsub = this.node.libp2p.services.pubsub
+    pubsub.topicValidators.set(CAPACITY_TOPIC, async (source, msg) => await this.validate(source, msg))
+    pubsub.subscribe(CAPACITY_TOPIC)
+    this.running = true
+    this.nextBeatAt = this.now()
+    await this.beat()
+  }
+
+  stop (): void {
+    this.running = false
+    clearTimeout(this.timer)
+    const pubsub = this.node.libp2p.services.pubsub
+    pubsub.topicValidators.delete(CAPACITY_TOPIC)
+  }
+
+  /** Publishes a heartbeat now (used after a local reading changed), keeping the schedule. */
+  async publishNow (): Promise<CapacityRecord | undefined> {
+    return await this.publish()
+  }
+
+  private async beat (): Promise<void> {
+    if (!this.running) return
+    const lag = this.now() - this.nextBeatAt
+    this.observer.heartbeatLag?.(Math.max(0, lag))
+    await this.publish()
+    this.sweep()
+    // schedule from the intended time, not from now, so lag does not accumulate
+    this.nextBeatAt += this.init.heartbeatMs
+    const wait = Math.max(0, this.nextBeatAt - this.now())
+    if (!this.running) return
+    this.timer = setTimeout(() => { void this.beat() }, wait)
+  }
+
+  private async publish (): Promise<CapacityRecord | undefined> {
+    const record: CapacityRecord = {
+      v: 1,
+      peerId: this.node.peerId.toString(),
+      ...this.init.identity,
+      addrs: this.node.multiaddrs().slice(0, 16),
+      epoch: this.init.epoch,
+      seq: this.seq++,
+      ts: Date.now(),
+      heartbeatMs: this.init.heartbeatMs,
+      readings: this.init.readings()
+    }
+    try {
+      const frame = await encodeCapacityRecord(record, this.node.privateKey)
+      this.own = record
+      await this.node.libp2p.services.pubsub.publish(CAPACITY_TOPIC, frame)
+      this.observer.published?.()
+      return record
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'capacity publish failed')
+      return undefined
+    }
+  }
+
+  private async validate (source: PeerId, msg: Message): Promise<TopicValidatorResult> {
+    const from = source.toString()
+    if (msg.type !== 'signed') {
+      this.reject('unsigned', from, 'unsigned gossip message')
+      return TopicValidatorResult.Reject
+    }
+    let record: CapacityRecord
+    try {
+      record = await decodeCapacityRecord(msg.data)
+    } catch (err) {
+      const reason = err instanceof CapacityFrameError ? err.reason : 'bad-envelope'
+      this.reject(reason, from, (err as Error).message)
+      return TopicValidatorResult.Reject
+    }
+    if (record.peerId !== msg.from.toString()) {
+      this.reject('peer-mismatch', from, `gossip author ${msg.from.toString()} relays a record of ${record.peerId}`)
+      return TopicValidatorResult.Reject
+    }
+    if (record.peerId === this.node.peerId.toString()) {
+      this.observer.ignored?.('self', from)
+      return TopicValidatorResult.Ignore
+    }
+    const known = this.table.get(record.peerId)
+    if (known != null && compareRecords(record, known.record) <= 0) {
+      this.observer.ignored?.('stale', from)
+      return TopicValidatorResult.Ignore
+    }
+    this.accept(record)
+    return TopicValidatorResult.Accept
+  }
+
+  private accept (record: CapacityRecord): void {
+    const now = this.now()
+    const view: PeerView = {
+      record,
+      lastSeen: now,
+      expiresAt: now + this.init.expiryHeartbeats * record.heartbeatMs + Math.floor(record.heartbeatMs / 2),
+      status: 'live'
+    }
+    this.table.delete(record.peerId) // re-insert: Map order = recency, for trimming
+    this.table.set(record.peerId, view)
+    this.observer.accepted?.(record.peerId)
+    this.emit(record.peerId, view)
+    this.dialPeer(record)
+    this.trim()
+  }
+
+  private dialPeer (record: CapacityRecord): void {
+    if (this.node.libp2p.getConnections().length >= this.init.maxAutoDial) return
+    if (this.node.isConnected(record.peerId)) return
+    const addrs = []
+    for (const a of record.addrs) {
+      try {
+        const ma = parseMultiaddr(a)
+        addrs.push(ma.getComponents().some(c => c.name === 'p2p') ? ma : ma.encapsulate(`/p2p/${record.peerId}`))
+      } catch { /* a bad address is skipped; the record itself was valid */ }
+    }
+    void this.node.ensureConnected(addrs, record.peerId)
+  }
+
+  private reject (reason: RejectReason | 'unsigned', from: string, message: string): void {
+    this.observer.rejected?.(reason, from)
+    const now = this.now()
+    let s = this.strikes.get(from)
+    if (s == null || now - s.since > this.init.strikeWindowMs) s = { count: 0, since: now }
+    s.count++
+    this.strikes.set(from, s)
+    this.log.warn({ peer: from, reason, strikes: s.count, detail: message }, 'rejected capacity frame')
+    this.observer.penalised?.(from, s.count)
+    if (s.count >= this.init.maxStrikes) {
+      this.strikes.delete(from)
+      this.node.gate.ban(from, this.init.banMs)
+      this.observer.banned?.(from)
+      this.log.warn({ peer: from, banMs: this.init.banMs }, 'peer banned for bad capacity frames')
+      void this.node.libp2p.hangUp(parsePeerId(from)).catch(() => {})
+    }
+  }
+
+  private sweep (): void {
+    const now = this.now()
+    for (const [id, view] of this.table) {
+      if (view.status === 'live' && view.expiresAt <= now) {
+        view.status = 'expired'
+        this.observer.expired?.(id)
+        this.log.info({ peer: id, name: view.record.name }, 'peer expired')
+        this.emit(id, view)
+      }
+    }
+  }
+
+  private trim (): void {
+    if (this.table.size <= MAX_REMEMBERED_PEERS) return
+    for (const [id, view] of this.table) {
+      if (this.table.size <= MAX_REMEMBERED_PEERS) break
+      if (view.status === 'expired') this.table.delete(id)
+    }
+  }
+
+  private emit (peer: string, view: PeerView): void {
+    for (const fn of this.listeners) {
+      try { fn(peer, view) } catch (err) { this.log.warn({ err: (err as Error).message }, 'capacity listener failed') }
+    }
+  }
+}

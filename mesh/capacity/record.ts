@@ -1,0 +1,135 @@
+import { z } from 'zod'
+import { RecordEnvelope } from '@libp2p/peer-record'
+import { peerIdFromPublicKey } from '@libp2p/peer-id'
+import type { PrivateKey, Record as Libp2pRecord } from '@libp2p/interface'
+import { CapacityFrameError } from '../errors.ts'
+
+/** Frames larger than this are refused before any decoding. */
+export const MAX_CAPACITY_FRAME_BYTES = 64 * 1024
+export const CAPACITY_DOMAIN = 'blockmesh-capacity'
+export const CAPACITY_CODEC = new TextEncoder().encode('/blockmesh/capacity/1')
+export const CAPACITY_TOPIC = '/blockmesh/capacity/1'
+
+const text = (max: number) => z.string().max(max)
+const nonNeg = z.number().finite().nonnegative()
+const percent = z.number().finite().min(0).max(100)
+
+export const GpuReadingSchema = z.object({
+  index: z.number().int().min(0).max(1023),
+  vendor: text(64),
+  model: text(128),
+  memoryTotalBytes: nonNeg,
+  /** null when the driver does not report it */
+  memoryFreeBytes: nonNeg.nullable(),
+  utilisation: percent.nullable(),
+  simulated: z.boolean()
+})
+export type GpuReading = z.infer<typeof GpuReadingSchema>
+
+export const ReadingsSchema = z.object({
+  cpu: z.object({
+    count: z.number().int().min(1).max(65536),
+    model: text(128),
+    load1: nonNeg,
+    load5: nonNeg,
+    load15: nonNeg,
+    /** whole-machine CPU busy %, sampled since the previous reading */
+    utilisation: percent
+  }),
+  memory: z.object({
+    totalBytes: nonNeg,
+    freeBytes: nonNeg,
+    availableBytes: nonNeg
+  }),
+  gpus: z.array(GpuReadingSchema).max(64)
+})
+export type Readings = z.infer<typeof ReadingsSchema>
+
+export const CapacityRecordSchema = z.object({
+  v: z.literal(1),
+  peerId: text(128),
+  name: z.string().min(1).max(64),
+  cluster: z.string().min(1).max(64),
+  vendor: text(64),
+  addrs: z.array(text(256)).max(16),
+  /** Incremented at each start of the agent; (epoch, seq) orders records across restarts. */
+  epoch: z.number().int().min(0),
+  seq: z.number().int().min(0),
+  /** Sender's clock (ms since epoch); informational, expiry uses the receiver's clock. */
+  ts: z.number().int().min(0),
+  heartbeatMs: z.number().int().min(100).max(60_000),
+  readings: ReadingsSchema
+})
+export type CapacityRecord = z.infer<typeof CapacityRecordSchema>
+
+/** Orders two records of the same peer: negative when a is older. */
+export function compareRecords (a: Pick<CapacityRecord, 'epoch' | 'seq'>, b: Pick<CapacityRecord, 'epoch' | 'seq'>): number {
+  return a.epoch !== b.epoch ? a.epoch - b.epoch : a.seq - b.seq
+}
+
+class CapacityPayload implements Libp2pRecord {
+  readonly domain = CAPACITY_DOMAIN
+  readonly codec = CAPACITY_CODEC
+  private readonly bytes: Uint8Array
+  constructor (bytes: Uint8Array) { this.bytes = bytes }
+  marshal (): Uint8Array { return this.bytes }
+  equals (other: Libp2pRecord): boolean {
+    const o = other.marshal()
+    return o.length === this.bytes.length && o.every((b, i) => b === this.bytes[i])
+  }
+}
+
+/** Seals a record in a libp2p signed envelope (domain-separated Ed25519 signature). */
+export async function encodeCapacityRecord (record: CapacityRecord, privateKey: PrivateKey): Promise<Uint8Array> {
+  const payload = new TextEncoder().encode(JSON.stringify(CapacityRecordSchema.parse(record)))
+  const envelope = await RecordEnvelope.seal(new CapacityPayload(payload), privateKey)
+  const bytes = envelope.marshal()
+  if (bytes.length > MAX_CAPACITY_FRAME_BYTES) {
+    throw new CapacityFrameError('oversized', `own capacity record is ${bytes.length} bytes (limit ${MAX_CAPACITY_FRAME_BYTES})`)
+  }
+  return bytes
+}
+
+/**
+ * Opens a frame: size bound, envelope parse, signature and domain check,
+ * JSON parse, schema check, and the signer must be the peer the record names.
+ * Throws CapacityFrameError with the reason on any failure.
+ */
+export async function decodeCapacityRecord (frame: Uint8Array): Promise<CapacityRecord> {
+  if (frame.length > MAX_CAPACITY_FRAME_BYTES) {
+    throw new CapacityFrameError('oversized', `frame of ${frame.length} bytes exceeds ${MAX_CAPACITY_FRAME_BYTES}`)
+  }
+  let envelope: RecordEnvelope
+  try {
+    envelope = RecordEnvelope.createFromProtobuf(frame)
+  } catch (err) {
+    throw new CapacityFrameError('bad-envelope', 'frame is not a signed envelope', { cause: err })
+  }
+  if (!envelope.payloadType.every((b, i) => b === CAPACITY_CODEC[i]) || envelope.payloadType.length !== CAPACITY_CODEC.length) {
+    throw new CapacityFrameError('wrong-domain', 'envelope does not carry a capacity record')
+  }
+  let valid = false
+  try {
+    valid = await envelope.validate(CAPACITY_DOMAIN)
+  } catch (err) {
+    throw new CapacityFrameError('bad-signature', 'envelope signature could not be checked', { cause: err })
+  }
+  if (!valid) throw new CapacityFrameError('bad-signature', 'envelope signature does not verify')
+
+  let json: unknown
+  try {
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(envelope.payload))
+  } catch (err) {
+    throw new CapacityFrameError('bad-json', 'payload is not UTF-8 JSON', { cause: err })
+  }
+  const parsed = CapacityRecordSchema.safeParse(json)
+  if (!parsed.success) {
+    const first = parsed.error.issues[0]
+    throw new CapacityFrameError('bad-schema', `payload is not a capacity record: ${first.path.join('.') || '(root)'}: ${first.message}`)
+  }
+  const signer = peerIdFromPublicKey(envelope.publicKey).toString()
+  if (signer !== parsed.data.peerId) {
+    throw new CapacityFrameError('peer-mismatch', `record names ${parsed.data.peerId} but is signed by ${signer}`)
+  }
+  return parsed.data
+}

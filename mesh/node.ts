@@ -1,0 +1,180 @@
+import { createLibp2p } from 'libp2p'
+import type { Libp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import type { Identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import type { Ping } from '@libp2p/ping'
+import { gossipsub } from '@libp2p/gossipsub'
+import type { GossipSub, GossipsubOpts } from '@libp2p/gossipsub'
+import { preSharedKey } from '@libp2p/pnet'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import type { PeerId, PrivateKey } from '@libp2p/interface'
+import { PeerGate } from './gater.ts'
+import { InvalidMultiaddrError, InvalidPeerIdError } from './errors.ts'
+
+export type MeshServices = {
+  identify: Identify
+  ping: Ping
+  pubsub: GossipSub
+}
+export type MeshLibp2p = Libp2p<MeshServices>
+
+/** Largest gossip message gossipsub will even decode; our own validators bound frames far tighter. */
+export const GOSSIP_MAX_DATA_BYTES = 1024 * 1024
+
+export interface MeshLogger {
+  debug: (obj: object | string, msg?: string) => void
+  info: (obj: object | string, msg?: string) => void
+  warn: (obj: object | string, msg?: string) => void
+}
+
+export const silentLogger: MeshLogger = { debug () {}, info () {}, warn () {} }
+
+export interface MeshNodeInit {
+  privateKey: PrivateKey
+  /** Multiaddrs to listen on, e.g. /ip4/127.0.0.1/tcp/0 */
+  listen: string[]
+  /** Multiaddrs to keep dialing until connected; /p2p/ID is optional. */
+  bootstrap?: string[]
+  /** pnet swarm key bytes: only nodes with the same key can connect. */
+  swarmKey?: Uint8Array
+  /** Only these peer IDs may connect (empty or absent: anyone with the swarm key, if any). */
+  allow?: string[]
+  gossip?: Partial<GossipsubOpts>
+  /** How often unconnected bootstrap addresses are dialled again. */
+  redialMs?: number
+  log?: MeshLogger
+}
+
+export function parseMultiaddr (text: string): Multiaddr {
+  try {
+    return multiaddr(text)
+  } catch (err) {
+    throw new InvalidMultiaddrError(`not a multiaddr: ${JSON.stringify(text)} (${(err as Error).message})`, { cause: err })
+  }
+}
+
+export function parsePeerId (text: string): PeerId {
+  try {
+    return peerIdFromString(text)
+  } catch (err) {
+    throw new InvalidPeerIdError(`not a peer ID: ${JSON.stringify(text)}`, { cause: err })
+  }
+}
+
+/**
+ * A libp2p 3 node with TCP, Noise, Yamux, identify, ping and gossipsub;
+ * optional private network (pnet) and allow-list gate; a bootstrap dialer
+ * that keeps reconnecting to its seeds.
+ */
+export class MeshNode {
+  readonly libp2p: MeshLibp2p
+  readonly gate: PeerGate
+  readonly privateKey: PrivateKey
+  private readonly bootstrap: Multiaddr[]
+  private readonly redialMs: number
+  private readonly log: MeshLogger
+  private redialTimer: NodeJS.Timeout | undefined
+  private readonly dialing = new Set<string>()
+  /** Bootstrap addresses without /p2p/: the peer each one turned out to be. */
+  private readonly learned = new Map<string, string>()
+  private stopped = false
+
+  private constructor (libp2p: MeshLibp2p, privateKey: PrivateKey, gate: PeerGate, bootstrap: Multiaddr[], redialMs: number, log: MeshLogger) {
+    this.libp2p = libp2p
+    this.privateKey = privateKey
+    this.gate = gate
+    this.bootstrap = bootstrap
+    this.redialMs = redialMs
+    this.log = log
+  }
+
+  static async create (init: MeshNodeInit): Promise<MeshNode> {
+    const listen = init.listen.map(a => parseMultiaddr(a).toString())
+    const bootstrap = (init.bootstrap ?? []).map(parseMultiaddr)
+    for (const p of init.allow ?? []) parsePeerId(p)
+    const gate = new PeerGate({ allow: init.allow })
+    const libp2p = await createLibp2p({
+      privateKey: init.privateKey,
+      start: false,
+      addresses: { listen },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      connectionProtector: init.swarmKey != null ? preSharedKey({ psk: init.swarmKey }) : undefined,
+      connectionGater: gate.connectionGater(),
+      connectionManager: { maxConnections: 256, dialTimeout: 10_000 },
+      services: {
+        identify: identify(),
+        ping: ping(),
+        pubsub: gossipsub({
+          allowPublishToZeroTopicPeers: true,
+          emitSelf: false,
+          maxInboundDataLength: GOSSIP_MAX_DATA_BYTES,
+          ...init.gossip
+        })
+      }
+    })
+    return new MeshNode(libp2p, init.privateKey, gate, bootstrap, init.redialMs ?? 3000, init.log ?? silentLogger)
+  }
+
+  get peerId (): PeerId {
+    return this.libp2p.peerId
+  }
+
+  multiaddrs (): string[] {
+    return this.libp2p.getMultiaddrs().map(a => a.toString())
+  }
+
+  async start (): Promise<void> {
+    await this.libp2p.start()
+    this.redial()
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    clearTimeout(this.redialTimer)
+    await this.libp2p.stop()
+  }
+
+  isConnected (peer: string): boolean {
+    return this.libp2p.getConnections(parsePeerId(peer)).length > 0
+  }
+
+  /** Dials a peer once (best effort) unless connected, refused by the gate, or a dial is under way. */
+  async ensureConnected (target: Multiaddr | Multiaddr[], peer?: string): Promise<string | undefined> {
+    const targets = Array.isArray(target) ? target : [target]
+    if (targets.length === 0 || this.stopped) return
+    const key = peer ?? targets[0].toString()
+    if (peer != null && (peer === this.peerId.toString() || !this.gate.permits(peer) || this.isConnected(peer))) return
+    if (this.dialing.has(key)) return
+    this.dialing.add(key)
+    try {
+      const conn = await this.libp2p.dial(targets.length === 1 ? targets[0] : targets, { signal: AbortSignal.timeout(10_000) })
+      return conn.remotePeer.toString()
+    } catch (err) {
+      this.log.debug({ target: key, err: (err as Error).message }, 'dial failed')
+    } finally {
+      this.dialing.delete(key)
+    }
+  }
+
+  private redial (): void {
+    if (this.stopped) return
+    for (const addr of this.bootstrap) {
+      const key = addr.toString()
+      const peer = addr.getComponents().findLast(c => c.name === 'p2p')?.value ?? this.learned.get(key)
+      if (peer != null && this.isConnected(peer)) continue
+      void this.ensureConnected(addr, peer).then(found => {
+        if (found != null) this.learned.set(key, found)
+      })
+    }
+    this.redialTimer = setTimeout(() => { this.redial() }, this.redialMs)
+    this.redialTimer.unref()
+  }
+}
