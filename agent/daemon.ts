@@ -54,6 +54,7 @@ export class Agent {
   private api: FastifyInstance | undefined
   private apiUrl = ''
   private persistTimer: NodeJS.Timeout | undefined
+  private persistSoonTimer: NodeJS.Timeout | undefined
   private readonly peerStore: PeerStore
   private stopping: Promise<void> | undefined
 
@@ -123,6 +124,14 @@ export class Agent {
     await this.hardware.start()
     await this.mesh.start()
     this.gossip.remember(this.peerStore.load(Date.now() - REMEMBER_MS))
+    // a peer met for the first time (or back from expiry) is written soon, the rest every PERSIST_EVERY_MS
+    const seen = new Set<string>()
+    this.gossip.onChange((peer, view) => {
+      if (view.status !== 'live' || seen.has(peer)) return
+      seen.add(peer)
+      this.persistSoon()
+    })
+    this.gossip.onChange((peer, view) => { if (view.status === 'expired') seen.delete(peer) })
     await this.gossip.start()
     this.persistTimer = setInterval(() => { this.persistPeers() }, PERSIST_EVERY_MS)
     this.persistTimer.unref()
@@ -164,6 +173,15 @@ export class Agent {
     renameSync(path + '.tmp', path)
   }
 
+  private persistSoon (): void {
+    if (this.persistSoonTimer != null) return
+    this.persistSoonTimer = setTimeout(() => {
+      this.persistSoonTimer = undefined
+      this.persistPeers()
+    }, 250)
+    this.persistSoonTimer.unref()
+  }
+
   private persistPeers (): void {
     try {
       this.peerStore.saveAll(this.gossip.peers().filter(p => p.status === 'live'))
@@ -181,6 +199,7 @@ export class Agent {
     this.log.info('agent stopping')
     rmSync(join(this.options.dataDir, READY_FILE), { force: true })
     clearInterval(this.persistTimer)
+    clearTimeout(this.persistSoonTimer)
     this.gossip.stop()
     this.hardware.stop()
     await this.api?.close().catch(() => {})

@@ -79,11 +79,16 @@ class CapacityPayload implements Libp2pRecord {
   }
 }
 
+/** Seals raw payload bytes as a capacity envelope (no checks on the payload; used by encode and by tests). */
+export async function sealCapacityPayload (payload: Uint8Array, privateKey: PrivateKey): Promise<Uint8Array> {
+  const envelope = await RecordEnvelope.seal(new CapacityPayload(payload), privateKey)
+  return envelope.marshal()
+}
+
 /** Seals a record in a libp2p signed envelope (domain-separated Ed25519 signature). */
 export async function encodeCapacityRecord (record: CapacityRecord, privateKey: PrivateKey): Promise<Uint8Array> {
   const payload = new TextEncoder().encode(JSON.stringify(CapacityRecordSchema.parse(record)))
-  const envelope = await RecordEnvelope.seal(new CapacityPayload(payload), privateKey)
-  const bytes = envelope.marshal()
+  const bytes = await sealCapacityPayload(payload, privateKey)
   if (bytes.length > MAX_CAPACITY_FRAME_BYTES) {
     throw new CapacityFrameError('oversized', `own capacity record is ${bytes.length} bytes (limit ${MAX_CAPACITY_FRAME_BYTES})`)
   }

@@ -1,0 +1,147 @@
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { CLI_ENTRY, waitReady } from '../../agent/demo.ts'
+import type { ReadyInfo } from '../../agent/config.ts'
+
+export const HEARTBEAT_MS = 1000
+
+export function tempDir (prefix = 'bm-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix))
+}
+
+/** Polls `fn` until it returns a truthy value; a bound against hanging, not a speed assertion. */
+export async function until<T> (fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, what: string, timeoutMs = 30_000, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let lastErr: unknown
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn()
+      if (v) return v
+    } catch (err) { lastErr = err }
+    await new Promise(r => setTimeout(r, intervalMs))
+  }
+  throw new Error(`timed out waiting for ${what}${lastErr != null ? ` (last error: ${(lastErr as Error).message})` : ''}`)
+}
+
+export interface AgentSpec {
+  name: string
+  dir?: string
+  cluster?: string
+  bootstrap?: string[]
+  heartbeatMs?: number
+  swarmKey?: string
+  allow?: string[]
+  simulateGpus?: string
+  extra?: string[]
+}
+
+/** A real agent in its own OS process, on loopback with OS-chosen ports. */
+export class AgentProcess {
+  readonly spec: AgentSpec
+  readonly dir: string
+  child!: ChildProcess
+  info!: ReadyInfo
+  token!: string
+
+  constructor (spec: AgentSpec) {
+    this.spec = spec
+    this.dir = spec.dir ?? tempDir(`bm-${spec.name}-`)
+  }
+
+  static async start (spec: AgentSpec): Promise<AgentProcess> {
+    const a = new AgentProcess(spec)
+    await a.launch()
+    return a
+  }
+
+  args (): string[] {
+    const s = this.spec
+    const args = [CLI_ENTRY, 'agent', '--name', s.name, '--cluster', s.cluster ?? 'test',
+      '--listen', '/ip4/127.0.0.1/tcp/0', '--api-port', '0', '--data-dir', this.dir,
+      '--heartbeat-ms', String(s.heartbeatMs ?? HEARTBEAT_MS), '--log-level', 'info']
+    if (s.bootstrap != null && s.bootstrap.length > 0) args.push('--bootstrap', s.bootstrap.join(','))
+    if (s.swarmKey != null) args.push('--swarm-key', s.swarmKey)
+    if (s.allow != null && s.allow.length > 0) args.push('--allow', s.allow.join(','))
+    if (s.simulateGpus != null) args.push('--simulate-gpus', s.simulateGpus)
+    args.push(...(s.extra ?? []))
+    return args
+  }
+
+  async launch (overrides: Partial<AgentSpec> = {}): Promise<void> {
+    Object.assign(this.spec, overrides)
+    const log = createWriteStream(join(this.dir, 'agent.log'), { flags: 'a' })
+    this.child = spawn(process.execPath, this.args(), { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
+    this.child.stdout?.pipe(log)
+    this.child.stderr?.pipe(log)
+    this.info = await waitReady(this.dir, this.child, 60_000)
+    this.token = readFileSync(join(this.dir, 'api-token'), 'utf8').trim()
+  }
+
+  get peerId (): string { return this.info.peerId }
+  get addr (): string { return this.info.multiaddrs[0] }
+  get url (): string { return this.info.apiUrl }
+
+  async api<T = any> (path: string, init: { method?: string, body?: unknown, token?: string | null, headers?: Record<string, string> } = {}): Promise<{ status: number, body: T }> {
+    const token = init.token === undefined ? this.token : init.token
+    const res = await fetch(this.url + path, {
+      method: init.method ?? 'GET',
+      headers: {
+        ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(token != null && init.method != null && init.method !== 'GET' ? { authorization: `Bearer ${token}` } : {}),
+        ...init.headers
+      },
+      body: init.body === undefined ? undefined : typeof init.body === 'string' ? init.body : JSON.stringify(init.body)
+    })
+    const text = await res.text()
+    let body: any = text
+    try { body = JSON.parse(text) } catch { /* metrics and pages are text */ }
+    return { status: res.status, body }
+  }
+
+  async peers (include: 'live' | 'all' = 'live'): Promise<any[]> {
+    const r = await this.api<{ peers: any[] }>(`/api/peers?include=${include}`)
+    return r.body.peers
+  }
+
+  async metric (name: string, labels: Record<string, string> = {}): Promise<number> {
+    const { body } = await this.api<string>('/metrics')
+    const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`)
+    let total = 0
+    for (const line of String(body).split('\n')) {
+      if (!line.startsWith(name)) continue
+      const m = /^([a-z_]+)(\{[^}]*\})?\s+(\S+)$/.exec(line)
+      if (m == null || m[1] !== name) continue
+      if (want.every(w => (m[2] ?? '').includes(w))) total += Number(m[3])
+    }
+    return total
+  }
+
+  async exited (): Promise<number | null> {
+    if (this.child.exitCode != null || this.child.signalCode != null) return this.child.exitCode
+    return await new Promise(resolve => this.child.once('exit', code => { resolve(code) }))
+  }
+
+  async stop (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (this.child.exitCode != null || this.child.signalCode != null) return this.child.exitCode
+    const done = this.exited()
+    this.child.kill(signal)
+    const kill = setTimeout(() => this.child.kill('SIGKILL'), 15_000)
+    try { return await done } finally { clearTimeout(kill) }
+  }
+
+  log (): string {
+    try { return readFileSync(join(this.dir, 'agent.log'), 'utf8') } catch { return '' }
+  }
+
+  cleanup (): void {
+    rmSync(this.dir, { recursive: true, force: true })
+  }
+}
+
+export async function stopAll (agents: Array<AgentProcess | undefined>, cleanup = true): Promise<void> {
+  await Promise.all(agents.map(async a => { if (a?.child != null) await a.stop() }))
+  if (cleanup) for (const a of agents) a?.cleanup()
+}
