@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
-import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -86,10 +86,10 @@ export class Demo {
     ]
     if (bootstrap.length > 0) args.push('--bootstrap', bootstrap.join(','))
     if (this.opts.simulateGpus != null) args.push('--simulate-gpus', this.opts.simulateGpus)
-    const log = createWriteStream(join(dir, 'agent.log'), { flags: 'a' })
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
-    child.stdout?.pipe(log)
-    child.stderr?.pipe(log)
+    // the child writes its log itself (not through a pipe to us), so it outlives a crash of this supervisor
+    const log = openSync(join(dir, 'agent.log'), 'a', 0o600)
+    const child = spawn(process.execPath, args, { stdio: ['ignore', log, log, 'ipc'] })
+    closeSync(log)
     const agent: DemoAgent = { index, name, cluster, dir, child }
     child.on('exit', (code, signal) => {
       if (this.stopping == null) this.opts.out?.(`! ${name} exited (${code ?? signal}); its log: ${join(dir, 'agent.log')}`)

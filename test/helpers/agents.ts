@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
-import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CLI_ENTRY, waitReady } from '../../agent/demo.ts'
@@ -72,10 +72,9 @@ export class AgentProcess {
 
   async launch (overrides: Partial<AgentSpec> = {}): Promise<void> {
     Object.assign(this.spec, overrides)
-    const log = createWriteStream(join(this.dir, 'agent.log'), { flags: 'a' })
-    this.child = spawn(process.execPath, this.args(), { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
-    this.child.stdout?.pipe(log)
-    this.child.stderr?.pipe(log)
+    const log = openSync(join(this.dir, 'agent.log'), 'a')
+    this.child = spawn(process.execPath, this.args(), { stdio: ['ignore', log, log, 'ipc'] })
+    closeSync(log)
     this.info = await waitReady(this.dir, this.child, 60_000)
     this.token = readFileSync(join(this.dir, 'api-token'), 'utf8').trim()
   }

@@ -1,0 +1,123 @@
+import { describe, test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { existsSync, readFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { cli, CliProcess, alive } from './helpers/cli.ts'
+import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
+
+const BIN = fileURLToPath(new URL('../agent/cli/bin.mjs', import.meta.url))
+
+describe('CLI misuse: a clear message and exit code 2', () => {
+  const dir = tempDir()
+  const cases: Array<[string, string[], RegExp]> = [
+    ['unknown command', ['frobnicate'], /unknown command/],
+    ['unknown flag', ['agent', '--frobnicate'], /unknown option/],
+    ['non-numeric port', ['agent', '--api-port', 'eighty'], /--api-port.*expected an integer/],
+    ['port out of range', ['agent', '--api-port', '70000'], /expected 0-65535/],
+    ['zero agents', ['demo', '--agents', '0'], /expected 1-64/],
+    ['bad node name', ['agent', '--name', 'no spaces!', '--data-dir', dir], /--name: letters, digits/],
+    ['bad multiaddr', ['agent', '--name', 'x', '--listen', 'tcp:7600', '--data-dir', dir], /not a multiaddr/],
+    ['bad peer ID in the allow-list', ['agent', '--name', 'x', '--allow', 'nobody', '--data-dir', dir], /not a peer ID/],
+    ['missing swarm key file', ['agent', '--name', 'x', '--swarm-key', join(dir, 'nope'), '--data-dir', dir], /cannot read swarm key file/],
+    ['bad simulated GPU spec', ['agent', '--name', 'x', '--simulate-gpus', 'count=2', '--data-dir', dir], /memory=SIZE is required/],
+    ['bad demo GPU spec', ['demo', '--simulate-gpus', 'count=2,memory=1GiB,util=500'], /utilisation/],
+    ['bad API URL', ['peers', '--api', 'ftp://x'], /expected an http\(s\) URL/],
+    ['bad log level', ['agent', '--name', 'x', '--log-level', 'loud', '--data-dir', dir], /--log-level/]
+  ]
+  for (const [what, args, re] of cases) {
+    test(what, () => {
+      const r = cli(args)
+      assert.equal(r.code, 2, `exit code for ${args.join(' ')}: stderr ${r.stderr}`)
+      assert.match(r.stderr, re)
+    })
+  }
+
+  test('no agent state is left behind by a refused start', () => {
+    assert.equal(existsSync(join(dir, 'agent.json')), false)
+  })
+
+  test('--help and --version exit 0', () => {
+    const help = cli(['--help'])
+    assert.equal(help.code, 0)
+    assert.match(help.stdout, /agent.*demo.*peers/s)
+    const version = cli(['--version'])
+    assert.equal(version.code, 0)
+    assert.equal(version.stdout.trim(), JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version)
+  })
+
+  test('an unreachable agent is a runtime failure (exit 1) with a hint', () => {
+    const r = cli(['peers', '--api', 'http://127.0.0.1:1'])
+    assert.equal(r.code, 1)
+    assert.match(r.stderr, /cannot reach the agent API.*npm start/)
+  })
+})
+
+// The machine's own Node (20 here) must be refused with an explanation, not a stack trace.
+const systemNode = ['/usr/bin/node', '/usr/local/bin/node'].find(p => existsSync(p))
+const systemMajor = systemNode != null ? Number(execFileSync(systemNode, ['-p', 'process.versions.node'], { encoding: 'utf8' }).split('.')[0]) : NaN
+test('the blockmesh bin refuses an old system Node with a clear message', {
+  skip: systemNode == null || systemMajor >= 22 ? `skipped: this machine has no Node older than 22 to try (found ${systemNode ?? 'none'} ${Number.isNaN(systemMajor) ? '' : 'v' + systemMajor})` : false
+}, () => {
+  const r = cli(['peers'], { node: systemNode, entry: BIN })
+  assert.equal(r.code, 1)
+  assert.match(r.stderr, /blockmesh needs Node >= 22/)
+})
+
+describe('blockmesh peers', () => {
+  let a: AgentProcess, b: AgentProcess
+  after(async () => { await stopAll([a, b]) })
+
+  test('prints every peer with its capacity and last-seen age', async () => {
+    a = await AgentProcess.start({ name: 'table-a', simulateGpus: 'count=2,model=A100,memory=80GiB,free=40GiB,util=50' })
+    b = await AgentProcess.start({ name: 'table-b', bootstrap: [a.addr] })
+    await until(async () => (await b.peers()).length === 2, 'b to see a')
+    const r = cli(['peers', '--api', b.url], { entry: BIN })
+    assert.equal(r.code, 0, r.stderr)
+    const lines = r.stdout.trim().split('\n')
+    assert.match(lines[0], /NAME\s+CLUSTER\s+PEER\s+STATUS\s+CPUS\s+LOAD 1\/5\/15\s+RAM AVAIL\/TOTAL\s+GPUS\s+LAST SEEN/)
+    const rowA = lines.find(l => l.startsWith('table-a '))
+    const rowB = lines.find(l => l.startsWith('table-b *'))
+    assert.ok(rowA != null && rowB != null, r.stdout)
+    assert.match(rowA, /live .* 2x 80\.0GiB\/160GiB free 50% \(simulated\) .*\d(\.\d)?(ms|s) ago$/)
+    assert.match(rowB, / - +self$/)
+    const json = JSON.parse(cli(['peers', '--api', b.url, '--json']).stdout)
+    assert.equal(json.peers.length, 2)
+  })
+})
+
+describe('blockmesh demo', () => {
+  test('starts N agent processes, prints URLs, peer IDs, token and dashboard; SIGTERM stops them all', async () => {
+    const dir = tempDir('bm-demo-')
+    const demo = new CliProcess(['demo', '--agents', '2', '--base-port', '0', '--data-dir', dir, '--heartbeat-ms', '1000'])
+    await demo.line(/Ctrl-C stops every agent/)
+    assert.ok(demo.lines.some(l => /^mesh formed/.test(l)), demo.lines.join('\n'))
+    const agentLines = demo.lines.filter(l => /^agent-\d+ /.test(l))
+    assert.equal(agentLines.length, 2)
+    for (const l of agentLines) assert.match(l, /api http:\/\/127\.0\.0\.1:\d+ +peer 12D3KooW\w+/)
+    const token = (demo.lines.find(l => l.startsWith('token: ')) ?? '').slice(7)
+    assert.equal(token, readFileSync(join(dir, 'agent-1', 'api-token'), 'utf8').trim(), 'one token for the demo')
+    const dashboard = (demo.lines.find(l => l.startsWith('dashboard: ')) ?? '').slice(11)
+    const page = await fetch(dashboard)
+    assert.equal(page.status, 200)
+    assert.match(await page.text(), /Blockmesh/)
+
+    const pids = [0, 1].map(i => JSON.parse(readFileSync(join(dir, `agent-${i}`, 'agent.json'), 'utf8')).pid as number)
+    assert.ok(pids.every(alive))
+    demo.child.kill('SIGTERM')
+    assert.equal(await demo.exit(), 0)
+    await until(() => pids.every(p => !alive(p)), 'every agent process to exit')
+    assert.ok(!existsSync(join(dir, 'agent-0', 'agent.json')), 'agents removed their ready files: a clean stop')
+  })
+
+  test('agents do not outlive a supervisor that is killed outright', async () => {
+    const dir = tempDir('bm-demo-')
+    const demo = new CliProcess(['demo', '--agents', '2', '--base-port', '0', '--data-dir', dir, '--heartbeat-ms', '1000'])
+    await demo.line(/Ctrl-C stops every agent/)
+    const pids = [0, 1].map(i => JSON.parse(readFileSync(join(dir, `agent-${i}`, 'agent.json'), 'utf8')).pid as number)
+    demo.child.kill('SIGKILL')
+    await demo.exit()
+    await until(() => pids.every(p => !alive(p)), 'orphaned agents to notice and exit')
+  })
+})
