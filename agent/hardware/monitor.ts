@@ -3,6 +3,27 @@ import si from 'systeminformation'
 import type { Readings, GpuReading } from '../../mesh/capacity/record.ts'
 import { gpusFromControllers, simulatedReadings } from './gpus.ts'
 import type { SimulatedGpu } from './gpus.ts'
+import { queryNvidiaSmi } from './nvidia-smi.ts'
+import type { NvidiaSmiGpu } from './nvidia-smi.ts'
+
+const MiB = 1024 * 1024
+
+/** Updates NVIDIA readings (matched by order among NVIDIA GPUs) with a fresh nvidia-smi query. */
+export function applyNvidiaSmi (gpus: GpuReading[], fresh: NvidiaSmiGpu[]): GpuReading[] {
+  const byIndex = [...fresh].sort((a, b) => a.index - b.index)
+  let k = 0
+  return gpus.map(g => {
+    if (!/nvidia/i.test(`${g.vendor} ${g.model}`) || g.simulated) return g
+    const f = byIndex[k++]
+    if (f == null) return g
+    return {
+      ...g,
+      memoryTotalBytes: f.memoryTotalMiB != null && f.memoryTotalMiB > 0 ? f.memoryTotalMiB * MiB : g.memoryTotalBytes,
+      memoryFreeBytes: f.memoryFreeMiB != null ? f.memoryFreeMiB * MiB : null,
+      utilisation: f.utilisation != null ? Math.min(100, Math.max(0, f.utilisation)) : null
+    }
+  })
+}
 
 export interface HardwareMonitorInit {
   /** How often readings are refreshed. */
@@ -10,6 +31,12 @@ export interface HardwareMonitorInit {
   simulatedGpus?: SimulatedGpu[]
   /** A reading source that takes longer than this keeps the previous value. */
   timeoutMs?: number
+  /**
+   * How often GPUs are enumerated with systeminformation (which spawns lspci, nvidia-smi,
+   * clinfo, xrandr…). Between enumerations, NVIDIA memory and utilisation are refreshed every
+   * interval with one narrow nvidia-smi query.
+   */
+  discoverEveryMs?: number
   onError?: (what: string, err: Error) => void
 }
 
@@ -38,9 +65,10 @@ export class HardwareMonitor {
   private mem = { totalBytes: os.totalmem(), freeBytes: os.freemem(), availableBytes: os.freemem() }
   private timer: NodeJS.Timeout | undefined
   private running = false
+  private discoveredAt = -Infinity
 
   constructor (init: HardwareMonitorInit) {
-    this.init = { timeoutMs: 10_000, ...init }
+    this.init = { timeoutMs: 10_000, discoverEveryMs: 60_000, ...init }
     this.simulated = init.simulatedGpus ?? []
   }
 
@@ -88,10 +116,11 @@ export class HardwareMonitor {
 
   private async refresh (): Promise<void> {
     const t = this.init.timeoutMs
+    const discover = Date.now() - this.discoveredAt >= this.init.discoverEveryMs
     const [load, mem, graphics] = await Promise.allSettled([
       withTimeout(si.currentLoad(), t, 'cpu load'),
       withTimeout(si.mem(), t, 'memory'),
-      withTimeout(si.graphics(), t, 'gpus')
+      discover ? withTimeout(si.graphics(), t, 'gpus') : Promise.resolve(null)
     ])
     if (load.status === 'fulfilled' && Number.isFinite(load.value.currentLoad)) {
       this.cpuUtil = Math.min(100, Math.max(0, load.value.currentLoad))
@@ -99,8 +128,15 @@ export class HardwareMonitor {
     if (mem.status === 'fulfilled') {
       this.mem = { totalBytes: mem.value.total, freeBytes: mem.value.free, availableBytes: mem.value.available }
     } else this.init.onError?.('memory', mem.reason as Error)
-    if (graphics.status === 'fulfilled') {
+    if (discover) this.discoveredAt = Date.now() // a failed discovery waits its turn too: no spawn storm
+    if (graphics.status === 'fulfilled' && graphics.value != null) {
       this.realGpus = gpusFromControllers(graphics.value.controllers)
-    } else this.init.onError?.('gpus', graphics.reason as Error)
+    } else if (graphics.status === 'rejected') this.init.onError?.('gpus', graphics.reason as Error)
+    // systeminformation's discovery may leave NVIDIA free memory and utilisation unset (seen on an H100):
+    // the narrow query runs right after discovery as well as on every other refresh
+    if (this.realGpus.some(g => /nvidia/i.test(`${g.vendor} ${g.model}`))) {
+      const smi = await queryNvidiaSmi(t)
+      if (smi != null) this.realGpus = applyNvidiaSmi(this.realGpus, smi)
+    }
   }
 }

@@ -68,3 +68,32 @@ test('bad --simulate-gpus values say what is wrong', () => {
     assert.throws(() => parseSimulatedGpus(spec), (err: Error) => err instanceof ValidationError && re.test(err.message), spec)
   }
 })
+
+test('nvidia-smi query output parses, including "[N/A]" values and names with commas', async () => {
+  const { parseNvidiaSmi } = await import('../../agent/hardware/nvidia-smi.ts')
+  const text = [
+    '0, 00000000:18:00.0, NVIDIA H100 80GB HBM3, 81559, 80994, 0',
+    '1, 00000000:3B:00.0, NVIDIA A100-SXM4-40GB, 40960, [N/A], [Not Supported]',
+    'garbage line',
+    '2, 00000000:86:00.0, Weird, Name, 24576, 1000, 97'
+  ].join('\n')
+  assert.deepEqual(parseNvidiaSmi(text), [
+    { index: 0, busId: '00000000:18:00.0', name: 'NVIDIA H100 80GB HBM3', memoryTotalMiB: 81559, memoryFreeMiB: 80994, utilisation: 0 },
+    { index: 1, busId: '00000000:3B:00.0', name: 'NVIDIA A100-SXM4-40GB', memoryTotalMiB: 40960, memoryFreeMiB: null, utilisation: null },
+    { index: 2, busId: '00000000:86:00.0', name: 'Weird, Name', memoryTotalMiB: 24576, memoryFreeMiB: 1000, utilisation: 97 }
+  ])
+})
+
+test('a fresh nvidia-smi reading updates NVIDIA GPUs only, in order', async () => {
+  const { applyNvidiaSmi } = await import('../../agent/hardware/monitor.ts')
+  const base = gpusFromControllers([
+    { vendor: 'NVIDIA', model: 'H100', memoryTotal: 81559, memoryFree: 81000, utilizationGpu: 0 },
+    { vendor: 'Advanced Micro Devices', model: 'MI210', vram: 65536 }
+  ])
+  const out = applyNvidiaSmi([...base, ...simulatedReadings(parseSimulatedGpus('memory=8GiB'), 2)],
+    [{ index: 0, busId: 'x', name: 'H100', memoryTotalMiB: 81559, memoryFreeMiB: 1024, utilisation: 88 }])
+  assert.equal(out[0].memoryFreeBytes, 1024 * MiB)
+  assert.equal(out[0].utilisation, 88)
+  assert.deepEqual(out[1], base[1])
+  assert.equal(out[2].memoryFreeBytes, 8 * 1024 ** 3, 'simulated GPUs are left alone')
+})

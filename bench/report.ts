@@ -1,0 +1,31 @@
+import os from 'node:os'
+import { execFileSync } from 'node:child_process'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+
+export const BENCHMARKS_FILE = new URL('../BENCHMARKS.md', import.meta.url)
+
+export function machineLine (): string {
+  let commit = 'unknown'
+  try { commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() } catch { /* not a checkout */ }
+  const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU'
+  return `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC · ${cpu}, ${os.availableParallelism()} cores, ` +
+    `${Math.round(os.totalmem() / 1024 ** 3)} GiB RAM · ${os.type()} ${os.release()} · Node ${process.versions.node} · commit ${commit}`
+}
+
+const HEADER = `# Benchmarks
+
+Written by \`npm run bench\` (each section by its own benchmark: \`npm run bench -- --only NAME\`).
+Figures are measurements on the machine named in each section, not guarantees; comparisons are made side by side in one run.
+`
+
+/** Replaces (or appends) the section between <!-- bench:NAME --> markers, keeping the others. */
+export function writeSection (name: string, title: string, body: string): void {
+  const path = BENCHMARKS_FILE
+  let text = existsSync(path) ? readFileSync(path, 'utf8') : HEADER
+  const start = `<!-- bench:${name} -->`
+  const end = `<!-- /bench:${name} -->`
+  const section = `${start}\n## ${title}\n\n_Measured ${machineLine()}_\n\n${body}\n${end}`
+  const re = new RegExp(`${start}[\\s\\S]*?${end}`)
+  text = re.test(text) ? text.replace(re, section) : `${text.trimEnd()}\n\n${section}\n`
+  writeFileSync(path, text.endsWith('\n') ? text : text + '\n')
+}

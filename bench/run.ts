@@ -1,0 +1,45 @@
+/**
+ * npm run bench [-- --only gossip,stream] [--sizes 3,10,20] [--quick]
+ * Runs the benchmarks and writes their sections of BENCHMARKS.md.
+ */
+import { parseArgs } from 'node:util'
+import { runGossipSize, gossipMarkdown } from './gossip.ts'
+import type { GossipSizeResult } from './gossip.ts'
+import { runStreamBench, streamMarkdown } from './stream.ts'
+import { writeSection } from './report.ts'
+
+const { values } = parseArgs({
+  options: {
+    only: { type: 'string' },
+    sizes: { type: 'string', default: '3,10,20' },
+    quick: { type: 'boolean', default: false }
+  }
+})
+const only = new Set((values.only ?? 'gossip,stream').split(',').map(s => s.trim()))
+const log = (s: string): void => { process.stdout.write(s + '\n') }
+
+const known = ['gossip', 'stream']
+for (const name of only) {
+  if (!known.includes(name)) {
+    process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
+    process.exit(2)
+  }
+}
+
+if (only.has('stream')) {
+  log('stream: libp2p (Noise + Yamux) vs raw TCP on loopback')
+  const r = await runStreamBench({
+    totalMiB: values.quick ? 64 : 256, frameBytes: 1024 * 1024, rounds: values.quick ? 2 : 5, echoBytes: 4096, echoCount: values.quick ? 1000 : 5000
+  }, log)
+  writeSection('stream', 'libp2p stream vs raw TCP (loopback)', streamMarkdown(r))
+}
+
+if (only.has('gossip')) {
+  const sizes = values.sizes.split(',').map(Number).filter(n => Number.isInteger(n) && n >= 2)
+  log(`gossip convergence for ${sizes.join(', ')} agent processes`)
+  const results: GossipSizeResult[] = []
+  for (const n of sizes) results.push(await runGossipSize(n, values.quick ? 2 : 5, 2000, log))
+  writeSection('gossip', 'Capacity gossip convergence', gossipMarkdown(results))
+}
+log('wrote BENCHMARKS.md')
+process.exit(0)
