@@ -5,13 +5,30 @@
  * shows the change. "Heartbeats" = sequence number of agent 0's record the
  * last agent first showed it in, minus the sequence number that carried it.
  */
+import { readFileSync } from 'node:fs'
 import { AgentProcess, stopAll, until } from '../test/helpers/agents.ts'
 import { median } from './stats.ts'
 
 const GiB = 1024 ** 3
 
 export interface GossipTrial { heartbeats: number, msToAll: number }
-export interface GossipSizeResult { agents: number, heartbeatMs: number, formationMs: number, formationHeartbeats: number, trials: GossipTrial[] }
+export interface GossipSizeResult {
+  agents: number
+  heartbeatMs: number
+  formationMs: number
+  formationHeartbeats: number
+  /** mean CPU of one agent in the formed mesh, % of one core, over 10 s */
+  cpuPercent: number
+  trials: GossipTrial[]
+}
+
+/** CPU seconds (user + system) each process has used, from /proc. */
+function cpuSeconds (pids: number[]): number[] {
+  return pids.map(pid => {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return (Number(f[11]) + Number(f[12])) / 100
+  })
+}
 
 async function poll (agent: AgentProcess, peerId: string, freeBytes: number): Promise<{ seq: number, at: number }> {
   return await until(async () => {
@@ -40,8 +57,15 @@ export async function runGossipSize (n: number, trials: number, heartbeatMs: num
     const formationMs = Date.now() - t0
     const formationHeartbeats = (await first.api('/api/node')).body.seq - seq0
     log(`  ${n} agents: mesh formed (${formationMs} ms after the last start)`)
+    await new Promise(r => setTimeout(r, 5000)) // let start-up work finish
+    const pids = agents.map(a => a.child.pid as number)
+    const c0 = cpuSeconds(pids)
+    await new Promise(r => setTimeout(r, 10_000))
+    const c1 = cpuSeconds(pids)
+    const cpuPercent = c1.reduce((s, v, i) => s + (v - c0[i]), 0) / n / 10 * 100
+    log(`  ${n} agents: ${cpuPercent.toFixed(1)}% of a core per agent at rest`)
 
-    const result: GossipSizeResult = { agents: n, heartbeatMs, formationMs, formationHeartbeats, trials: [] }
+    const result: GossipSizeResult = { agents: n, heartbeatMs, formationMs, formationHeartbeats, cpuPercent, trials: [] }
     for (let t = 0; t < trials; t++) {
       const free = (70 - t) * GiB
       const start = Date.now()
@@ -66,15 +90,15 @@ export function gossipMarkdown (results: GossipSizeResult[]): string {
   const lines = [
     `Agents as separate processes on one 2-core machine, heartbeat ${results[0]?.heartbeatMs ?? '?'} ms, ${results[0]?.trials.length ?? 0} changes per size. ` +
     'A change is published at once; "heartbeats" counts how many later heartbeats it took to reach the last agent (0 = the record carrying the change reached everyone). ' +
-    'Wall time includes the 50 ms polling of every agent\'s API.',
+    'Wall time includes the 50 ms polling of every agent\'s API. CPU: user + system time of every agent process over 10 s once the mesh formed, averaged; all agents share the 2 cores.',
     '',
-    '| agents | heartbeats until all see a change (median / max) | ms until all see it (median / max) | mesh formation (ms / heartbeats) |',
-    '| ---: | ---: | ---: | ---: |'
+    '| agents | heartbeats until all see a change (median / max) | ms until all see it (median / max) | mesh formation (ms / heartbeats) | CPU per agent at rest (% of a core) |',
+    '| ---: | ---: | ---: | ---: | ---: |'
   ]
   for (const r of results) {
     const hb = r.trials.map(t => t.heartbeats)
     const ms = r.trials.map(t => t.msToAll)
-    lines.push(`| ${r.agents} | ${median(hb)} / ${Math.max(...hb)} | ${median(ms)} / ${Math.max(...ms)} | ${r.formationMs} / ${r.formationHeartbeats} |`)
+    lines.push(`| ${r.agents} | ${median(hb)} / ${Math.max(...hb)} | ${median(ms)} / ${Math.max(...ms)} | ${r.formationMs} / ${r.formationHeartbeats} | ${r.cpuPercent.toFixed(1)} |`)
   }
   return lines.join('\n')
 }

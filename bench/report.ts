@@ -29,3 +29,17 @@ export function writeSection (name: string, title: string, body: string): void {
   text = re.test(text) ? text.replace(re, section) : `${text.trimEnd()}\n\n${section}\n`
   writeFileSync(path, text.endsWith('\n') ? text : text + '\n')
 }
+
+const README_FILE = new URL('../README.md', import.meta.url)
+
+/** Copies every benchmark section of BENCHMARKS.md into README.md's summary block, so the two agree. */
+export function syncReadme (): void {
+  if (!existsSync(BENCHMARKS_FILE) || !existsSync(README_FILE)) return
+  const bench = readFileSync(BENCHMARKS_FILE, 'utf8')
+  const sections = [...bench.matchAll(/<!-- bench:([\w-]+) -->\n([\s\S]*?)\n<!-- \/bench:\1 -->/g)]
+    .map(m => m[2].replace(/^## /m, '### '))
+  const readme = readFileSync(README_FILE, 'utf8')
+  const block = `<!-- benchmarks-summary -->\n${sections.join('\n\n')}\n<!-- /benchmarks-summary -->`
+  const next = readme.replace(/<!-- benchmarks-summary -->[\s\S]*?<!-- \/benchmarks-summary -->/, block)
+  if (next !== readme) writeFileSync(README_FILE, next)
+}

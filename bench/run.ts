@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util'
 import { runGossipSize, gossipMarkdown } from './gossip.ts'
 import type { GossipSizeResult } from './gossip.ts'
 import { runStreamBench, streamMarkdown } from './stream.ts'
-import { writeSection } from './report.ts'
+import { syncReadme, writeSection } from './report.ts'
 
 const { values } = parseArgs({
   options: {
@@ -41,5 +41,6 @@ if (only.has('gossip')) {
   for (const n of sizes) results.push(await runGossipSize(n, values.quick ? 2 : 5, 2000, log))
   writeSection('gossip', 'Capacity gossip convergence', gossipMarkdown(results))
 }
-log('wrote BENCHMARKS.md')
+syncReadme()
+log('wrote BENCHMARKS.md (and its copy in README.md)')
 process.exit(0)

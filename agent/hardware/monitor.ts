@@ -40,6 +40,26 @@ export interface HardwareMonitorInit {
   onError?: (what: string, err: Error) => void
 }
 
+export interface CpuTimes { idle: number, total: number }
+
+/** Sums os.cpus() times over every core (Node reads /proc/stat itself: no child process). */
+export function cpuTimes (cpus = os.cpus()): CpuTimes {
+  let idle = 0
+  let total = 0
+  for (const c of cpus) {
+    idle += c.times.idle
+    total += c.times.user + c.times.nice + c.times.sys + c.times.idle + c.times.irq
+  }
+  return { idle, total }
+}
+
+/** Busy % between two samples; null when no time passed. */
+export function busyPercent (before: CpuTimes, after: CpuTimes): number | null {
+  const total = after.total - before.total
+  if (total <= 0) return null
+  return Math.min(100, Math.max(0, 100 * (1 - (after.idle - before.idle) / total)))
+}
+
 async function withTimeout<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   try {
@@ -66,6 +86,7 @@ export class HardwareMonitor {
   private timer: NodeJS.Timeout | undefined
   private running = false
   private discoveredAt = -Infinity
+  private lastCpu = cpuTimes()
 
   constructor (init: HardwareMonitorInit) {
     this.init = { timeoutMs: 10_000, discoverEveryMs: 60_000, ...init }
@@ -117,14 +138,15 @@ export class HardwareMonitor {
   private async refresh (): Promise<void> {
     const t = this.init.timeoutMs
     const discover = Date.now() - this.discoveredAt >= this.init.discoverEveryMs
-    const [load, mem, graphics] = await Promise.allSettled([
-      withTimeout(si.currentLoad(), t, 'cpu load'),
+    // CPU busy % from os.cpus() deltas: si.currentLoad() runs `cat /proc/stat | grep cpu` through
+    // execSync on Linux, blocking the event loop on every call
+    const cpu = cpuTimes()
+    this.cpuUtil = busyPercent(this.lastCpu, cpu) ?? this.cpuUtil
+    this.lastCpu = cpu
+    const [mem, graphics] = await Promise.allSettled([
       withTimeout(si.mem(), t, 'memory'),
       discover ? withTimeout(si.graphics(), t, 'gpus') : Promise.resolve(null)
     ])
-    if (load.status === 'fulfilled' && Number.isFinite(load.value.currentLoad)) {
-      this.cpuUtil = Math.min(100, Math.max(0, load.value.currentLoad))
-    } else if (load.status === 'rejected') this.init.onError?.('cpu load', load.reason as Error)
     if (mem.status === 'fulfilled') {
       this.mem = { totalBytes: mem.value.total, freeBytes: mem.value.free, availableBytes: mem.value.available }
     } else this.init.onError?.('memory', mem.reason as Error)

@@ -75,6 +75,7 @@ export class CapacityGossip {
   private readonly table = new Map<string, PeerView>()
   private readonly strikes = new Map<string, { count: number, since: number }>()
   private readonly listeners = new Set<(peer: string, view: PeerView) => void>()
+  private readonly waitingDial = new Map<string, number>()
   private seq = 0
   private own: CapacityRecord | undefined
   private timer: NodeJS.Timeout | undefined
@@ -125,7 +126,7 @@ export class CapacityGossip {
     for (const { record, lastSeen } of entries) {
       if (record.peerId === this.node.peerId.toString() || this.table.has(record.peerId)) continue
       this.table.set(record.peerId, { record, lastSeen, expiresAt: lastSeen, status: 'expired' })
-      this.dialPeer(record)
+      this.dialPeer(record, true) // stored peers: dial at once, whoever we are
     }
   }
 
@@ -234,9 +235,25 @@ export class CapacityGossip {
     this.trim()
   }
 
-  private dialPeer (record: CapacityRecord): void {
+  /**
+   * Opens a direct connection to a peer heard of through gossip. To avoid both sides dialling at
+   * once (two connections per pair), the smaller peer ID dials first; the other side dials too
+   * only if still unconnected two heartbeats later (the smaller side may not reach it).
+   */
+  private dialPeer (record: CapacityRecord, force = false): void {
     if (this.node.libp2p.getConnections().length >= this.init.maxAutoDial) return
-    if (this.node.isConnected(record.peerId)) return
+    if (this.node.isConnected(record.peerId)) {
+      this.waitingDial.delete(record.peerId)
+      return
+    }
+    if (!force && this.node.peerId.toString() > record.peerId) {
+      const since = this.waitingDial.get(record.peerId)
+      if (since == null) {
+        this.waitingDial.set(record.peerId, this.now())
+        return
+      }
+      if (this.now() - since < 2 * this.init.heartbeatMs) return
+    }
     const addrs = []
     for (const a of record.addrs) {
       try {
@@ -271,6 +288,7 @@ export class CapacityGossip {
       if (view.status === 'live' && view.expiresAt <= now) {
         view.status = 'expired'
         this.observer.expired?.(id)
+        this.waitingDial.delete(id)
         this.log.info({ peer: id, name: view.record.name }, 'peer expired')
         this.emit(id, view)
       }

@@ -97,3 +97,14 @@ test('a fresh nvidia-smi reading updates NVIDIA GPUs only, in order', async () =
   assert.deepEqual(out[1], base[1])
   assert.equal(out[2].memoryFreeBytes, 8 * 1024 ** 3, 'simulated GPUs are left alone')
 })
+
+test('CPU busy % comes from per-core time deltas', async () => {
+  const { cpuTimes, busyPercent } = await import('../../agent/hardware/monitor.ts')
+  const core = (user: number, idle: number) => ({ model: 'x', speed: 1, times: { user, nice: 0, sys: 0, idle, irq: 0 } })
+  const a = cpuTimes([core(100, 900), core(100, 900)])
+  const b = cpuTimes([core(250, 950), core(200, 1000)]) // busy 250 of 400 ms
+  assert.equal(busyPercent(a, b), 62.5)
+  assert.equal(busyPercent(a, a), null)
+  const live = cpuTimes()
+  assert.ok(live.total > 0 && live.idle <= live.total)
+})

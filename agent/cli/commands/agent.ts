@@ -1,6 +1,7 @@
 import { hostname } from 'node:os'
 import type { Command } from 'commander'
 import { Agent } from '../../daemon.ts'
+import { flushLogger } from '../../log.ts'
 import { collect, intArg } from '../args.ts'
 
 export function registerAgentCommand (program: Command): void {
@@ -45,7 +46,10 @@ export function registerAgentCommand (program: Command): void {
         agent.log.info({ why }, 'shutting down')
         const force = setTimeout(() => { process.exit(1) }, 15_000)
         force.unref()
-        void agent.stop().finally(() => { process.exit(0) })
+        void agent.stop().finally(async () => {
+          await flushLogger(agent.log)
+          process.exit(0)
+        })
       }
       process.on('SIGINT', () => { shutdown('SIGINT') })
       process.on('SIGTERM', () => { shutdown('SIGTERM') })
