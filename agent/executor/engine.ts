@@ -1,0 +1,195 @@
+import { EventEmitter } from 'node:events'
+import { Worker } from 'node:worker_threads'
+import { providerOrder } from './providers.ts'
+import type { GpuPresence, ProviderPreference, ProviderReport } from './providers.ts'
+import type { DecoderShape } from './feeds.ts'
+import type { FinishReason, FromWorker, ToWorker, WorkerInit } from './protocol.ts'
+
+export interface EngineOptions {
+  modelPath: string
+  provider: ProviderPreference
+  gpus: GpuPresence
+  contextLength: number
+  maxBatch?: number
+  intraOpThreads?: number
+}
+
+export interface GenerateParams {
+  prompt: number[]
+  maxTokens: number
+  temperature: number
+  topP: number
+  seed: number
+  stopTokens: number[]
+}
+
+export interface GenerationResult { reason: FinishReason, promptTokens: number, completionTokens: number, error?: string }
+
+/** One running generation: tokens as they come, the outcome when it ends, and a way to stop it. */
+export interface Generation {
+  readonly id: number
+  readonly tokens: AsyncIterable<number>
+  readonly done: Promise<GenerationResult>
+  cancel: () => void
+}
+
+export interface StepEvent { kind: 'prefill' | 'decode', batch: number, ms: number, tokens: number }
+
+export class EngineError extends Error {
+  readonly code: string
+  constructor (message: string, code = 'engine_error') {
+    super(message)
+    this.name = 'EngineError'
+    this.code = code
+  }
+}
+
+interface Pending {
+  queue: number[]
+  waiter: (() => void) | null
+  ended: boolean
+  firstToken: boolean
+  resolve: (r: GenerationResult) => void
+}
+
+/**
+ * A model loaded in its own worker thread (see worker.ts). generate() is
+ * safe to call concurrently; the worker batches running sequences.
+ * Emits 'step' (StepEvent) for metrics and 'crashed' (Error) if the worker dies.
+ */
+export class ModelEngine extends EventEmitter {
+  readonly provider: ProviderReport
+  readonly shape: DecoderShape
+  readonly loadMs: number
+  readonly contextLength: number
+  private readonly worker: Worker
+  private readonly live = new Map<number, Pending>()
+  private nextId = 1
+  private closed = false
+
+  private constructor (worker: Worker, ready: Extract<FromWorker, { type: 'ready' }>, contextLength: number) {
+    super()
+    this.worker = worker
+    this.provider = ready.provider
+    this.shape = ready.shape
+    this.loadMs = ready.loadMs
+    this.contextLength = contextLength
+    worker.on('message', (m: FromWorker) => { this.onMessage(m) })
+    worker.on('error', (err) => { this.fail(err) })
+    worker.on('exit', (code) => { if (!this.closed) this.fail(new EngineError(`model worker exited (${code})`, 'worker_exit')) })
+  }
+
+  static async start (opts: EngineOptions): Promise<ModelEngine> {
+    const init: WorkerInit = {
+      modelPath: opts.modelPath,
+      order: providerOrder(opts.provider, opts.gpus),
+      intraOpThreads: opts.intraOpThreads,
+      maxBatch: opts.maxBatch ?? 8,
+      contextLength: opts.contextLength
+    }
+    const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: init })
+    const ready = await new Promise<Extract<FromWorker, { type: 'ready' }>>((resolve, reject) => {
+      const onMessage = (m: FromWorker): void => {
+        if (m.type === 'ready') { cleanup(); resolve(m) }
+        if (m.type === 'failed') { cleanup(); void worker.terminate(); reject(new EngineError(m.error, 'load_failed')) }
+      }
+      const onError = (err: Error): void => { cleanup(); reject(new EngineError(err.message, 'load_failed')) }
+      const onExit = (code: number): void => { cleanup(); reject(new EngineError(`model worker exited (${code}) while loading`, 'load_failed')) }
+      const cleanup = (): void => { worker.off('message', onMessage); worker.off('error', onError); worker.off('exit', onExit) }
+      worker.on('message', onMessage)
+      worker.on('error', onError)
+      worker.on('exit', onExit)
+    })
+    return new ModelEngine(worker, ready, opts.contextLength)
+  }
+
+  /** Sequences accepted and not finished. */
+  get active (): number { return this.live.size }
+
+  /** Sequences that have not produced their first token yet. */
+  get waiting (): number {
+    let n = 0
+    for (const p of this.live.values()) if (!p.firstToken) n++
+    return n
+  }
+
+  generate (params: GenerateParams): Generation {
+    if (this.closed) throw new EngineError('the model is unloaded', 'closed')
+    const id = this.nextId++
+    let resolve!: (r: GenerationResult) => void
+    const done = new Promise<GenerationResult>(r => { resolve = r })
+    const p: Pending = { queue: [], waiter: null, ended: false, firstToken: false, resolve }
+    this.live.set(id, p)
+    this.post({ type: 'generate', id, ...params })
+    const cancel = (): void => { if (this.live.has(id)) this.post({ type: 'cancel', id }) }
+    const tokens: AsyncIterable<number> = {
+      [Symbol.asyncIterator]: () => ({
+        next: async (): Promise<IteratorResult<number>> => {
+          while (p.queue.length === 0 && !p.ended) await new Promise<void>(r => { p.waiter = r })
+          if (p.queue.length > 0) return { value: p.queue.shift() as number, done: false }
+          return { value: undefined, done: true }
+        },
+        return: async (): Promise<IteratorResult<number>> => {
+          cancel()
+          return { value: undefined, done: true }
+        }
+      })
+    }
+    return { id, tokens, done, cancel }
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    const closedMsg = new Promise<void>(resolve => {
+      const t = setTimeout(resolve, 5000)
+      this.worker.on('message', (m: FromWorker) => { if (m.type === 'closed') { clearTimeout(t); resolve() } })
+    })
+    this.post({ type: 'close' })
+    await closedMsg
+    await this.worker.terminate()
+    this.endAll({ reason: 'cancelled', promptTokens: 0, completionTokens: 0 })
+  }
+
+  private post (m: ToWorker): void {
+    this.worker.postMessage(m)
+  }
+
+  private onMessage (m: FromWorker): void {
+    if (m.type === 'step') {
+      for (const [id, token] of m.tokens) {
+        const p = this.live.get(id)
+        if (p == null) continue
+        p.firstToken = true
+        p.queue.push(token)
+        p.waiter?.()
+        p.waiter = null
+      }
+      this.emit('step', { kind: m.kind, batch: m.batch, ms: m.ms, tokens: m.tokens.length } satisfies StepEvent)
+    } else if (m.type === 'done') {
+      const p = this.live.get(m.id)
+      if (p == null) return
+      this.live.delete(m.id)
+      p.ended = true
+      p.waiter?.()
+      p.resolve({ reason: m.reason, promptTokens: m.promptTokens, completionTokens: m.completionTokens, error: m.error })
+    }
+  }
+
+  private fail (err: Error): void {
+    this.endAll({ reason: 'error', promptTokens: 0, completionTokens: 0, error: err.message })
+    if (!this.closed) {
+      this.closed = true
+      this.emit('crashed', err)
+    }
+  }
+
+  private endAll (r: GenerationResult): void {
+    for (const p of this.live.values()) {
+      p.ended = true
+      p.waiter?.()
+      p.resolve(r)
+    }
+    this.live.clear()
+  }
+}

@@ -1,0 +1,222 @@
+/**
+ * The executor's worker thread: owns one ONNX Runtime session (its run()
+ * would otherwise block the agent's event loop), the KV cache of every
+ * sequence, and the decode loop. New sequences are prefilled one at a time;
+ * running sequences are decoded together in one batched run per step, their
+ * caches left-padded to a common length (the attention mask hides the
+ * padding). The batched cache is reused step to step and only rebuilt when
+ * the set of running sequences changes.
+ */
+import { parentPort, workerData } from 'node:worker_threads'
+import ort from 'onnxruntime-node'
+import type { Tensor } from 'onnxruntime-node'
+import { createSession } from './providers.ts'
+import { decoderShape, emptyPast, int64, presentAsPast, sequenceFeeds } from './feeds.ts'
+import type { DecoderShape, Feeds } from './feeds.ts'
+import { sampleToken } from './sampling.ts'
+import { Rng } from '../model/random.ts'
+import { io } from '../model/graph.ts'
+import type { FinishReason, FromWorker, GenerateRequest, ToWorker, WorkerInit } from './protocol.ts'
+
+interface Seq {
+  req: GenerateRequest
+  rng: Rng
+  stop: Set<number>
+  generated: number
+  /** tokens in the cache */
+  length: number
+  /** the token to feed next */
+  last: number
+  /** own cache ([1, heads, length, headDim] per layer) while not in the batch group */
+  kv: Feeds | null
+  cancelled: boolean
+}
+
+interface Group { members: Seq[], past: Feeds, time: number }
+
+const port = parentPort
+if (port == null) throw new Error('worker.ts runs as a worker thread')
+const init = workerData as WorkerInit
+const send = (m: FromWorker): void => { port.postMessage(m) }
+
+let session: ort.InferenceSession
+let shape: DecoderShape
+const pending: Seq[] = []
+let running: Seq[] = []
+let group: Group | null = null
+const byId = new Map<number, Seq>()
+let closed = false
+let wake: (() => void) | null = null
+
+port.on('message', (m: ToWorker) => {
+  if (m.type === 'generate') {
+    const seq: Seq = {
+      req: m, rng: new Rng(m.seed), stop: new Set(m.stopTokens), generated: 0, length: 0, last: -1, kv: null, cancelled: false
+    }
+    byId.set(m.id, seq)
+    pending.push(seq)
+  } else if (m.type === 'cancel') {
+    const s = byId.get(m.id)
+    if (s != null) s.cancelled = true
+  } else if (m.type === 'close') {
+    closed = true
+  }
+  wake?.()
+})
+
+function finish (s: Seq, reason: FinishReason, error?: string): void {
+  byId.delete(s.req.id)
+  s.kv = null
+  send({ type: 'done', id: s.req.id, reason, error, promptTokens: s.req.prompt.length, completionTokens: s.generated })
+}
+
+/** Records a sampled token; returns false when the sequence is over. */
+function accept (s: Seq, token: number, out: Array<[number, number]>): boolean {
+  if (s.stop.has(token)) { finish(s, 'stop'); return false }
+  out.push([s.req.id, token])
+  s.generated++
+  s.last = token
+  if (s.generated >= s.req.maxTokens || s.length + 1 > init.contextLength) { finish(s, 'length'); return false }
+  return true
+}
+
+/** The logits of the last position of batch row `index`. */
+function lastRow (logits: Tensor, index: number): Float32Array {
+  const data = logits.data as Float32Array
+  const V = shape.vocab
+  const S = logits.dims[1]
+  const start = (index * S + S - 1) * V
+  return data.subarray(start, start + V)
+}
+
+async function prefill (s: Seq): Promise<void> {
+  const t0 = performance.now()
+  const out = await session.run(sequenceFeeds(s.req.prompt, 0, emptyPast(shape, 1)))
+  s.kv = presentAsPast(shape, out)
+  s.length = s.req.prompt.length
+  const tokens: Array<[number, number]> = []
+  const alive = !s.cancelled && accept(s, sampleToken(lastRow(out.logits, 0), s.req, s.rng), tokens)
+  send({ type: 'step', tokens, batch: 1, kind: 'prefill', ms: performance.now() - t0 })
+  if (s.cancelled && byId.has(s.req.id)) finish(s, 'cancelled')
+  else if (alive) running.push(s)
+}
+
+/** Copies each member's cache into one [B, heads, T, headDim] tensor per input, left-padded. */
+function rebuildGroup (members: Seq[]): Group {
+  if (members.length === 1 && members[0].kv != null) {
+    const m = members[0]
+    const g = { members, past: m.kv as Feeds, time: m.length }
+    m.kv = null
+    return g
+  }
+  const B = members.length
+  const T = Math.max(...members.map(m => m.length))
+  const { heads: A, headDim: D } = shape
+  const past: Feeds = {}
+  const old = group
+  for (let l = 0; l < shape.layers; l++) {
+    for (const name of [io.pastKey(l), io.pastValue(l)]) {
+      const dst = new Float32Array(B * A * T * D)
+      members.forEach((m, i) => {
+        let src: Float32Array
+        let srcRow: number
+        let srcTime: number
+        let srcOffset: number
+        if (m.kv != null) {
+          src = m.kv[name].data as Float32Array
+          srcRow = 0
+          srcTime = m.length
+          srcOffset = 0
+        } else {
+          if (old == null) throw new Error('sequence has no cache')
+          src = old.past[name].data as Float32Array
+          srcRow = old.members.indexOf(m)
+          srcTime = old.time
+          srcOffset = old.time - m.length
+        }
+        for (let a = 0; a < A; a++) {
+          const from = ((srcRow * A + a) * srcTime + srcOffset) * D
+          const to = ((i * A + a) * T + (T - m.length)) * D
+          dst.set(src.subarray(from, from + m.length * D), to)
+        }
+      })
+      past[name] = new ort.Tensor('float32', dst, [B, A, T, D])
+    }
+  }
+  for (const m of members) m.kv = null
+  return { members, past, time: T }
+}
+
+async function decodeStep (): Promise<void> {
+  running = running.filter(s => {
+    if (s.cancelled && byId.has(s.req.id)) finish(s, 'cancelled')
+    return byId.has(s.req.id)
+  })
+  if (running.length === 0) { group = null; return }
+  const same = group != null && group.members.length === running.length && group.members.every((m, i) => m === running[i])
+  if (!same) group = rebuildGroup(running)
+  const g = group as Group
+  const B = g.members.length
+  const T = g.time
+  const mask = new Array<number>(B * (T + 1))
+  g.members.forEach((m, i) => {
+    for (let t = 0; t <= T; t++) mask[i * (T + 1) + t] = t >= T - m.length ? 1 : 0
+  })
+  const t0 = performance.now()
+  const out = await session.run({
+    [io.inputIds]: int64(g.members.map(m => m.last), [B, 1]),
+    [io.attentionMask]: int64(mask, [B, T + 1]),
+    [io.positionIds]: int64(g.members.map(m => m.length), [B, 1]),
+    ...g.past
+  })
+  g.past = presentAsPast(shape, out)
+  g.time = T + 1
+  const tokens: Array<[number, number]> = []
+  g.members.forEach((m, i) => {
+    m.length++
+    if (m.cancelled) return
+    accept(m, sampleToken(lastRow(out.logits, i), m.req, m.rng), tokens)
+  })
+  send({ type: 'step', tokens, batch: B, kind: 'decode', ms: performance.now() - t0 })
+}
+
+const yieldToMessages = async (): Promise<void> => { await new Promise(resolve => setImmediate(resolve)) }
+
+async function loop (): Promise<void> {
+  while (!closed) {
+    if (pending.length === 0 && running.length === 0) {
+      await new Promise<void>(resolve => { wake = resolve })
+      wake = null
+      continue
+    }
+    try {
+      while (pending.length > 0 && running.length < init.maxBatch && !closed) {
+        const s = pending.shift() as Seq
+        if (s.cancelled) { finish(s, 'cancelled'); continue }
+        await prefill(s)
+        await yieldToMessages()
+      }
+      await decodeStep()
+    } catch (err) {
+      const msg = (err as Error).message
+      for (const s of [...running, ...(group?.members ?? [])]) if (byId.has(s.req.id)) finish(s, 'error', msg)
+      running = []
+      group = null
+    }
+    await yieldToMessages()
+  }
+  for (const s of [...byId.values()]) finish(s, 'cancelled')
+  await session.release().catch(() => {})
+  send({ type: 'closed' })
+}
+
+try {
+  const t0 = performance.now()
+  const created = await createSession(init.modelPath, init.order, { intraOpThreads: init.intraOpThreads })
+  session = created.session
+  shape = decoderShape(session)
+  send({ type: 'ready', provider: created.provider, shape, loadMs: performance.now() - t0 })
+  await loop()
+} catch (err) {
+  send({ type: 'failed', error: (err as Error).message })
+}
