@@ -1,5 +1,24 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { CapacityObserver } from '../mesh/capacity/gossip.ts'
+import type { ModelEngine, StepEvent } from './executor/engine.ts'
+
+/** Tokens per block over a sliding window, for the tokens/s gauge. */
+class TokenWindow {
+  private readonly events: Array<[number, number]> = []
+  private readonly windowMs: number
+  constructor (windowMs: number) { this.windowMs = windowMs }
+  add (tokens: number, now = Date.now()): void {
+    this.events.push([now, tokens])
+    this.trim(now)
+  }
+  rate (now = Date.now()): number {
+    this.trim(now)
+    return this.events.reduce((s, [, n]) => s + n, 0) / (this.windowMs / 1000)
+  }
+  private trim (now: number): void {
+    while (this.events.length > 0 && this.events[0][0] < now - this.windowMs) this.events.shift()
+  }
+}
 
 /** The agent's Prometheus metrics, in a registry of its own (one per agent). */
 export class AgentMetrics {
@@ -11,6 +30,13 @@ export class AgentMetrics {
   readonly peersBanned: Counter
   readonly peersExpired: Counter
   readonly heartbeatLag: Histogram
+  readonly tokensGenerated: Counter<'block'>
+  readonly timeToFirstToken: Histogram<'block'>
+  readonly requestTokensPerSecond: Histogram<'block'>
+  readonly modelSteps: Histogram<'block' | 'kind'>
+  readonly batchSize: Histogram<'block'>
+  private readonly engines = new Map<string, ModelEngine>()
+  private readonly windows = new Map<string, TokenWindow>()
 
   constructor (livePeers: () => number) {
     const registers = [this.registry]
@@ -30,12 +56,62 @@ export class AgentMetrics {
     })
     this.peersBanned = new Counter({ name: 'blockmesh_peers_banned_total', help: 'Peers disconnected and banned for bad frames', registers })
     this.peersExpired = new Counter({ name: 'blockmesh_peers_expired_total', help: 'Peers expired after missed heartbeats', registers })
+    const engines = this.engines
+    const windows = this.windows
+    this.tokensGenerated = new Counter({ name: 'blockmesh_tokens_generated_total', help: 'Tokens generated, by block', labelNames: ['block'], registers })
+    this.timeToFirstToken = new Histogram({
+      name: 'blockmesh_time_to_first_token_seconds', help: 'From request accepted to first token, by block', labelNames: ['block'], registers,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+    })
+    this.requestTokensPerSecond = new Histogram({
+      name: 'blockmesh_request_tokens_per_second', help: 'Decode speed of each finished request (completion tokens after the first ÷ time)', labelNames: ['block'], registers,
+      buckets: [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000]
+    })
+    this.modelSteps = new Histogram({
+      name: 'blockmesh_model_step_seconds', help: 'Duration of one model run, by block and kind (prefill or batched decode)', labelNames: ['block', 'kind'], registers,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
+    })
+    this.batchSize = new Histogram({ name: 'blockmesh_decode_batch_size', help: 'Sequences per decode step', labelNames: ['block'], registers, buckets: [1, 2, 4, 8, 16, 32, 64] })
+    new Gauge({
+      name: 'blockmesh_block_tokens_per_second', help: 'Tokens generated per second over the last 10 s, by block', labelNames: ['block'], registers,
+      collect () { this.reset(); for (const [b, w] of windows) this.set({ block: b }, w.rate()) }
+    })
+    new Gauge({
+      name: 'blockmesh_queue_depth', help: 'Requests waiting for their first token, by block', labelNames: ['block'], registers,
+      collect () { this.reset(); for (const [b, e] of engines) this.set({ block: b }, e.waiting) }
+    })
+    new Gauge({
+      name: 'blockmesh_active_sequences', help: 'Sequences being generated (holding a KV cache), by block', labelNames: ['block'], registers,
+      collect () { this.reset(); for (const [b, e] of engines) this.set({ block: b }, e.active) }
+    })
     this.heartbeatLag = new Histogram({
       name: 'blockmesh_heartbeat_lag_seconds',
       help: 'How late each heartbeat fired against its schedule',
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers
     })
+  }
+
+  /** Follows an engine's steps (tokens, batch sizes, step times) until it closes. */
+  watchEngine (block: string, engine: ModelEngine): void {
+    this.engines.set(block, engine)
+    const window = new TokenWindow(10_000)
+    this.windows.set(block, window)
+    engine.on('step', (e: StepEvent) => {
+      this.modelSteps.observe({ block, kind: e.kind }, e.ms / 1000)
+      if (e.kind === 'decode') this.batchSize.observe({ block }, e.batch)
+      if (e.tokens > 0) {
+        this.tokensGenerated.inc({ block }, e.tokens)
+        window.add(e.tokens)
+      }
+    })
+    engine.once('crashed', () => { this.forgetEngine(block, engine) })
+  }
+
+  forgetEngine (block: string, engine: ModelEngine): void {
+    if (this.engines.get(block) !== engine) return
+    this.engines.delete(block)
+    this.windows.delete(block)
   }
 
   gossipObserver (): CapacityObserver {

@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -240,9 +240,17 @@ test('HTTP errors: 404 fails at once; 500 is retried up to the attempt limit', a
   assert.equal(hits('/flaky/one').length, 3)
 
   const broken = route('/broken/one', (_req, res) => { res.writeHead(503).end() })
-  await rejectsWith(materializeModel({ url: broken, md5: MD5 }, { cacheDir, maxBytes: 8 * MiB, attempts: 2 }), 'http_status', /after 2 attempts.*HTTP 503/)
+  await rejectsWith(materializeModel({ url: broken, md5: MD5 }, { cacheDir: tempDir(), maxBytes: 8 * MiB, attempts: 2 }), 'http_status', /after 2 attempts.*HTTP 503/)
   assert.equal(hits('/broken/one').length, 2)
   assert.deepEqual(readdirSync(cacheDir), [`${MD5}.bin`])
+})
+
+test('a disk error while writing is not retried as a network error', async () => {
+  const cacheDir = tempDir()
+  mkdirSync(join(cacheDir, `${MD5}.bin.part`)) // the .part cannot be opened for writing
+  const url = route('/full/disk', (req, res) => serveRange(req, res))
+  await assert.rejects(materializeModel({ url, md5: MD5 }, { cacheDir, maxBytes: 8 * MiB }), { code: 'EISDIR' })
+  assert.equal(hits('/full/disk').length, 1)
 })
 
 test('a refused connection is a network error after every attempt', async () => {

@@ -26,5 +26,29 @@ export const MIGRATIONS: Migration[] = [
       ) STRICT;
       CREATE INDEX peers_last_seen ON peers (last_seen);
     `
+  },
+  {
+    version: 2,
+    name: 'components and blocks',
+    sql: `
+      CREATE TABLE components (
+        uri        TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        version    TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE TABLE blocks (
+        id            TEXT PRIMARY KEY,
+        component_uri TEXT NOT NULL REFERENCES components (uri),
+        spec          TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('pending', 'loading', 'ready', 'failed')),
+        error         TEXT,
+        runtime       TEXT,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX blocks_component ON blocks (component_uri);
+    `
   }
 ]

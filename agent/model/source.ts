@@ -341,8 +341,10 @@ async function downloadOnce (url: URL, shown: string, partPath: string, opts: Ma
     })
     const body = res.body === null ? Readable.from([]) : Readable.fromWeb(res.body as unknown as NodeReadableStream<Uint8Array>)
     const file = createWriteStream(partPath, { flags: start > 0 ? 'a' : 'w' })
-    let fileError: unknown
-    file.on('error', err => { fileError = err })
+    // pipeline then destroys every stream with the first error, so remember which one failed first
+    let firstFailed: 'body' | 'file' | undefined
+    body.once('error', () => { firstFailed ??= 'body' })
+    file.once('error', () => { firstFailed ??= 'file' })
     try {
       await pipeline(body, counter, file, { signal })
     } catch (err) {
@@ -351,8 +353,8 @@ async function downloadOnce (url: URL, shown: string, partPath: string, opts: Ma
         if (fatal instanceof ModelSourceError) await rm(partPath, { force: true })
         throw fatal
       }
-      if (fileError !== undefined) throw fileError
       if (isAborted(signal)) throw aborted(`download of ${shown}`, signal)
+      if (firstFailed === 'file') throw err // disk full, permissions: not the network, not worth a retry
       return { reason: 'network', why: `the transfer broke at ${formatBytes(received)}: ${describeNetworkError(err)}`, cause: err }
     }
     if (length !== null && received - start < length) {

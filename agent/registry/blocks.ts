@@ -1,0 +1,106 @@
+import { randomBytes } from 'node:crypto'
+import { z } from 'zod'
+import type { Db } from '../db/database.ts'
+import { NotFoundError } from '../errors.ts'
+import { ConflictError } from './components.ts'
+
+export const BLOCK_STATUSES = ['pending', 'loading', 'ready', 'failed'] as const
+export type BlockStatus = typeof BLOCK_STATUSES[number]
+
+/**
+ * A block: a running instance of a component (seed 000). Its id is also the
+ * model name clients use on the OpenAI-compatible API.
+ */
+export const BlockSpecSchema = z.object({
+  id: z.string().min(1).max(64).regex(/^[a-z0-9][a-z0-9._-]*$/, 'lowercase letters, digits, ".", "_" and "-", starting with a letter or digit').optional(),
+  /** component URI, name:version */
+  component: z.string().min(3).max(130).regex(/^[^:\s]+:[^:\s]+$/, 'name:version'),
+  executionProvider: z.enum(['auto', 'cpu', 'cuda', 'webgpu']).default('auto'),
+  /** sequences decoded together in one step */
+  maxBatch: z.number().int().min(1).max(256).default(8),
+  /** handed to the block as it starts (seed 000: blockInitData) */
+  blockInitData: z.record(z.string().max(128), z.unknown()).default({})
+}).strict()
+export type BlockSpec = z.output<typeof BlockSpecSchema> & { id: string }
+export type BlockSpecInput = z.input<typeof BlockSpecSchema>
+
+/** What ran the block, once loaded: the execution provider and why. */
+export interface BlockRuntime {
+  provider: string
+  providerTried: Array<{ name: string, error: string }>
+  modelPath: string
+  modelBytes: number
+  loadMs: number
+}
+
+export interface BlockRecord {
+  id: string
+  component: string
+  spec: BlockSpec
+  status: BlockStatus
+  error: string | null
+  runtime: BlockRuntime | null
+  createdAt: string
+  updatedAt: string
+}
+
+interface Row { id: string, component_uri: string, spec: string, status: BlockStatus, error: string | null, runtime: string | null, created_at: number, updated_at: number }
+
+function toRecord (r: Row): BlockRecord {
+  return {
+    id: r.id,
+    component: r.component_uri,
+    spec: JSON.parse(r.spec) as BlockSpec,
+    status: r.status,
+    error: r.error,
+    runtime: r.runtime == null ? null : JSON.parse(r.runtime) as BlockRuntime,
+    createdAt: new Date(r.created_at).toISOString(),
+    updatedAt: new Date(r.updated_at).toISOString()
+  }
+}
+
+export function newBlockId (componentName: string): string {
+  return `${componentName.slice(0, 55)}-${randomBytes(3).toString('hex')}`
+}
+
+/** Blocks of this agent in SQLite (table blocks): desired state plus last known status. */
+export class BlockStore {
+  private readonly db: Db
+  constructor (db: Db) { this.db = db }
+
+  insert (spec: BlockSpec): BlockRecord {
+    const now = Date.now()
+    try {
+      this.db.prepare('INSERT INTO blocks (id, component_uri, spec, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
+        .run(spec.id, spec.component, JSON.stringify(spec), 'pending', now, now)
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new ConflictError(`block ${spec.id} exists`)
+      throw err
+    }
+    return this.get(spec.id)
+  }
+
+  get (id: string): BlockRecord {
+    const row = this.db.prepare('SELECT * FROM blocks WHERE id = ?').get(id) as Row | undefined
+    if (row == null) throw new NotFoundError(`no block ${id}`)
+    return toRecord(row)
+  }
+
+  find (id: string): BlockRecord | undefined {
+    const row = this.db.prepare('SELECT * FROM blocks WHERE id = ?').get(id) as Row | undefined
+    return row == null ? undefined : toRecord(row)
+  }
+
+  list (): BlockRecord[] {
+    return (this.db.prepare('SELECT * FROM blocks ORDER BY created_at, id').all() as Row[]).map(toRecord)
+  }
+
+  setStatus (id: string, status: BlockStatus, fields: { error?: string | null, runtime?: BlockRuntime | null } = {}): void {
+    this.db.prepare(`UPDATE blocks SET status = ?, error = ?, runtime = COALESCE(?, runtime), updated_at = ? WHERE id = ?`)
+      .run(status, fields.error ?? null, fields.runtime === undefined ? null : JSON.stringify(fields.runtime), Date.now(), id)
+  }
+
+  delete (id: string): void {
+    this.db.prepare('DELETE FROM blocks WHERE id = ?').run(id)
+  }
+}

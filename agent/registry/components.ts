@@ -1,0 +1,106 @@
+import { z } from 'zod'
+import type { Db } from '../db/database.ts'
+import { AgentError, NotFoundError } from '../errors.ts'
+import { parseSize } from '../hardware/gpus.ts'
+
+const slug = z.string().min(1).max(64).regex(/^[a-z0-9][a-z0-9._-]*$/, 'lowercase letters, digits, ".", "_" and "-", starting with a letter or digit')
+
+/** A byte count as a number or a size string ("2GiB", "512MiB"). */
+export const SizeSchema = z.union([
+  z.number().int().nonnegative(),
+  z.string().transform((s, ctx) => {
+    try { return parseSize(s) } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message })
+      return z.NEVER
+    }
+  })
+])
+
+export const TokenizerSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('byte') }).strict()
+])
+
+export const GenerationDefaultsSchema = z.object({
+  maxTokens: z.number().int().min(1).max(1_000_000).default(256),
+  temperature: z.number().min(0).max(2).default(0.7),
+  topP: z.number().gt(0).max(1).default(0.95)
+}).strict()
+
+/**
+ * A deployable unit (seed 000: "component"): what to run and what it needs.
+ * Its URI is name:version.
+ */
+export const ComponentSpecSchema = z.object({
+  name: slug,
+  version: z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9._+-]*$/, 'letters, digits, ".", "_", "+" and "-"'),
+  description: z.string().max(2000).optional(),
+  runtime: z.literal('onnx'),
+  model: z.object({
+    /** a local path, file:// URL or http(s):// URL */
+    url: z.string().min(1).max(4096),
+    md5: z.string().regex(/^[a-fA-F0-9]{32}$/, '32 hex digits').transform(s => s.toLowerCase()),
+    sizeBytes: z.number().int().positive().optional()
+  }).strict(),
+  tokenizer: TokenizerSchema.default({ type: 'byte' }),
+  /** positions the model supports: prompt + completion */
+  contextLength: z.number().int().min(16).max(1_048_576),
+  defaults: GenerationDefaultsSchema.default({ maxTokens: 256, temperature: 0.7, topP: 0.95 }),
+  resources: z.object({
+    gpuMemory: SizeSchema.optional(),
+    cpus: z.number().min(0).max(4096).optional(),
+    ram: SizeSchema.optional()
+  }).strict().default({}),
+  metadata: z.record(z.string().max(128), z.unknown()).optional()
+}).strict()
+export type ComponentSpec = z.output<typeof ComponentSpecSchema>
+export type ComponentSpecInput = z.input<typeof ComponentSpecSchema>
+
+export interface Component { uri: string, spec: ComponentSpec, createdAt: string }
+
+export function componentUri (spec: Pick<ComponentSpec, 'name' | 'version'>): string {
+  return `${spec.name}:${spec.version}`
+}
+
+export class ConflictError extends AgentError {
+  constructor (message: string) {
+    super(message, 'conflict', 409)
+    this.name = 'ConflictError'
+  }
+}
+
+/** Components in SQLite (table components). */
+export class ComponentRegistry {
+  private readonly db: Db
+  constructor (db: Db) { this.db = db }
+
+  create (spec: ComponentSpec): Component {
+    const uri = componentUri(spec)
+    const now = Date.now()
+    try {
+      this.db.prepare('INSERT INTO components (uri, name, version, spec, created_at) VALUES (?, ?, ?, ?, ?)')
+        .run(uri, spec.name, spec.version, JSON.stringify(spec), now)
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new ConflictError(`component ${uri} exists; publish a new version instead`)
+      throw err
+    }
+    return { uri, spec, createdAt: new Date(now).toISOString() }
+  }
+
+  get (uri: string): Component {
+    const row = this.db.prepare('SELECT uri, spec, created_at AS createdAt FROM components WHERE uri = ?').get(uri) as { uri: string, spec: string, createdAt: number } | undefined
+    if (row == null) throw new NotFoundError(`no component ${uri}`)
+    return { uri: row.uri, spec: ComponentSpecSchema.parse(JSON.parse(row.spec)), createdAt: new Date(row.createdAt).toISOString() }
+  }
+
+  list (): Component[] {
+    const rows = this.db.prepare('SELECT uri, spec, created_at AS createdAt FROM components ORDER BY name, created_at').all() as Array<{ uri: string, spec: string, createdAt: number }>
+    return rows.map(r => ({ uri: r.uri, spec: ComponentSpecSchema.parse(JSON.parse(r.spec)), createdAt: new Date(r.createdAt).toISOString() }))
+  }
+
+  delete (uri: string): void {
+    this.get(uri)
+    const users = this.db.prepare('SELECT id FROM blocks WHERE component_uri = ?').pluck().all(uri) as string[]
+    if (users.length > 0) throw new ConflictError(`component ${uri} is used by block(s) ${users.join(', ')}; delete them first`)
+    this.db.prepare('DELETE FROM components WHERE uri = ?').run(uri)
+  }
+}
