@@ -18,6 +18,10 @@ export const AgentOptionsSchema = z.object({
   allow: z.array(z.string().min(1)).default([]),
   heartbeatMs: z.number().int().min(250).max(60_000).default(2000),
   simulateGpus: z.string().optional(),
+  /** refuse model files larger than this */
+  maxModelBytes: z.number().int().positive().default(64 * 1024 ** 3),
+  /** ONNX Runtime threads per model (0: ONNX Runtime decides) */
+  inferenceThreads: z.number().int().min(0).max(1024).default(0),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
 })
 export type AgentOptionsInput = z.input<typeof AgentOptionsSchema>

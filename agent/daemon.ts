@@ -17,6 +17,9 @@ import { buildApi } from './api/server.ts'
 import { createLogger } from './log.ts'
 import type { Logger } from './log.ts'
 import { ConfigError, formatIssues } from './errors.ts'
+import { ComponentRegistry } from './registry/components.ts'
+import { BlockStore } from './registry/blocks.ts'
+import { BlockManager } from './blocks/manager.ts'
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -51,6 +54,8 @@ export class Agent {
   readonly metrics: AgentMetrics
   readonly token: string
   readonly epoch: number
+  readonly components: ComponentRegistry
+  readonly blocks: BlockManager
   private api: FastifyInstance | undefined
   private apiUrl = ''
   private persistTimer: NodeJS.Timeout | undefined
@@ -72,6 +77,20 @@ export class Agent {
     this.token = init.token
     this.epoch = init.epoch
     this.peerStore = new PeerStore(init.db)
+    this.components = new ComponentRegistry(init.db)
+    this.blocks = new BlockManager({
+      store: new BlockStore(init.db),
+      components: this.components,
+      modelsDir: join(init.options.dataDir, 'models'),
+      maxModelBytes: init.options.maxModelBytes,
+      intraOpThreads: init.options.inferenceThreads,
+      gpus: () => {
+        const real = init.hardware.readings().gpus.filter(g => !g.simulated)
+        return { nvidia: real.some(g => /nvidia/i.test(`${g.vendor} ${g.model}`)), any: real.length > 0 }
+      },
+      log: init.log.child({ mod: 'blocks' }),
+      metrics: init.metrics
+    })
   }
 
   static async start (input: AgentOptionsInput, log?: Logger): Promise<Agent> {
@@ -147,10 +166,13 @@ export class Agent {
       gossip: this.gossip,
       hardware: this.hardware,
       metrics: this.metrics,
+      components: this.components,
+      blocks: this.blocks,
       log: this.log
     }, { host: this.options.apiHost })
     const address = await this.api.listen({ host: this.options.apiHost, port: this.options.apiPort })
     this.apiUrl = address
+    this.blocks.resume()
     this.writeReadyFile()
     this.log.info({ peerId: this.mesh.peerId.toString(), api: this.apiUrl, multiaddrs: this.mesh.multiaddrs(), epoch: this.epoch }, 'agent ready')
   }
@@ -202,6 +224,8 @@ export class Agent {
     clearTimeout(this.persistSoonTimer)
     this.gossip.stop()
     this.hardware.stop()
+    // blocks first: ending generations ends the response streams that would keep the API from closing
+    await this.blocks.stopAll().catch((err: Error) => { this.log.warn({ err: err.message }, 'stopping blocks failed') })
     await this.api?.close().catch(() => {})
     this.persistPeers()
     await this.mesh.stop().catch((err: Error) => { this.log.warn({ err: err.message }, 'mesh stop failed') })

@@ -10,7 +10,7 @@ export function isStateChanging (method: string): boolean {
 /** Compares "Bearer <token>" against the agent token in constant time. */
 export function checkBearer (header: string | undefined, token: string): void {
   const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '')
-  if (m == null) throw new UnauthorizedError('this route changes state: send Authorization: Bearer <token> (the token is in the agent\'s data dir, file api-token)')
+  if (m == null) throw new UnauthorizedError('this route needs the agent\'s token: send Authorization: Bearer <token> (OpenAI clients: use it as the API key; it is in the agent\'s data dir, file api-token)')
   const a = createHash('sha256').update(m[1]).digest()
   const b = createHash('sha256').update(token).digest()
   if (!timingSafeEqual(a, b)) throw new UnauthorizedError('wrong bearer token')

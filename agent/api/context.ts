@@ -3,6 +3,8 @@ import type { MeshNode } from '../../mesh/node.ts'
 import type { CapacityGossip } from '../../mesh/capacity/gossip.ts'
 import type { HardwareMonitor } from '../hardware/monitor.ts'
 import type { AgentMetrics } from '../metrics.ts'
+import type { BlockManager } from '../blocks/manager.ts'
+import type { ComponentRegistry } from '../registry/components.ts'
 
 /** What the HTTP routes may reach of the running agent. */
 export interface ApiContext {
@@ -16,5 +18,7 @@ export interface ApiContext {
   gossip: CapacityGossip
   hardware: HardwareMonitor
   metrics: AgentMetrics
+  components: ComponentRegistry
+  blocks: BlockManager
   log: Logger
 }

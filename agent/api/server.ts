@@ -7,6 +7,10 @@ import { registerSystemRoutes } from './routes/system.ts'
 import { registerMeshRoutes } from './routes/mesh.ts'
 import { registerHardwareRoutes } from './routes/hardware.ts'
 import { registerDashboardRoutes, CSP } from './routes/dashboard.ts'
+import { registerComponentRoutes } from './routes/components.ts'
+import { registerBlockRoutes } from './routes/blocks.ts'
+import { registerOpenAIRoutes } from './routes/openai.ts'
+import { OpenAIError, openAIErrorBody } from '../openai/errors.ts'
 
 /** JSON error body used by every /api route: { error: { code, message, details? } } */
 export function errorBody (code: string, message: string, details?: unknown): { error: { code: string, message: string, details?: unknown } } {
@@ -39,6 +43,15 @@ export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<Fast
   })
 
   app.setErrorHandler((err: FastifyError | AgentError, req, reply) => {
+    if (req.url.startsWith('/v1/')) {
+      // OpenAI clients expect OpenAI's error shape
+      const status = err instanceof AgentError ? err.status : typeof err.statusCode === 'number' && err.statusCode >= 400 ? err.statusCode : 500
+      if (status >= 500 && !(err instanceof AgentError)) req.log.error({ err }, 'request failed')
+      const code = err instanceof OpenAIError ? (err.code === err.type ? null : err.code) : err instanceof AgentError ? (err.code === 'unauthorized' ? 'invalid_api_key' : err.code) : status === 413 ? 'body_too_large' : null
+      const message = status >= 500 && !(err instanceof AgentError) ? 'internal error' : err.message
+      void reply.status(status).send(openAIErrorBody(status, message, code, err instanceof OpenAIError ? err.param : null))
+      return
+    }
     if (err instanceof AgentError) {
       void reply.status(err.status).send(errorBody(err.code, err.message, err.details))
       return
@@ -49,12 +62,16 @@ export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<Fast
     void reply.status(status).send(errorBody(code, status < 500 ? err.message : 'internal error'))
   })
   app.setNotFoundHandler((req, reply) => {
-    void reply.status(404).send(errorBody('not_found', `no route ${req.method} ${req.url.split('?')[0]}`))
+    const message = `no route ${req.method} ${req.url.split('?')[0]}`
+    void reply.status(404).send(req.url.startsWith('/v1/') ? openAIErrorBody(404, message, 'not_found') : errorBody('not_found', message))
   })
 
   registerSystemRoutes(app, ctx)
   registerMeshRoutes(app, ctx)
   registerHardwareRoutes(app, ctx)
+  registerComponentRoutes(app, ctx)
+  registerBlockRoutes(app, ctx)
+  registerOpenAIRoutes(app, ctx)
   registerDashboardRoutes(app)
   return app
 }

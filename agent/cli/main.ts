@@ -7,6 +7,8 @@ import { registerAgentCommand } from './commands/agent.ts'
 import { registerDemoCommand } from './commands/demo.ts'
 import { registerPeersCommand } from './commands/peers.ts'
 import { registerSwarmKeyCommand } from './commands/swarm-key.ts'
+import { registerModelCommand } from './commands/model.ts'
+import { registerBlockCommand, registerComponentCommand } from './commands/registry.ts'
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 misuse (bad flag, bad value, bad config). */
 export const EXIT_MISUSE = 2
@@ -21,6 +23,9 @@ export function buildProgram (): Command {
   registerDemoCommand(program)
   registerPeersCommand(program)
   registerSwarmKeyCommand(program)
+  registerModelCommand(program)
+  registerComponentCommand(program)
+  registerBlockCommand(program)
   // every subcommand exits through the same handler below
   for (const cmd of program.commands) {
     cmd.exitOverride()

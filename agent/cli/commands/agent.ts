@@ -2,7 +2,7 @@ import { hostname } from 'node:os'
 import type { Command } from 'commander'
 import { Agent } from '../../daemon.ts'
 import { flushLogger } from '../../log.ts'
-import { collect, intArg } from '../args.ts'
+import { collect, intArg, sizeArg } from '../args.ts'
 
 export function registerAgentCommand (program: Command): void {
   program.command('agent')
@@ -19,6 +19,8 @@ export function registerAgentCommand (program: Command): void {
     .option('--allow <peerId>', 'only these peers may connect (repeat or comma-separate)', collect)
     .option('--heartbeat-ms <ms>', 'capacity gossip interval', intArg(250, 60_000), 2000)
     .option('--simulate-gpus <spec>', 'declare simulated GPUs, e.g. "count=2,model=A100,memory=80GiB,free=60GiB,util=10"')
+    .option('--max-model-bytes <size>', 'refuse model files larger than this (e.g. 64GiB)', sizeArg, 64 * 1024 ** 3)
+    .option('--inference-threads <n>', 'ONNX Runtime threads per model (0: let it decide)', intArg(0, 1024), 0)
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'info')
     .action(async (opts: Record<string, unknown>) => {
       const agent = await Agent.start({
@@ -34,6 +36,8 @@ export function registerAgentCommand (program: Command): void {
         allow: opts.allow as string[] | undefined,
         heartbeatMs: opts.heartbeatMs as number,
         simulateGpus: opts.simulateGpus as string | undefined,
+        maxModelBytes: opts.maxModelBytes as number,
+        inferenceThreads: opts.inferenceThreads as number,
         logLevel: opts.logLevel as 'info'
       })
       const info = agent.info()

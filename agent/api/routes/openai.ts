@@ -1,0 +1,183 @@
+import { randomBytes } from 'node:crypto'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { ServerResponse } from 'node:http'
+import type { ApiContext } from '../context.ts'
+import { ChatCompletionRequestSchema, CompletionRequestSchema, messageText, stopList } from '../../openai/schemas.ts'
+import { OpenAIError, modelNotFound } from '../../openai/errors.ts'
+import { completionBudget, generateText, tokenizerFor } from '../../openai/generate.ts'
+import type { TextRequest, TextResult } from '../../openai/generate.ts'
+import { NotFoundError } from '../../errors.ts'
+import { ModelNotReadyError } from '../../blocks/manager.ts'
+
+function lookup (ctx: ApiContext, model: string): ReturnType<ApiContext['blocks']['serving']> {
+  try {
+    return ctx.blocks.serving(model)
+  } catch (err) {
+    if (err instanceof NotFoundError) throw modelNotFound(model)
+    if (err instanceof ModelNotReadyError) throw new OpenAIError(503, err.message, 'model_not_ready')
+    throw err
+  }
+}
+
+function parse<T> (schema: { safeParse: (v: unknown) => { success: true, data: T } | { success: false, error: { issues: Array<{ path: PropertyKey[], message: string }> } } }, body: unknown): T {
+  const r = schema.safeParse(body)
+  if (r.success) return r.data
+  const first = r.error.issues[0]
+  const param = first.path.map(String).join('.') || null
+  throw new OpenAIError(400, `${param ?? 'body'}: ${first.message}`, null, 'invalid_request_error', param)
+}
+
+/** Server-sent events on the raw response, with backpressure. */
+class EventStream {
+  private readonly raw: ServerResponse
+  constructor (reply: FastifyReply) {
+    reply.hijack()
+    this.raw = reply.raw
+    this.raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no'
+    })
+  }
+
+  async send (data: unknown): Promise<void> {
+    if (this.raw.destroyed) return
+    if (!this.raw.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`)) {
+      await new Promise<void>(resolve => {
+        const done = (): void => { this.raw.off('drain', done); this.raw.off('close', done); resolve() }
+        this.raw.on('drain', done)
+        this.raw.on('close', done)
+      })
+    }
+  }
+
+  end (): void {
+    if (!this.raw.destroyed) this.raw.end()
+  }
+}
+
+/** Aborts when the client goes away before the response is complete. */
+function clientGone (req: FastifyRequest, reply: FastifyReply): AbortController {
+  const ac = new AbortController()
+  reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort() })
+  req.raw.on('aborted', () => { ac.abort() })
+  return ac
+}
+
+function usage (r: TextResult): { prompt_tokens: number, completion_tokens: number, total_tokens: number } {
+  return { prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens }
+}
+
+function observe (ctx: ApiContext, block: string, r: TextResult): void {
+  if (r.firstTokenMs != null) ctx.metrics.timeToFirstToken.observe({ block }, r.firstTokenMs / 1000)
+  if (r.completionTokens > 1 && r.decodeMs > 0) ctx.metrics.requestTokensPerSecond.observe({ block }, (r.completionTokens - 1) / (r.decodeMs / 1000))
+}
+
+export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): void {
+  app.get('/v1/models', async () => ({
+    object: 'list',
+    data: ctx.blocks.readyIds().map(id => {
+      const b = ctx.blocks.get(id)
+      return { id, object: 'model', created: Math.floor(Date.parse(b.createdAt) / 1000), owned_by: 'blockmesh', component: b.component }
+    })
+  }))
+
+  app.get<{ Params: { model: string } }>('/v1/models/:model', async (req) => {
+    const { block } = lookup(ctx, req.params.model)
+    return { id: block.id, object: 'model', created: Math.floor(Date.parse(block.createdAt) / 1000), owned_by: 'blockmesh' }
+  })
+
+  app.post('/v1/chat/completions', async (req, reply) => {
+    const body = parse(ChatCompletionRequestSchema, req.body)
+    const { engine, component, block } = lookup(ctx, body.model)
+    const tokenizer = tokenizerFor(component)
+    const prompt = tokenizer.chatPrompt(body.messages.map(m => ({ role: m.role, content: messageText(m.content) })))
+    const text: TextRequest = {
+      prompt,
+      maxTokens: completionBudget(component, prompt.length, body.max_completion_tokens ?? body.max_tokens),
+      temperature: body.temperature,
+      topP: body.top_p,
+      seed: body.seed,
+      stop: stopList(body.stop)
+    }
+    const id = `chatcmpl-${randomBytes(12).toString('hex')}`
+    const created = Math.floor(Date.now() / 1000)
+    const fingerprint = `blockmesh-${engine.provider.name}`
+    const gone = clientGone(req, reply)
+    if (body.stream !== true) {
+      let content = ''
+      const r = await generateText(engine, component, text, d => { content += d }, gone.signal)
+      observe(ctx, block.id, r)
+      return {
+        id, object: 'chat.completion', created, model: block.id, system_fingerprint: fingerprint,
+        choices: [{ index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: r.finishReason }],
+        usage: usage(r)
+      }
+    }
+    const chunk = (delta: Record<string, string>, finish: string | null): object => ({
+      id, object: 'chat.completion.chunk', created, model: block.id, system_fingerprint: fingerprint,
+      choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }]
+    })
+    const sse = new EventStream(reply)
+    await sse.send(chunk({ role: 'assistant', content: '' }, null))
+    try {
+      const r = await generateText(engine, component, text, async d => { await sse.send(chunk({ content: d }, null)) }, gone.signal)
+      observe(ctx, block.id, r)
+      if (!r.cancelled) {
+        await sse.send(chunk({}, r.finishReason))
+        if (body.stream_options?.include_usage === true) await sse.send({ id, object: 'chat.completion.chunk', created, model: block.id, choices: [], usage: usage(r) })
+        await sse.send('[DONE]')
+      }
+    } catch (err) {
+      await sse.send({ error: { message: (err as Error).message, type: 'server_error', param: null, code: (err as OpenAIError).code ?? null } })
+    } finally {
+      sse.end()
+    }
+  })
+
+  app.post('/v1/completions', async (req, reply) => {
+    const body = parse(CompletionRequestSchema, req.body)
+    const { engine, component, block } = lookup(ctx, body.model)
+    const tokenizer = tokenizerFor(component)
+    const promptText = Array.isArray(body.prompt) ? body.prompt[0] : body.prompt
+    const prompt = tokenizer.encode(promptText, { bos: true })
+    const text: TextRequest = {
+      prompt,
+      maxTokens: completionBudget(component, prompt.length, body.max_tokens),
+      temperature: body.temperature,
+      topP: body.top_p,
+      seed: body.seed,
+      stop: stopList(body.stop)
+    }
+    const id = `cmpl-${randomBytes(12).toString('hex')}`
+    const created = Math.floor(Date.now() / 1000)
+    const gone = clientGone(req, reply)
+    if (body.stream !== true) {
+      let out = ''
+      const r = await generateText(engine, component, text, d => { out += d }, gone.signal)
+      observe(ctx, block.id, r)
+      return {
+        id, object: 'text_completion', created, model: block.id,
+        choices: [{ index: 0, text: out, logprobs: null, finish_reason: r.finishReason }],
+        usage: usage(r)
+      }
+    }
+    const sse = new EventStream(reply)
+    try {
+      const r = await generateText(engine, component, text, async d => {
+        await sse.send({ id, object: 'text_completion', created, model: block.id, choices: [{ index: 0, text: d, logprobs: null, finish_reason: null }] })
+      }, gone.signal)
+      observe(ctx, block.id, r)
+      if (!r.cancelled) {
+        await sse.send({ id, object: 'text_completion', created, model: block.id, choices: [{ index: 0, text: '', logprobs: null, finish_reason: r.finishReason }] })
+        if (body.stream_options?.include_usage === true) await sse.send({ id, object: 'text_completion', created, model: block.id, choices: [], usage: usage(r) })
+        await sse.send('[DONE]')
+      }
+    } catch (err) {
+      await sse.send({ error: { message: (err as Error).message, type: 'server_error', param: null, code: (err as OpenAIError).code ?? null } })
+    } finally {
+      sse.end()
+    }
+  })
+}

@@ -1,0 +1,87 @@
+import { dirname, isAbsolute, resolve } from 'node:path'
+import type { Command } from 'commander'
+import { DEFAULT_API, readSpecFile, resolveToken, urlArg } from '../args.ts'
+import { apiRequest } from '../client.ts'
+import { table } from '../format.ts'
+import { ValidationError } from '../../errors.ts'
+import type { BlockView } from '../../blocks/manager.ts'
+import type { Component } from '../../registry/components.ts'
+
+interface TargetOpts { api: string, token?: string, tokenFile?: string, json?: boolean }
+
+function withTarget (cmd: Command): Command {
+  return cmd
+    .option('--api <url>', 'agent API (env BLOCKMESH_API)', urlArg, DEFAULT_API)
+    .option('--token <token>', 'API token (env BLOCKMESH_TOKEN; default: the local demo\'s token file)')
+    .option('--token-file <file>', 'read the API token from this file')
+    .option('--json', 'print the API answer as JSON')
+}
+
+function print (opts: TargetOpts, body: unknown, text: () => string): void {
+  process.stdout.write((opts.json === true ? JSON.stringify(body, null, 2) : text()) + '\n')
+}
+
+function needToken (opts: TargetOpts): string {
+  const token = resolveToken(opts)
+  if (token == null) throw new ValidationError('this command changes state: give --token, BLOCKMESH_TOKEN or --token-file')
+  return token
+}
+
+/** Relative local model paths in a spec file are relative to the file, not to where the CLI runs. */
+function absoluteModelUrl (spec: unknown, file: string): unknown {
+  const s = spec as { model?: { url?: unknown } }
+  const url = s?.model?.url
+  if (typeof url === 'string' && !/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !isAbsolute(url)) {
+    return { ...s, model: { ...s.model, url: resolve(dirname(file), url) } }
+  }
+  return spec
+}
+
+function blockRows (blocks: BlockView[]): string {
+  return table(['ID', 'COMPONENT', 'STATUS', 'PROVIDER', 'ACTIVE', 'QUEUED', 'ERROR'], blocks.map(b => [
+    b.id, b.component, b.status, b.runtime?.provider ?? '-', String(b.activeSequences), String(b.queuedSequences), (b.error ?? '').slice(0, 80)
+  ]))
+}
+
+export function registerComponentCommand (program: Command): void {
+  const cmd = program.command('component').description('components: deployable units (a model and what it needs)')
+  withTarget(cmd.command('create').description('create a component from a JSON or YAML spec file').requiredOption('-f, --file <file>', 'spec file'))
+    .action(async (opts: TargetOpts & { file: string }) => {
+      const spec = absoluteModelUrl(readSpecFile(opts.file), opts.file)
+      const c = await apiRequest<Component>(opts.api, '/api/components', { method: 'POST', body: spec, token: needToken(opts) })
+      print(opts, c, () => `created component ${c.uri}`)
+    })
+  withTarget(cmd.command('list').description('list components')).action(async (opts: TargetOpts) => {
+    const body = await apiRequest<{ components: Component[] }>(opts.api, '/api/components')
+    print(opts, body, () => table(['URI', 'RUNTIME', 'CONTEXT', 'MODEL'], body.components.map(c => [c.uri, c.spec.runtime, String(c.spec.contextLength), c.spec.model.url])))
+  })
+  withTarget(cmd.command('get').description('show one component').argument('<uri>', 'name:version')).action(async (uri: string, opts: TargetOpts) => {
+    const c = await apiRequest<Component>(opts.api, `/api/components/${encodeURIComponent(uri)}`)
+    print({ ...opts, json: true }, c, () => '')
+  })
+  withTarget(cmd.command('delete').description('delete a component (no block may use it)').argument('<uri>', 'name:version')).action(async (uri: string, opts: TargetOpts) => {
+    const body = await apiRequest(opts.api, `/api/components/${encodeURIComponent(uri)}`, { method: 'DELETE', token: needToken(opts) })
+    print(opts, body, () => `deleted component ${uri}`)
+  })
+}
+
+export function registerBlockCommand (program: Command): void {
+  const cmd = program.command('block').description('blocks: running instances of components')
+  withTarget(cmd.command('create').description('create a block from a JSON or YAML spec file').requiredOption('-f, --file <file>', 'spec file'))
+    .action(async (opts: TargetOpts & { file: string }) => {
+      const b = await apiRequest<BlockView>(opts.api, '/api/blocks', { method: 'POST', body: readSpecFile(opts.file), token: needToken(opts) })
+      print(opts, b, () => `created block ${b.id} (${b.status}); follow it with: blockmesh block get ${b.id}`)
+    })
+  withTarget(cmd.command('list').description('list blocks')).action(async (opts: TargetOpts) => {
+    const body = await apiRequest<{ blocks: BlockView[] }>(opts.api, '/api/blocks')
+    print(opts, body, () => blockRows(body.blocks))
+  })
+  withTarget(cmd.command('get').description('show one block').argument('<id>')).action(async (id: string, opts: TargetOpts) => {
+    const b = await apiRequest<BlockView>(opts.api, `/api/blocks/${encodeURIComponent(id)}`)
+    print({ ...opts, json: true }, b, () => '')
+  })
+  withTarget(cmd.command('delete').description('stop and delete a block').argument('<id>')).action(async (id: string, opts: TargetOpts) => {
+    const body = await apiRequest(opts.api, `/api/blocks/${encodeURIComponent(id)}`, { method: 'DELETE', token: needToken(opts) })
+    print(opts, body, () => `deleted block ${id}`)
+  })
+}

@@ -1,0 +1,104 @@
+import { randomInt } from 'node:crypto'
+import type { ModelEngine } from '../executor/engine.ts'
+import type { Component } from '../registry/components.ts'
+import { ByteTokenizer } from '../model/tokenizer.ts'
+import { StopMatcher } from './stop.ts'
+import { OpenAIError } from './errors.ts'
+
+export interface TextRequest {
+  prompt: number[]
+  /** resolved with completionBudget() before the response starts */
+  maxTokens: number
+  temperature: number | null | undefined
+  topP: number | null | undefined
+  seed: number | null | undefined
+  stop: string[]
+}
+
+export interface TextResult {
+  finishReason: 'stop' | 'length'
+  promptTokens: number
+  completionTokens: number
+  /** ms from the call to the first token (null if none) */
+  firstTokenMs: number | null
+  /** ms from the first to the last token */
+  decodeMs: number
+  cancelled: boolean
+}
+
+export function tokenizerFor (component: Component): ByteTokenizer {
+  switch (component.spec.tokenizer.type) {
+    case 'byte': return new ByteTokenizer()
+  }
+}
+
+/** Resolves max_tokens against the component's defaults and context length. */
+export function completionBudget (component: Component, promptTokens: number, requested: number | null | undefined): number {
+  const ctx = component.spec.contextLength
+  if (promptTokens >= ctx) throw new OpenAIError(400, `The prompt is ${promptTokens} tokens; this model's context is ${ctx} tokens`, 'context_length_exceeded', 'invalid_request_error', 'messages')
+  if (requested != null) {
+    if (promptTokens + requested > ctx) {
+      throw new OpenAIError(400, `This model's context is ${ctx} tokens; the prompt (${promptTokens}) plus max_tokens (${requested}) exceeds it`, 'context_length_exceeded', 'invalid_request_error', 'max_tokens')
+    }
+    return requested
+  }
+  return Math.min(component.spec.defaults.maxTokens, ctx - promptTokens)
+}
+
+/**
+ * Runs one generation and hands out text deltas as they become safe to show
+ * (whole UTF-8 characters, never part of a stop string). Aborting `signal`
+ * (the client went away) cancels the sequence and frees its cache.
+ */
+export async function generateText (engine: ModelEngine, component: Component, req: TextRequest, onText: (delta: string) => void | Promise<void>, signal?: AbortSignal): Promise<TextResult> {
+  const tokenizer = tokenizerFor(component)
+  const d = component.spec.defaults
+  const t0 = performance.now()
+  const g = engine.generate({
+    prompt: req.prompt,
+    maxTokens: req.maxTokens,
+    temperature: req.temperature ?? d.temperature,
+    topP: req.topP ?? d.topP,
+    seed: req.seed != null ? (req.seed >>> 0) : randomInt(0, 2 ** 32),
+    stopTokens: [tokenizer.eos]
+  })
+  const onAbort = (): void => { g.cancel() }
+  if (signal?.aborted === true) g.cancel()
+  signal?.addEventListener('abort', onAbort, { once: true })
+  const decoder = tokenizer.decoder()
+  const matcher = new StopMatcher(req.stop)
+  let firstAt: number | null = null
+  let lastAt = t0
+  let tokens = 0
+  let stopped = false
+  try {
+    for await (const token of g.tokens) {
+      const now = performance.now()
+      firstAt ??= now
+      lastAt = now
+      tokens++
+      const { emit, stopped: hit } = matcher.push(decoder.push(token))
+      if (emit !== '') await onText(emit)
+      if (hit) { stopped = true; break }
+    }
+  } finally {
+    signal?.removeEventListener('abort', onAbort)
+  }
+  const result = await g.done
+  if (result.reason === 'error') throw new OpenAIError(500, `generation failed: ${result.error ?? 'unknown error'}`, 'generation_failed')
+  if (!stopped) {
+    const tail = matcher.push(decoder.end())
+    let rest = tail.emit
+    if (tail.stopped) stopped = true
+    else rest += matcher.flush()
+    if (rest !== '') await onText(rest)
+  }
+  return {
+    finishReason: stopped || result.reason === 'stop' ? 'stop' : result.reason === 'length' ? 'length' : 'stop',
+    promptTokens: req.prompt.length,
+    completionTokens: Math.max(tokens, stopped ? tokens : result.completionTokens),
+    firstTokenMs: firstAt == null ? null : firstAt - t0,
+    decodeMs: firstAt == null ? 0 : lastAt - firstAt,
+    cancelled: result.reason === 'cancelled' && !stopped
+  }
+}
