@@ -107,6 +107,37 @@ export class Demo {
     await Promise.all(rest.map(async a => { a.info = await waitReady(a.dir, a.child) }))
   }
 
+  /** Onboards the demo model on agent 0 as a component and a block; waits until the block is ready. */
+  async deployModel (model: { path: string, md5: string }, component: Record<string, unknown>, blockId: string, timeoutMs = 120_000): Promise<{ status: string, error?: string | null, provider?: string }> {
+    const api = this.agents[0]?.info?.apiUrl
+    if (api == null) throw new Error('agent 0 is not running')
+    const call = async (method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> => {
+      const res = await fetch(api + path, {
+        method,
+        headers: { authorization: `Bearer ${this.token}`, ...(body != null ? { 'content-type': 'application/json' } : {}) },
+        body: body != null ? JSON.stringify(body) : undefined
+      })
+      return { status: res.status, body: await res.json().catch(() => null) }
+    }
+    const c = await call('POST', '/api/components', component)
+    if (c.status !== 201 && c.status !== 409) throw new Error(`component: ${JSON.stringify(c.body)}`)
+    const existing = await call('GET', `/api/blocks/${blockId}`)
+    if (existing.status === 200 && existing.body.component !== `${component.name as string}:${component.version as string}`) {
+      await call('DELETE', `/api/blocks/${blockId}`) // an older demo model: replace it
+    }
+    if (existing.status !== 200 || existing.body.component !== `${component.name as string}:${component.version as string}`) {
+      const b = await call('POST', '/api/blocks', { id: blockId, component: `${component.name as string}:${component.version as string}` })
+      if (b.status !== 201) throw new Error(`block: ${JSON.stringify(b.body)}`)
+    }
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline) {
+      const b = await call('GET', `/api/blocks/${blockId}`)
+      if (b.body?.status === 'ready' || b.body?.status === 'failed') return { status: b.body.status, error: b.body.error, provider: b.body.runtime?.provider }
+      await new Promise(r => setTimeout(r, 200))
+    }
+    return { status: 'loading', error: `not ready after ${timeoutMs} ms` }
+  }
+
   /** Polls agent 0 until it sees every other agent live (or the timeout passes). */
   async waitForMesh (timeoutMs = 30_000): Promise<boolean> {
     const api = this.agents[0]?.info?.apiUrl

@@ -2,6 +2,8 @@ import type { Command } from 'commander'
 import { Demo } from '../../demo.ts'
 import { collect, intArg } from '../args.ts'
 import { parseSimulatedGpus } from '../../hardware/gpus.ts'
+import { DEMO_BLOCK, demoComponent, ensureDemoModel } from '../../demo-model.ts'
+import { join, dirname } from 'node:path'
 
 export function registerDemoCommand (program: Command): void {
   program.command('demo')
@@ -12,7 +14,8 @@ export function registerDemoCommand (program: Command): void {
     .option('--heartbeat-ms <ms>', 'capacity gossip interval', intArg(250, 60_000), 2000)
     .option('--cluster <label>', 'cluster label(s), assigned round-robin (repeat or comma-separate)', collect)
     .option('--simulate-gpus <spec>', 'give every agent these simulated GPUs (shown as simulated)')
-    .action(async (opts: { agents: number, basePort: number, dataDir: string, heartbeatMs: number, cluster?: string[], simulateGpus?: string }) => {
+    .option('--no-model', 'do not generate and deploy the demo model')
+    .action(async (opts: { agents: number, basePort: number, dataDir: string, heartbeatMs: number, cluster?: string[], simulateGpus?: string, model: boolean }) => {
       if (opts.simulateGpus != null) parseSimulatedGpus(opts.simulateGpus) // bad spec: exit 2 before any process starts
       const out = (line: string): void => { process.stdout.write(line + '\n') }
       const demo = new Demo({
@@ -44,6 +47,21 @@ export function registerDemoCommand (program: Command): void {
         process.exit(1)
       }
       const formed = await demo.waitForMesh()
+      let served: string | null = null
+      if (opts.model) {
+        try {
+          const model = await ensureDemoModel(join(dirname(opts.dataDir), 'models'), out)
+          const r = await demo.deployModel(model, demoComponent(model), DEMO_BLOCK)
+          if (r.status === 'ready') {
+            served = DEMO_BLOCK
+            out(`block ${DEMO_BLOCK} ready on agent-0 (execution provider: ${r.provider ?? '?'})`)
+          } else {
+            out(`block ${DEMO_BLOCK} is ${r.status}: ${r.error ?? ''}`)
+          }
+        } catch (err) {
+          out(`could not deploy the demo model: ${(err as Error).message}`)
+        }
+      }
       out('')
       for (const a of demo.agents) {
         out(`${a.name}  cluster ${a.cluster}  api ${a.info?.apiUrl ?? '?'}  peer ${a.info?.peerId ?? '?'}`)
@@ -52,6 +70,18 @@ export function registerDemoCommand (program: Command): void {
       out(`dashboard: ${demo.agents[0].info?.apiUrl ?? ''}/`)
       out(formed ? `mesh formed: agent-0 sees all ${demo.agents.length} agents` : 'mesh not formed yet (see the agents\' logs in the data dir)')
       out(`try: npx blockmesh peers${opts.basePort === 7700 ? '' : ` --api ${demo.agents[0].info?.apiUrl ?? ''}`}`)
+      if (served != null) {
+        const api = demo.agents[0].info?.apiUrl ?? ''
+        out('')
+        out('chat with the demo model (curl):')
+        out(`  curl -s ${api}/v1/chat/completions -H "Authorization: Bearer ${demo.token}" -H 'content-type: application/json' \\`)
+        out(`    -d '{"model": "${served}", "messages": [{"role": "user", "content": "Tell me about the harbour."}], "max_tokens": 120}'`)
+        out('or with the openai package (node):')
+        out(`  import OpenAI from 'openai'`)
+        out(`  const client = new OpenAI({ baseURL: '${api}/v1', apiKey: '${demo.token}' })`)
+        out(`  const r = await client.chat.completions.create({ model: '${served}', messages: [{ role: 'user', content: 'Hello' }] })`)
+        out('  console.log(r.choices[0].message.content)')
+      }
       out('Ctrl-C stops every agent.')
     })
 }
