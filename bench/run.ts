@@ -7,6 +7,7 @@ import { runGossipSize, gossipMarkdown } from './gossip.ts'
 import type { GossipSizeResult } from './gossip.ts'
 import { runStreamBench, streamMarkdown } from './stream.ts'
 import { syncReadme, writeSection } from './report.ts'
+import { runInferenceBench, inferenceMarkdown } from './inference.ts'
 
 const { values } = parseArgs({
   options: {
@@ -15,10 +16,10 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false }
   }
 })
-const only = new Set((values.only ?? 'gossip,stream').split(',').map(s => s.trim()))
+const only = new Set((values.only ?? 'gossip,stream,inference').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['gossip', 'stream']
+const known = ['gossip', 'stream', 'inference']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -42,5 +43,10 @@ if (only.has('gossip')) {
   writeSection('gossip', 'Capacity gossip convergence', gossipMarkdown(results))
 }
 syncReadme()
+if (only.has('inference')) {
+  log('inference: API vs bare ONNX Runtime, bandwidth limit, concurrent streams')
+  const r = await runInferenceBench({ quick: values.quick, log })
+  writeSection('inference', 'Inference on one agent', inferenceMarkdown(r))
+}
 log('wrote BENCHMARKS.md (and its copy in README.md)')
 process.exit(0)

@@ -103,6 +103,7 @@ async function prefill (s: Seq): Promise<void> {
 
 /** Copies each member's cache into one [B, heads, T, headDim] tensor per input, left-padded. */
 function rebuildGroup (members: Seq[]): Group {
+  members = [...members] // the group keeps its own list: `running` changes as sequences come and go
   if (members.length === 1 && members[0].kv != null) {
     const m = members[0]
     const g = { members, past: m.kv as Feeds, time: m.length }

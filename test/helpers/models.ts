@@ -10,7 +10,7 @@ export function tinyModel (dir = tempDir('bm-model-'), seed = 5): GeneratedModel
   return generateModel({ ...PRESETS.tiny, maxPositions: 4096, seed }, join(dir, `tiny-${seed}.onnx`))
 }
 
-export function componentSpec (m: GeneratedModel, name = 'tiny-gpt', over: Record<string, unknown> = {}): Record<string, unknown> {
+export function componentSpec (m: Pick<GeneratedModel, 'path' | 'md5' | 'spec'>, name = 'tiny-gpt', over: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     name, version: m.md5.slice(0, 8), runtime: 'onnx',
     model: { url: m.path, md5: m.md5 },

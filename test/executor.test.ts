@@ -1,0 +1,79 @@
+import { describe, test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { ModelEngine } from '../agent/executor/engine.ts'
+import type { GenerateParams, StepEvent } from '../agent/executor/engine.ts'
+import { ByteTokenizer } from '../agent/model/tokenizer.ts'
+import { EOS } from '../agent/model/spec.ts'
+import { tinyModel } from './helpers/models.ts'
+
+const tok = new ByteTokenizer()
+const greedy = (text: string, maxTokens: number): GenerateParams => ({
+  prompt: tok.encode(text, { bos: true }), maxTokens, temperature: 0, topP: 1, seed: 1, stopTokens: [EOS]
+})
+
+async function collect (engine: ModelEngine, p: GenerateParams, onToken?: (i: number) => void): Promise<number[]> {
+  const g = engine.generate(p)
+  const out: number[] = []
+  for await (const t of g.tokens) { out.push(t); onToken?.(out.length) }
+  await g.done
+  return out
+}
+
+describe('the engine (worker thread, batched decode)', () => {
+  let engine: ModelEngine
+  const m = tinyModel(undefined, 31)
+  before(async () => {
+    engine = await ModelEngine.start({ modelPath: m.path, provider: 'cpu', gpus: { nvidia: false, any: false }, contextLength: 4096, maxBatch: 3 })
+  })
+  after(async () => { await engine.close() })
+
+  test('sequences that join and leave while others decode get exactly their solo output', async () => {
+    const prompts = ['The harbour', 'Mara kept', 'In spring the swallows', 'A good answer', 'Nobody in the town']
+    const lengths = [60, 25, 40, 10, 50]
+    const solo = []
+    for (let i = 0; i < prompts.length; i++) solo.push(await collect(engine, greedy(prompts[i], lengths[i])))
+    const batches: number[] = []
+    const onStep = (e: StepEvent): void => { if (e.kind === 'decode') batches.push(e.batch) }
+    engine.on('step', onStep)
+    // start the first, add the others one by one as the first one produces tokens; maxBatch 3 makes some wait
+    const runs: Array<Promise<number[]>> = []
+    let next = 1
+    runs.push(collect(engine, greedy(prompts[0], lengths[0]), n => {
+      if (n % 4 === 0 && next < prompts.length) { const i = next++; runs.push(collect(engine, greedy(prompts[i], lengths[i]))) }
+    }))
+    while (runs.length < prompts.length) await Promise.all(runs)
+    const together = await Promise.all(runs)
+    engine.off('step', onStep)
+    assert.deepEqual(together, solo)
+    assert.ok(Math.max(...batches) === 3, `batches reached maxBatch (max ${Math.max(...batches)})`)
+    assert.ok(new Set(batches).size >= 3, `the batch changed size as sequences came and went (${[...new Set(batches)].join(',')})`)
+  })
+
+  test('a cancelled sequence is freed, and the others are unaffected', async () => {
+    const keep = collect(engine, greedy('Mara kept', 40))
+    const g = engine.generate(greedy('The harbour', 3000))
+    let n = 0
+    for await (const _ of g.tokens) if (++n === 5) g.cancel()
+    const r = await g.done
+    assert.equal(r.reason, 'cancelled')
+    assert.ok(r.completionTokens < 3000)
+    assert.deepEqual(await keep, await collect(engine, greedy('Mara kept', 40)))
+    assert.equal(engine.active, 0)
+  })
+
+  test('a stop token ends a sequence with reason stop and is never emitted; max tokens ends it with reason length', async () => {
+    const g = engine.generate(greedy('x', 5))
+    for await (const _ of g.tokens) { /* drain */ }
+    assert.deepEqual(await g.done, { reason: 'length', promptTokens: 2, completionTokens: 5, error: undefined })
+    // greedy output from this prompt contains spaces: with space as the stop token it ends at the first one
+    const free = await collect(engine, greedy('The harbour', 40))
+    const firstSpace = free.indexOf(32)
+    assert.ok(firstSpace >= 0)
+    const s = engine.generate({ ...greedy('The harbour', 40), stopTokens: [32] })
+    const toks: number[] = []
+    for await (const t of s.tokens) toks.push(t)
+    const done = await s.done
+    assert.equal(done.reason, 'stop')
+    assert.deepEqual(toks, free.slice(0, firstSpace))
+  })
+})
