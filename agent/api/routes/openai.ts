@@ -27,6 +27,21 @@ function parse<T> (schema: { safeParse: (v: unknown) => { success: true, data: T
   throw new OpenAIError(400, `${param ?? 'body'}: ${first.message}`, null, 'invalid_request_error', param)
 }
 
+/**
+ * A streamed chunk whose fixed parts are encoded once: per token only the
+ * text is JSON-encoded (the same bytes JSON.stringify of the whole object gives).
+ */
+function chunkTemplate (fixed: object, marker: string): (text: string) => string {
+  const json = JSON.stringify(fixed)
+  const at = json.indexOf(JSON.stringify(marker))
+  const head = json.slice(0, at)
+  const tail = json.slice(at + JSON.stringify(marker).length)
+  return (text: string) => head + JSON.stringify(text) + tail
+}
+
+/** Already-encoded JSON for EventStream.send. */
+class RawJson { readonly json: string; constructor (json: string) { this.json = json } }
+
 /** Server-sent events on the raw response, with backpressure. */
 class EventStream {
   private readonly raw: ServerResponse
@@ -43,7 +58,8 @@ class EventStream {
 
   async send (data: unknown): Promise<void> {
     if (this.raw.destroyed) return
-    if (!this.raw.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`)) {
+    const text = typeof data === 'string' ? data : data instanceof RawJson ? data.json : JSON.stringify(data)
+    if (!this.raw.write(`data: ${text}\n\n`)) {
       await new Promise<void>(resolve => {
         const done = (): void => { this.raw.off('drain', done); this.raw.off('close', done); resolve() }
         this.raw.on('drain', done)
@@ -121,8 +137,9 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     })
     const sse = new EventStream(reply)
     await sse.send(chunk({ role: 'assistant', content: '' }, null))
+    const delta = chunkTemplate(chunk({ content: '\u0000' }, null), '\u0000')
     try {
-      const r = await generateText(engine, component, text, async d => { await sse.send(chunk({ content: d }, null)) }, gone.signal)
+      const r = await generateText(engine, component, text, async d => { await sse.send(new RawJson(delta(d))) }, gone.signal)
       observe(ctx, block.id, r)
       if (!r.cancelled) {
         await sse.send(chunk({}, r.finishReason))
@@ -164,10 +181,9 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
       }
     }
     const sse = new EventStream(reply)
+    const delta = chunkTemplate({ id, object: 'text_completion', created, model: block.id, choices: [{ index: 0, text: '\u0000', logprobs: null, finish_reason: null }] }, '\u0000')
     try {
-      const r = await generateText(engine, component, text, async d => {
-        await sse.send({ id, object: 'text_completion', created, model: block.id, choices: [{ index: 0, text: d, logprobs: null, finish_reason: null }] })
-      }, gone.signal)
+      const r = await generateText(engine, component, text, async d => { await sse.send(new RawJson(delta(d))) }, gone.signal)
       observe(ctx, block.id, r)
       if (!r.cancelled) {
         await sse.send({ id, object: 'text_completion', created, model: block.id, choices: [{ index: 0, text: '', logprobs: null, finish_reason: r.finishReason }] })
