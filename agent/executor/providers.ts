@@ -15,16 +15,17 @@ export interface GpuPresence { nvidia: boolean, any: boolean }
 /**
  * Order to try execution providers in. `auto`: CUDA where an NVIDIA GPU is
  * present (it loads only where ONNX Runtime's CUDA provider libraries are
- * installed), WebGPU where any real GPU is (Dawn over Vulkan), CPU always
- * last. Simulated GPUs do not count.
+ * installed), then CPU. Simulated GPUs do not count.
+ *
+ * WebGPU (bundled with onnxruntime-node; Dawn over Vulkan) is opt-in
+ * (`executionProvider: 'webgpu'`): on an H100 it computed the same tokens
+ * as CPU but decoded 8-20x slower, because the KV cache grows by one
+ * position a step and every new shape costs it a pipeline rebuild
+ * (docs/decisions.md has the figures).
  */
 export function providerOrder (pref: ProviderPreference, gpus: GpuPresence): ProviderName[] {
   if (pref !== 'auto') return pref === 'cpu' ? ['cpu'] : [pref, 'cpu']
-  const order: ProviderName[] = []
-  if (gpus.nvidia) order.push('cuda')
-  if (gpus.any) order.push('webgpu')
-  order.push('cpu')
-  return order
+  return gpus.nvidia ? ['cuda', 'cpu'] : ['cpu']
 }
 
 export interface SessionOptions {

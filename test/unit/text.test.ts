@@ -50,10 +50,11 @@ test('sampling: greedy is argmax; a seed reproduces; top_p keeps only the nucleu
   assert.ok(all.has(0) && all.has(2))
 })
 
-test('execution providers: CUDA only with an NVIDIA GPU, WebGPU only with a real GPU, CPU always last', () => {
+test('execution providers: auto tries CUDA only with an NVIDIA GPU; WebGPU only when asked; CPU always last', () => {
   assert.deepEqual(providerOrder('auto', { nvidia: false, any: false }), ['cpu'])
-  assert.deepEqual(providerOrder('auto', { nvidia: true, any: true }), ['cuda', 'webgpu', 'cpu'])
-  assert.deepEqual(providerOrder('auto', { nvidia: false, any: true }), ['webgpu', 'cpu'])
+  assert.deepEqual(providerOrder('auto', { nvidia: true, any: true }), ['cuda', 'cpu'])
+  assert.deepEqual(providerOrder('auto', { nvidia: false, any: true }), ['cpu'])
+  assert.deepEqual(providerOrder('webgpu', { nvidia: false, any: true }), ['webgpu', 'cpu'])
   assert.deepEqual(providerOrder('cuda', { nvidia: false, any: false }), ['cuda', 'cpu'])
   assert.deepEqual(providerOrder('cpu', { nvidia: true, any: true }), ['cpu'])
 })
