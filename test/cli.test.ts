@@ -1,6 +1,6 @@
 import { describe, test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -121,3 +121,48 @@ describe('blockmesh demo', () => {
     await until(() => pids.every(p => !alive(p)), 'orphaned agents to notice and exit')
   })
 })
+
+describe('blockmesh model / component / block', () => {
+  let agent: AgentProcess
+  after(async () => { await stopAll([agent]) })
+
+  test('generate a model twice (same MD5), onboard it, deploy, list, get and delete a block from the CLI', async () => {
+    const dir = tempDir('bm-cli-model-')
+    const gen = (out: string): CliResultLike => cli(['model', 'generate', '--preset', 'tiny', '--seed', '9', '--out', join(dir, out), '--component', join(dir, 'component.json'), '--name', 'cli-gpt'])
+    const a = gen('a.onnx')
+    const b = gen('b.onnx')
+    assert.equal(a.code, 0, a.stderr)
+    const md5 = /md5 ([0-9a-f]{32})/.exec(a.stdout)?.[1]
+    assert.ok(md5 != null, a.stdout)
+    assert.equal(/md5 ([0-9a-f]{32})/.exec(b.stdout)?.[1], md5)
+    assert.match(a.stdout, /0\.15M parameters \(2 layers, hidden 64, 4 heads/)
+    const bad = cli(['model', 'generate', '--layers', '2', '--hidden', '64', '--heads', '5', '--out', join(dir, 'x.onnx')])
+    assert.equal(bad.code, 2)
+    assert.match(bad.stderr, /hidden must be a multiple of heads/)
+
+    agent = await AgentProcess.start({ name: 'cli-target' })
+    const target = ['--api', agent.url, '--token', agent.token]
+    const c = cli(['component', 'create', '-f', join(dir, 'component.json'), ...target])
+    assert.equal(c.code, 0, c.stderr)
+    const uri = `cli-gpt:${md5.slice(0, 8)}`
+    assert.match(c.stdout, new RegExp(uri))
+    writeFileSync(join(dir, 'block.yaml'), `id: cli-block\ncomponent: "${uri}"\nmaxBatch: 4\n`)
+    const created = cli(['block', 'create', '-f', join(dir, 'block.yaml'), ...target])
+    assert.equal(created.code, 0, created.stderr)
+    await until(async () => (await agent.api('/api/blocks/cli-block')).body.status === 'ready', 'the block to be ready')
+    const list = cli(['block', 'list', '--api', agent.url])
+    assert.match(list.stdout, /cli-block\s+cli-gpt:\w+\s+ready\s+cpu/)
+    assert.equal(JSON.parse(cli(['block', 'get', 'cli-block', '--api', agent.url]).stdout).spec.maxBatch, 4)
+    const noToken = cli(['block', 'delete', 'cli-block', '--api', agent.url, '--token-file', join(dir, 'missing')])
+    assert.equal(noToken.code, 2)
+    const wrongToken = cli(['block', 'delete', 'cli-block', '--api', agent.url, '--token', 'x'.repeat(43)])
+    assert.equal(wrongToken.code, 1)
+    assert.match(wrongToken.stderr, /401/)
+    assert.equal(cli(['block', 'delete', 'cli-block', ...target]).code, 0)
+    assert.equal((await agent.api('/api/blocks/cli-block')).status, 404)
+    const badSpec = cli(['component', 'create', '-f', join(dir, 'block.yaml'), ...target])
+    assert.equal(badSpec.code, 2, 'a spec the API rejects is bad input: exit 2')
+    assert.match(badSpec.stderr, /400 invalid_request/)
+  })
+})
+type CliResultLike = ReturnType<typeof cli>
