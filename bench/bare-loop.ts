@@ -5,7 +5,7 @@
  * small demo model, so a main-thread loop would not be a fair baseline).
  * Over IPC it gets { n } and answers { tps }: decode tokens/s over tokens
  * 2..n after a prefill.
- *   node bench/bare-loop.ts MODEL.onnx TOKEN,TOKEN,...
+ *   node bench/bare-loop.ts MODEL.onnx TOKEN,TOKEN,... THREADS
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
 import ort from 'onnxruntime-node'
@@ -13,14 +13,14 @@ import { decoderShape, emptyPast, presentAsPast, sequenceFeeds } from '../agent/
 import { argmax } from '../agent/executor/sampling.ts'
 
 if (isMainThread) {
-  const [modelPath, promptArg] = process.argv.slice(2)
-  const worker = new Worker(new URL(import.meta.url), { workerData: { modelPath, prompt: promptArg.split(',').map(Number) } })
+  const [modelPath, promptArg, threadsArg] = process.argv.slice(2)
+  const worker = new Worker(new URL(import.meta.url), { workerData: { modelPath, prompt: promptArg.split(',').map(Number), threads: Number(threadsArg ?? '0') } })
   worker.on('message', (m: unknown) => { process.send?.(m) })
   worker.on('error', (err) => { console.error(err); process.exit(1) })
   process.on('message', (m: unknown) => { worker.postMessage(m) })
 } else {
-  const { modelPath, prompt } = workerData as { modelPath: string, prompt: number[] }
-  const session = await ort.InferenceSession.create(modelPath, { executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: 0 })
+  const { modelPath, prompt, threads } = workerData as { modelPath: string, prompt: number[], threads: number }
+  const session = await ort.InferenceSession.create(modelPath, { executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: threads })
   const shape = decoderShape(session)
   const loop = async (n: number): Promise<number> => {
     let out = await session.run(sequenceFeeds(prompt, 0, emptyPast(shape, 1)))

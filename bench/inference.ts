@@ -27,6 +27,7 @@ export interface ModelFigures {
   bareTps: number[]
   apiTps: number[]
   aggregate: Array<{ streams: number, tokensPerSecond: number }>
+  threads: number
 }
 
 export interface InferenceResult { bandwidth: number, threads: number, tokens: number, models: ModelFigures[], provider: string }
@@ -35,8 +36,8 @@ export interface InferenceResult { bandwidth: number, threads: number, tokens: n
 class BareLoop {
   private readonly child: ChildProcess
   private constructor (child: ChildProcess) { this.child = child }
-  static async start (modelPath: string, prompt: number[]): Promise<BareLoop> {
-    const child = spawn(process.execPath, [fileURLToPath(new URL('./bare-loop.ts', import.meta.url)), modelPath, prompt.join(',')], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  static async start (modelPath: string, prompt: number[], threads: number): Promise<BareLoop> {
+    const child = spawn(process.execPath, [fileURLToPath(new URL('./bare-loop.ts', import.meta.url)), modelPath, prompt.join(','), String(threads)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     await new Promise<void>((resolve, reject) => {
       child.once('message', () => { resolve() })
       child.once('exit', code => { reject(new Error(`bare loop exited (${code})`)) })
@@ -109,8 +110,9 @@ export async function runInferenceBench (opts: { quick: boolean, log: (s: string
       const block = await deploy(agent, componentSpec(m, `bench-${m.md5.slice(0, 6)}`, { contextLength: m.spec.maxPositions }), { id, component: `bench-${m.md5.slice(0, 6)}:${m.md5.slice(0, 8)}` })
       if (block.status !== 'ready') throw new Error(`block ${id}: ${block.error as string}`)
       result.provider = block.runtime.provider
-      const bare = await BareLoop.start(m.path, prompt)
-      const fig: ModelFigures = { name, parameters: parameterCount(m.spec), weightBytes: m.sizeBytes, bareTps: [], apiTps: [], aggregate: [] }
+      // the bare loop gets the thread count the agent chose for this block
+      const bare = await BareLoop.start(m.path, prompt, block.runtime.threads)
+      const fig: ModelFigures = { name, parameters: parameterCount(m.spec), weightBytes: m.sizeBytes, bareTps: [], apiTps: [], aggregate: [], threads: block.runtime.threads }
       await bare.round(8) // warm-up both paths
       await apiStream(agent, id, 8)
       const rounds = opts.quick ? 2 : 4
@@ -139,16 +141,17 @@ export function inferenceMarkdown (r: InferenceResult): string {
     const bare = median(f.bareTps)
     const api = median(f.apiTps)
     const limit = r.bandwidth / f.weightBytes
-    return `| ${f.name} | ${(f.parameters / 1e6).toFixed(1)}M / ${(f.weightBytes / 2 ** 20).toFixed(0)} MiB | ${bare.toFixed(1)} | ${api.toFixed(1)} | **${(api / bare).toFixed(3)}** | ${limit.toFixed(1)} | **${(api / limit).toFixed(2)}** | ${f.aggregate.map(a => a.tokensPerSecond.toFixed(0)).join(' / ')} |`
+    return `| ${f.name} | ${(f.parameters / 1e6).toFixed(1)}M / ${(f.weightBytes / 2 ** 20).toFixed(0)} MiB | ${f.threads === 0 ? 'all' : f.threads} | ${bare.toFixed(1)} | ${api.toFixed(1)} | **${(api / bare).toFixed(3)}** | ${limit.toFixed(1)} | **${(api / limit).toFixed(2)}** | ${f.aggregate.map(a => a.tokensPerSecond.toFixed(0)).join(' / ')} |`
   })
   return [
     `One agent process on this machine, execution provider \`${r.provider}\`, greedy decoding. ` +
+    'ORT threads: what the agent chose for the block (autoThreads: on ≤ 4 cores a model under 256 MiB gets cores − 1, leaving a core to HTTP; otherwise all cores); the bare loop uses the same. ' +
     '"Bare" is a plain onnxruntime-node loop (same model, same session options, same tokens) in a worker thread of a process of its own, as the agent runs models; "API" is a streamed `/v1/completions` through a real agent (HTTP, worker thread, SSE), timed at the client from the first to the last token; rounds alternate between the two and the medians are shown. ' +
     `Memory bandwidth measured in the same run: ${(r.bandwidth / 1e9).toFixed(1)} GB/s (memcpy on ${r.threads} threads, read + write); the limit is that ÷ weight bytes, since each decoded token reads every weight once. ` +
     'Aggregate: N concurrent streamed requests, total completion tokens ÷ wall time (prefill included).',
     '',
-    '| model | parameters / weights | bare ORT tok/s | API tok/s | API ÷ bare | bandwidth limit tok/s | API ÷ limit | aggregate tok/s, 1 / 4 / 8 streams |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| model | parameters / weights | ORT threads | bare ORT tok/s | API tok/s | API ÷ bare | bandwidth limit tok/s | API ÷ limit | aggregate tok/s, 1 / 4 / 8 streams |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows
   ].join('\n')
 }

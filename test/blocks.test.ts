@@ -44,6 +44,7 @@ describe('blocks on one agent', () => {
     assert.equal(b.runtime.provider, 'cpu', 'this machine has no GPU: CPU is chosen')
     assert.deepEqual(b.runtime.providerTried, [], 'auto on a box without GPUs does not even try GPU providers')
     assert.equal(b.runtime.modelBytes, m.sizeBytes)
+    assert.equal(typeof b.runtime.threads, 'number', 'the thread count the session uses is reported')
     assert.equal((await chat(agent, 'first')).status, 200)
   })
 

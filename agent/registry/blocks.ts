@@ -18,6 +18,8 @@ export const BlockSpecSchema = z.object({
   executionProvider: z.enum(['auto', 'cpu', 'cuda', 'webgpu']).default('auto'),
   /** sequences decoded together in one step */
   maxBatch: z.number().int().min(1).max(256).default(8),
+  /** ONNX Runtime intra-op threads; 0 = auto (see autoThreads) */
+  threads: z.number().int().min(0).max(1024).default(0),
   /** handed to the block as it starts (seed 000: blockInitData) */
   blockInitData: z.record(z.string().max(128), z.unknown()).default({})
 }).strict()
@@ -31,6 +33,8 @@ export interface BlockRuntime {
   modelPath: string
   modelBytes: number
   loadMs: number
+  /** ONNX Runtime intra-op threads the session uses (0: ONNX Runtime's default, all cores) */
+  threads: number
 }
 
 export interface BlockRecord {

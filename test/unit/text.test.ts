@@ -58,3 +58,13 @@ test('execution providers: auto tries CUDA only with an NVIDIA GPU; WebGPU only 
   assert.deepEqual(providerOrder('cuda', { nvidia: false, any: false }), ['cuda', 'cpu'])
   assert.deepEqual(providerOrder('cpu', { nvidia: true, any: true }), ['cpu'])
 })
+
+test('auto ONNX Runtime threads: small models leave a core free on small boxes; large ones get every core', async () => {
+  const { autoThreads } = await import('../../agent/blocks/manager.ts')
+  const MiB = 1024 * 1024
+  assert.equal(autoThreads(20 * MiB, 2), 1)
+  assert.equal(autoThreads(20 * MiB, 4), 3)
+  assert.equal(autoThreads(400 * MiB, 2), 0, 'memory-bound: all cores (0 = ONNX Runtime default)')
+  assert.equal(autoThreads(20 * MiB, 16), 0)
+  assert.equal(autoThreads(20 * MiB, 1), 1)
+})
