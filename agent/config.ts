@@ -20,6 +20,8 @@ export const AgentOptionsSchema = z.object({
   simulateGpus: z.string().optional(),
   /** refuse model files larger than this */
   maxModelBytes: z.number().int().positive().default(64 * 1024 ** 3),
+  /** run blocks with an external system or an init process when a peer (not this agent) places them */
+  acceptRemoteProcesses: z.boolean().default(false),
   /** ONNX Runtime threads per model (0: ONNX Runtime decides) */
   inferenceThreads: z.number().int().min(0).max(1024).default(0),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')

@@ -18,8 +18,16 @@ import { createLogger } from './log.ts'
 import type { Logger } from './log.ts'
 import { ConfigError, formatIssues } from './errors.ts'
 import { ComponentRegistry } from './registry/components.ts'
-import { BlockStore } from './registry/blocks.ts'
-import { BlockManager } from './blocks/manager.ts'
+import { InstanceHost } from './blocks/host.ts'
+import { BlockOwner } from './blocks/owner.ts'
+import { Router } from './blocks/router.ts'
+import { ASSIGN_PROTOCOL, AssignRequestSchema } from './blocks/assign.ts'
+import type { AssignResponse } from './blocks/assign.ts'
+import { schedule } from './scheduler/schedule.ts'
+import { serveJson } from '../mesh/rpc.ts'
+import { serveTunnel } from '../mesh/tunnel.ts'
+import type { TunnelResponse } from '../mesh/tunnel.ts'
+import { INFER_PROTOCOL, ROUTED_HEADER, TUNNELLED_PATHS } from './openai/infer-protocol.ts'
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -55,7 +63,9 @@ export class Agent {
   readonly token: string
   readonly epoch: number
   readonly components: ComponentRegistry
-  readonly blocks: BlockManager
+  readonly host: InstanceHost
+  readonly owner: BlockOwner
+  readonly router: Router
   private api: FastifyInstance | undefined
   private apiUrl = ''
   private persistTimer: NodeJS.Timeout | undefined
@@ -78,9 +88,9 @@ export class Agent {
     this.epoch = init.epoch
     this.peerStore = new PeerStore(init.db)
     this.components = new ComponentRegistry(init.db)
-    this.blocks = new BlockManager({
-      store: new BlockStore(init.db),
-      components: this.components,
+    this.host = new InstanceHost({
+      db: init.db,
+      dataDir: init.options.dataDir,
       modelsDir: join(init.options.dataDir, 'models'),
       maxModelBytes: init.options.maxModelBytes,
       intraOpThreads: init.options.inferenceThreads,
@@ -88,9 +98,19 @@ export class Agent {
         const real = init.hardware.readings().gpus.filter(g => !g.simulated)
         return { nvidia: real.some(g => /nvidia/i.test(`${g.vendor} ${g.model}`)), any: real.length > 0 }
       },
-      log: init.log.child({ mod: 'blocks' }),
+      log: init.log.child({ mod: 'host' }),
       metrics: init.metrics
     })
+    this.owner = new BlockOwner({
+      db: init.db,
+      mesh: init.mesh,
+      gossip: init.gossip,
+      host: this.host,
+      components: this.components,
+      log: init.log.child({ mod: 'owner' }),
+      metrics: init.metrics
+    })
+    this.router = new Router({ self: init.mesh.peerId.toString(), gossip: init.gossip, host: this.host })
   }
 
   static async start (input: AgentOptionsInput, log?: Logger): Promise<Agent> {
@@ -120,16 +140,19 @@ export class Agent {
       log: logger.child({ mod: 'mesh' })
     })
     let gossip: CapacityGossip | undefined
+    let agentRef: Agent | undefined
     const metrics = new AgentMetrics(() => gossip?.peers().filter(p => p.status === 'live').length ?? 0)
     gossip = new CapacityGossip(mesh, {
       identity: { name: options.name, cluster: options.cluster, vendor: options.vendor },
       epoch,
       heartbeatMs: options.heartbeatMs,
       readings: () => hardware.readings(),
+      instances: () => agentRef?.host.reports(block => metrics.blockRate(block)) ?? [],
       observer: metrics.gossipObserver(),
       log: logger.child({ mod: 'gossip' })
     })
     const agent = new Agent({ options, log: logger, db, mesh, gossip, hardware, metrics, token, epoch })
+    agentRef = agent
     try {
       await agent.bringUp()
     } catch (err) {
@@ -142,6 +165,7 @@ export class Agent {
   private async bringUp (): Promise<void> {
     await this.hardware.start()
     await this.mesh.start()
+    await this.serveProtocols()
     this.gossip.remember(this.peerStore.load(Date.now() - REMEMBER_MS))
     // a peer met for the first time (or back from expiry) is written soon, the rest every PERSIST_EVERY_MS
     const seen = new Set<string>()
@@ -167,14 +191,71 @@ export class Agent {
       hardware: this.hardware,
       metrics: this.metrics,
       components: this.components,
-      blocks: this.blocks,
+      owner: this.owner,
+      host: this.host,
+      router: this.router,
       log: this.log
     }, { host: this.options.apiHost })
     const address = await this.api.listen({ host: this.options.apiHost, port: this.options.apiPort })
     this.apiUrl = address
-    this.blocks.resume()
+    this.host.resume()
+    this.owner.start()
     this.writeReadyFile()
     this.log.info({ peerId: this.mesh.peerId.toString(), api: this.apiUrl, multiaddrs: this.mesh.multiaddrs(), epoch: this.epoch }, 'agent ready')
+  }
+
+  /**
+   * The agent's libp2p protocols: instance assignment (a peer that owns a
+   * block asks this agent to run or stop an instance) and the inference
+   * tunnel (a peer forwards an OpenAI request to an instance running here).
+   */
+  private async serveProtocols (): Promise<void> {
+    const strike = (peer: string, reason: string): void => { this.log.warn({ peer, reason }, 'invalid request from peer') }
+    await serveJson(this.mesh, ASSIGN_PROTOCOL, AssignRequestSchema, async (req, { peer }): Promise<AssignResponse> => {
+      if (req.op === 'stop') return { accepted: await this.host.stop(req.block, req.instance) }
+      if ((req.component.runtime === 'external' || req.component.init != null) && !this.options.acceptRemoteProcesses) {
+        return { accepted: false, reason: `${this.options.name} does not run external systems or init processes for peers (start it with --accept-remote-processes)` }
+      }
+      const hosted = this.host.list().find(h => h.block === req.block)
+      if (hosted != null && hosted.owner !== peer) return { accepted: false, reason: `${this.options.name} already runs block ${req.block} for another owner` }
+      // re-check the node filter against this node's own readings now (the owner saw them a heartbeat ago)
+      const own = this.owner.nodeViews(req.block).find(n => n.peerId === this.mesh.peerId.toString())
+      const res = req.component.resources
+      const check = own == null
+        ? { ok: false as const, reasons: [{ filter: 'node', message: 'no readings yet' }] }
+        : schedule({ policy: { cluster: {}, node: req.spec.policy.node }, needs: { gpuMemory: (res.gpuMemory as number | undefined) ?? 0, ram: (res.ram as number | undefined) ?? 0, cpus: res.cpus ?? 0 }, count: 1 }, [{ ...own, instances: hosted != null ? 0 : own.instances }])
+      if (!check.ok || check.placements.length === 0) {
+        return { accepted: false, reason: check.ok ? `${this.options.name} no longer fits the node filter` : check.reasons.map(r => r.message).join('; ') }
+      }
+      this.host.accept({ block: req.block, instance: req.instance, owner: peer, spec: { ...req.spec, id: req.block }, component: req.component })
+      return { accepted: true, status: 'pending' }
+    }, { onInvalid: strike, maxFrameBytes: 256 * 1024 })
+
+    await serveTunnel(this.mesh, INFER_PROTOCOL, async (req, { peer, signal }): Promise<TunnelResponse> => {
+      if (!TUNNELLED_PATHS.has(req.target)) {
+        const error = new TextEncoder().encode(JSON.stringify({ error: { message: `not tunnelled: ${req.target}`, type: 'invalid_request_error', param: null, code: 'not_found' } }))
+        return { status: 404, headers: { 'content-type': 'application/json' }, body: (async function * () { yield error })() }
+      }
+      const res = await fetch(this.apiUrl + req.target, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          authorization: `Bearer ${this.token}`,
+          [ROUTED_HEADER]: '1',
+          'x-forwarded-peer': peer,
+          ...(req.headers['x-session-id'] != null ? { 'x-session-id': req.headers['x-session-id'] } : {})
+        },
+        body: Buffer.from(req.body),
+        signal
+      })
+      const headers: Record<string, string> = {}
+      for (const k of ['content-type', 'cache-control']) { const v = res.headers.get(k); if (v != null) headers[k] = v }
+      async function * body (): AsyncGenerator<Uint8Array> {
+        if (res.body == null) return
+        for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) yield chunk
+      }
+      return { status: res.status, headers, body: body() }
+    }, { onInvalid: strike, maxBodyBytes: 1024 * 1024 })
   }
 
   info (): ReadyInfo {
@@ -225,7 +306,8 @@ export class Agent {
     this.gossip.stop()
     this.hardware.stop()
     // blocks first: ending generations ends the response streams that would keep the API from closing
-    await this.blocks.stopAll().catch((err: Error) => { this.log.warn({ err: err.message }, 'stopping blocks failed') })
+    await this.owner.stop()
+    await this.host.stopAll().catch((err: Error) => { this.log.warn({ err: err.message }, 'stopping instances failed') })
     await this.api?.close().catch(() => {})
     this.persistPeers()
     await this.mesh.stop().catch((err: Error) => { this.log.warn({ err: err.message }, 'mesh stop failed') })

@@ -35,6 +35,12 @@ export class AgentMetrics {
   readonly requestTokensPerSecond: Histogram<'block'>
   readonly modelSteps: Histogram<'block' | 'kind'>
   readonly batchSize: Histogram<'block'>
+  readonly schedulingDecisions: Counter<'result'>
+  readonly assignments: Counter<'result'>
+  readonly instanceReplacements: Counter
+  readonly autoscaleDecisions: Counter<'block' | 'direction'>
+  readonly autoscaleMetric: Gauge<'block'>
+  readonly routedRequests: Counter<'target'>
   private readonly engines = new Map<string, ModelEngine>()
   private readonly windows = new Map<string, TokenWindow>()
 
@@ -84,12 +90,23 @@ export class AgentMetrics {
       name: 'blockmesh_active_sequences', help: 'Sequences being generated (holding a KV cache), by block', labelNames: ['block'], registers,
       collect () { this.reset(); for (const [b, e] of engines) this.set({ block: b }, e.active) }
     })
+    this.schedulingDecisions = new Counter({ name: 'blockmesh_scheduling_decisions_total', help: 'Placement decisions, by result (placed or refused)', labelNames: ['result'], registers })
+    this.assignments = new Counter({ name: 'blockmesh_assignments_total', help: 'Instance assignments sent to hosts, by answer (accepted or refused)', labelNames: ['result'], registers })
+    this.instanceReplacements = new Counter({ name: 'blockmesh_instance_replacements_total', help: 'Instances replaced because their host vanished or they failed', registers })
+    this.autoscaleDecisions = new Counter({ name: 'blockmesh_autoscale_decisions_total', help: 'Autoscaling changes of a block\'s instance count, by direction', labelNames: ['block', 'direction'], registers })
+    this.autoscaleMetric = new Gauge({ name: 'blockmesh_autoscale_metric', help: 'The autoscaling metric of each owned block, last sample', labelNames: ['block'], registers })
+    this.routedRequests = new Counter({ name: 'blockmesh_routed_requests_total', help: 'OpenAI requests by where they were served (local or remote)', labelNames: ['target'], registers })
     this.heartbeatLag = new Histogram({
       name: 'blockmesh_heartbeat_lag_seconds',
       help: 'How late each heartbeat fired against its schedule',
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers
     })
+  }
+
+  /** Tokens per second of a block over the last 10 s (0 when it runs no engine here). */
+  blockRate (block: string): number {
+    return this.windows.get(block)?.rate() ?? 0
   }
 
   /** Follows an engine's steps (tokens, batch sizes, step times) until it closes. */

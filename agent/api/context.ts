@@ -3,7 +3,9 @@ import type { MeshNode } from '../../mesh/node.ts'
 import type { CapacityGossip } from '../../mesh/capacity/gossip.ts'
 import type { HardwareMonitor } from '../hardware/monitor.ts'
 import type { AgentMetrics } from '../metrics.ts'
-import type { BlockManager } from '../blocks/manager.ts'
+import type { BlockOwner } from '../blocks/owner.ts'
+import type { InstanceHost } from '../blocks/host.ts'
+import type { Router } from '../blocks/router.ts'
 import type { ComponentRegistry } from '../registry/components.ts'
 
 /** What the HTTP routes may reach of the running agent. */
@@ -19,6 +21,10 @@ export interface ApiContext {
   hardware: HardwareMonitor
   metrics: AgentMetrics
   components: ComponentRegistry
-  blocks: BlockManager
+  /** blocks this agent owns */
+  owner: BlockOwner
+  /** instances this agent runs */
+  host: InstanceHost
+  router: Router
   log: Logger
 }

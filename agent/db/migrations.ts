@@ -50,5 +50,38 @@ export const MIGRATIONS: Migration[] = [
       ) STRICT;
       CREATE INDEX blocks_component ON blocks (component_uri);
     `
+  },
+  {
+    version: 3,
+    name: 'instances across the mesh',
+    sql: `
+      -- owner side: the instances this agent placed for its blocks
+      CREATE TABLE block_instances (
+        instance_id TEXT PRIMARY KEY,
+        block_id    TEXT NOT NULL REFERENCES blocks (id) ON DELETE CASCADE,
+        peer_id     TEXT NOT NULL,
+        peer_name   TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        error       TEXT,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX block_instances_block ON block_instances (block_id);
+      -- desired instance count (null: the block's minInstances)
+      ALTER TABLE blocks ADD COLUMN target INTEGER;
+      -- host side: instances this agent runs, whoever owns them
+      CREATE TABLE hosted (
+        block_id    TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL,
+        owner       TEXT NOT NULL,
+        spec        TEXT NOT NULL,
+        component   TEXT NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN ('pending', 'loading', 'ready', 'failed')),
+        error       TEXT,
+        runtime     TEXT,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+      ) STRICT;
+    `
   }
 ]

@@ -34,7 +34,7 @@ export function tokenizerFor (component: Component): ByteTokenizer {
 
 /** Resolves max_tokens against the component's defaults and context length. */
 export function completionBudget (component: Component, promptTokens: number, requested: number | null | undefined): number {
-  const ctx = component.spec.contextLength
+  const ctx = component.spec.contextLength ?? Number.MAX_SAFE_INTEGER
   if (promptTokens >= ctx) throw new OpenAIError(400, `The prompt is ${promptTokens} tokens; this model's context is ${ctx} tokens`, 'context_length_exceeded', 'invalid_request_error', 'messages')
   if (requested != null) {
     if (promptTokens + requested > ctx) {

@@ -3,6 +3,7 @@ import { z } from 'zod'
 import type { Db } from '../db/database.ts'
 import { NotFoundError } from '../errors.ts'
 import { ConflictError } from './components.ts'
+import { AutoscalingSchema, LoadBalancingSchema, PolicySchema } from '../scheduler/policy.ts'
 
 export const BLOCK_STATUSES = ['pending', 'loading', 'ready', 'failed'] as const
 export type BlockStatus = typeof BLOCK_STATUSES[number]
@@ -15,6 +16,12 @@ export const BlockSpecSchema = z.object({
   id: z.string().min(1).max(64).regex(/^[a-z0-9][a-z0-9._-]*$/, 'lowercase letters, digits, ".", "_" and "-", starting with a letter or digit').optional(),
   /** component URI, name:version */
   component: z.string().min(3).max(130).regex(/^[^:\s]+:[^:\s]+$/, 'name:version'),
+  /** where instances may run: cluster and node filters (absent: anywhere, this agent first) */
+  policy: PolicySchema.default({ cluster: {}, node: {} }),
+  minInstances: z.number().int().min(0).max(1024).default(1),
+  maxInstances: z.number().int().min(1).max(1024).default(1),
+  autoscaling: AutoscalingSchema.optional(),
+  loadBalancing: LoadBalancingSchema.default({ strategy: 'round-robin', sessionAffinity: true, sessionTtl: 600 }),
   executionProvider: z.enum(['auto', 'cpu', 'cuda', 'webgpu']).default('auto'),
   /** sequences decoded together in one step */
   maxBatch: z.number().int().min(1).max(256).default(8),
@@ -22,7 +29,7 @@ export const BlockSpecSchema = z.object({
   threads: z.number().int().min(0).max(1024).default(0),
   /** handed to the block as it starts (seed 000: blockInitData) */
   blockInitData: z.record(z.string().max(128), z.unknown()).default({})
-}).strict()
+}).strict().refine(b => b.minInstances <= b.maxInstances, { message: 'minInstances must not exceed maxInstances', path: ['minInstances'] })
 export type BlockSpec = z.output<typeof BlockSpecSchema> & { id: string }
 export type BlockSpecInput = z.input<typeof BlockSpecSchema>
 

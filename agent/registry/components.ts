@@ -26,24 +26,49 @@ export const GenerationDefaultsSchema = z.object({
   topP: z.number().gt(0).max(1).default(0.95)
 }).strict()
 
+/** An OpenAI-compatible server the block forwards to (seed 000: external system, e.g. vLLM). */
+export const ExternalSchema = z.object({
+  /** base URL; absent: the init process's endpoint */
+  url: z.string().url().max(2048).optional(),
+  /** the model name the server serves */
+  model: z.string().min(1).max(256),
+  apiKey: z.string().max(4096).optional(),
+  healthPath: z.string().startsWith('/').max(256).default('/v1/models')
+}).strict()
+
+/** A process the agent starts before the block and stops with it (seed 000: init container). */
+export const InitSchema = z.object({
+  /** executable: absolute path, a name on PATH, or `node` (the agent's own Node) */
+  command: z.string().min(1).max(4096),
+  /** ${PORT} is replaced by a free port chosen for the process */
+  args: z.array(z.string().max(4096)).max(256).default([]),
+  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names'), z.string().max(8192)).default({}),
+  /** path polled on the process's URL (or a full URL) until it answers 2xx */
+  readiness: z.string().min(1).max(2048).default('/health'),
+  timeoutSeconds: z.number().int().min(1).max(3600).default(120)
+}).strict()
+
 /**
  * A deployable unit (seed 000: "component"): what to run and what it needs.
- * Its URI is name:version.
+ * Its URI is name:version. Runtime `onnx` runs a model file on this mesh;
+ * runtime `external` forwards to an OpenAI-compatible server.
  */
 export const ComponentSpecSchema = z.object({
   name: slug,
   version: z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9._+-]*$/, 'letters, digits, ".", "_", "+" and "-"'),
   description: z.string().max(2000).optional(),
-  runtime: z.literal('onnx'),
+  runtime: z.enum(['onnx', 'external']),
   model: z.object({
     /** a local path, file:// URL or http(s):// URL */
     url: z.string().min(1).max(4096),
     md5: z.string().regex(/^[a-fA-F0-9]{32}$/, '32 hex digits').transform(s => s.toLowerCase()),
     sizeBytes: z.number().int().positive().optional()
-  }).strict(),
+  }).strict().optional(),
+  external: ExternalSchema.optional(),
+  init: InitSchema.optional(),
   tokenizer: TokenizerSchema.default({ type: 'byte' }),
-  /** positions the model supports: prompt + completion */
-  contextLength: z.number().int().min(16).max(1_048_576),
+  /** positions the model supports: prompt + completion (onnx) */
+  contextLength: z.number().int().min(16).max(1_048_576).optional(),
   defaults: GenerationDefaultsSchema.default({ maxTokens: 256, temperature: 0.7, topP: 0.95 }),
   resources: z.object({
     gpuMemory: SizeSchema.optional(),
@@ -51,7 +76,18 @@ export const ComponentSpecSchema = z.object({
     ram: SizeSchema.optional()
   }).strict().default({}),
   metadata: z.record(z.string().max(128), z.unknown()).optional()
-}).strict()
+}).strict().superRefine((s, ctx) => {
+  const need = (path: string, message: string): void => { ctx.addIssue({ code: 'custom', path: [path], message }) }
+  if (s.runtime === 'onnx') {
+    if (s.model == null) need('model', 'required for runtime onnx: { url, md5 }')
+    if (s.contextLength == null) need('contextLength', 'required for runtime onnx')
+    if (s.external != null) need('external', 'only for runtime external')
+  } else {
+    if (s.external == null) need('external', 'required for runtime external: { url, model }')
+    else if (s.external.url == null && s.init == null) ctx.addIssue({ code: 'custom', path: ['external', 'url'], message: 'required unless an init process provides the endpoint' })
+    if (s.model != null) need('model', 'only for runtime onnx')
+  }
+})
 export type ComponentSpec = z.output<typeof ComponentSpecSchema>
 export type ComponentSpecInput = z.input<typeof ComponentSpecSchema>
 

@@ -8,7 +8,7 @@ import type { RejectReason } from '../errors.ts'
 import {
   CAPACITY_TOPIC, compareRecords, decodeCapacityRecord, encodeCapacityRecord
 } from './record.ts'
-import type { CapacityRecord, Readings } from './record.ts'
+import type { CapacityRecord, InstanceReport, Readings } from './record.ts'
 
 export interface CapacityIdentity {
   name: string
@@ -42,6 +42,8 @@ export interface CapacityGossipInit {
   /** Direct connections the gossip opens to peers it hears of, at most. */
   maxAutoDial?: number
   readings: () => Readings
+  /** block instances this node runs, for its record */
+  instances?: () => InstanceReport[]
   observer?: CapacityObserver
   log?: MeshLogger
   now?: () => number
@@ -68,7 +70,7 @@ const MAX_REMEMBERED_PEERS = 4096
  */
 export class CapacityGossip {
   private readonly node: MeshNode
-  private readonly init: Required<Omit<CapacityGossipInit, 'observer' | 'log' | 'now'>>
+  private readonly init: Required<Omit<CapacityGossipInit, 'observer' | 'log' | 'now' | 'instances'>> & Pick<CapacityGossipInit, 'instances'>
   private readonly observer: CapacityObserver
   private readonly log: MeshLogger
   private readonly now: () => number
@@ -174,7 +176,8 @@ export class CapacityGossip {
       seq: this.seq++,
       ts: Date.now(),
       heartbeatMs: this.init.heartbeatMs,
-      readings: this.init.readings()
+      readings: this.init.readings(),
+      instances: (this.init.instances?.() ?? []).slice(0, 64)
     }
     try {
       const frame = await encodeCapacityRecord(record, this.node.privateKey)

@@ -45,6 +45,28 @@ export const ReadingsSchema = z.object({
 })
 export type Readings = z.infer<typeof ReadingsSchema>
 
+/** A block instance this node runs, as its neighbours see it (for routing and the blocks' owners). */
+export const InstanceReportSchema = z.object({
+  block: text(64),
+  instance: text(64),
+  /** peer ID of the agent that owns (placed) the block */
+  owner: text(128),
+  status: z.enum(['pending', 'loading', 'ready', 'failed']),
+  /** why it failed, when it did */
+  error: text(512).nullable(),
+  /** what runs it (execution provider, or "external") */
+  provider: text(32).nullable(),
+  /** sequences being generated */
+  active: z.number().int().min(0).max(1_000_000),
+  /** requests waiting for their first token */
+  queued: z.number().int().min(0).max(1_000_000),
+  tokensPerSecond: nonNeg,
+  /** load balancing the owner asked for: session affinity and its TTL (s) */
+  affinity: z.boolean(),
+  sessionTtl: z.number().int().min(0).max(86_400)
+})
+export type InstanceReport = z.infer<typeof InstanceReportSchema>
+
 export const CapacityRecordSchema = z.object({
   v: z.literal(1),
   peerId: text(128),
@@ -58,7 +80,9 @@ export const CapacityRecordSchema = z.object({
   /** Sender's clock (ms since epoch); informational, expiry uses the receiver's clock. */
   ts: z.number().int().min(0),
   heartbeatMs: z.number().int().min(100).max(60_000),
-  readings: ReadingsSchema
+  readings: ReadingsSchema,
+  /** block instances running here (absent in records from older agents) */
+  instances: z.array(InstanceReportSchema).max(64).default([])
 })
 export type CapacityRecord = z.infer<typeof CapacityRecordSchema>
 

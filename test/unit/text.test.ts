@@ -60,7 +60,7 @@ test('execution providers: auto tries CUDA only with an NVIDIA GPU; WebGPU only 
 })
 
 test('auto ONNX Runtime threads: small models leave a core free on small boxes; large ones get every core', async () => {
-  const { autoThreads } = await import('../../agent/blocks/manager.ts')
+  const { autoThreads } = await import('../../agent/blocks/host.ts')
   const MiB = 1024 * 1024
   assert.equal(autoThreads(20 * MiB, 2), 1)
   assert.equal(autoThreads(20 * MiB, 4), 3)

@@ -1,19 +1,28 @@
 import type { FastifyInstance } from 'fastify'
+import { z } from 'zod'
 import type { ApiContext } from '../context.ts'
 import { BlockSpecSchema } from '../../registry/blocks.ts'
 import { parseWith } from '../validate.ts'
 
+const ScaleBody = z.object({ instances: z.number().int().min(0).max(1024) }).strict()
+
 export function registerBlockRoutes (app: FastifyInstance, ctx: ApiContext): void {
+  /** Creates a block owned by this agent and places its first instances (the answer says where, or why not). */
   app.post('/api/blocks', async (req, reply) => {
     const spec = parseWith(BlockSpecSchema, req.body)
-    const block = ctx.blocks.create(spec)
-    ctx.log.info({ block: block.id, component: block.component }, 'block created')
-    return await reply.status(201).send(ctx.blocks.get(block.id))
+    const block = await ctx.owner.create(spec)
+    return await reply.status(201).send(block)
   })
-  app.get('/api/blocks', async () => ({ blocks: ctx.blocks.list() }))
-  app.get<{ Params: { id: string } }>('/api/blocks/:id', async (req) => ctx.blocks.get(req.params.id))
+  app.get('/api/blocks', async () => ({ blocks: ctx.owner.list() }))
+  app.get<{ Params: { id: string } }>('/api/blocks/:id', async (req) => ctx.owner.get(req.params.id))
   app.delete<{ Params: { id: string } }>('/api/blocks/:id', async (req) => {
-    await ctx.blocks.delete(req.params.id)
+    await ctx.owner.delete(req.params.id)
     return { deleted: req.params.id }
   })
+  app.put<{ Params: { id: string } }>('/api/blocks/:id/scale', async (req) => {
+    const body = parseWith(ScaleBody, req.body)
+    return await ctx.owner.scale(req.params.id, body.instances)
+  })
+  /** Instances this agent runs, whoever owns their blocks. */
+  app.get('/api/instances', async () => ({ instances: ctx.host.list() }))
 }

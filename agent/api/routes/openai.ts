@@ -6,18 +6,77 @@ import { ChatCompletionRequestSchema, CompletionRequestSchema, messageText, stop
 import { OpenAIError, modelNotFound } from '../../openai/errors.ts'
 import { completionBudget, generateText, tokenizerFor } from '../../openai/generate.ts'
 import type { TextRequest, TextResult } from '../../openai/generate.ts'
-import { NotFoundError } from '../../errors.ts'
-import { ModelNotReadyError } from '../../blocks/manager.ts'
+import { INFER_PROTOCOL, ROUTED_HEADER } from '../../openai/infer-protocol.ts'
+import { openTunnel } from '../../../mesh/tunnel.ts'
+import { ModelNotReadyError } from '../../blocks/host.ts'
+import type { LocalServing } from '../../blocks/host.ts'
+import type { Route } from '../../blocks/router.ts'
 
-function lookup (ctx: ApiContext, model: string): ReturnType<ApiContext['blocks']['serving']> {
+/** The local instance for a request (503 when it exists here but is not ready). */
+function localServing (ctx: ApiContext, model: string): LocalServing {
   try {
-    return ctx.blocks.serving(model)
+    return ctx.host.serving(model)
   } catch (err) {
-    if (err instanceof NotFoundError) throw modelNotFound(model)
     if (err instanceof ModelNotReadyError) throw new OpenAIError(503, err.message, 'model_not_ready')
-    throw err
+    throw modelNotFound(model)
   }
 }
+
+/** Where to serve a request: tunnelled requests stay here; others go wherever the router says. */
+function route (ctx: ApiContext, req: FastifyRequest, model: string, session: string | undefined): Route {
+  if (req.headers[ROUTED_HEADER] === '1') return { kind: 'local', instance: '' }
+  const r = ctx.router.pick(model, session)
+  if (r != null) return r
+  if (ctx.owner.has(model)) {
+    const b = ctx.owner.get(model)
+    throw new OpenAIError(503, `block ${model} has no ready instance (${b.status}${b.error != null ? `: ${b.error}` : ''})`, 'model_not_ready')
+  }
+  if (ctx.router.known(model)) throw new OpenAIError(503, `no instance of ${model} is ready yet`, 'model_not_ready')
+  throw modelNotFound(model)
+}
+
+/** Forwards the request to a peer's instance through the libp2p tunnel and streams its answer back as is. */
+async function forwardRemote (ctx: ApiContext, req: FastifyRequest, reply: FastifyReply, path: string, body: unknown, model: string, session: string | undefined, first: Route & { kind: 'remote' }, gone: AbortController): Promise<void> {
+  let target: Route | null = first
+  for (let attempt = 0; attempt < 2 && target != null && target.kind === 'remote'; attempt++) {
+    let res
+    try {
+      res = await openTunnel(ctx.mesh, target.peer, INFER_PROTOCOL, {
+        target: path,
+        headers: { 'content-type': 'application/json', ...(session != null ? { 'x-session-id': session } : {}) },
+        body: new TextEncoder().encode(JSON.stringify(body))
+      }, { signal: gone.signal })
+    } catch (err) {
+      if (gone.signal.aborted) return
+      ctx.log.warn({ peer: target.peer, model, err: (err as Error).message }, 'tunnel to peer failed; trying another instance')
+      ctx.router.markFailure(target.peer)
+      target = ctx.router.pick(model, session)
+      continue
+    }
+    ctx.metrics.routedRequests.inc({ target: 'remote' })
+    reply.hijack()
+    const raw = reply.raw
+    const headers: Record<string, string> = {}
+    for (const k of ['content-type', 'cache-control']) if (res.headers[k] != null) headers[k] = res.headers[k]
+    raw.writeHead(res.status, { ...headers, 'x-blockmesh-served-by': target.peer })
+    try {
+      for await (const chunk of res.body) {
+        if (raw.destroyed) break
+        if (!raw.write(chunk)) await new Promise<void>(resolve => { raw.once('drain', resolve); raw.once('close', resolve) })
+      }
+    } catch (err) {
+      ctx.log.warn({ peer: target.peer, err: (err as Error).message }, 'tunnel broke mid-answer')
+    } finally {
+      if (!raw.destroyed) raw.end()
+    }
+    return
+  }
+  if (target == null) throw new OpenAIError(503, `no reachable instance of ${model}`, 'model_not_ready')
+  // the retry picked this agent's own instance
+  throw new LocalFallback()
+}
+
+class LocalFallback extends Error {}
 
 function parse<T> (schema: { safeParse: (v: unknown) => { success: true, data: T } | { success: false, error: { issues: Array<{ path: PropertyKey[], message: string }> } } }, body: unknown): T {
   const r = schema.safeParse(body)
@@ -91,22 +150,39 @@ function observe (ctx: ApiContext, block: string, r: TextResult): void {
 }
 
 export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): void {
+  /** Every model with a ready instance anywhere in the mesh. */
   app.get('/v1/models', async () => ({
     object: 'list',
-    data: ctx.blocks.readyIds().map(id => {
-      const b = ctx.blocks.get(id)
-      return { id, object: 'model', created: Math.floor(Date.parse(b.createdAt) / 1000), owned_by: 'blockmesh', component: b.component }
-    })
+    data: ctx.router.models().map(id => ({ id, object: 'model', created: 0, owned_by: 'blockmesh' }))
   }))
 
   app.get<{ Params: { model: string } }>('/v1/models/:model', async (req) => {
-    const { block } = lookup(ctx, req.params.model)
-    return { id: block.id, object: 'model', created: Math.floor(Date.parse(block.createdAt) / 1000), owned_by: 'blockmesh' }
+    if (!ctx.router.models().includes(req.params.model)) throw modelNotFound(req.params.model)
+    return { id: req.params.model, object: 'model', created: 0, owned_by: 'blockmesh' }
   })
 
   app.post('/v1/chat/completions', async (req, reply) => {
     const body = parse(ChatCompletionRequestSchema, req.body)
-    const { engine, component, block } = lookup(ctx, body.model)
+    const session = body.user ?? (typeof req.headers['x-session-id'] === 'string' ? req.headers['x-session-id'] : undefined)
+    const gone = clientGone(req, reply)
+    const r = route(ctx, req, body.model, session)
+    if (r.kind === 'remote') {
+      try {
+        await forwardRemote(ctx, req, reply, '/v1/chat/completions', body, body.model, session, r, gone)
+        return
+      } catch (err) {
+        if (!(err instanceof LocalFallback)) throw err
+      }
+    }
+    ctx.metrics.routedRequests.inc({ target: 'local' })
+    const serving = localServing(ctx, body.model)
+    if (serving.kind === 'external') {
+      reply.hijack()
+      await serving.backend.forward('/v1/chat/completions', body, body.model, reply.raw, gone.signal)
+      return
+    }
+    const { engine, component } = serving
+    const block = { id: body.model }
     const tokenizer = tokenizerFor(component)
     const prompt = tokenizer.chatPrompt(body.messages.map(m => ({ role: m.role, content: messageText(m.content) })))
     const text: TextRequest = {
@@ -120,7 +196,6 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`
     const created = Math.floor(Date.now() / 1000)
     const fingerprint = `blockmesh-${engine.provider.name}`
-    const gone = clientGone(req, reply)
     if (body.stream !== true) {
       let content = ''
       const r = await generateText(engine, component, text, d => { content += d }, gone.signal)
@@ -155,7 +230,26 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
 
   app.post('/v1/completions', async (req, reply) => {
     const body = parse(CompletionRequestSchema, req.body)
-    const { engine, component, block } = lookup(ctx, body.model)
+    const session = body.user ?? (typeof req.headers['x-session-id'] === 'string' ? req.headers['x-session-id'] : undefined)
+    const gone = clientGone(req, reply)
+    const r = route(ctx, req, body.model, session)
+    if (r.kind === 'remote') {
+      try {
+        await forwardRemote(ctx, req, reply, '/v1/completions', body, body.model, session, r, gone)
+        return
+      } catch (err) {
+        if (!(err instanceof LocalFallback)) throw err
+      }
+    }
+    ctx.metrics.routedRequests.inc({ target: 'local' })
+    const serving = localServing(ctx, body.model)
+    if (serving.kind === 'external') {
+      reply.hijack()
+      await serving.backend.forward('/v1/completions', body, body.model, reply.raw, gone.signal)
+      return
+    }
+    const { engine, component } = serving
+    const block = { id: body.model }
     const tokenizer = tokenizerFor(component)
     const promptText = Array.isArray(body.prompt) ? body.prompt[0] : body.prompt
     const prompt = tokenizer.encode(promptText, { bos: true })
@@ -169,7 +263,6 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     }
     const id = `cmpl-${randomBytes(12).toString('hex')}`
     const created = Math.floor(Date.now() / 1000)
-    const gone = clientGone(req, reply)
     if (body.stream !== true) {
       let out = ''
       const r = await generateText(engine, component, text, d => { out += d }, gone.signal)

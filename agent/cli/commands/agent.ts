@@ -20,6 +20,7 @@ export function registerAgentCommand (program: Command): void {
     .option('--heartbeat-ms <ms>', 'capacity gossip interval', intArg(250, 60_000), 2000)
     .option('--simulate-gpus <spec>', 'declare simulated GPUs, e.g. "count=2,model=A100,memory=80GiB,free=60GiB,util=10"')
     .option('--max-model-bytes <size>', 'refuse model files larger than this (e.g. 64GiB)', sizeArg, 64 * 1024 ** 3)
+    .option('--accept-remote-processes', 'run blocks with external systems or init processes when peers place them (they run commands and reach URLs of the owner\'s choosing)')
     .option('--inference-threads <n>', 'ONNX Runtime threads per model (0: let it decide)', intArg(0, 1024), 0)
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'info')
     .action(async (opts: Record<string, unknown>) => {
@@ -38,6 +39,7 @@ export function registerAgentCommand (program: Command): void {
         simulateGpus: opts.simulateGpus as string | undefined,
         maxModelBytes: opts.maxModelBytes as number,
         inferenceThreads: opts.inferenceThreads as number,
+        acceptRemoteProcesses: opts.acceptRemoteProcesses === true,
         logLevel: opts.logLevel as 'info'
       })
       const info = agent.info()

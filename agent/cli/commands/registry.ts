@@ -4,7 +4,7 @@ import { DEFAULT_API, readSpecFile, resolveToken, urlArg } from '../args.ts'
 import { apiRequest } from '../client.ts'
 import { table } from '../format.ts'
 import { ValidationError } from '../../errors.ts'
-import type { BlockView } from '../../blocks/manager.ts'
+import type { BlockView } from '../../blocks/owner.ts'
 import type { Component } from '../../registry/components.ts'
 
 interface TargetOpts { api: string, token?: string, tokenFile?: string, json?: boolean }
@@ -53,7 +53,10 @@ export function registerComponentCommand (program: Command): void {
     })
   withTarget(cmd.command('list').description('list components')).action(async (opts: TargetOpts) => {
     const body = await apiRequest<{ components: Component[] }>(opts.api, '/api/components')
-    print(opts, body, () => table(['URI', 'RUNTIME', 'CONTEXT', 'MODEL'], body.components.map(c => [c.uri, c.spec.runtime, String(c.spec.contextLength), c.spec.model.url])))
+    print(opts, body, () => table(['URI', 'RUNTIME', 'CONTEXT', 'MODEL / ENDPOINT'], body.components.map(c => [
+      c.uri, c.spec.runtime, c.spec.contextLength != null ? String(c.spec.contextLength) : '-',
+      c.spec.model?.url ?? (c.spec.external != null ? `${c.spec.external.url ?? '(init process)'} (${c.spec.external.model})` : '-')
+    ])))
   })
   withTarget(cmd.command('get').description('show one component').argument('<uri>', 'name:version')).action(async (uri: string, opts: TargetOpts) => {
     const c = await apiRequest<Component>(opts.api, `/api/components/${encodeURIComponent(uri)}`)

@@ -1,0 +1,323 @@
+import { availableParallelism } from 'node:os'
+import { isAbsolute, resolve } from 'node:path'
+import type { Logger } from 'pino'
+import type { Db } from '../db/database.ts'
+import { ModelEngine } from '../executor/engine.ts'
+import type { GpuPresence } from '../executor/providers.ts'
+import { materializeModel } from '../model/source.ts'
+import { ExternalBackend } from '../openai/external.ts'
+import { startInitProcess } from './init-process.ts'
+import type { InitProcess } from './init-process.ts'
+import { ComponentSpecSchema, componentUri } from '../registry/components.ts'
+import type { Component, ComponentSpec } from '../registry/components.ts'
+import { BlockSpecSchema } from '../registry/blocks.ts'
+import type { BlockRuntime, BlockSpec, BlockStatus } from '../registry/blocks.ts'
+import type { InstanceReport } from '../../mesh/capacity/record.ts'
+import { AgentError, NotFoundError } from '../errors.ts'
+import type { AgentMetrics } from '../metrics.ts'
+
+/**
+ * Intra-op threads for a model when the block does not say. On a small box a
+ * small model decodes faster with one core left to the HTTP and streaming
+ * work than with every core busy in ONNX Runtime (measured on 2 cores: 5M
+ * model 715 vs 472 tok/s through the API); a large, memory-bound model needs
+ * every core (~100M model: 56 vs 37 tok/s). 0 = ONNX Runtime's default.
+ */
+export function autoThreads (modelBytes: number, cores = availableParallelism()): number {
+  if (cores <= 4 && modelBytes < 256 * 1024 * 1024) return Math.max(1, cores - 1)
+  return 0
+}
+
+export class ModelNotReadyError extends AgentError {
+  constructor (id: string, status: string) {
+    super(`block ${id} is ${status} here, not ready`, 'model_not_ready', 503)
+    this.name = 'ModelNotReadyError'
+  }
+}
+
+/** An instance's order to run, from its block's owner (this agent or a peer). */
+export interface Assignment {
+  block: string
+  instance: string
+  owner: string
+  spec: BlockSpec
+  component: ComponentSpec
+}
+
+/** How a local instance answers requests. */
+export type LocalServing =
+  | { kind: 'onnx', engine: ModelEngine, component: Component, instance: string }
+  | { kind: 'external', backend: ExternalBackend, component: Component, instance: string }
+
+export interface HostedView {
+  block: string
+  instance: string
+  owner: string
+  component: string
+  status: BlockStatus
+  error: string | null
+  runtime: BlockRuntime | null
+  activeSequences: number
+  queuedSequences: number
+}
+
+interface Row { block_id: string, instance_id: string, owner: string, spec: string, component: string, status: BlockStatus, error: string | null, runtime: string | null }
+
+interface Live {
+  instance: string
+  serving?: LocalServing
+  init?: InitProcess
+  abort: AbortController
+  done: Promise<void>
+  health?: NodeJS.Timeout
+}
+
+export interface InstanceHostInit {
+  db: Db
+  dataDir: string
+  modelsDir: string
+  maxModelBytes: number
+  gpus: () => GpuPresence
+  intraOpThreads?: number
+  log: Logger
+  metrics?: AgentMetrics
+  /** seconds between health checks of external systems */
+  healthEverySeconds?: number
+}
+
+/**
+ * Runs the block instances placed on this agent — by this agent or by a
+ * peer that owns the block. Each instance is an ONNX Runtime engine (runtime
+ * onnx) or a proxy to an OpenAI-compatible server (runtime external), with
+ * an optional init process started first and stopped with it. At most one
+ * instance of a block per agent. Instances are stored, so a restarted agent
+ * starts them again.
+ */
+export class InstanceHost {
+  private readonly init: InstanceHostInit
+  private readonly live = new Map<string, Live>()
+
+  constructor (init: InstanceHostInit) {
+    this.init = init
+  }
+
+  /** Stores the assignment and starts loading; the same instance again is a no-op. */
+  accept (a: Assignment): HostedView {
+    const spec = BlockSpecSchema.parse(a.spec) as BlockSpec
+    const component = ComponentSpecSchema.parse(a.component)
+    const existing = this.row(a.block)
+    if (existing != null && existing.instance_id === a.instance) return this.view(existing)
+    if (existing != null) void this.unload(a.block)
+    const now = Date.now()
+    this.init.db.prepare(`INSERT INTO hosted (block_id, instance_id, owner, spec, component, status, error, runtime, created_at, updated_at)
+      VALUES (?, ?, ?, ?, ?, 'pending', NULL, NULL, ?, ?)
+      ON CONFLICT(block_id) DO UPDATE SET instance_id = excluded.instance_id, owner = excluded.owner, spec = excluded.spec,
+        component = excluded.component, status = 'pending', error = NULL, runtime = NULL, updated_at = excluded.updated_at`)
+      .run(a.block, a.instance, a.owner, JSON.stringify({ ...spec, id: a.block }), JSON.stringify(component), now, now)
+    this.start(a.block)
+    return this.view(this.row(a.block) as Row)
+  }
+
+  async stop (block: string, instance?: string): Promise<boolean> {
+    const row = this.row(block)
+    if (row == null || (instance != null && row.instance_id !== instance)) return false
+    await this.unload(block)
+    this.init.db.prepare('DELETE FROM hosted WHERE block_id = ? AND instance_id = ?').run(block, row.instance_id)
+    this.init.log.info({ block, instance: row.instance_id }, 'instance stopped')
+    return true
+  }
+
+  list (): HostedView[] {
+    return (this.init.db.prepare('SELECT * FROM hosted ORDER BY created_at').all() as Row[]).map(r => this.view(r))
+  }
+
+  has (block: string): boolean {
+    return this.row(block) != null
+  }
+
+  /** The local instance of a block, ready to serve. */
+  serving (block: string): LocalServing {
+    const row = this.row(block)
+    if (row == null) throw new NotFoundError(`no instance of ${block} here`)
+    const s = this.live.get(block)?.serving
+    if (row.status !== 'ready' || s == null) throw new ModelNotReadyError(block, row.status)
+    return s
+  }
+
+  /** What this agent gossips about its instances. */
+  reports (rate: (block: string) => number = () => 0): InstanceReport[] {
+    return this.list().map(v => {
+      const spec = JSON.parse((this.row(v.block) as Row).spec) as BlockSpec
+      return {
+        block: v.block,
+        instance: v.instance,
+        owner: v.owner,
+        status: v.status,
+        error: v.error?.slice(0, 512) ?? null,
+        provider: v.runtime?.provider.slice(0, 32) ?? null,
+        active: v.activeSequences,
+        queued: v.queuedSequences,
+        tokensPerSecond: rate(v.block),
+        affinity: spec.loadBalancing?.sessionAffinity ?? true,
+        sessionTtl: spec.loadBalancing?.sessionTtl ?? 600
+      }
+    })
+  }
+
+  /** Starts every stored instance again (after a restart). */
+  resume (): void {
+    for (const r of this.init.db.prepare('SELECT block_id FROM hosted').pluck().all() as string[]) this.start(r)
+  }
+
+  /** Unloads everything (at shutdown); the assignments stay stored. */
+  async stopAll (): Promise<void> {
+    await Promise.all([...this.live.keys()].map(async b => { await this.unload(b) }))
+  }
+
+  private row (block: string): Row | undefined {
+    return this.init.db.prepare('SELECT * FROM hosted WHERE block_id = ?').get(block) as Row | undefined
+  }
+
+  private view (r: Row): HostedView {
+    const s = this.live.get(r.block_id)?.serving
+    const engine = s?.kind === 'onnx' ? s.engine : undefined
+    return {
+      block: r.block_id,
+      instance: r.instance_id,
+      owner: r.owner,
+      component: componentUri(JSON.parse(r.component) as ComponentSpec),
+      status: r.status,
+      error: r.error,
+      runtime: r.runtime == null ? null : JSON.parse(r.runtime) as BlockRuntime,
+      activeSequences: engine?.active ?? 0,
+      queuedSequences: engine?.waiting ?? 0
+    }
+  }
+
+  private setStatus (block: string, instance: string, status: BlockStatus, fields: { error?: string | null, runtime?: BlockRuntime } = {}): void {
+    this.init.db.prepare('UPDATE hosted SET status = ?, error = ?, runtime = COALESCE(?, runtime), updated_at = ? WHERE block_id = ? AND instance_id = ?')
+      .run(status, fields.error ?? null, fields.runtime == null ? null : JSON.stringify(fields.runtime), Date.now(), block, instance)
+  }
+
+  private start (block: string): void {
+    const row = this.row(block)
+    if (row == null) return
+    const abort = new AbortController()
+    const entry: Live = { instance: row.instance_id, abort, done: Promise.resolve() }
+    this.live.set(block, entry)
+    entry.done = this.load(block, row, entry).catch(() => {})
+  }
+
+  private async unload (block: string): Promise<void> {
+    const entry = this.live.get(block)
+    if (entry == null) return
+    this.live.delete(block)
+    entry.abort.abort()
+    clearInterval(entry.health)
+    await entry.done
+    if (entry.serving?.kind === 'onnx') {
+      this.init.metrics?.forgetEngine(block, entry.serving.engine)
+      await entry.serving.engine.close()
+    }
+    await entry.init?.stop()
+  }
+
+  private async load (block: string, row: Row, entry: Live): Promise<void> {
+    const { log } = this.init
+    const signal = entry.abort.signal
+    const instance = row.instance_id
+    const spec = JSON.parse(row.spec) as BlockSpec
+    const compSpec = ComponentSpecSchema.parse(JSON.parse(row.component))
+    const component: Component = { uri: componentUri(compSpec), spec: compSpec, createdAt: new Date().toISOString() }
+    this.setStatus(block, instance, 'loading')
+    try {
+      if (compSpec.init != null) {
+        entry.init = await startInitProcess({
+          command: compSpec.init.command,
+          args: compSpec.init.args,
+          env: compSpec.init.env,
+          readiness: compSpec.init.readiness,
+          timeoutMs: compSpec.init.timeoutSeconds * 1000
+        }, { logDir: this.init.dataDir, signal, log })
+        spec.blockInitData = { ...spec.blockInitData, initContainer: { url: entry.init.url, pid: entry.init.pid } }
+        const init = entry.init
+        void init.exited.then(({ code, signal: sig }) => {
+          if (this.live.get(block) !== entry || signal.aborted) return
+          this.setStatus(block, instance, 'failed', { error: `init process exited (${code ?? sig ?? '?'})` })
+          log.warn({ block, code, signal: sig }, 'init process exited')
+        })
+      }
+      if (compSpec.runtime === 'external') {
+        const ext = compSpec.external as NonNullable<ComponentSpec['external']>
+        const backend = new ExternalBackend({ url: ext.url ?? (entry.init as InitProcess).url, model: ext.model, apiKey: ext.apiKey, healthPath: ext.healthPath })
+        await backend.health(signal)
+        if (signal.aborted) return
+        entry.serving = { kind: 'external', backend, component, instance }
+        this.setStatus(block, instance, 'ready', { runtime: { provider: 'external', providerTried: [], modelPath: ext.url ?? (entry.init as InitProcess).url, modelBytes: 0, loadMs: 0, threads: 0 } })
+        this.watchHealth(block, entry, backend)
+        log.info({ block, instance, url: ext.url ?? entry.init?.url }, 'external instance ready')
+        return
+      }
+      const model = compSpec.model as NonNullable<ComponentSpec['model']>
+      const url = /^[a-z][a-z0-9+.-]*:\/\//i.test(model.url) || isAbsolute(model.url) ? model.url : resolve(model.url)
+      let lastLog = 0
+      const file = await materializeModel({ url, md5: model.md5 }, {
+        cacheDir: this.init.modelsDir,
+        maxBytes: this.init.maxModelBytes,
+        signal,
+        onProgress: ({ receivedBytes, totalBytes }) => {
+          if (Date.now() - lastLog < 2000) return
+          lastLog = Date.now()
+          log.info({ block, receivedBytes, totalBytes }, 'downloading model')
+        }
+      })
+      signal.throwIfAborted()
+      const threads = spec.threads > 0 ? spec.threads : (this.init.intraOpThreads ?? 0) > 0 ? this.init.intraOpThreads as number : autoThreads(file.sizeBytes)
+      const engine = await ModelEngine.start({
+        modelPath: file.path,
+        provider: spec.executionProvider,
+        gpus: this.init.gpus(),
+        contextLength: compSpec.contextLength as number,
+        maxBatch: spec.maxBatch,
+        intraOpThreads: threads
+      })
+      if (signal.aborted) { await engine.close(); return }
+      entry.serving = { kind: 'onnx', engine, component, instance }
+      this.init.metrics?.watchEngine(block, engine)
+      engine.on('crashed', (err: Error) => {
+        if (this.live.get(block) !== entry) return
+        entry.serving = undefined
+        this.setStatus(block, instance, 'failed', { error: `model worker crashed: ${err.message}` })
+        log.error({ block, err: err.message }, 'instance failed')
+      })
+      this.setStatus(block, instance, 'ready', {
+        runtime: { provider: engine.provider.name, providerTried: engine.provider.tried, modelPath: file.path, modelBytes: file.sizeBytes, loadMs: Math.round(engine.loadMs), threads }
+      })
+      log.info({ block, instance, provider: engine.provider.name, loadMs: Math.round(engine.loadMs) }, 'instance ready')
+    } catch (err) {
+      if (signal.aborted) return
+      const message = (err as Error).message
+      this.setStatus(block, instance, 'failed', { error: message })
+      await entry.init?.stop().catch(() => {})
+      log.warn({ block, instance, err: message }, 'instance failed to load')
+    }
+  }
+
+  /** External systems are checked while they serve: 3 failed checks in a row fail the instance; a good one heals it. */
+  private watchHealth (block: string, entry: Live, backend: ExternalBackend): void {
+    let failures = 0
+    entry.health = setInterval(() => {
+      void backend.health(AbortSignal.timeout(5000)).then(() => {
+        if (failures >= 3 && this.live.get(block) === entry) this.setStatus(block, entry.instance, 'ready')
+        failures = 0
+      }, (err: Error) => {
+        failures++
+        if (failures === 3 && this.live.get(block) === entry) {
+          this.setStatus(block, entry.instance, 'failed', { error: `external system unhealthy: ${err.message}` })
+          this.init.log.warn({ block, err: err.message }, 'external system unhealthy')
+        }
+      })
+    }, (this.init.healthEverySeconds ?? 10) * 1000)
+    entry.health.unref()
+  }
+}
