@@ -27,7 +27,7 @@ import { schedule } from './scheduler/schedule.ts'
 import { serveJson } from '../mesh/rpc.ts'
 import { serveTunnel } from '../mesh/tunnel.ts'
 import type { TunnelResponse } from '../mesh/tunnel.ts'
-import { INFER_PROTOCOL, ROUTED_HEADER, TUNNELLED_PATHS } from './openai/infer-protocol.ts'
+import { INFER_PROTOCOL, INSTANCE_HEADER, ROUTED_HEADER, TUNNELLED_PATHS } from './openai/infer-protocol.ts'
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -249,7 +249,7 @@ export class Agent {
         signal
       })
       const headers: Record<string, string> = {}
-      for (const k of ['content-type', 'cache-control']) { const v = res.headers.get(k); if (v != null) headers[k] = v }
+      for (const k of ['content-type', 'cache-control', INSTANCE_HEADER]) { const v = res.headers.get(k); if (v != null) headers[k] = v }
       async function * body (): AsyncGenerator<Uint8Array> {
         if (res.body == null) return
         for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) yield chunk

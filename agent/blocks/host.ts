@@ -59,6 +59,8 @@ export interface HostedView {
   runtime: BlockRuntime | null
   activeSequences: number
   queuedSequences: number
+  /** the init process running next to the instance, if any */
+  initProcess: { url: string, pid: number } | null
 }
 
 interface Row { block_id: string, instance_id: string, owner: string, spec: string, component: string, status: BlockStatus, error: string | null, runtime: string | null }
@@ -179,7 +181,8 @@ export class InstanceHost {
   }
 
   private view (r: Row): HostedView {
-    const s = this.live.get(r.block_id)?.serving
+    const entry = this.live.get(r.block_id)
+    const s = entry?.serving
     const engine = s?.kind === 'onnx' ? s.engine : undefined
     return {
       block: r.block_id,
@@ -190,7 +193,8 @@ export class InstanceHost {
       error: r.error,
       runtime: r.runtime == null ? null : JSON.parse(r.runtime) as BlockRuntime,
       activeSequences: engine?.active ?? 0,
-      queuedSequences: engine?.waiting ?? 0
+      queuedSequences: engine?.waiting ?? 0,
+      initProcess: entry?.init != null ? { url: entry.init.url, pid: entry.init.pid } : null
     }
   }
 

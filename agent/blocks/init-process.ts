@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
-import { accessSync, closeSync, constants, fstatSync, openSync, readSync, renameSync, statSync, unlinkSync } from 'node:fs'
+import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, readSync, readdirSync, renameSync, statSync, unlinkSync } from 'node:fs'
 import net from 'node:net'
 import { delimiter, isAbsolute, join, resolve } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -31,7 +31,7 @@ export interface InitProcess {
   readonly pid: number
   /** resolves with the exit code/signal when the process exits for any reason (never rejects) */
   readonly exited: Promise<{ code: number | null, signal: string | null }>
-  /** SIGTERM to the process group, then SIGKILL after graceMs (default 5000); resolves when the group is gone. Idempotent. */
+  /** SIGTERM to the process group, then SIGKILL after graceMs (default 5000); resolves when the process and its group are gone (bounded: at most 2 s after SIGKILL). Idempotent. */
   stop: (graceMs?: number) => Promise<void>
 }
 
@@ -103,6 +103,29 @@ function signalGroup (pgid: number, sig: NodeJS.Signals | 0): boolean {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false
     // EPERM: a member we may not signal (it changed user); treat the group as still there
+    return true
+  }
+}
+
+/**
+ * Whether any live process of group `pgid` is left. On Linux, zombies (dead,
+ * waiting for whoever adopted them to reap them) do not count: after their
+ * leader exits, a group's members are reaped by PID 1, which may be slow.
+ */
+function groupAlive (pgid: number): boolean {
+  if (!signalGroup(pgid, 0)) return false
+  if (process.platform !== 'linux') return true
+  try {
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name)) continue
+      let stat: string
+      try { stat = readFileSync(`/proc/${name}/stat`, 'utf8') } catch { continue }
+      // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      if (Number(fields[2]) === pgid && fields[0] !== 'Z' && fields[0] !== 'X') return true
+    }
+    return false
+  } catch {
     return true
   }
 }
@@ -271,6 +294,7 @@ export async function startInitProcess (spec: InitProcessSpec, opts: InitProcess
   const exited = new Promise<{ code: number | null, signal: string | null }>(resolveExit => {
     child.once('exit', (code, sig) => {
       exitInfo = { code, signal: sig }
+      if (!groupAlive(pid)) live.delete(pid)
       resolveExit(exitInfo)
     })
   })
@@ -286,13 +310,14 @@ export async function startInitProcess (spec: InitProcessSpec, opts: InitProcess
       await Promise.race([exited, new Promise<void>(resolveWait => { timer = setTimeout(resolveWait, graceMs) })])
       clearTimeout(timer)
       // the leader may be gone while others of its group are still stopping
-      while (signalGroup(pid, 0) && Date.now() < deadline) await new Promise(resolveWait => setTimeout(resolveWait, 50))
-      if (signalGroup(pid, 0)) {
+      while (groupAlive(pid) && Date.now() < deadline) await new Promise(resolveWait => setTimeout(resolveWait, 50))
+      if (groupAlive(pid)) {
         signalGroup(pid, 'SIGKILL')
         await exited
         const killDeadline = Date.now() + 2000
-        while (signalGroup(pid, 0) && Date.now() < killDeadline) await new Promise(resolveWait => setTimeout(resolveWait, 20))
+        while (groupAlive(pid) && Date.now() < killDeadline) await new Promise(resolveWait => setTimeout(resolveWait, 20))
       }
+      await exited // the leader is dead by now; this waits for Node to reap it
       live.delete(pid)
       log?.info({ pid, ...(exitInfo ?? {}) }, 'init process stopped')
     })()

@@ -395,16 +395,19 @@ export class BlockOwner {
     if (value == null) return
     const now = Date.now()
     const window = a.window * 1000
-    const s = (this.samples.get(b.id) ?? []).filter(([t]) => t >= now - window)
+    const hb = this.init.gossip.heartbeatMs
+    // keep a little more than the window, so it can be seen to be covered end to end
+    const s = (this.samples.get(b.id) ?? []).filter(([t]) => t >= now - window - 2 * hb)
     s.push([now, value])
     this.samples.set(b.id, s)
     this.init.metrics?.autoscaleMetric.set({ block: b.id }, value)
-    const covered = s.length >= 2 && s[s.length - 1][0] - s[0][0] >= window * 0.8
+    const covered = s[0][0] <= now - window + hb / 2
+    const inWindow = s.filter(([t]) => t >= now - window - hb / 2)
     if (!covered || now - (this.lastScale.get(b.id) ?? 0) < a.cooldown * 1000) return
     const target = this.target(b)
     let next = target
-    if (s.every(([, v]) => v > a.scaleUpAbove) && target < b.spec.maxInstances) next = target + 1
-    else if (s.every(([, v]) => v < a.scaleDownBelow) && target > b.spec.minInstances) next = target - 1
+    if (inWindow.every(([, v]) => v > a.scaleUpAbove) && target < b.spec.maxInstances) next = target + 1
+    else if (inWindow.every(([, v]) => v < a.scaleDownBelow) && target > b.spec.minInstances) next = target - 1
     if (next === target) return
     this.setTarget(b.id, next)
     this.lastScale.set(b.id, now)

@@ -96,6 +96,12 @@ async function drained (res: ServerResponse): Promise<void> {
   })
 }
 
+/** The client left before an answer was sent: nothing more to say to it. */
+function gone (res: ServerResponse): { status: number, streamed: boolean } {
+  if (!res.destroyed) res.destroy()
+  return { status: 499, streamed: false }
+}
+
 /** `value` with a top-level string `model` replaced, or null when it is not such an object. */
 function withModel (value: unknown, model: string): unknown {
   if (value == null || typeof value !== 'object' || Array.isArray(value)) return null
@@ -153,7 +159,8 @@ export class ExternalBackend {
   }
 
   private headers (json: boolean, accept: string): Record<string, string> {
-    const h: Record<string, string> = { accept }
+    // identity: a compressed stream would be held back by the decompressor
+    const h: Record<string, string> = { accept, 'accept-encoding': 'identity' }
     if (json) h['content-type'] = 'application/json'
     if (this.target.apiKey != null && this.target.apiKey !== '') h.authorization = `Bearer ${this.target.apiKey}`
     return h
@@ -220,7 +227,7 @@ export class ExternalBackend {
           signal: upstream.signal
         })
       } catch (err) {
-        if (clientGone()) return { status: 499, streamed: false }
+        if (clientGone()) return gone(res)
         if (timedOut) {
           sendError(res, 504, `the external system at ${this.base} did not answer within ${this.requestTimeoutMs} ms`, 'upstream_timeout')
           return { status: 504, streamed: false }
@@ -255,7 +262,7 @@ export class ExternalBackend {
       }
       text = await readBounded(up.body, MAX_JSON_BYTES)
     } catch (err) {
-      if (clientGone()) return { status: 499, streamed: false }
+      if (clientGone()) return gone(res)
       if (err instanceof TooLarge) {
         sendError(res, 502, `the external system's answer is larger than ${MAX_JSON_BYTES} bytes`, 'upstream_response_too_large')
       } else {

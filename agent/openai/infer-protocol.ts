@@ -6,3 +6,6 @@ export const TUNNELLED_PATHS = new Set(['/v1/chat/completions', '/v1/completions
 
 /** Set on requests that arrive through the tunnel: serve them here, never route them again. */
 export const ROUTED_HEADER = 'x-blockmesh-routed'
+
+/** Response header naming the instance that served the request (local or remote). */
+export const INSTANCE_HEADER = 'x-blockmesh-instance'

@@ -6,7 +6,7 @@ import { ChatCompletionRequestSchema, CompletionRequestSchema, messageText, stop
 import { OpenAIError, modelNotFound } from '../../openai/errors.ts'
 import { completionBudget, generateText, tokenizerFor } from '../../openai/generate.ts'
 import type { TextRequest, TextResult } from '../../openai/generate.ts'
-import { INFER_PROTOCOL, ROUTED_HEADER } from '../../openai/infer-protocol.ts'
+import { INFER_PROTOCOL, INSTANCE_HEADER, ROUTED_HEADER } from '../../openai/infer-protocol.ts'
 import { openTunnel } from '../../../mesh/tunnel.ts'
 import { ModelNotReadyError } from '../../blocks/host.ts'
 import type { LocalServing } from '../../blocks/host.ts'
@@ -57,7 +57,7 @@ async function forwardRemote (ctx: ApiContext, req: FastifyRequest, reply: Fasti
     reply.hijack()
     const raw = reply.raw
     const headers: Record<string, string> = {}
-    for (const k of ['content-type', 'cache-control']) if (res.headers[k] != null) headers[k] = res.headers[k]
+    for (const k of ['content-type', 'cache-control', INSTANCE_HEADER]) if (res.headers[k] != null) headers[k] = res.headers[k]
     raw.writeHead(res.status, { ...headers, 'x-blockmesh-served-by': target.peer })
     try {
       for await (const chunk of res.body) {
@@ -104,10 +104,11 @@ class RawJson { readonly json: string; constructor (json: string) { this.json = 
 /** Server-sent events on the raw response, with backpressure. */
 class EventStream {
   private readonly raw: ServerResponse
-  constructor (reply: FastifyReply) {
+  constructor (reply: FastifyReply, extra: Record<string, string> = {}) {
     reply.hijack()
     this.raw = reply.raw
     this.raw.writeHead(200, {
+      ...extra,
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
       connection: 'keep-alive',
@@ -176,8 +177,10 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     }
     ctx.metrics.routedRequests.inc({ target: 'local' })
     const serving = localServing(ctx, body.model)
+    void reply.header(INSTANCE_HEADER, serving.instance)
     if (serving.kind === 'external') {
       reply.hijack()
+      reply.raw.setHeader(INSTANCE_HEADER, serving.instance)
       await serving.backend.forward('/v1/chat/completions', body, body.model, reply.raw, gone.signal)
       return
     }
@@ -210,7 +213,7 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
       id, object: 'chat.completion.chunk', created, model: block.id, system_fingerprint: fingerprint,
       choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }]
     })
-    const sse = new EventStream(reply)
+    const sse = new EventStream(reply, { [INSTANCE_HEADER]: serving.instance })
     await sse.send(chunk({ role: 'assistant', content: '' }, null))
     const delta = chunkTemplate(chunk({ content: '\u0000' }, null), '\u0000')
     try {
@@ -243,8 +246,10 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     }
     ctx.metrics.routedRequests.inc({ target: 'local' })
     const serving = localServing(ctx, body.model)
+    void reply.header(INSTANCE_HEADER, serving.instance)
     if (serving.kind === 'external') {
       reply.hijack()
+      reply.raw.setHeader(INSTANCE_HEADER, serving.instance)
       await serving.backend.forward('/v1/completions', body, body.model, reply.raw, gone.signal)
       return
     }
@@ -273,7 +278,7 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
         usage: usage(r)
       }
     }
-    const sse = new EventStream(reply)
+    const sse = new EventStream(reply, { [INSTANCE_HEADER]: serving.instance })
     const delta = chunkTemplate({ id, object: 'text_completion', created, model: block.id, choices: [{ index: 0, text: '\u0000', logprobs: null, finish_reason: null }] }, '\u0000')
     try {
       const r = await generateText(engine, component, text, async d => { await sse.send(new RawJson(delta(d))) }, gone.signal)

@@ -1,6 +1,6 @@
 import { dirname, isAbsolute, resolve } from 'node:path'
 import type { Command } from 'commander'
-import { DEFAULT_API, readSpecFile, resolveToken, urlArg } from '../args.ts'
+import { DEFAULT_API, intArg, readSpecFile, resolveToken, urlArg } from '../args.ts'
 import { apiRequest } from '../client.ts'
 import { table } from '../format.ts'
 import { ValidationError } from '../../errors.ts'
@@ -38,9 +38,20 @@ function absoluteModelUrl (spec: unknown, file: string): unknown {
 }
 
 function blockRows (blocks: BlockView[]): string {
-  return table(['ID', 'COMPONENT', 'STATUS', 'PROVIDER', 'ACTIVE', 'QUEUED', 'ERROR'], blocks.map(b => [
-    b.id, b.component, b.status, b.runtime?.provider ?? '-', String(b.activeSequences), String(b.queuedSequences), (b.error ?? '').slice(0, 80)
+  return table(['ID', 'COMPONENT', 'STATUS', 'INSTANCES', 'ON', 'ACTIVE', 'QUEUED', 'ERROR'], blocks.map(b => [
+    b.id, b.component, b.status,
+    `${b.instances.filter(i => i.status === 'ready').length}/${b.target}`,
+    b.instances.map(i => `${i.peerName}(${i.status})`).join(' ') || '-',
+    String(b.activeSequences), String(b.queuedSequences), (b.error ?? '').slice(0, 80)
   ]))
+}
+
+/** Where a block's instances went, or why they could not be placed. */
+function placement (b: BlockView): string {
+  const lines = [`block ${b.id}: ${b.status}, ${b.instances.length} of ${b.target} instance(s) placed`]
+  for (const i of b.instances) lines.push(`  ${i.instance} on ${i.peerName} (${i.peerId.slice(0, 12)}…): ${i.status}${i.error != null ? ` — ${i.error}` : ''}`)
+  for (const r of b.refusal ?? []) lines.push(`  not placed [${r.filter}]: ${r.message}`)
+  return lines.join('\n')
 }
 
 export function registerComponentCommand (program: Command): void {
@@ -73,7 +84,7 @@ export function registerBlockCommand (program: Command): void {
   withTarget(cmd.command('create').description('create a block from a JSON or YAML spec file').requiredOption('-f, --file <file>', 'spec file'))
     .action(async (opts: TargetOpts & { file: string }) => {
       const b = await apiRequest<BlockView>(opts.api, '/api/blocks', { method: 'POST', body: readSpecFile(opts.file), token: needToken(opts) })
-      print(opts, b, () => `created block ${b.id} (${b.status}); follow it with: blockmesh block get ${b.id}`)
+      print(opts, b, () => `${placement(b)}\nfollow it with: blockmesh block get ${b.id}`)
     })
   withTarget(cmd.command('list').description('list blocks')).action(async (opts: TargetOpts) => {
     const body = await apiRequest<{ blocks: BlockView[] }>(opts.api, '/api/blocks')
@@ -87,4 +98,10 @@ export function registerBlockCommand (program: Command): void {
     const body = await apiRequest(opts.api, `/api/blocks/${encodeURIComponent(id)}`, { method: 'DELETE', token: needToken(opts) })
     print(opts, body, () => `deleted block ${id}`)
   })
+  withTarget(cmd.command('scale').description('set the number of instances (between minInstances and maxInstances)').argument('<id>')
+    .requiredOption('--instances <n>', 'instances wanted', intArg(0, 1024)))
+    .action(async (id: string, opts: TargetOpts & { instances: number }) => {
+      const b = await apiRequest<BlockView>(opts.api, `/api/blocks/${encodeURIComponent(id)}/scale`, { method: 'PUT', body: { instances: opts.instances }, token: needToken(opts) })
+      print(opts, b, () => placement(b))
+    })
 }

@@ -1,0 +1,210 @@
+/**
+ * Blocks across the mesh (seed 000's three deployments): four agents, each its own process, in two
+ * clusters. GPU capacity is declared with --simulate-gpus (this machine has no GPU), so the records
+ * say simulated: true. vLLM cannot run here: an OpenAI-compatible fixture server stands in for it.
+ */
+import { describe, test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
+import { startFixtureServer } from './helpers/fixture.ts'
+import { generateModel } from '../agent/model/generate.ts'
+import { PRESETS } from '../agent/model/spec.ts'
+import { alive } from './helpers/cli.ts'
+
+const example = (name: string): any => JSON.parse(readFileSync(new URL(`../examples/${name}`, import.meta.url), 'utf8'))
+
+async function chat (agent: AgentProcess, model: string, user?: string): Promise<{ status: number, instance: string | null, body: any }> {
+  const res = await fetch(`${agent.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${agent.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hello there' }], max_tokens: 6, temperature: 0, ...(user != null ? { user } : {}) })
+  })
+  return { status: res.status, instance: res.headers.get('x-blockmesh-instance'), body: await res.json() }
+}
+
+describe('blocks placed by policy across a 4-agent mesh of two clusters (GPUs simulated)', () => {
+  const A_GPUS = 'count=2,model=A100,memory=80GiB,free=60GiB,util=10'
+  const B_GPUS = 'count=1,model=L4,memory=24GiB,free=20GiB,util=5'
+  let a1: AgentProcess, a2: AgentProcess, b1: AgentProcess, b2: AgentProcess
+  let fixture: Awaited<ReturnType<typeof startFixtureServer>>
+  const dir = tempDir('bm-place-')
+  const agents = (): AgentProcess[] => [a1, a2, b1, b2]
+  const byPeer = (peerId: string): AgentProcess => agents().find(a => a.peerId === peerId) as AgentProcess
+
+  before(async () => {
+    a1 = await AgentProcess.start({ name: 'a1', cluster: 'lab-a', simulateGpus: A_GPUS, extra: ['--vendor', 'dma-bangalore'] })
+    ;[a2, b1, b2] = await Promise.all([
+      AgentProcess.start({ name: 'a2', cluster: 'lab-a', simulateGpus: A_GPUS, bootstrap: [a1.addr], extra: ['--vendor', 'dma-bangalore'] }),
+      AgentProcess.start({ name: 'b1', cluster: 'lab-b', simulateGpus: B_GPUS, bootstrap: [a1.addr], extra: ['--vendor', 'acme'] }),
+      AgentProcess.start({ name: 'b2', cluster: 'lab-b', simulateGpus: B_GPUS, bootstrap: [a1.addr], extra: ['--vendor', 'acme'] })
+    ])
+    await until(async () => (await Promise.all(agents().map(async a => (await a.peers()).length))).every(n => n === 4), 'the mesh to form')
+    // the example components, with their models generated here (same seeds → the MD5s pinned in examples/)
+    for (const [file, seed, out] of [['mistral-chat.json', 88, 'mistral.onnx'], ['detector-yolo.json', 89, 'detector.onnx']] as const) {
+      const comp = example(`components/${file}`)
+      const m = generateModel({ ...PRESETS.demo, seed }, join(dir, out))
+      assert.equal(m.md5, comp.model.md5, `examples/components/${file} pins the MD5 of the generated model`)
+      const r = await b1.api('/api/components', { method: 'POST', body: { ...comp, model: { url: m.path, md5: m.md5 } } })
+      assert.equal(r.status, 201, JSON.stringify(r.body))
+    }
+    fixture = await startFixtureServer(['--model', 'mistralai/Mistral-7B-Instruct-v0.1'])
+    const vllm = example('components/vllm-chat.json')
+    assert.equal((await b1.api('/api/components', { method: 'POST', body: { ...vllm, external: { ...vllm.external, url: fixture.url } } })).status, 201)
+  })
+  after(async () => {
+    await fixture?.stop()
+    await stopAll(agents())
+  })
+
+  test('mistral-chat-88 lands in the cluster with ≥ 3 GPUs from dma-bangalore, and any agent serves it', async () => {
+    const r = await b1.api('/api/blocks', { method: 'POST', body: example('mistral-chat-88.json') })
+    assert.equal(r.status, 201, JSON.stringify(r.body))
+    assert.equal(r.body.instances.length, 1)
+    const host = r.body.instances[0]
+    assert.ok(['a1', 'a2'].includes(host.peerName), `placed on ${host.peerName as string}`)
+    const ready = await until(async () => { const b = (await b1.api('/api/blocks/mistral-chat-88')).body; return b.status === 'ready' ? b : undefined }, 'mistral-chat-88 to be ready', 60_000)
+    assert.equal(ready.instances[0].status, 'ready')
+    // served through an agent that neither owns nor runs it
+    const answer = await chat(b2, 'mistral-chat-88')
+    assert.equal(answer.status, 200, JSON.stringify(answer.body))
+    assert.equal(answer.instance, host.instance)
+    assert.ok((await b2.api('/v1/models')).body.data.some((m: any) => m.id === 'mistral-chat-88'))
+  })
+
+  test('detector-yolo-88 is refused with the reason per filter', async () => {
+    const r = await b1.api('/api/blocks', { method: 'POST', body: example('detector-yolo-88.json') })
+    assert.equal(r.status, 201)
+    assert.equal(r.body.status, 'failed')
+    assert.equal(r.body.instances.length, 0)
+    const reasons = r.body.refusal.map((x: any) => `${x.filter as string}: ${x.message as string}`).join('\n')
+    assert.match(reasons, /cluster\.minGpus: no cluster with ≥ 5 GPUs from dma-bangalore: best was lab-a with 4/)
+    assert.match(r.body.error, /≥ 5 GPUs/)
+  })
+
+  test('vllm-chat forwards to the external OpenAI-compatible server, through any agent', async () => {
+    const r = await b1.api('/api/blocks', { method: 'POST', body: example('vllm-chat.json') })
+    assert.equal(r.status, 201, JSON.stringify(r.body))
+    await until(async () => (await b1.api('/api/blocks/vllm-chat')).body.status === 'ready', 'vllm-chat to be ready')
+    for (const via of [b1, a1]) {
+      const answer = await chat(via, 'vllm-chat')
+      assert.equal(answer.status, 200, JSON.stringify(answer.body))
+      assert.equal(answer.body.choices[0].message.content, 'echo: hello there')
+      assert.equal(answer.body.model, 'vllm-chat', 'the external model name is hidden behind the block id')
+    }
+  })
+
+  test('round-robin spreads requests over instances; one session stays on one instance', async () => {
+    const scaled = await b1.api('/api/blocks/mistral-chat-88/scale', { method: 'PUT', body: { instances: 2 } })
+    assert.equal(scaled.status, 200, JSON.stringify(scaled.body))
+    const b = await until(async () => {
+      const v = (await b1.api('/api/blocks/mistral-chat-88')).body
+      return v.instances.filter((i: any) => i.status === 'ready').length === 2 ? v : undefined
+    }, 'two ready instances', 60_000)
+    assert.deepEqual(b.instances.map((i: any) => i.peerName).sort(), ['a1', 'a2'], 'spread over the cluster\'s nodes')
+    await until(async () => (await b2.api('/v1/models')).body.data.length > 0 && (await chat(b2, 'mistral-chat-88')).status === 200, 'b2 to route')
+    await until(async () => {
+      const seen = new Set<string>()
+      for (let i = 0; i < 4; i++) seen.add((await chat(b2, 'mistral-chat-88')).instance ?? '')
+      return seen.size === 2
+    }, 'b2 to know both instances and alternate between them')
+    const served = []
+    for (let i = 0; i < 6; i++) served.push((await chat(b2, 'mistral-chat-88')).instance)
+    assert.equal(new Set(served).size, 2, `both instances served (${served.join(', ')})`)
+    for (let i = 0; i < 5; i++) assert.notEqual(served[i], served[i + 1], 'consecutive requests alternate')
+    const alice = []
+    for (let i = 0; i < 5; i++) alice.push((await chat(b2, 'mistral-chat-88', 'alice')).instance)
+    assert.equal(new Set(alice).size, 1, `a session stays put (${alice.join(', ')})`)
+  })
+
+  test('killing the agent that holds an instance re-places it within the policy, and requests are served again', async () => {
+    // a policy that still fits lab-a after one of its nodes dies (mistral-chat-88's ≥ 3 GPUs would not)
+    const spec = { id: 'replace-me', component: 'mistral-chat:1', policy: { cluster: { vendor: 'dma-bangalore' }, node: { maxGpuUtilisation: 90, minFreeGpuMemory: '16GB' } } }
+    assert.equal((await b1.api('/api/blocks', { method: 'POST', body: spec })).status, 201)
+    const one = await until(async () => { const v = (await b1.api('/api/blocks/replace-me')).body; return v.status === 'ready' ? v : undefined }, 'replace-me to be ready', 60_000)
+    const victim = byPeer(one.instances[0].peerId)
+    assert.ok(victim === a1 || victim === a2, 'placed in lab-a')
+    const other = victim === a1 ? a2 : a1
+    await until(async () => (await chat(b2, 'replace-me')).status === 200, 'b2 to serve it')
+    await victim.stop('SIGKILL')
+    const replaced = await until(async () => {
+      const v = (await b1.api('/api/blocks/replace-me')).body
+      return v.instances.length === 1 && v.instances[0].peerId === other.peerId && v.instances[0].status === 'ready' ? v : undefined
+    }, 'the instance to be re-placed on the other lab-a node', 90_000)
+    assert.equal(replaced.status, 'ready')
+    await until(async () => (await chat(b2, 'replace-me')).status === 200, 'requests to be served again')
+    assert.equal((await chat(b2, 'replace-me')).instance, replaced.instances[0].instance)
+    assert.ok(await b1.metric('blockmesh_instance_replacements_total') >= 1)
+  })
+
+  test('with the capacity removed, the same policy is refused, per filter', async () => {
+    const remaining = [a1, a2].find(a => a.child.exitCode == null && a.child.signalCode == null) as AgentProcess
+    const put = await remaining.api('/api/hardware/simulated-gpus', { method: 'PUT', body: { spec: 'count=1,model=A100,memory=80GiB,free=10GiB,util=95' } })
+    assert.equal(put.status, 200)
+    await until(async () => (await b1.peers()).find(p => p.peerId === remaining.peerId)?.readings.gpus.length === 1, 'b1 to see the reduced capacity')
+    const r = await b1.api('/api/blocks', { method: 'POST', body: { ...example('mistral-chat-88.json'), id: 'mistral-chat-89' } })
+    assert.equal(r.body.status, 'failed')
+    const byFilter = Object.fromEntries(r.body.refusal.map((x: any) => [x.filter, x.message]))
+    assert.match(byFilter['cluster.minGpus'], /≥ 3 GPUs from dma-bangalore: best was lab-a with 1/)
+    assert.match(byFilter['cluster.minFreeGpuMemory'], /free GPU memory/)
+  })
+})
+
+describe('init processes and autoscaling', () => {
+  let owner: AgentProcess, helper: AgentProcess
+  const dir = tempDir('bm-init-')
+  before(async () => {
+    owner = await AgentProcess.start({ name: 'owner', extra: ['--accept-remote-processes'] })
+    helper = await AgentProcess.start({ name: 'helper', bootstrap: [owner.addr], extra: ['--accept-remote-processes'] })
+    await until(async () => (await owner.peers()).length === 2, 'two agents to meet')
+  })
+  after(async () => { await stopAll([owner, helper]) })
+
+  test('an init process starts with its block, serves chat through /v1, and stops with it', async () => {
+    const comp = example('components/vllm-chat-init.json')
+    assert.equal((await owner.api('/api/components', { method: 'POST', body: comp })).status, 201)
+    assert.equal((await owner.api('/api/blocks', { method: 'POST', body: example('vllm-chat-init.json') })).status, 201)
+    await until(async () => (await owner.api('/api/blocks/vllm-chat-init')).body.status === 'ready', 'the init-process block to be ready', 60_000)
+    const instances = (await owner.api('/api/instances')).body.instances
+    const init = instances.find((i: any) => i.block === 'vllm-chat-init').initProcess
+    assert.ok(init?.pid > 0 && /^http:\/\/127\.0\.0\.1:\d+$/.test(init.url), JSON.stringify(instances))
+    await until(async () => (await helper.api('/v1/models')).body.data.some((m: any) => m.id === 'vllm-chat-init'), 'the other agent to know the instance is ready')
+    for (const via of [owner, helper]) {
+      const answer = await chat(via, 'vllm-chat-init')
+      assert.equal(answer.status, 200, JSON.stringify(answer.body))
+      assert.equal(answer.body.choices[0].message.content, 'echo: hello there')
+    }
+    assert.ok(alive(init.pid))
+    assert.equal((await owner.api('/api/blocks/vllm-chat-init', { method: 'DELETE' })).status, 200)
+    await until(() => !alive(init.pid), 'the init process to stop with its block')
+  })
+
+  test('autoscaling adds an instance under sustained queueing and removes it when idle', async () => {
+    const m = generateModel({ ...PRESETS.tiny, maxPositions: 4096, seed: 41 }, join(dir, 'tiny.onnx'))
+    assert.equal((await owner.api('/api/components', { method: 'POST', body: { name: 'tiny-auto', version: '1', runtime: 'onnx', model: { url: m.path, md5: m.md5 }, contextLength: 4096 } })).status, 201)
+    const created = await owner.api('/api/blocks', {
+      method: 'POST',
+      body: { id: 'auto', component: 'tiny-auto:1', maxBatch: 1, minInstances: 1, maxInstances: 2, autoscaling: { metric: 'queueDepth', scaleUpAbove: 0.5, scaleDownBelow: 0.1, window: 3, cooldown: 2 } }
+    })
+    assert.equal(created.status, 201, JSON.stringify(created.body))
+    await until(async () => (await owner.api('/api/blocks/auto')).body.status === 'ready', 'block auto to be ready')
+    // sustained load: more concurrent long requests than one instance (maxBatch 1) can run, so they queue
+    let stop = false
+    const load = Array.from({ length: 5 }, async () => {
+      while (!stop) {
+        await fetch(`${owner.url}/v1/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${owner.token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'auto', prompt: 'go', max_tokens: 400, temperature: 0.9 })
+        }).then(async r => await r.text()).catch(() => '')
+      }
+    })
+    await until(async () => (await owner.api('/api/blocks/auto')).body.instances.length === 2, 'the autoscaler to add an instance', 120_000)
+    assert.ok(await owner.metric('blockmesh_autoscale_decisions_total', { block: 'auto', direction: 'up' }) >= 1)
+    stop = true
+    await Promise.all(load)
+    await until(async () => (await owner.api('/api/blocks/auto')).body.instances.length === 1, 'the autoscaler to remove the idle instance', 120_000)
+    assert.ok(await owner.metric('blockmesh_autoscale_decisions_total', { block: 'auto', direction: 'down' }) >= 1)
+  })
+})
