@@ -69,7 +69,6 @@ export class Agent {
   private api: FastifyInstance | undefined
   private apiUrl = ''
   private persistTimer: NodeJS.Timeout | undefined
-  private persistSoonTimer: NodeJS.Timeout | undefined
   private readonly peerStore: PeerStore
   private stopping: Promise<void> | undefined
 
@@ -167,14 +166,19 @@ export class Agent {
     await this.mesh.start()
     await this.serveProtocols()
     this.gossip.remember(this.peerStore.load(Date.now() - REMEMBER_MS))
-    // a peer met for the first time (or back from expiry) is written soon, the rest every PERSIST_EVERY_MS
+    // a peer met for the first time (or back from expiry) is written at once, so even an agent killed a
+    // moment later finds it again; every live peer is refreshed every PERSIST_EVERY_MS
     const seen = new Set<string>()
     this.gossip.onChange((peer, view) => {
-      if (view.status !== 'live' || seen.has(peer)) return
+      if (view.status === 'expired') { seen.delete(peer); return }
+      if (seen.has(peer)) return
       seen.add(peer)
-      this.persistSoon()
+      try {
+        this.peerStore.saveAll([view])
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'could not store peer')
+      }
     })
-    this.gossip.onChange((peer, view) => { if (view.status === 'expired') seen.delete(peer) })
     await this.gossip.start()
     this.persistTimer = setInterval(() => { this.persistPeers() }, PERSIST_EVERY_MS)
     this.persistTimer.unref()
@@ -276,15 +280,6 @@ export class Agent {
     renameSync(path + '.tmp', path)
   }
 
-  private persistSoon (): void {
-    if (this.persistSoonTimer != null) return
-    this.persistSoonTimer = setTimeout(() => {
-      this.persistSoonTimer = undefined
-      this.persistPeers()
-    }, 250)
-    this.persistSoonTimer.unref()
-  }
-
   private persistPeers (): void {
     try {
       this.peerStore.saveAll(this.gossip.peers().filter(p => p.status === 'live'))
@@ -302,7 +297,6 @@ export class Agent {
     this.log.info('agent stopping')
     rmSync(join(this.options.dataDir, READY_FILE), { force: true })
     clearInterval(this.persistTimer)
-    clearTimeout(this.persistSoonTimer)
     this.gossip.stop()
     this.hardware.stop()
     // blocks first: ending generations ends the response streams that would keep the API from closing

@@ -8,6 +8,7 @@ import type { GossipSizeResult } from './gossip.ts'
 import { runStreamBench, streamMarkdown } from './stream.ts'
 import { syncReadme, writeSection } from './report.ts'
 import { runInferenceBench, inferenceMarkdown } from './inference.ts'
+import { runSchedulerBench } from './scheduler.ts'
 
 const { values } = parseArgs({
   options: {
@@ -16,15 +17,20 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false }
   }
 })
-const only = new Set((values.only ?? 'gossip,stream,inference').split(',').map(s => s.trim()))
+const only = new Set((values.only ?? 'scheduler,gossip,stream,inference').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['gossip', 'stream', 'inference']
+const known = ['scheduler', 'gossip', 'stream', 'inference']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
     process.exit(2)
   }
+}
+
+if (only.has('scheduler')) {
+  log('scheduler: placement decisions over simulated meshes')
+  writeSection('scheduler', 'Scheduler: one placement decision', await runSchedulerBench({ quick: values.quick, log }))
 }
 
 if (only.has('stream')) {

@@ -93,6 +93,8 @@ export class MeshNode {
   private readonly dialing = new Set<string>()
   /** Bootstrap addresses without /p2p/: the peer each one turned out to be. */
   private readonly learned = new Map<string, string>()
+  /** Peers known from an earlier run: redialled like bootstrap addresses until connected or expired. */
+  private readonly seeds = new Map<string, { addrs: Multiaddr[], until: number }>()
   private stopped = false
 
   private constructor (libp2p: MeshLibp2p, privateKey: PrivateKey, gate: PeerGate, bootstrap: Multiaddr[], redialMs: number, log: MeshLogger) {
@@ -181,8 +183,20 @@ export class MeshNode {
     }
   }
 
+  /** Keeps dialling a known peer (every redial period) until connected, for at most `forMs`. */
+  seed (peer: string, addrs: Multiaddr[], forMs: number): void {
+    if (addrs.length === 0 || peer === this.peerId.toString()) return
+    this.seeds.set(peer, { addrs, until: Date.now() + forMs })
+    void this.ensureConnected(addrs, peer)
+  }
+
   private redial (): void {
     if (this.stopped) return
+    const now = Date.now()
+    for (const [peer, s] of this.seeds) {
+      if (s.until <= now || this.isConnected(peer)) { this.seeds.delete(peer); continue }
+      void this.ensureConnected(s.addrs, peer)
+    }
     for (const addr of this.bootstrap) {
       const key = addr.toString()
       const peer = addr.getComponents().findLast(c => c.name === 'p2p')?.value ?? this.learned.get(key)

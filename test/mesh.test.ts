@@ -85,7 +85,8 @@ describe('three agents, each its own OS process, form a mesh and gossip capacity
     assert.equal(c.peerId, before)
     const own = (await c.api('/api/node')).body
     assert.equal(own.epoch, 2)
-    await until(async () => (await c.peers()).length === 3, 'c to see a and b again from stored peers')
+    await until(async () => (await c.peers()).length === 3, 'c to see a and b again from stored peers', 60_000)
+      .catch((err: Error) => { throw new Error(`${err.message}\n--- c's log (tail):\n${c.log().split('\n').slice(-15).join('\n')}`) })
     // the others accept the new epoch even though its sequence numbers restarted at 0
     await until(async () => (await a.peers()).find(p => p.peerId === before)?.epoch === 2, 'a to see c in epoch 2')
     await until(async () => (await b.peers()).find(p => p.peerId === before)?.status === 'live', 'b to see c live again')

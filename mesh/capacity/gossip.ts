@@ -1,6 +1,7 @@
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import type { Message } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import type { MeshNode, MeshLogger } from '../node.ts'
 import { parseMultiaddr, parsePeerId, silentLogger } from '../node.ts'
 import { CapacityFrameError } from '../errors.ts'
@@ -128,7 +129,8 @@ export class CapacityGossip {
     for (const { record, lastSeen } of entries) {
       if (record.peerId === this.node.peerId.toString() || this.table.has(record.peerId)) continue
       this.table.set(record.peerId, { record, lastSeen, expiresAt: lastSeen, status: 'expired' })
-      this.dialPeer(record, true) // stored peers: dial at once, whoever we are
+      // stored peers: keep dialling them for a while, whoever we are, so a restart finds the mesh
+      this.node.seed(record.peerId, this.addrsOf(record), 10 * 60_000)
     }
   }
 
@@ -243,13 +245,13 @@ export class CapacityGossip {
    * once (two connections per pair), the smaller peer ID dials first; the other side dials too
    * only if still unconnected two heartbeats later (the smaller side may not reach it).
    */
-  private dialPeer (record: CapacityRecord, force = false): void {
+  private dialPeer (record: CapacityRecord): void {
     if (this.node.libp2p.getConnections().length >= this.init.maxAutoDial) return
     if (this.node.isConnected(record.peerId)) {
       this.waitingDial.delete(record.peerId)
       return
     }
-    if (!force && this.node.peerId.toString() > record.peerId) {
+    if (this.node.peerId.toString() > record.peerId) {
       const since = this.waitingDial.get(record.peerId)
       if (since == null) {
         this.waitingDial.set(record.peerId, this.now())
@@ -257,14 +259,18 @@ export class CapacityGossip {
       }
       if (this.now() - since < 2 * this.init.heartbeatMs) return
     }
-    const addrs = []
+    void this.node.ensureConnected(this.addrsOf(record), record.peerId)
+  }
+
+  private addrsOf (record: CapacityRecord): Multiaddr[] {
+    const addrs: Multiaddr[] = []
     for (const a of record.addrs) {
       try {
         const ma = parseMultiaddr(a)
         addrs.push(ma.getComponents().some(c => c.name === 'p2p') ? ma : ma.encapsulate(`/p2p/${record.peerId}`))
       } catch { /* a bad address is skipped; the record itself was valid */ }
     }
-    void this.node.ensureConnected(addrs, record.peerId)
+    return addrs
   }
 
   private reject (reason: RejectReason | 'unsigned', from: string, message: string): void {

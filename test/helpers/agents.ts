@@ -136,6 +136,7 @@ export class AgentProcess {
   }
 
   cleanup (): void {
+    if (process.env.BM_KEEP_TEST_DIRS === '1') return
     rmSync(this.dir, { recursive: true, force: true })
   }
 }
