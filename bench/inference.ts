@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { AgentProcess, stopAll } from '../test/helpers/agents.ts'
+import { AgentProcess, stopAll, until } from '../test/helpers/agents.ts'
 import { componentSpec, deploy } from '../test/helpers/models.ts'
 import { ensureGeneratedModel } from '../agent/model/cache.ts'
 import type { CachedModel } from '../agent/model/cache.ts'
@@ -28,6 +28,8 @@ export interface ModelFigures {
   apiTps: number[]
   aggregate: Array<{ streams: number, tokensPerSecond: number }>
   threads: number
+  /** the same stream requested through a second agent, which tunnels it over libp2p */
+  viaPeerTps: number[]
 }
 
 export interface InferenceResult { bandwidth: number, threads: number, tokens: number, models: ModelFigures[], provider: string }
@@ -103,6 +105,7 @@ export async function runInferenceBench (opts: { quick: boolean, log: (s: string
   log(`memory bandwidth (copy, ${bw.threads} threads): ${(bw.bytesPerSecond / 1e9).toFixed(1)} GB/s`)
   const prompt = new ByteTokenizer().encode(PROMPT, { bos: true })
   const agent = await AgentProcess.start({ name: 'bench-infer' })
+  const front = await AgentProcess.start({ name: 'bench-front', bootstrap: [agent.addr] })
   const result: InferenceResult = { bandwidth: bw.bytesPerSecond, threads: bw.threads, tokens: 0, models: [], provider: '' }
   try {
     for (const { name, m, tokens, aggTokens } of models) {
@@ -112,14 +115,16 @@ export async function runInferenceBench (opts: { quick: boolean, log: (s: string
       result.provider = block.runtime.provider
       // the bare loop gets the thread count the agent chose for this block
       const bare = await BareLoop.start(m.path, prompt, block.runtime.threads)
-      const fig: ModelFigures = { name, parameters: parameterCount(m.spec), weightBytes: m.sizeBytes, bareTps: [], apiTps: [], aggregate: [], threads: block.runtime.threads }
+      const fig: ModelFigures = { name, parameters: parameterCount(m.spec), weightBytes: m.sizeBytes, bareTps: [], apiTps: [], aggregate: [], threads: block.runtime.threads, viaPeerTps: [] }
+      await until(async () => (await front.api('/v1/models')).body.data.some((x: { id: string }) => x.id === id), `${front.spec.name} to route ${id}`)
       await bare.round(8) // warm-up both paths
       await apiStream(agent, id, 8)
       const rounds = opts.quick ? 2 : 4
       for (let r = 0; r < rounds; r++) {
         fig.bareTps.push(await bare.round(tokens))
         fig.apiTps.push((await apiStream(agent, id, tokens)).tps)
-        log(`  ${name} round ${r + 1}: bare ${fig.bareTps.at(-1)?.toFixed(1)} tok/s, API ${fig.apiTps.at(-1)?.toFixed(1)} tok/s`)
+        fig.viaPeerTps.push((await apiStream(front, id, tokens)).tps)
+        log(`  ${name} round ${r + 1}: bare ${fig.bareTps.at(-1)?.toFixed(1)} tok/s, API ${fig.apiTps.at(-1)?.toFixed(1)} tok/s, via a peer ${fig.viaPeerTps.at(-1)?.toFixed(1)} tok/s`)
       }
       bare.stop()
       for (const streams of [1, 4, 8]) {
@@ -131,7 +136,7 @@ export async function runInferenceBench (opts: { quick: boolean, log: (s: string
       result.tokens = tokens
     }
   } finally {
-    await stopAll([agent])
+    await stopAll([agent, front])
   }
   return result
 }
@@ -141,17 +146,19 @@ export function inferenceMarkdown (r: InferenceResult): string {
     const bare = median(f.bareTps)
     const api = median(f.apiTps)
     const limit = r.bandwidth / f.weightBytes
-    return `| ${f.name} | ${(f.parameters / 1e6).toFixed(1)}M / ${(f.weightBytes / 2 ** 20).toFixed(0)} MiB | ${f.threads === 0 ? 'all' : f.threads} | ${bare.toFixed(1)} | ${api.toFixed(1)} | **${(api / bare).toFixed(3)}** | ${limit.toFixed(1)} | **${(api / limit).toFixed(2)}** | ${f.aggregate.map(a => a.tokensPerSecond.toFixed(0)).join(' / ')} |`
+    const via = median(f.viaPeerTps)
+    return `| ${f.name} | ${(f.parameters / 1e6).toFixed(1)}M / ${(f.weightBytes / 2 ** 20).toFixed(0)} MiB | ${f.threads === 0 ? 'all' : f.threads} | ${bare.toFixed(1)} | ${api.toFixed(1)} | **${(api / bare).toFixed(3)}** | ${via.toFixed(1)} (**${(via / api).toFixed(2)}**) | ${limit.toFixed(1)} | **${(api / limit).toFixed(2)}** | ${f.aggregate.map(a => a.tokensPerSecond.toFixed(0)).join(' / ')} |`
   })
   return [
     `One agent process on this machine, execution provider \`${r.provider}\`, greedy decoding. ` +
     'ORT threads: what the agent chose for the block (autoThreads: on ≤ 4 cores a model under 256 MiB gets cores − 1, leaving a core to HTTP; otherwise all cores); the bare loop uses the same. ' +
     '"Bare" is a plain onnxruntime-node loop (same model, same session options, same tokens) in a worker thread of a process of its own, as the agent runs models; "API" is a streamed `/v1/completions` through a real agent (HTTP, worker thread, SSE), timed at the client from the first to the last token; rounds alternate between the two and the medians are shown. ' +
     `Memory bandwidth measured in the same run: ${(r.bandwidth / 1e9).toFixed(1)} GB/s (memcpy on ${r.threads} threads, read + write); the limit is that ÷ weight bytes, since each decoded token reads every weight once. ` +
+    '"Via a peer": the same stream requested from a second agent process, which routes it to the first through the libp2p tunnel (both on this machine). ' +
     'Aggregate: N concurrent streamed requests, total completion tokens ÷ wall time (prefill included).',
     '',
-    '| model | parameters / weights | ORT threads | bare ORT tok/s | API tok/s | API ÷ bare | bandwidth limit tok/s | API ÷ limit | aggregate tok/s, 1 / 4 / 8 streams |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| model | parameters / weights | ORT threads | bare ORT tok/s | API tok/s | API ÷ bare | via a peer tok/s (÷ API) | bandwidth limit tok/s | API ÷ limit | aggregate tok/s, 1 / 4 / 8 streams |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows
   ].join('\n')
 }
