@@ -83,5 +83,41 @@ export const MIGRATIONS: Migration[] = [
         updated_at  INTEGER NOT NULL
       ) STRICT;
     `
+  },
+  {
+    version: 4,
+    name: 'model splitting: tasks, split runners, model layers, vDAGs',
+    sql: `
+      -- tracked tasks (type model_splits): the document is the task as the API shows it
+      CREATE TABLE tasks (
+        id         TEXT PRIMARY KEY,
+        type       TEXT NOT NULL,
+        status     TEXT NOT NULL CHECK (status IN ('pending', 'running', 'complete', 'failed')),
+        doc        TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX tasks_status ON tasks (status);
+      -- seed 002: split runners registry (documents queried with Mongo-style filters)
+      CREATE TABLE split_runners (
+        id         TEXT PRIMARY KEY,
+        doc        TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      ) STRICT;
+      -- seed 002: model layers registry, keyed by the MD5 of the serialized layer
+      CREATE TABLE model_layers (
+        hash       TEXT PRIMARY KEY,
+        doc        TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      ) STRICT;
+      -- vDAGs owned by this agent
+      CREATE TABLE vdags (
+        name       TEXT PRIMARY KEY,
+        spec       TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      ) STRICT;
+    `
   }
 ]
