@@ -61,6 +61,18 @@ describe('the engine (worker thread, batched decode)', () => {
     assert.equal(engine.active, 0)
   })
 
+  test('a length-limited generation delivers every token it counts (the last one too)', async () => {
+    for (const n of [1, 5, 17]) {
+      const g = engine.generate(greedy('The harbour', n))
+      const got: number[] = []
+      for await (const t of g.tokens) got.push(t)
+      const done = await g.done
+      assert.equal(done.reason, 'length')
+      assert.equal(got.length, n)
+      assert.equal(done.completionTokens, n)
+    }
+  })
+
   test('a stop token ends a sequence with reason stop and is never emitted; max tokens ends it with reason length', async () => {
     const g = engine.generate(greedy('x', 5))
     for await (const _ of g.tokens) { /* drain */ }

@@ -64,10 +64,17 @@ port.on('message', (m: ToWorker) => {
   wake?.()
 })
 
+/** 'done' messages wait until the step message with the sequence's last tokens has gone out. */
+const doneQueue: FromWorker[] = []
+
 function finish (s: Seq, reason: FinishReason, error?: string): void {
   byId.delete(s.req.id)
   s.kv = null
-  send({ type: 'done', id: s.req.id, reason, error, promptTokens: s.req.prompt.length, completionTokens: s.generated })
+  doneQueue.push({ type: 'done', id: s.req.id, reason, error, promptTokens: s.req.prompt.length, completionTokens: s.generated })
+}
+
+function flushDone (): void {
+  for (const m of doneQueue.splice(0)) send(m)
 }
 
 /** Records a sampled token; returns false when the sequence is over. */
@@ -99,6 +106,7 @@ async function prefill (s: Seq): Promise<void> {
   send({ type: 'step', tokens, batch: 1, kind: 'prefill', ms: performance.now() - t0 })
   if (s.cancelled && byId.has(s.req.id)) finish(s, 'cancelled')
   else if (alive) running.push(s)
+  flushDone()
 }
 
 /** Copies each member's cache into one [B, heads, T, headDim] tensor per input, left-padded. */
@@ -179,6 +187,7 @@ async function decodeStep (): Promise<void> {
     accept(m, sampleToken(lastRow(out.logits, i), m.req, m.rng), tokens)
   })
   send({ type: 'step', tokens, batch: B, kind: 'decode', ms: performance.now() - t0 })
+  flushDone()
 }
 
 const yieldToMessages = async (): Promise<void> => { await new Promise(resolve => setImmediate(resolve)) }
@@ -204,9 +213,11 @@ async function loop (): Promise<void> {
       running = []
       group = null
     }
+    flushDone()
     await yieldToMessages()
   }
   for (const s of [...byId.values()]) finish(s, 'cancelled')
+  flushDone()
   await session.release().catch(() => {})
   send({ type: 'closed' })
 }

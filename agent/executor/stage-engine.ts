@@ -1,0 +1,125 @@
+import { EventEmitter } from 'node:events'
+import { Worker } from 'node:worker_threads'
+import { providerOrder } from './providers.ts'
+import type { GpuPresence, ProviderPreference, ProviderReport } from './providers.ts'
+import { EngineError } from './engine.ts'
+import type { FromStageWorker, StageInfo, StageSampling, StageWorkerInit, ToStageWorker } from './stage-protocol.ts'
+
+export interface StageEngineOptions {
+  modelPath: string
+  provider: ProviderPreference
+  gpus: GpuPresence
+  maxBatch?: number
+  intraOpThreads?: number
+}
+
+export type StageOutput = { hidden: Float32Array, seqLen: number } | { token: number, logits?: Float32Array }
+
+/**
+ * One stage of a split model, run in its own worker thread (see
+ * stage-worker.ts). step() is called per sequence per step by whoever feeds
+ * the stage (the vDAG driver or the previous stage); concurrent steps of
+ * different sequences are batched. drop() frees a sequence's cache.
+ */
+export class StageEngine extends EventEmitter {
+  readonly provider: ProviderReport
+  readonly info: StageInfo
+  readonly loadMs: number
+  private readonly worker: Worker
+  private readonly pending = new Map<number, { resolve: (o: StageOutput) => void, reject: (e: Error) => void }>()
+  private readonly sequences = new Set<string>()
+  private nextId = 1
+  private closed = false
+
+  private constructor (worker: Worker, ready: Extract<FromStageWorker, { type: 'ready' }>) {
+    super()
+    this.worker = worker
+    this.provider = ready.provider
+    this.info = ready.info
+    this.loadMs = ready.loadMs
+    worker.on('message', (m: FromStageWorker) => { this.onMessage(m) })
+    worker.on('error', (err) => { this.fail(err) })
+    worker.on('exit', (code) => { if (!this.closed) this.fail(new EngineError(`stage worker exited (${code})`, 'worker_exit')) })
+  }
+
+  static async start (opts: StageEngineOptions): Promise<StageEngine> {
+    const init: StageWorkerInit = { modelPath: opts.modelPath, order: providerOrder(opts.provider, opts.gpus), intraOpThreads: opts.intraOpThreads, maxBatch: opts.maxBatch ?? 8 }
+    const worker = new Worker(new URL('./stage-worker.ts', import.meta.url), { workerData: init })
+    const ready = await new Promise<Extract<FromStageWorker, { type: 'ready' }>>((resolve, reject) => {
+      const onMessage = (m: FromStageWorker): void => {
+        if (m.type === 'ready') { cleanup(); resolve(m) }
+        if (m.type === 'failed') { cleanup(); void worker.terminate(); reject(new EngineError(m.error, 'load_failed')) }
+      }
+      const onError = (err: Error): void => { cleanup(); reject(new EngineError(err.message, 'load_failed')) }
+      const cleanup = (): void => { worker.off('message', onMessage); worker.off('error', onError) }
+      worker.on('message', onMessage)
+      worker.on('error', onError)
+    })
+    return new StageEngine(worker, ready)
+  }
+
+  /** Sequences holding a cache here. */
+  get active (): number { return this.sequences.size }
+
+  get waiting (): number { return this.pending.size }
+
+  async step (seq: string, input: { tokens: number[] } | { hidden: Float32Array, seqLen: number }, pastLen: number, opts: { sampling?: StageSampling, returnLogits?: boolean } = {}): Promise<StageOutput> {
+    if (this.closed) throw new EngineError('the stage is unloaded', 'closed')
+    const id = this.nextId++
+    this.sequences.add(seq)
+    const msg: ToStageWorker = 'tokens' in input
+      ? { type: 'step', id, seq, pastLen, tokens: input.tokens, seqLen: input.tokens.length, sampling: opts.sampling, returnLogits: opts.returnLogits }
+      : { type: 'step', id, seq, pastLen, hidden: input.hidden, seqLen: input.seqLen, sampling: opts.sampling, returnLogits: opts.returnLogits }
+    return await new Promise<StageOutput>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject })
+      this.worker.postMessage(msg, 'hidden' in input && input.hidden.byteOffset === 0 && input.hidden.byteLength === input.hidden.buffer.byteLength ? [input.hidden.buffer as ArrayBuffer] : [])
+    })
+  }
+
+  drop (seq: string): void {
+    if (!this.sequences.delete(seq) || this.closed) return
+    this.worker.postMessage({ type: 'drop', seq } satisfies ToStageWorker)
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    const done = new Promise<void>(resolve => {
+      const t = setTimeout(resolve, 5000)
+      this.worker.on('message', (m: FromStageWorker) => { if (m.type === 'closed') { clearTimeout(t); resolve() } })
+    })
+    this.worker.postMessage({ type: 'close' } satisfies ToStageWorker)
+    await done
+    await this.worker.terminate()
+    this.rejectAll(new EngineError('the stage is unloaded', 'closed'))
+  }
+
+  private onMessage (m: FromStageWorker): void {
+    if (m.type === 'result') {
+      const p = this.pending.get(m.id)
+      this.pending.delete(m.id)
+      if (p == null) return
+      if (m.token != null) p.resolve({ token: m.token, logits: m.logits })
+      else p.resolve({ hidden: m.hidden as Float32Array, seqLen: m.seqLen })
+    } else if (m.type === 'error') {
+      const p = this.pending.get(m.id)
+      this.pending.delete(m.id)
+      p?.reject(new EngineError(m.error, 'step_failed'))
+    } else if (m.type === 'batch') {
+      this.emit('batch', m)
+    }
+  }
+
+  private fail (err: Error): void {
+    this.rejectAll(err)
+    if (!this.closed) {
+      this.closed = true
+      this.emit('crashed', err)
+    }
+  }
+
+  private rejectAll (err: Error): void {
+    for (const p of this.pending.values()) p.reject(err)
+    this.pending.clear()
+  }
+}

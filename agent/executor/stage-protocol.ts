@@ -1,0 +1,46 @@
+import type { ProviderName, ProviderReport } from './providers.ts'
+
+/** Messages between a StageEngine (main thread) and its worker thread. */
+export interface StageWorkerInit {
+  modelPath: string
+  order: ProviderName[]
+  intraOpThreads?: number
+  maxBatch: number
+}
+
+export interface StageSampling { temperature: number, topP: number, seed: number }
+
+export interface StageStepRequest {
+  type: 'step'
+  id: number
+  seq: string
+  /** positions already in this sequence's cache here (checked: a mismatch is an error) */
+  pastLen: number
+  /** first stage: token ids */
+  tokens?: number[]
+  /** later stages: the hidden state [1, seqLen, hidden], row-major */
+  hidden?: Float32Array
+  seqLen: number
+  /** last stage: how to pick the token (the sequence's generator is seeded on its first step) */
+  sampling?: StageSampling
+  /** last stage: also return the last position's logits */
+  returnLogits?: boolean
+}
+
+export type ToStageWorker = StageStepRequest | { type: 'drop', seq: string } | { type: 'close' }
+
+export interface StageInfo {
+  first: boolean
+  last: boolean
+  layers: number[]
+  hiddenSize: number
+  vocab: number
+}
+
+export type FromStageWorker =
+  | { type: 'ready', provider: ProviderReport, info: StageInfo, loadMs: number }
+  | { type: 'failed', error: string }
+  | { type: 'result', id: number, hidden?: Float32Array, seqLen: number, token?: number, logits?: Float32Array }
+  | { type: 'error', id: number, error: string }
+  | { type: 'batch', size: number, ms: number }
+  | { type: 'closed' }

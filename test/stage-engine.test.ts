@@ -1,0 +1,87 @@
+import { describe, test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { StageEngine } from '../agent/executor/stage-engine.ts'
+import type { StageOutput } from '../agent/executor/stage-engine.ts'
+import { ModelEngine } from '../agent/executor/engine.ts'
+import { generateModel } from '../agent/model/generate.ts'
+import { PRESETS, EOS } from '../agent/model/spec.ts'
+import { splitDecoder } from '../agent/splitter/onnx-split.ts'
+import { ByteTokenizer } from '../agent/model/tokenizer.ts'
+import { tempDir } from './helpers/agents.ts'
+
+const tok = new ByteTokenizer()
+
+describe('stage engines chained in one process', () => {
+  const dir = tempDir('bm-stage-')
+  const m = generateModel({ ...PRESETS.tiny, layers: 3, maxPositions: 512, seed: 8 }, join(dir, 'm.onnx'))
+  let stages: StageEngine[] = []
+  let whole: ModelEngine
+  before(async () => {
+    const split = splitDecoder(readFileSync(m.path), 3)
+    stages = await Promise.all(split.stages.map(async (s, i) => {
+      const p = join(dir, `s${i}.onnx`)
+      writeFileSync(p, s.bytes)
+      return await StageEngine.start({ modelPath: p, provider: 'cpu', gpus: { nvidia: false, any: false }, maxBatch: 4 })
+    }))
+    whole = await ModelEngine.start({ modelPath: m.path, provider: 'cpu', gpus: { nvidia: false, any: false }, contextLength: 512 })
+  })
+  after(async () => {
+    for (const s of stages) await s.close()
+    await whole.close()
+  })
+
+  /** Greedy generation through the three stages, the way the vDAG driver does it. */
+  async function pipeline (seq: string, text: string, n: number): Promise<number[]> {
+    let tokens = tok.encode(text, { bos: true })
+    let past = 0
+    const out: number[] = []
+    for (let step = 0; step < n; step++) {
+      let x: { tokens: number[] } | { hidden: Float32Array, seqLen: number } = { tokens }
+      let result: StageOutput | undefined
+      for (const s of stages) {
+        result = await s.step(seq, x, past, { sampling: { temperature: 0, topP: 1, seed: 1 } })
+        if ('hidden' in result) x = { hidden: result.hidden, seqLen: result.seqLen }
+      }
+      past += tokens.length
+      const t = (result as { token: number }).token
+      if (t === EOS) break
+      out.push(t)
+      tokens = [t]
+    }
+    for (const s of stages) s.drop(seq)
+    return out
+  }
+
+  async function whole1 (text: string, n: number): Promise<number[]> {
+    const g = whole.generate({ prompt: tok.encode(text, { bos: true }), maxTokens: n, temperature: 0, topP: 1, seed: 1, stopTokens: [EOS] })
+    const out: number[] = []
+    for await (const t of g.tokens) out.push(t)
+    return out
+  }
+
+  test('the chained stages produce the monolithic model\'s greedy tokens', async () => {
+    assert.deepEqual(await pipeline('a', 'The harbour', 30), await whole1('The harbour', 30))
+    assert.equal(stages[0].info.first && stages[2].info.last && !stages[1].info.first, true)
+  })
+
+  test('concurrent sequences interleave through the stages (batched) and each gets its own output', async () => {
+    const prompts = ['Mara kept a notebook', 'The gulls', 'In spring', 'A good answer']
+    const alone = []
+    for (const p of prompts) alone.push(await whole1(p, 20))
+    let batched = 0
+    const onBatch = (b: { size: number }): void => { if (b.size > 1) batched++ }
+    for (const s of stages) s.on('batch', onBatch)
+    const together = await Promise.all(prompts.map(async (p, i) => await pipeline(`seq-${i}`, p, 20)))
+    for (const s of stages) s.off('batch', onBatch)
+    assert.deepEqual(together, alone)
+    assert.ok(batched > 0, 'some steps ran batched')
+    for (const s of stages) assert.equal(s.active, 0, 'dropped sequences free their caches')
+  })
+
+  test('a step whose cache length disagrees is refused, not computed on the wrong context', async () => {
+    await assert.rejects(stages[0].step('x', { tokens: [256, 84] }, 5), /0 positions cached here, the request says 5/)
+    stages[0].drop('x')
+  })
+})
