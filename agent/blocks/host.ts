@@ -157,6 +157,7 @@ export class InstanceHost {
         status: v.status,
         error: v.error?.slice(0, 512) ?? null,
         provider: v.runtime?.provider.slice(0, 32) ?? null,
+        component: v.component.slice(0, 130),
         active: v.activeSequences,
         queued: v.queuedSequences,
         tokensPerSecond: rate(v.block),

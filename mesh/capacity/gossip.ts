@@ -3,13 +3,14 @@ import type { Message } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { MeshNode, MeshLogger } from '../node.ts'
-import { parseMultiaddr, parsePeerId, silentLogger } from '../node.ts'
+import { parseMultiaddr, silentLogger } from '../node.ts'
 import { CapacityFrameError } from '../errors.ts'
+import { Penalties } from '../penalties.ts'
 import type { RejectReason } from '../errors.ts'
 import {
   CAPACITY_TOPIC, compareRecords, decodeCapacityRecord, encodeCapacityRecord
 } from './record.ts'
-import type { CapacityRecord, InstanceReport, Readings } from './record.ts'
+import type { CapacityRecord, InstanceReport, Readings, VdagReport } from './record.ts'
 
 export interface CapacityIdentity {
   name: string
@@ -45,6 +46,8 @@ export interface CapacityGossipInit {
   readings: () => Readings
   /** block instances this node runs, for its record */
   instances?: () => InstanceReport[]
+  /** vDAGs this node owns, for its record */
+  vdags?: () => VdagReport[]
   observer?: CapacityObserver
   log?: MeshLogger
   now?: () => number
@@ -71,12 +74,12 @@ const MAX_REMEMBERED_PEERS = 4096
  */
 export class CapacityGossip {
   private readonly node: MeshNode
-  private readonly init: Required<Omit<CapacityGossipInit, 'observer' | 'log' | 'now' | 'instances'>> & Pick<CapacityGossipInit, 'instances'>
+  private readonly init: Required<Omit<CapacityGossipInit, 'observer' | 'log' | 'now' | 'instances' | 'vdags'>> & Pick<CapacityGossipInit, 'instances' | 'vdags'>
   private readonly observer: CapacityObserver
   private readonly log: MeshLogger
   private readonly now: () => number
   private readonly table = new Map<string, PeerView>()
-  private readonly strikes = new Map<string, { count: number, since: number }>()
+  private readonly penalties: Penalties
   private readonly listeners = new Set<(peer: string, view: PeerView) => void>()
   private readonly waitingDial = new Map<string, number>()
   private seq = 0
@@ -99,6 +102,14 @@ export class CapacityGossip {
     this.observer = init.observer ?? {}
     this.log = init.log ?? silentLogger
     this.now = init.now ?? Date.now
+    this.penalties = new Penalties(node, {
+      maxStrikes: this.init.maxStrikes,
+      windowMs: this.init.strikeWindowMs,
+      banMs: this.init.banMs,
+      log: this.log,
+      now: this.now,
+      onBan: (peer) => { this.observer.banned?.(peer) }
+    })
   }
 
   get heartbeatMs (): number { return this.init.heartbeatMs }
@@ -179,7 +190,8 @@ export class CapacityGossip {
       ts: Date.now(),
       heartbeatMs: this.init.heartbeatMs,
       readings: this.init.readings(),
-      instances: (this.init.instances?.() ?? []).slice(0, 64)
+      instances: (this.init.instances?.() ?? []).slice(0, 64),
+      vdags: (this.init.vdags?.() ?? []).slice(0, 16)
     }
     try {
       const frame = await encodeCapacityRecord(record, this.node.privateKey)
@@ -275,20 +287,8 @@ export class CapacityGossip {
 
   private reject (reason: RejectReason | 'unsigned', from: string, message: string): void {
     this.observer.rejected?.(reason, from)
-    const now = this.now()
-    let s = this.strikes.get(from)
-    if (s == null || now - s.since > this.init.strikeWindowMs) s = { count: 0, since: now }
-    s.count++
-    this.strikes.set(from, s)
-    this.log.warn({ peer: from, reason, strikes: s.count, detail: message }, 'rejected capacity frame')
-    this.observer.penalised?.(from, s.count)
-    if (s.count >= this.init.maxStrikes) {
-      this.strikes.delete(from)
-      this.node.gate.ban(from, this.init.banMs)
-      this.observer.banned?.(from)
-      this.log.warn({ peer: from, banMs: this.init.banMs }, 'peer banned for bad capacity frames')
-      void this.node.libp2p.hangUp(parsePeerId(from)).catch(() => {})
-    }
+    this.observer.penalised?.(from, 1)
+    this.penalties.strike(from, `capacity frame ${reason}: ${message}`)
   }
 
   private sweep (): void {

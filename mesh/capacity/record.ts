@@ -56,6 +56,8 @@ export const InstanceReportSchema = z.object({
   error: text(512).nullable(),
   /** what runs it (execution provider, or "external") */
   provider: text(32).nullable(),
+  /** the component URI it runs (name:version) */
+  component: text(130),
   /** sequences being generated */
   active: z.number().int().min(0).max(1_000_000),
   /** requests waiting for their first token */
@@ -66,6 +68,14 @@ export const InstanceReportSchema = z.object({
   sessionTtl: z.number().int().min(0).max(86_400)
 })
 export type InstanceReport = z.infer<typeof InstanceReportSchema>
+
+export const VdagReportSchema = z.object({
+  name: text(64),
+  stages: z.array(text(64)).min(1).max(32),
+  /** positions the model supports */
+  contextLength: z.number().int().min(1).max(1 << 24)
+})
+export type VdagReport = z.infer<typeof VdagReportSchema>
 
 export const CapacityRecordSchema = z.object({
   v: z.literal(1),
@@ -82,7 +92,9 @@ export const CapacityRecordSchema = z.object({
   heartbeatMs: z.number().int().min(100).max(60_000),
   readings: ReadingsSchema,
   /** block instances running here (absent in records from older agents) */
-  instances: z.array(InstanceReportSchema).max(64).default([])
+  instances: z.array(InstanceReportSchema).max(64).default([]),
+  /** vDAGs this agent owns: the model name and its stage blocks in order (any agent can serve them) */
+  vdags: z.array(VdagReportSchema).max(16).default([])
 })
 export type CapacityRecord = z.infer<typeof CapacityRecordSchema>
 

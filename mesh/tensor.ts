@@ -1,0 +1,108 @@
+import { lpStream } from '@libp2p/utils'
+import type { LengthPrefixedStream } from '@libp2p/utils'
+import type { Stream } from '@libp2p/interface'
+import { z } from 'zod'
+import { decodeJson, encodeJson, firstIssue } from './rpc.ts'
+import { MeshError } from './errors.ts'
+
+/** libp2p protocol carrying activations between pipeline stages. */
+export const TENSOR_PROTOCOL = '/blockmesh/tensor/1.0.0'
+
+export const DTYPE_BYTES = { float32: 4, int64: 8, int32: 4 } as const
+export type DType = keyof typeof DTYPE_BYTES
+
+/**
+ * A tensor message: a JSON header, then the raw little-endian bytes of the
+ * tensor it describes (when it has one). The header's dtype and shape fix
+ * the payload's length exactly.
+ */
+export const TensorHeaderSchema = z.object({
+  /** what this message is (open, step, result, error: agreed by the two ends) */
+  kind: z.string().min(1).max(32),
+  /** the pipeline step (decode position counter) */
+  step: z.number().int().min(0).max(1e9).optional(),
+  /** sequence id */
+  seq: z.string().min(1).max(128).optional(),
+  dtype: z.enum(['float32', 'int64', 'int32']).optional(),
+  shape: z.array(z.number().int().min(0).max(1 << 24)).max(4).optional(),
+  /** small fields of the message (routing, sampling, token, error text) */
+  meta: z.record(z.string().max(64), z.unknown()).optional()
+}).strict().refine(h => (h.dtype == null) === (h.shape == null), { message: 'dtype and shape come together' })
+export type TensorHeader = z.output<typeof TensorHeaderSchema>
+
+export class TensorFrameError extends MeshError {
+  constructor (message: string) {
+    super(message, 'ERR_TENSOR_FRAME')
+    this.name = 'TensorFrameError'
+  }
+}
+
+export interface TensorMessage { header: TensorHeader, payload: Uint8Array | null }
+
+export function payloadBytes (h: Pick<TensorHeader, 'dtype' | 'shape'>): number {
+  if (h.dtype == null || h.shape == null) return 0
+  return h.shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[h.dtype]
+}
+
+/**
+ * Both ends of a tensor stream: typed, size-bounded messages with
+ * backpressure (lpStream waits for drain) and abort via AbortSignal.
+ */
+export class TensorChannel {
+  readonly stream: Stream
+  private readonly lp: LengthPrefixedStream<Stream>
+  private readonly maxBytes: number
+
+  constructor (stream: Stream, maxBytes = 64 * 1024 * 1024) {
+    this.stream = stream
+    this.maxBytes = maxBytes
+    this.lp = lpStream(stream, { maxDataLength: maxBytes })
+  }
+
+  async send (header: TensorHeader, payload?: Uint8Array, signal?: AbortSignal): Promise<void> {
+    const expected = payloadBytes(header)
+    if ((payload?.length ?? 0) !== expected) throw new TensorFrameError(`payload of ${payload?.length ?? 0} bytes for a ${expected}-byte ${header.dtype ?? ''} tensor`)
+    if (expected > this.maxBytes) throw new TensorFrameError(`tensor of ${expected} bytes is over the ${this.maxBytes}-byte limit`)
+    await this.lp.write(encodeJson(header), { signal })
+    if (payload != null && expected > 0) await this.lp.write(payload, { signal })
+  }
+
+  /** The next message; throws TensorFrameError on anything malformed or oversized. */
+  async recv (signal?: AbortSignal): Promise<TensorMessage> {
+    let raw: unknown
+    try {
+      raw = decodeJson((await this.lp.read({ signal })).subarray())
+    } catch (err) {
+      if (signal?.aborted === true) throw err
+      if (/unexpected end|EOF|end of input|stream ended/i.test((err as Error).message) || this.stream.readStatus !== 'readable') throw new TensorFrameError('stream ended')
+      throw new TensorFrameError(`unreadable tensor header: ${(err as Error).message}`)
+    }
+    const parsed = TensorHeaderSchema.safeParse(raw)
+    if (!parsed.success) throw new TensorFrameError(`invalid tensor header: ${firstIssue(parsed.error)}`)
+    const h = parsed.data
+    const expected = payloadBytes(h)
+    if (expected > this.maxBytes) throw new TensorFrameError(`tensor of ${expected} bytes is over the ${this.maxBytes}-byte limit`)
+    if (expected === 0) return { header: h, payload: null }
+    const payload = (await this.lp.read({ signal })).subarray()
+    if (payload.length !== expected) throw new TensorFrameError(`payload of ${payload.length} bytes does not match ${h.dtype ?? ''}[${(h.shape ?? []).join(',')}] (${expected} bytes)`)
+    return { header: h, payload }
+  }
+
+  async close (): Promise<void> {
+    await this.stream.close().catch(() => {})
+  }
+
+  abort (reason: string): void {
+    if (this.stream.status === 'open') this.stream.abort(new Error(reason))
+  }
+}
+
+/** Float32Array view of a received payload (copied when not 4-byte aligned). */
+export function asFloat32 (bytes: Uint8Array): Float32Array {
+  if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
+  return new Float32Array(bytes.slice().buffer)
+}
+
+export function float32Bytes (a: Float32Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
+}
