@@ -22,6 +22,11 @@ export const AgentOptionsSchema = z.object({
   maxModelBytes: z.number().int().positive().default(64 * 1024 ** 3),
   /** run blocks with an external system or an init process when a peer (not this agent) places them */
   acceptRemoteProcesses: z.boolean().default(false),
+  /** run split tasks whose container_image is not a local program as Kubernetes Jobs in this cluster */
+  kubeconfig: z.string().min(1).optional(),
+  k8sNamespace: z.string().min(1).max(63).optional(),
+  /** the API URL splitter Jobs in the cluster use to report (this agent's API must be reachable there) */
+  publicApiUrl: z.string().url().optional(),
   /** ONNX Runtime threads per model (0: ONNX Runtime decides) */
   inferenceThreads: z.number().int().min(0).max(1024).default(0),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')

@@ -28,6 +28,12 @@ import { serveJson } from '../mesh/rpc.ts'
 import { serveTunnel } from '../mesh/tunnel.ts'
 import type { TunnelResponse } from '../mesh/tunnel.ts'
 import { INFER_PROTOCOL, INSTANCE_HEADER, ROUTED_HEADER, TUNNELLED_PATHS } from './openai/infer-protocol.ts'
+import { VdagStore } from './vdag/registry.ts'
+import { serveTensors } from './vdag/service.ts'
+import type { LocalStages } from './vdag/links.ts'
+import { TaskService } from './tasks/service.ts'
+import { Penalties } from '../mesh/penalties.ts'
+import { ModelNotReadyError } from './blocks/host.ts'
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -66,6 +72,11 @@ export class Agent {
   readonly host: InstanceHost
   readonly owner: BlockOwner
   readonly router: Router
+  readonly vdags: VdagStore
+  readonly tasks: TaskService
+  readonly penalties: Penalties
+  /** the stage engine of a block running here (throws when there is none, or it is not a ready stage) */
+  readonly stages: LocalStages
   private api: FastifyInstance | undefined
   private apiUrl = ''
   private persistTimer: NodeJS.Timeout | undefined
@@ -109,7 +120,23 @@ export class Agent {
       log: init.log.child({ mod: 'owner' }),
       metrics: init.metrics
     })
-    this.router = new Router({ self: init.mesh.peerId.toString(), gossip: init.gossip, host: this.host })
+    this.vdags = new VdagStore(init.db)
+    this.router = new Router({ self: init.mesh.peerId.toString(), gossip: init.gossip, host: this.host, vdags: () => this.vdags.reports() })
+    this.tasks = new TaskService({
+      db: init.db,
+      dataDir: init.options.dataDir,
+      apiUrl: () => this.apiUrl,
+      publicApiUrl: init.options.publicApiUrl,
+      kubeconfig: init.options.kubeconfig,
+      namespace: init.options.k8sNamespace,
+      log: init.log.child({ mod: 'tasks' })
+    })
+    this.penalties = new Penalties(init.mesh, { log: init.log.child({ mod: 'penalties' }) })
+    this.stages = (block: string) => {
+      const s = this.host.serving(block)
+      if (s.kind !== 'stage') throw new ModelNotReadyError(block, `not a pipeline stage (${s.kind})`)
+      return s.engine
+    }
   }
 
   static async start (input: AgentOptionsInput, log?: Logger): Promise<Agent> {
@@ -147,6 +174,7 @@ export class Agent {
       heartbeatMs: options.heartbeatMs,
       readings: () => hardware.readings(),
       instances: () => agentRef?.host.reports(block => metrics.blockRate(block)) ?? [],
+      vdags: () => agentRef?.vdags.reports() ?? [],
       observer: metrics.gossipObserver(),
       log: logger.child({ mod: 'gossip' })
     })
@@ -198,6 +226,10 @@ export class Agent {
       owner: this.owner,
       host: this.host,
       router: this.router,
+      db: this.db,
+      vdags: this.vdags,
+      stages: this.stages,
+      tasks: this.tasks,
       log: this.log
     }, { host: this.options.apiHost })
     const address = await this.api.listen({ host: this.options.apiHost, port: this.options.apiPort })
@@ -214,7 +246,8 @@ export class Agent {
    * tunnel (a peer forwards an OpenAI request to an instance running here).
    */
   private async serveProtocols (): Promise<void> {
-    const strike = (peer: string, reason: string): void => { this.log.warn({ peer, reason }, 'invalid request from peer') }
+    const strike = (peer: string, reason: string): void => { this.penalties.strike(peer, reason) }
+    await serveTensors({ node: this.mesh, local: this.stages, penalties: this.penalties, log: this.log.child({ mod: 'tensor' }) })
     await serveJson(this.mesh, ASSIGN_PROTOCOL, AssignRequestSchema, async (req, { peer }): Promise<AssignResponse> => {
       if (req.op === 'stop') return { accepted: await this.host.stop(req.block, req.instance) }
       if ((req.component.runtime === 'external' || req.component.init != null) && !this.options.acceptRemoteProcesses) {
@@ -300,6 +333,7 @@ export class Agent {
     this.gossip.stop()
     this.hardware.stop()
     // blocks first: ending generations ends the response streams that would keep the API from closing
+    await this.tasks.stopAll()
     await this.owner.stop()
     await this.host.stopAll().catch((err: Error) => { this.log.warn({ err: err.message }, 'stopping instances failed') })
     await this.api?.close().catch(() => {})

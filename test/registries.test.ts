@@ -101,11 +101,10 @@ async function stopServer (s: Server): Promise<void> {
 
 function client (s: () => Server) {
   return async (method: string, path: string, body?: unknown, headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` }): Promise<Reply> => {
-    const init: RequestInit = { method, headers: { ...headers } }
-    if (body !== undefined) {
-      init.body = typeof body === 'string' ? body : JSON.stringify(body)
-      ;(init.headers as Record<string, string>)['content-type'] = 'application/json'
-    }
+    const h: Record<string, string> = { ...headers }
+    if (body !== undefined) h['content-type'] = 'application/json'
+    const init: RequestInit = { method, headers: h }
+    if (body !== undefined) init.body = typeof body === 'string' ? body : JSON.stringify(body)
     const res = await fetch(`${s().url}${path}`, init)
     const text = await res.text()
     let parsed: unknown

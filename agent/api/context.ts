@@ -6,6 +6,10 @@ import type { AgentMetrics } from '../metrics.ts'
 import type { BlockOwner } from '../blocks/owner.ts'
 import type { InstanceHost } from '../blocks/host.ts'
 import type { Router } from '../blocks/router.ts'
+import type { Db } from '../db/database.ts'
+import type { LocalStages } from '../vdag/links.ts'
+import type { VdagStore } from '../vdag/registry.ts'
+import type { TaskService } from '../tasks/service.ts'
 import type { ComponentRegistry } from '../registry/components.ts'
 
 /** What the HTTP routes may reach of the running agent. */
@@ -26,5 +30,11 @@ export interface ApiContext {
   /** instances this agent runs */
   host: InstanceHost
   router: Router
+  db: Db
+  /** vDAGs this agent owns */
+  vdags: VdagStore
+  /** the stage engines running here, by block */
+  stages: LocalStages
+  tasks: TaskService
   log: Logger
 }

@@ -11,6 +11,9 @@ import { registerComponentRoutes } from './routes/components.ts'
 import { registerBlockRoutes } from './routes/blocks.ts'
 import { registerOpenAIRoutes } from './routes/openai.ts'
 import { OpenAIError, openAIErrorBody } from '../openai/errors.ts'
+import { registerRegistryRoutes } from './routes/registries.ts'
+import { registerTaskRoutes } from './routes/tasks.ts'
+import { registerVdagRoutes } from './routes/vdags.ts'
 
 /** JSON error body used by every /api route: { error: { code, message, details? } } */
 export function errorBody (code: string, message: string, details?: unknown): { error: { code: string, message: string, details?: unknown } } {
@@ -39,7 +42,15 @@ export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<Fast
     if (!hostAllowed(req.headers.host, loopback)) {
       throw new AgentError(`Host ${JSON.stringify(req.headers.host ?? '')} is not a loopback name; this API listens on loopback only`, 'forbidden_host', 403)
     }
-    if (isStateChanging(req.method)) checkBearer(req.headers.authorization, ctx.token)
+    if (isStateChanging(req.method)) {
+      try {
+        checkBearer(req.headers.authorization, ctx.token)
+      } catch (err) {
+        // a split task's own token, for its status updates and registry writes
+        const bearer = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1]
+        if (bearer == null || !ctx.tasks.authorizes(bearer, req.method, req.url.split('?')[0])) throw err
+      }
+    }
   })
 
   app.setErrorHandler((err: FastifyError | AgentError, req, reply) => {
@@ -72,6 +83,9 @@ export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<Fast
   registerComponentRoutes(app, ctx)
   registerBlockRoutes(app, ctx)
   registerOpenAIRoutes(app, ctx)
+  registerVdagRoutes(app, ctx)
+  registerTaskRoutes(app, ctx)
+  registerRegistryRoutes(app, { db: ctx.db, log: ctx.log })
   registerDashboardRoutes(app)
   return app
 }

@@ -3,6 +3,7 @@ import { isAbsolute, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import type { Db } from '../db/database.ts'
 import { ModelEngine } from '../executor/engine.ts'
+import { StageEngine } from '../executor/stage-engine.ts'
 import type { GpuPresence } from '../executor/providers.ts'
 import { materializeModel } from '../model/source.ts'
 import { ExternalBackend } from '../openai/external.ts'
@@ -47,6 +48,7 @@ export interface Assignment {
 /** How a local instance answers requests. */
 export type LocalServing =
   | { kind: 'onnx', engine: ModelEngine, component: Component, instance: string }
+  | { kind: 'stage', engine: StageEngine, component: Component, instance: string }
   | { kind: 'external', backend: ExternalBackend, component: Component, instance: string }
 
 export interface HostedView {
@@ -184,7 +186,7 @@ export class InstanceHost {
   private view (r: Row): HostedView {
     const entry = this.live.get(r.block_id)
     const s = entry?.serving
-    const engine = s?.kind === 'onnx' ? s.engine : undefined
+    const engine = s?.kind === 'onnx' || s?.kind === 'stage' ? s.engine : undefined
     return {
       block: r.block_id,
       instance: r.instance_id,
@@ -222,6 +224,8 @@ export class InstanceHost {
     await entry.done
     if (entry.serving?.kind === 'onnx') {
       this.init.metrics?.forgetEngine(block, entry.serving.engine)
+      await entry.serving.engine.close()
+    } else if (entry.serving?.kind === 'stage') {
       await entry.serving.engine.close()
     }
     await entry.init?.stop()
@@ -278,6 +282,21 @@ export class InstanceHost {
       })
       signal.throwIfAborted()
       const threads = spec.threads > 0 ? spec.threads : (this.init.intraOpThreads ?? 0) > 0 ? this.init.intraOpThreads as number : autoThreads(file.sizeBytes)
+      if (compSpec.stage != null) {
+        const stage = await StageEngine.start({ modelPath: file.path, provider: spec.executionProvider, gpus: this.init.gpus(), maxBatch: spec.maxBatch, intraOpThreads: threads })
+        if (signal.aborted) { await stage.close(); return }
+        entry.serving = { kind: 'stage', engine: stage, component, instance }
+        stage.on('crashed', (err: Error) => {
+          if (this.live.get(block) !== entry) return
+          entry.serving = undefined
+          this.setStatus(block, instance, 'failed', { error: `stage worker crashed: ${err.message}` })
+        })
+        this.setStatus(block, instance, 'ready', {
+          runtime: { provider: stage.provider.name, providerTried: stage.provider.tried, modelPath: file.path, modelBytes: file.sizeBytes, loadMs: Math.round(stage.loadMs), threads }
+        })
+        log.info({ block, instance, stage: compSpec.stage.index, provider: stage.provider.name }, 'stage instance ready')
+        return
+      }
       const engine = await ModelEngine.start({
         modelPath: file.path,
         provider: spec.executionProvider,

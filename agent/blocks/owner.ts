@@ -289,6 +289,19 @@ export class BlockOwner {
     return [...m.keys()]
   }
 
+  /** Peers (this agent included) running an instance of any of `blocks`. */
+  private peersRunning (blocks: string[]): string[] {
+    if (blocks.length === 0) return []
+    const set = new Set<string>()
+    const wanted = new Set(blocks)
+    for (const r of this.init.host.reports()) if (wanted.has(r.block)) set.add(this.self)
+    for (const p of this.init.gossip.peers()) {
+      if (p.status === 'live' && p.record.instances.some(i => wanted.has(i.block))) set.add(p.record.peerId)
+    }
+    for (const blockId of blocks) for (const row of this.rows(blockId)) set.add(row.peer_id)
+    return [...set]
+  }
+
   /** Live nodes as the scheduler sees them: every peer's latest record, and this agent's own. */
   nodeViews (block: string): NodeView[] {
     const records: CapacityRecord[] = []
@@ -316,8 +329,12 @@ export class BlockOwner {
     const existing = this.rows(b.id)
     const preferCluster = existing.length > 0 ? this.nodeViews(b.id).find(n => n.peerId === existing[0].peer_id)?.cluster : undefined
     let remaining = count
+    // anti-affinity: the nodes running blocks this one avoids (while other nodes can take it)
+    const avoided = this.peersRunning(b.spec.avoid ?? [])
     for (let attempt = 0; attempt < 3 && remaining > 0; attempt++) {
-      const result = schedule({ policy: b.spec.policy, needs, count: remaining, exclude: this.excludedPeers(b.id), preferCluster, preferNode: this.self }, this.nodeViews(b.id))
+      const base = { policy: b.spec.policy, needs, count: remaining, preferCluster, preferNode: this.self }
+      let result = schedule({ ...base, exclude: [...this.excludedPeers(b.id), ...avoided] }, this.nodeViews(b.id))
+      if (!result.ok && avoided.length > 0) result = schedule({ ...base, exclude: this.excludedPeers(b.id) }, this.nodeViews(b.id))
       this.init.metrics?.schedulingDecisions.inc({ result: result.ok ? 'placed' : 'refused' })
       if (!result.ok) {
         this.refusals.set(b.id, result.reasons)

@@ -1,4 +1,5 @@
 import type { CapacityGossip } from '../../mesh/capacity/gossip.ts'
+import type { VdagReport } from '../../mesh/capacity/record.ts'
 import type { InstanceHost } from './host.ts'
 
 /** Where a request goes: this agent's own instance, or a peer's. */
@@ -21,10 +22,42 @@ export class Router {
   private readonly sessions = new Map<string, { peer: string, instance: string, expires: number }>()
   private readonly failing = new Map<string, number>()
 
-  constructor (init: { self: string, gossip: CapacityGossip, host: InstanceHost }) {
+  private readonly localVdags: () => VdagReport[]
+
+  constructor (init: { self: string, gossip: CapacityGossip, host: InstanceHost, vdags?: () => VdagReport[] }) {
     this.self = init.self
     this.gossip = init.gossip
     this.host = init.host
+    this.localVdags = init.vdags ?? (() => [])
+  }
+
+  /** A vDAG served under `name`, owned here or by a live peer. */
+  vdag (name: string): VdagReport | undefined {
+    const own = this.localVdags().find(v => v.name === name)
+    if (own != null) return own
+    for (const p of this.gossip.peers()) {
+      if (p.status !== 'live') continue
+      const v = p.record.vdags.find(x => x.name === name)
+      if (v != null) return v
+    }
+    return undefined
+  }
+
+  /** One ready instance per stage (round-robin per stage, the session sticking to its stages), or null if a stage has none. */
+  vdagRoute (v: VdagReport, session?: string): Array<{ peer: string, block: string }> | null {
+    const hops = []
+    for (const block of v.stages) {
+      const r = this.pick(block, session)
+      if (r == null) return null
+      hops.push({ peer: r.kind === 'local' ? this.self : r.peer, block })
+    }
+    return hops
+  }
+
+  private allVdags (): VdagReport[] {
+    const out = [...this.localVdags()]
+    for (const p of this.gossip.peers()) if (p.status === 'live') out.push(...p.record.vdags)
+    return out
   }
 
   /** Ready instances of `model` in the mesh, in a stable order. */
@@ -43,7 +76,7 @@ export class Router {
     return out.sort((a, b) => a.peer.localeCompare(b.peer) || a.instance.localeCompare(b.instance))
   }
 
-  /** Every model with a ready instance somewhere in the mesh. */
+  /** Every model with a ready instance somewhere in the mesh, and every vDAG whose stages all have one. */
   models (): string[] {
     const set = new Set<string>()
     for (const r of this.host.reports()) if (r.status === 'ready') set.add(r.block)
@@ -51,6 +84,7 @@ export class Router {
       if (p.status !== 'live') continue
       for (const r of p.record.instances) if (r.status === 'ready') set.add(r.block)
     }
+    for (const v of this.allVdags()) if (v.stages.every(b => set.has(b))) set.add(v.name)
     return [...set].sort()
   }
 

@@ -1,5 +1,8 @@
 import { randomInt } from 'node:crypto'
-import type { ModelEngine } from '../executor/engine.ts'
+import type { GenerateParams, Generation } from '../executor/engine.ts'
+
+/** Anything that generates tokens: a local engine or a vDAG driver. */
+export interface TokenSource { generate: (params: GenerateParams) => Generation }
 import type { Component } from '../registry/components.ts'
 import { ByteTokenizer } from '../model/tokenizer.ts'
 import { StopMatcher } from './stop.ts'
@@ -50,7 +53,7 @@ export function completionBudget (component: Component, promptTokens: number, re
  * (whole UTF-8 characters, never part of a stop string). Aborting `signal`
  * (the client went away) cancels the sequence and frees its cache.
  */
-export async function generateText (engine: ModelEngine, component: Component, req: TextRequest, onText: (delta: string) => void | Promise<void>, signal?: AbortSignal): Promise<TextResult> {
+export async function generateText (engine: TokenSource, component: Component, req: TextRequest, onText: (delta: string) => void | Promise<void>, signal?: AbortSignal): Promise<TextResult> {
   const tokenizer = tokenizerFor(component)
   const d = component.spec.defaults
   const t0 = performance.now()

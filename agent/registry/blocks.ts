@@ -18,6 +18,8 @@ export const BlockSpecSchema = z.object({
   component: z.string().min(3).max(130).regex(/^[^:\s]+:[^:\s]+$/, 'name:version'),
   /** where instances may run: cluster and node filters (absent: anywhere, this agent first) */
   policy: PolicySchema.default({ cluster: {}, node: {} }),
+  /** blocks whose nodes this block's instances stay off (the stages of one vDAG on different peers) */
+  avoid: z.array(z.string().min(1).max(64)).max(32).default([]),
   minInstances: z.number().int().min(0).max(1024).default(1),
   maxInstances: z.number().int().min(1).max(1024).default(1),
   autoscaling: AutoscalingSchema.optional(),

@@ -66,6 +66,14 @@ export const ComponentSpecSchema = z.object({
   }).strict().optional(),
   external: ExternalSchema.optional(),
   init: InitSchema.optional(),
+  /** a pipeline stage of a split model (its model file is one stage; a vDAG chains the stages) */
+  stage: z.object({
+    index: z.number().int().min(0).max(255),
+    worldSize: z.number().int().min(1).max(256),
+    layers: z.tuple([z.number().int().min(0), z.number().int().min(1)]),
+    /** MD5 of the model the stage was cut from */
+    source: z.string().regex(/^[a-f0-9]{32}$/)
+  }).strict().optional(),
   tokenizer: TokenizerSchema.default({ type: 'byte' }),
   /** positions the model supports: prompt + completion (onnx) */
   contextLength: z.number().int().min(16).max(1_048_576).optional(),

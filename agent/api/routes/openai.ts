@@ -5,7 +5,9 @@ import type { ApiContext } from '../context.ts'
 import { ChatCompletionRequestSchema, CompletionRequestSchema, messageText, stopList } from '../../openai/schemas.ts'
 import { OpenAIError, modelNotFound } from '../../openai/errors.ts'
 import { completionBudget, generateText, tokenizerFor } from '../../openai/generate.ts'
-import type { TextRequest, TextResult } from '../../openai/generate.ts'
+import type { TextRequest, TextResult, TokenSource } from '../../openai/generate.ts'
+import { VdagDriver } from '../../vdag/driver.ts'
+import type { Component } from '../../registry/components.ts'
 import { INFER_PROTOCOL, INSTANCE_HEADER, ROUTED_HEADER } from '../../openai/infer-protocol.ts'
 import { openTunnel } from '../../../mesh/tunnel.ts'
 import { ModelNotReadyError } from '../../blocks/host.ts'
@@ -20,6 +22,28 @@ function localServing (ctx: ApiContext, model: string): LocalServing {
     if (err instanceof ModelNotReadyError) throw new OpenAIError(503, err.message, 'model_not_ready')
     throw modelNotFound(model)
   }
+}
+
+/** A vDAG served through a driver on this agent: the token source and a component-like view of the model. */
+function vdagServing (ctx: ApiContext, model: string, session: string | undefined): { engine: VdagDriver, component: Component } | null {
+  const v = ctx.router.vdag(model)
+  if (v == null) return null
+  const route = ctx.router.vdagRoute(v, session)
+  if (route == null) throw new OpenAIError(503, `vDAG ${model} has a stage with no ready instance`, 'model_not_ready')
+  const spec = ctx.vdags.find(model)?.spec
+  const component: Component = {
+    uri: `vdag:${model}`,
+    createdAt: new Date(0).toISOString(),
+    spec: { name: model, version: 'vdag', runtime: 'onnx', tokenizer: spec?.tokenizer ?? { type: 'byte' }, contextLength: v.contextLength, defaults: spec?.defaults ?? { maxTokens: 256, temperature: 0.7, topP: 0.95 }, resources: {} }
+  }
+  return { engine: new VdagDriver(ctx.mesh, ctx.stages, () => route), component }
+}
+
+/** A local, ready onnx engine (not a stage: a stage serves only inside its vDAG). */
+function localEngine (serving: LocalServing, model: string): { engine: TokenSource & { provider: { name: string } }, component: Component } {
+  if (serving.kind === 'stage') throw new OpenAIError(400, `${model} is one stage of a split model; ask for its vDAG's model name`, 'model_is_stage', 'invalid_request_error', 'model')
+  if (serving.kind !== 'onnx') throw new OpenAIError(500, 'unexpected serving kind', 'internal_error')
+  return { engine: serving.engine, component: serving.component }
 }
 
 /** Where to serve a request: tunnelled requests stay here; others go wherever the router says. */
@@ -166,25 +190,35 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     const body = parse(ChatCompletionRequestSchema, req.body)
     const session = body.user ?? (typeof req.headers['x-session-id'] === 'string' ? req.headers['x-session-id'] : undefined)
     const gone = clientGone(req, reply)
-    const r = route(ctx, req, body.model, session)
-    if (r.kind === 'remote') {
-      try {
-        await forwardRemote(ctx, req, reply, '/v1/chat/completions', body, body.model, session, r, gone)
-        return
-      } catch (err) {
-        if (!(err instanceof LocalFallback)) throw err
+    const vdag = vdagServing(ctx, body.model, session)
+    let served: { engine: TokenSource & { provider: { name: string } }, component: Component }
+    let instanceId = body.model
+    if (vdag != null) {
+      served = vdag
+      ctx.metrics.routedRequests.inc({ target: 'vdag' })
+    } else {
+      const r = route(ctx, req, body.model, session)
+      if (r.kind === 'remote') {
+        try {
+          await forwardRemote(ctx, req, reply, '/v1/chat/completions', body, body.model, session, r, gone)
+          return
+        } catch (err) {
+          if (!(err instanceof LocalFallback)) throw err
+        }
       }
+      ctx.metrics.routedRequests.inc({ target: 'local' })
+      const serving = localServing(ctx, body.model)
+      instanceId = serving.instance
+      void reply.header(INSTANCE_HEADER, serving.instance)
+      if (serving.kind === 'external') {
+        reply.hijack()
+        reply.raw.setHeader(INSTANCE_HEADER, serving.instance)
+        await serving.backend.forward('/v1/chat/completions', body, body.model, reply.raw, gone.signal)
+        return
+      }
+      served = localEngine(serving, body.model)
     }
-    ctx.metrics.routedRequests.inc({ target: 'local' })
-    const serving = localServing(ctx, body.model)
-    void reply.header(INSTANCE_HEADER, serving.instance)
-    if (serving.kind === 'external') {
-      reply.hijack()
-      reply.raw.setHeader(INSTANCE_HEADER, serving.instance)
-      await serving.backend.forward('/v1/chat/completions', body, body.model, reply.raw, gone.signal)
-      return
-    }
-    const { engine, component } = serving
+    const { engine, component } = served
     const block = { id: body.model }
     const tokenizer = tokenizerFor(component)
     const prompt = tokenizer.chatPrompt(body.messages.map(m => ({ role: m.role, content: messageText(m.content) })))
@@ -213,7 +247,7 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
       id, object: 'chat.completion.chunk', created, model: block.id, system_fingerprint: fingerprint,
       choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }]
     })
-    const sse = new EventStream(reply, { [INSTANCE_HEADER]: serving.instance })
+    const sse = new EventStream(reply, { [INSTANCE_HEADER]: instanceId })
     await sse.send(chunk({ role: 'assistant', content: '' }, null))
     const delta = chunkTemplate(chunk({ content: '\u0000' }, null), '\u0000')
     try {
@@ -235,25 +269,35 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     const body = parse(CompletionRequestSchema, req.body)
     const session = body.user ?? (typeof req.headers['x-session-id'] === 'string' ? req.headers['x-session-id'] : undefined)
     const gone = clientGone(req, reply)
-    const r = route(ctx, req, body.model, session)
-    if (r.kind === 'remote') {
-      try {
-        await forwardRemote(ctx, req, reply, '/v1/completions', body, body.model, session, r, gone)
-        return
-      } catch (err) {
-        if (!(err instanceof LocalFallback)) throw err
+    const vdag = vdagServing(ctx, body.model, session)
+    let served: { engine: TokenSource & { provider: { name: string } }, component: Component }
+    let instanceId = body.model
+    if (vdag != null) {
+      served = vdag
+      ctx.metrics.routedRequests.inc({ target: 'vdag' })
+    } else {
+      const r = route(ctx, req, body.model, session)
+      if (r.kind === 'remote') {
+        try {
+          await forwardRemote(ctx, req, reply, '/v1/completions', body, body.model, session, r, gone)
+          return
+        } catch (err) {
+          if (!(err instanceof LocalFallback)) throw err
+        }
       }
+      ctx.metrics.routedRequests.inc({ target: 'local' })
+      const serving = localServing(ctx, body.model)
+      instanceId = serving.instance
+      void reply.header(INSTANCE_HEADER, serving.instance)
+      if (serving.kind === 'external') {
+        reply.hijack()
+        reply.raw.setHeader(INSTANCE_HEADER, serving.instance)
+        await serving.backend.forward('/v1/completions', body, body.model, reply.raw, gone.signal)
+        return
+      }
+      served = localEngine(serving, body.model)
     }
-    ctx.metrics.routedRequests.inc({ target: 'local' })
-    const serving = localServing(ctx, body.model)
-    void reply.header(INSTANCE_HEADER, serving.instance)
-    if (serving.kind === 'external') {
-      reply.hijack()
-      reply.raw.setHeader(INSTANCE_HEADER, serving.instance)
-      await serving.backend.forward('/v1/completions', body, body.model, reply.raw, gone.signal)
-      return
-    }
-    const { engine, component } = serving
+    const { engine, component } = served
     const block = { id: body.model }
     const tokenizer = tokenizerFor(component)
     const promptText = Array.isArray(body.prompt) ? body.prompt[0] : body.prompt
@@ -278,7 +322,7 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
         usage: usage(r)
       }
     }
-    const sse = new EventStream(reply, { [INSTANCE_HEADER]: serving.instance })
+    const sse = new EventStream(reply, { [INSTANCE_HEADER]: instanceId })
     const delta = chunkTemplate({ id, object: 'text_completion', created, model: block.id, choices: [{ index: 0, text: '\u0000', logprobs: null, finish_reason: null }] }, '\u0000')
     try {
       const r = await generateText(engine, component, text, async d => { await sse.send(new RawJson(delta(d))) }, gone.signal)

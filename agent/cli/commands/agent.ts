@@ -21,6 +21,9 @@ export function registerAgentCommand (program: Command): void {
     .option('--simulate-gpus <spec>', 'declare simulated GPUs, e.g. "count=2,model=A100,memory=80GiB,free=60GiB,util=10"')
     .option('--max-model-bytes <size>', 'refuse model files larger than this (e.g. 64GiB)', sizeArg, 64 * 1024 ** 3)
     .option('--accept-remote-processes', 'run blocks with external systems or init processes when peers place them (they run commands and reach URLs of the owner\'s choosing)')
+    .option('--kubeconfig <file>', 'run split tasks as Kubernetes Jobs in this cluster (when container_image is not a local splitter program)')
+    .option('--k8s-namespace <ns>', 'namespace for split Jobs (default: the kubeconfig context\'s)')
+    .option('--public-api-url <url>', 'this agent\'s API as split Jobs in the cluster reach it')
     .option('--inference-threads <n>', 'ONNX Runtime threads per model (0: let it decide)', intArg(0, 1024), 0)
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'info')
     .action(async (opts: Record<string, unknown>) => {
@@ -40,6 +43,9 @@ export function registerAgentCommand (program: Command): void {
         maxModelBytes: opts.maxModelBytes as number,
         inferenceThreads: opts.inferenceThreads as number,
         acceptRemoteProcesses: opts.acceptRemoteProcesses === true,
+        kubeconfig: opts.kubeconfig as string | undefined,
+        k8sNamespace: opts.k8sNamespace as string | undefined,
+        publicApiUrl: opts.publicApiUrl as string | undefined,
         logLevel: opts.logLevel as 'info'
       })
       const info = agent.info()

@@ -1,0 +1,32 @@
+import type { FastifyError, FastifyInstance } from 'fastify'
+import type { ApiContext } from '../context.ts'
+import { StartSplitJobSchema, TaskUpdateSchema } from '../../tasks/store.ts'
+import { parseWith } from '../validate.ts'
+import type { AgentError } from '../../errors.ts'
+import { registryErrorBody } from './registries.ts'
+
+/**
+ * The split runner's routes (seed 002): POST /start_model_split_job, and the
+ * task registry: GET /tasks, GET /tasks/:id, PUT /tasks/:id (the splitter's
+ * status updates). Answers keep the seed's envelope: { success, task_id | data | error }.
+ */
+export function registerTaskRoutes (app: FastifyInstance, ctx: ApiContext): void {
+  void app.register(async (scope) => {
+    scope.setErrorHandler((err: FastifyError | AgentError, req, reply) => {
+      const { status, body } = registryErrorBody(err)
+      if (status >= 500) req.log.error({ err }, 'request failed')
+      void reply.status(status).send(body)
+    })
+    scope.post('/start_model_split_job', async (req, reply) => {
+      const job = parseWith(StartSplitJobSchema, req.body)
+      const task = ctx.tasks.start(job)
+      return await reply.status(201).send({ success: true, task_id: task.task_id })
+    })
+    scope.get('/tasks', async () => ({ success: true, data: ctx.tasks.store.list() }))
+    scope.get<{ Params: { id: string } }>('/tasks/:id', async (req) => ({ success: true, data: ctx.tasks.store.get(req.params.id) }))
+    scope.put<{ Params: { id: string } }>('/tasks/:id', async (req) => {
+      const update = parseWith(TaskUpdateSchema, req.body)
+      return { success: true, data: ctx.tasks.update(req.params.id, update) }
+    })
+  })
+}

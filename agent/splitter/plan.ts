@@ -1,0 +1,87 @@
+import type { Verification } from './verify.ts'
+
+/** One stage of a plan: which layers, which file (by MD5), where it is. */
+export interface PlanStage {
+  rank: number
+  layers: [number, number]
+  model_layer_hash: string
+  url: string
+  size_bytes: number
+  parameter_bytes: number
+  inputs: string[]
+  outputs: string[]
+}
+
+/**
+ * The result of a split task (seed 002: "model plan"): one block spec per
+ * split, their components, and the vDAG spec connecting them.
+ */
+export interface ModelPlan {
+  model_name: string
+  source_md5: string
+  world_size: number
+  layers: number
+  stages: PlanStage[]
+  components: Array<Record<string, unknown>>
+  blocks: Array<Record<string, unknown>>
+  vdag: { name: string, nodes: Array<{ id: string, block: string }>, edges: Array<{ from: string, to: string }>, contextLength: number, tokenizer: { type: 'byte' } }
+  verification: Verification
+}
+
+export function slugOf (s: string): string {
+  const slug = s.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 40)
+  return slug === '' ? 'model' : slug
+}
+
+/** Components, blocks and the vDAG for a set of stage files. */
+export function buildPlan (init: {
+  modelName: string
+  sourceMd5: string
+  layers: number
+  stages: PlanStage[]
+  contextLength: number
+  vdagName?: string
+  /** extra block spec fields for every stage block (policy, maxBatch, …) */
+  block?: Record<string, unknown>
+  verification: Verification
+}): ModelPlan {
+  const base = slugOf(init.modelName)
+  const world = init.stages.length
+  const vdagName = init.vdagName ?? `${base}-pipeline`
+  const blockIds = init.stages.map(s => `${slugOf(vdagName)}-s${s.rank}`)
+  const components = init.stages.map(s => ({
+    name: `${base}-s${s.rank}-of-${world}`,
+    version: s.model_layer_hash.slice(0, 12),
+    description: `stage ${s.rank + 1} of ${world} of ${init.modelName} (layers ${s.layers[0]}..${s.layers[1] - 1})`,
+    runtime: 'onnx',
+    model: { url: s.url, md5: s.model_layer_hash, sizeBytes: s.size_bytes },
+    tokenizer: { type: 'byte' },
+    contextLength: init.contextLength,
+    stage: { index: s.rank, worldSize: world, layers: s.layers, source: init.sourceMd5 },
+    resources: { ram: Math.ceil(s.size_bytes * 2) }
+  }))
+  const blocks = init.stages.map((s, i) => ({
+    ...init.block,
+    id: blockIds[i],
+    component: `${components[i].name}:${components[i].version}`,
+    // stages go on different peers when the mesh has enough of them
+    avoid: blockIds.filter((_, j) => j !== i)
+  }))
+  return {
+    model_name: init.modelName,
+    source_md5: init.sourceMd5,
+    world_size: world,
+    layers: init.layers,
+    stages: init.stages,
+    components,
+    blocks,
+    vdag: {
+      name: vdagName,
+      nodes: blockIds.map((b, i) => ({ id: `s${i}`, block: b })),
+      edges: blockIds.slice(1).map((_, i) => ({ from: `s${i}`, to: `s${i + 1}` })),
+      contextLength: init.contextLength,
+      tokenizer: { type: 'byte' }
+    },
+    verification: init.verification
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * The built-in ONNX pipeline splitter (container_image "blockmesh/onnx-splitter"),
+ * written on the splitter SDK. Run by the split runner with the seed's
+ * environment; cuts the model into `world_size` stages, checks that the
+ * stages chained reproduce the model's logits, registers each stage in the
+ * model layers registry (MD5 as its key), uploads them to S3 when asked,
+ * and reports a model plan.
+ *
+ * model_split_config (all optional):
+ *   balance: "params" (default) | "capacity"; capacity: [weights per stage]
+ *   vdag_name, context_length, verify_prompt, tolerance (default 1e-4)
+ *   md5: expected MD5 of the source model
+ *   block: extra block-spec fields for the stage blocks (policy, maxBatch, …)
+ *   s3: { bucket, prefix?, endpoint?, region?, public_url_base? } (credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { isAbsolute, join } from 'node:path'
+import { pathToFileURL, fileURLToPath } from 'node:url'
+import { Context, FileDownloader, LayerHash, ModelLayerClient, RegistryError, S3Manager, executeModelSplitter } from './sdk/index.ts'
+import type { StepResult } from './sdk/index.ts'
+import { splitDecoder } from './onnx-split.ts'
+import { verifySplit } from './verify.ts'
+import { buildPlan } from './plan.ts'
+import type { PlanStage } from './plan.ts'
+import { decodeModel } from '../model/onnx.ts'
+import { ByteTokenizer } from '../model/tokenizer.ts'
+
+interface Begun { sourcePath: string, md5: string }
+interface Split extends Begun { stages: PlanStage[], layers: number, contextLength: number, verification: Awaited<ReturnType<typeof verifySplit>> }
+
+export class OnnxPipelineSplitter {
+  private readonly ctx: Context
+  private readonly config: Record<string, any>
+
+  constructor (ctx: Context) {
+    this.ctx = ctx
+    this.config = ctx.taskData.model_split_config ?? {}
+  }
+
+  async begin (): Promise<StepResult<Begun>> {
+    const url = this.ctx.taskData.model_download_url
+    mkdirSync(this.ctx.outputDir, { recursive: true })
+    let sourcePath = url.startsWith('file://') ? fileURLToPath(url) : url
+    if (!isAbsolute(sourcePath)) {
+      sourcePath = join(this.ctx.outputDir, 'source.onnx')
+      await this.ctx.progress(0.05, `downloading ${url}`)
+      const d = new FileDownloader()
+      if (!await d.download(url, sourcePath)) return [false, d.lastError ?? 'download failed']
+    }
+    const md5 = await new LayerHash().getHash(sourcePath)
+    if (md5 == null) return [false, `cannot read the model at ${sourcePath}`]
+    if (typeof this.config.md5 === 'string' && this.config.md5.toLowerCase() !== md5) return [false, `model MD5 is ${md5}, expected ${String(this.config.md5)}`]
+    return [true, { sourcePath, md5 }]
+  }
+
+  async main (extra: Begun): Promise<StepResult<Split>> {
+    const world = this.ctx.taskData.world_size
+    await this.ctx.progress(0.2, `splitting into ${world} stages`)
+    const bytes = readFileSync(extra.sourcePath)
+    const weights = this.config.balance === 'capacity' ? this.config.capacity as number[] : undefined
+    let split
+    try {
+      split = splitDecoder(bytes, world, weights)
+    } catch (err) {
+      return [false, (err as Error).message]
+    }
+    const stages: PlanStage[] = []
+    for (const s of split.stages) {
+      const path = join(this.ctx.outputDir, `${this.ctx.taskData.model_name}-stage-${s.index}-of-${world}.onnx`)
+      writeFileSync(path, s.bytes)
+      stages.push({ rank: s.index, layers: s.layers, model_layer_hash: s.md5, url: pathToFileURL(path).toString(), size_bytes: s.bytes.length, parameter_bytes: s.parameterBytes, inputs: s.inputs, outputs: s.outputs })
+    }
+    await this.ctx.progress(0.6, 'verifying: stages chained against the whole model')
+    const prompt = new ByteTokenizer().encode(String(this.config.verify_prompt ?? 'The harbour town woke before the sun.'), { bos: true })
+    const verification = await verifySplit(bytes, split.stages.map(s => s.bytes), prompt, 4)
+    const tolerance = Number(this.config.tolerance ?? 1e-4)
+    if (!(verification.maxAbsDiff <= tolerance && verification.decodeMaxAbsDiff <= tolerance && verification.greedyEqual)) {
+      return [false, `verification failed: max abs diff ${verification.maxAbsDiff} (decode ${verification.decodeMaxAbsDiff}) over tolerance ${tolerance}, greedy equal ${String(verification.greedyEqual)}`]
+    }
+    return [true, { ...extra, stages, layers: split.layers, contextLength: contextLengthOf(bytes, this.config.context_length), verification }]
+  }
+
+  async finish (extra: Split): Promise<StepResult<Record<string, unknown>>> {
+    const s3 = this.config.s3 as { bucket: string, prefix?: string, endpoint?: string, region?: string, public_url_base?: string } | undefined
+    if (s3 != null) {
+      await this.ctx.progress(0.8, `uploading ${extra.stages.length} stages to s3://${s3.bucket}`)
+      const m = new S3Manager(process.env.AWS_ACCESS_KEY_ID ?? '', process.env.AWS_SECRET_ACCESS_KEY ?? '', s3.region ?? 'us-east-1', { endpoint: s3.endpoint })
+      for (const st of extra.stages) {
+        const key = `${s3.prefix ?? ''}${st.model_layer_hash}.onnx`
+        if (!await m.uploadFile(fileURLToPath(st.url), s3.bucket, key)) return [false, m.lastError ?? 'upload failed']
+        if (s3.public_url_base != null) st.url = `${s3.public_url_base.replace(/\/$/, '')}/${key}`
+      }
+    }
+    const plan = buildPlan({
+      modelName: this.ctx.taskData.model_name,
+      sourceMd5: extra.md5,
+      layers: extra.layers,
+      stages: extra.stages,
+      contextLength: extra.contextLength,
+      vdagName: this.config.vdag_name as string | undefined,
+      block: this.config.block as Record<string, unknown> | undefined,
+      verification: extra.verification
+    })
+    await this.ctx.progress(0.9, 'registering model layers')
+    const layers = new ModelLayerClient(this.ctx.modelLayersRegistryUrl, this.ctx.token)
+    for (const st of extra.stages) {
+      try {
+        await layers.createModelLayer({
+          model_layer_hash: st.model_layer_hash,
+          model_asset_id: this.ctx.taskData.model_name,
+          model_component_registry_uri: `${plan.components[st.rank].name as string}:${plan.components[st.rank].version as string}`,
+          model_layer_public_url: st.url,
+          model_layer_metadata: [{ layers: st.layers, size_bytes: st.size_bytes, parameter_bytes: st.parameter_bytes, source_md5: extra.md5 }],
+          model_layer_rank: st.rank,
+          model_world_size: extra.stages.length
+        })
+      } catch (err) {
+        // the same stage registered before (same MD5): it is the same layer, reused
+        if (!(err instanceof RegistryError && err.status === 409)) return [false, (err as Error).message]
+      }
+    }
+    const artifact = join(this.ctx.outputDir, 'plan.json')
+    writeFileSync(artifact, JSON.stringify(plan, null, 2) + '\n')
+    return [true, {
+      status: 'done',
+      model_name: this.ctx.taskData.model_name,
+      world_size: extra.stages.length,
+      output_dir: this.ctx.outputDir,
+      artifact,
+      max_abs_diff: extra.verification.maxAbsDiff,
+      plan
+    }]
+  }
+}
+
+/** The model's context: model_split_config.context_length, else the generator's metadata, else 2048. */
+function contextLengthOf (bytes: Uint8Array, configured: unknown): number {
+  if (typeof configured === 'number' && configured > 0) return configured
+  try {
+    const spec = decodeModel(bytes).metadataProps?.find(p => p.key === 'blockmesh.spec')?.value
+    if (spec != null) return (JSON.parse(spec) as { maxPositions: number }).maxPositions
+  } catch { /* not a generated model */ }
+  return 2048
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  process.exitCode = await executeModelSplitter(OnnxPipelineSplitter)
+}

@@ -1,0 +1,121 @@
+import { z } from 'zod'
+import type { MeshNode } from '../../mesh/node.ts'
+import { parsePeerId } from '../../mesh/node.ts'
+import { TENSOR_PROTOCOL, TensorChannel, asFloat32, float32Bytes } from '../../mesh/tensor.ts'
+import type { StageEngine } from '../executor/stage-engine.ts'
+import type { StageSampling } from '../executor/stage-protocol.ts'
+
+/** One hop of a pipeline as its upstream sees it: feed a step, get the sampled token back. */
+export interface StageLink {
+  step: (input: StageStepInput, signal?: AbortSignal) => Promise<StageStepResult>
+  close: () => void
+}
+
+export interface StageStepInput {
+  step: number
+  pastLen: number
+  tokens?: number[]
+  hidden?: Float32Array
+  seqLen: number
+}
+
+export interface StageStepResult { token: number, logits?: Float32Array }
+
+export interface RouteHop { peer: string, block: string }
+
+export const SamplingSchema = z.object({ temperature: z.number().min(0).max(2), topP: z.number().gt(0).max(1), seed: z.number().int().min(0).max(0xffffffff) }).strict()
+
+export const OpenMetaSchema = z.object({
+  block: z.string().min(1).max(64),
+  route: z.array(z.object({ peer: z.string().min(1).max(128), block: z.string().min(1).max(64) }).strict()).max(31),
+  sampling: SamplingSchema,
+  returnLogits: z.boolean().default(false)
+}).strict()
+
+/** Where stage engines of blocks running here are found. */
+export type LocalStages = (block: string) => StageEngine
+
+/**
+ * A stage running on this agent: its engine, then the rest of the route.
+ * Activations never leave the process for a local hop.
+ */
+export class LocalStageLink implements StageLink {
+  private readonly engine: StageEngine
+  private readonly seq: string
+  private readonly downstream: StageLink | null
+  private readonly opts: { sampling: StageSampling, returnLogits: boolean }
+
+  constructor (engine: StageEngine, seq: string, downstream: StageLink | null, opts: { sampling: StageSampling, returnLogits: boolean }) {
+    this.engine = engine
+    this.seq = seq
+    this.downstream = downstream
+    this.opts = opts
+  }
+
+  async step (input: StageStepInput, signal?: AbortSignal): Promise<StageStepResult> {
+    const out = await this.engine.step(this.seq, input.tokens != null ? { tokens: input.tokens } : { hidden: input.hidden as Float32Array, seqLen: input.seqLen }, input.pastLen, this.opts)
+    if ('token' in out) return { token: out.token, logits: out.logits }
+    if (this.downstream == null) throw new Error('this stage produces hidden states but the route has no next stage')
+    signal?.throwIfAborted()
+    return await this.downstream.step({ step: input.step, pastLen: input.pastLen, hidden: out.hidden, seqLen: out.seqLen }, signal)
+  }
+
+  close (): void {
+    this.engine.drop(this.seq)
+    this.downstream?.close()
+  }
+}
+
+/** A stage on a peer, over /blockmesh/tensor/1.0.0: tokens or activations out, the token back. */
+export class RemoteStageLink implements StageLink {
+  private readonly channel: TensorChannel
+  private readonly seq: string
+
+  private constructor (channel: TensorChannel, seq: string) {
+    this.channel = channel
+    this.seq = seq
+  }
+
+  static async open (node: MeshNode, hop: RouteHop, seq: string, rest: RouteHop[], opts: { sampling: StageSampling, returnLogits: boolean }, signal?: AbortSignal): Promise<RemoteStageLink> {
+    const stream = await node.libp2p.dialProtocol(parsePeerId(hop.peer), TENSOR_PROTOCOL, { signal: AbortSignal.any([AbortSignal.timeout(15_000), ...(signal != null ? [signal] : [])]) })
+    const channel = new TensorChannel(stream)
+    try {
+      await channel.send({ kind: 'open', seq, meta: { block: hop.block, route: rest, sampling: opts.sampling, returnLogits: opts.returnLogits } }, undefined, signal)
+      const answer = await channel.recv(signal)
+      if (answer.header.kind !== 'opened') throw new Error(`peer refused the stage: ${String(answer.header.meta?.message ?? answer.header.kind)}`)
+    } catch (err) {
+      channel.abort((err as Error).message)
+      throw err
+    }
+    return new RemoteStageLink(channel, seq)
+  }
+
+  async step (input: StageStepInput, signal?: AbortSignal): Promise<StageStepResult> {
+    const meta = { pastLen: input.pastLen }
+    if (input.tokens != null) {
+      await this.channel.send({ kind: 'step', seq: this.seq, step: input.step, dtype: 'int32', shape: [input.tokens.length], meta }, new Uint8Array(Int32Array.from(input.tokens).buffer), signal)
+    } else {
+      const h = input.hidden as Float32Array
+      await this.channel.send({ kind: 'step', seq: this.seq, step: input.step, dtype: 'float32', shape: [1, input.seqLen, h.length / input.seqLen], meta }, float32Bytes(h), signal)
+    }
+    const { header, payload } = await this.channel.recv(signal)
+    if (header.kind === 'error') throw new Error(`stage failed on the peer: ${String(header.meta?.message ?? 'unknown error')}`)
+    if (header.kind !== 'result' || typeof header.meta?.token !== 'number' || header.step !== input.step) throw new Error(`unexpected answer from the stage (${header.kind}, step ${header.step ?? '?'})`)
+    return { token: header.meta.token, logits: payload != null ? Float32Array.from(asFloat32(payload)) : undefined }
+  }
+
+  close (): void {
+    void this.channel.close()
+  }
+}
+
+/** Builds the chain of links for a route: local hops in-process, remote hops over libp2p. */
+export async function openRoute (node: MeshNode, local: LocalStages, route: RouteHop[], seq: string, opts: { sampling: StageSampling, returnLogits: boolean }, signal?: AbortSignal): Promise<StageLink> {
+  const [hop, ...rest] = route
+  if (hop == null) throw new Error('empty route')
+  if (hop.peer === node.peerId.toString()) {
+    const downstream = rest.length > 0 ? await openRoute(node, local, rest, seq, opts, signal) : null
+    return new LocalStageLink(local(hop.block), seq, downstream, opts)
+  }
+  return await RemoteStageLink.open(node, hop, seq, rest, opts, signal)
+}
