@@ -131,7 +131,11 @@ export class Agent {
       namespace: init.options.k8sNamespace,
       log: init.log.child({ mod: 'tasks' })
     })
-    this.penalties = new Penalties(init.mesh, { log: init.log.child({ mod: 'penalties' }) })
+    this.penalties = new Penalties(init.mesh, {
+      log: init.log.child({ mod: 'penalties' }),
+      onStrike: (_peer, reason) => { init.metrics.peerStrikes.inc({ kind: reason.split(':')[0].slice(0, 40) }) },
+      onBan: () => { init.metrics.peersBanned.inc() }
+    })
     this.stages = (block: string) => {
       const s = this.host.serving(block)
       if (s.kind !== 'stage') throw new ModelNotReadyError(block, `not a pipeline stage (${s.kind})`)

@@ -41,6 +41,7 @@ export class AgentMetrics {
   readonly autoscaleDecisions: Counter<'block' | 'direction'>
   readonly autoscaleMetric: Gauge<'block'>
   readonly routedRequests: Counter<'target'>
+  readonly peerStrikes: Counter<'kind'>
   private readonly engines = new Map<string, ModelEngine>()
   private readonly windows = new Map<string, TokenWindow>()
 
@@ -96,6 +97,7 @@ export class AgentMetrics {
     this.autoscaleDecisions = new Counter({ name: 'blockmesh_autoscale_decisions_total', help: 'Autoscaling changes of a block\'s instance count, by direction', labelNames: ['block', 'direction'], registers })
     this.autoscaleMetric = new Gauge({ name: 'blockmesh_autoscale_metric', help: 'The autoscaling metric of each owned block, last sample', labelNames: ['block'], registers })
     this.routedRequests = new Counter({ name: 'blockmesh_routed_requests_total', help: 'OpenAI requests by where they were served (local or remote)', labelNames: ['target'], registers })
+    this.peerStrikes = new Counter({ name: 'blockmesh_peer_strikes_total', help: 'Offences by peers on the agent\'s protocols (malformed or oversized frames), by kind', labelNames: ['kind'], registers })
     this.heartbeatLag = new Histogram({
       name: 'blockmesh_heartbeat_lag_seconds',
       help: 'How late each heartbeat fired against its schedule',

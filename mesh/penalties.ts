@@ -8,6 +8,7 @@ export interface PenaltyInit {
   banMs?: number
   log?: MeshLogger
   onBan?: (peer: string) => void
+  onStrike?: (peer: string, reason: string) => void
   now?: () => number
 }
 
@@ -17,7 +18,7 @@ export interface PenaltyInit {
  */
 export class Penalties {
   private readonly node: MeshNode
-  private readonly init: Required<Omit<PenaltyInit, 'onBan' | 'log' | 'now'>> & Pick<PenaltyInit, 'onBan'>
+  private readonly init: Required<Omit<PenaltyInit, 'onBan' | 'onStrike' | 'log' | 'now'>> & Pick<PenaltyInit, 'onBan' | 'onStrike'>
   private readonly log: MeshLogger
   private readonly now: () => number
   private readonly strikes = new Map<string, { count: number, since: number }>()
@@ -36,6 +37,7 @@ export class Penalties {
     if (s == null || now - s.since > this.init.windowMs) s = { count: 0, since: now }
     s.count++
     this.strikes.set(peer, s)
+    this.init.onStrike?.(peer, reason)
     this.log.warn({ peer, reason, strikes: s.count }, 'peer misbehaved')
     if (s.count < this.init.maxStrikes) return false
     this.strikes.delete(peer)

@@ -28,6 +28,11 @@ export async function serveTensors (init: TensorServiceInit): Promise<void> {
   const { node, local, penalties, log } = init
   await node.libp2p.handle(TENSOR_PROTOCOL, async (stream, connection) => {
     const peer = connection.remotePeer.toString()
+    if (node.gate.isBanned(peer)) {
+      // a banned peer's connection may not have closed yet: serve it nothing
+      stream.abort(new Error('banned'))
+      return
+    }
     const channel = new TensorChannel(stream)
     const abort = new AbortController()
     stream.addEventListener('close', () => { abort.abort() })
