@@ -27,6 +27,8 @@ export const AgentOptionsSchema = z.object({
   k8sNamespace: z.string().min(1).max(63).optional(),
   /** the API URL splitter Jobs in the cluster use to report (this agent's API must be reachable there) */
   publicApiUrl: z.string().url().optional(),
+  /** more splitter programs for the local runner: container_image name → script (.ts/.mjs/.js) or executable */
+  splitters: z.record(z.string().min(1).max(200).regex(/^[A-Za-z0-9][A-Za-z0-9._\/:@-]*$/, 'an image-like name: letters, digits, ".", "_", "/", ":", "@", "-"'), z.string().min(1)).default({}),
   /** ONNX Runtime threads per model (0: ONNX Runtime decides) */
   inferenceThreads: z.number().int().min(0).max(1024).default(0),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')

@@ -129,6 +129,7 @@ export class Agent {
       publicApiUrl: init.options.publicApiUrl,
       kubeconfig: init.options.kubeconfig,
       namespace: init.options.k8sNamespace,
+      programs: init.options.splitters,
       log: init.log.child({ mod: 'tasks' })
     })
     this.penalties = new Penalties(init.mesh, {

@@ -48,6 +48,11 @@ export class TaskService {
   constructor (init: TaskServiceInit) {
     this.init = init
     this.store = new TaskStore(init.db)
+    // A task's runner (its process, its Job follower) and its token live only as long as the agent that
+    // started it: a task left unfinished by a previous run can no longer report, so it ends here, said why.
+    for (const t of this.store.unfinished()) {
+      this.store.update(t.task_id, { status: 'failed', error: `interrupted: the agent restarted while the task was ${t.status}${t.runner === 'kubernetes' ? ` (its Kubernetes Job may still exist: ${t.message ?? ''})` : ''}; start it again` })
+    }
   }
 
   get kubernetes (): boolean { return this.init.kubeconfig != null }
@@ -68,7 +73,7 @@ export class TaskService {
     this.running.set(task.task_id, abort)
     const run = program != null ? this.runLocal(task, program, token, abort.signal) : this.runKubernetes(task, token, abort.signal)
     void run.catch((err: Error) => {
-      this.store.update(task.task_id, { status: 'failed', error: err.message })
+      this.update(task.task_id, { status: 'failed', error: err.message })
       this.init.log.warn({ task: task.task_id, err: err.message }, 'split task failed')
     }).finally(() => {
       this.running.delete(task.task_id)
@@ -79,7 +84,14 @@ export class TaskService {
   }
 
   update (id: string, u: TaskUpdate): Task {
-    return this.store.update(id, u)
+    const t = this.store.update(id, u)
+    // a finished task's token is dead at once, not when its runner notices
+    if (t.status === 'complete' || t.status === 'failed') this.revoke(id)
+    return t
+  }
+
+  private revoke (taskId: string): void {
+    for (const [hash, id] of this.tokens) if (id === taskId) this.tokens.delete(hash)
   }
 
   /**
@@ -118,7 +130,7 @@ export class TaskService {
     const log = openSync(logPath, 'a')
     const isScript = /\.(ts|mjs|js)$/.test(program)
     const child = spawn(isScript ? process.execPath : program, isScript ? [program] : [], {
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...this.env(task, token, this.init.apiUrl(), join(dir, 'output')) },
+      env: { ...passThrough(), ...this.env(task, token, this.init.apiUrl(), join(dir, 'output')) },
       stdio: ['ignore', log, log]
     })
     closeSync(log)
@@ -146,6 +158,19 @@ export class TaskService {
     if (phase === 'failed') throw new AgentError(`Kubernetes Job ${jobName} failed: ${now.message ?? ''}`, 'split_failed', 500)
     throw new AgentError(`Kubernetes Job ${jobName} finished without the splitter reporting completion`, 'split_failed', 500)
   }
+}
+
+/**
+ * What a local splitter inherits from the agent's environment: the basics, and S3 credentials and
+ * settings (for model_split_config.s3 uploads) — nothing else of the agent's.
+ */
+function passThrough (): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v == null) continue
+    if (k === 'PATH' || k === 'HOME' || k === 'TMPDIR' || k === 'LANG' || /^AWS_[A-Z0-9_]+$/.test(k)) out[k] = v
+  }
+  return out
 }
 
 function hashToken (t: string): string {

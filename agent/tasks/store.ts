@@ -92,6 +92,11 @@ export class TaskStore {
     return (this.db.prepare('SELECT doc FROM tasks ORDER BY created_at DESC LIMIT ?').pluck().all(limit) as string[]).map(d => JSON.parse(d) as Task)
   }
 
+  /** Tasks not finished yet (pending or running). */
+  unfinished (): Task[] {
+    return (this.db.prepare("SELECT doc FROM tasks WHERE status IN ('pending', 'running')").pluck().all() as string[]).map(d => JSON.parse(d) as Task)
+  }
+
   /** Applies an update; a task that is complete or failed does not change any more. */
   update (id: string, u: TaskUpdate): Task {
     return this.db.transaction(() => {

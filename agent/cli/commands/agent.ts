@@ -1,4 +1,7 @@
 import { hostname } from 'node:os'
+import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { InvalidArgumentError } from 'commander'
 import type { Command } from 'commander'
 import { Agent } from '../../daemon.ts'
 import { flushLogger } from '../../log.ts'
@@ -24,6 +27,7 @@ export function registerAgentCommand (program: Command): void {
     .option('--kubeconfig <file>', 'run split tasks as Kubernetes Jobs in this cluster (when container_image is not a local splitter program)')
     .option('--k8s-namespace <ns>', 'namespace for split Jobs (default: the kubeconfig context\'s)')
     .option('--public-api-url <url>', 'this agent\'s API as split Jobs in the cluster reach it')
+    .option('--splitter <name=path>', 'register a splitter program for the local runner: container_image NAME runs PATH (repeatable)', splitterArg)
     .option('--inference-threads <n>', 'ONNX Runtime threads per model (0: let it decide)', intArg(0, 1024), 0)
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'info')
     .action(async (opts: Record<string, unknown>) => {
@@ -46,6 +50,7 @@ export function registerAgentCommand (program: Command): void {
         kubeconfig: opts.kubeconfig as string | undefined,
         k8sNamespace: opts.k8sNamespace as string | undefined,
         publicApiUrl: opts.publicApiUrl as string | undefined,
+        splitters: opts.splitter as Record<string, string> | undefined,
         logLevel: opts.logLevel as 'info'
       })
       const info = agent.info()
@@ -69,4 +74,13 @@ export function registerAgentCommand (program: Command): void {
       if (process.send != null) process.on('disconnect', () => { shutdown('parent gone') })
       process.on('unhandledRejection', (err) => { agent.log.error({ err }, 'unhandled rejection (kept running)') })
     })
+}
+
+/** --splitter NAME=PATH (repeatable) → { NAME: absolute PATH }; the file must exist. */
+function splitterArg (pair: string, previous: Record<string, string> = {}): Record<string, string> {
+  const i = pair.indexOf('=')
+  if (i <= 0 || i === pair.length - 1) throw new InvalidArgumentError(`expected NAME=PATH, got ${JSON.stringify(pair)}`)
+  const path = resolve(pair.slice(i + 1))
+  if (!existsSync(path)) throw new InvalidArgumentError(`${pair.slice(0, i)}: no such file ${path}`)
+  return { ...previous, [pair.slice(0, i)]: path }
 }

@@ -14,7 +14,10 @@ export class S3Manager {
     this.client = new S3Client({
       region: regionName,
       credentials: { accessKeyId, secretAccessKey },
-      ...(opts.endpoint != null ? { endpoint: opts.endpoint, forcePathStyle: opts.forcePathStyle ?? true } : {})
+      // S3-compatible stores (s3rver, older MinIO, Ceph) do not all speak the aws-chunked uploads with
+      // trailing checksums the SDK sends by default since 3.729 — they store the chunk framing as data.
+      // With a custom endpoint, checksums are sent and checked only where the operation requires them.
+      ...(opts.endpoint != null ? { endpoint: opts.endpoint, forcePathStyle: opts.forcePathStyle ?? true, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } : {})
     })
   }
 
