@@ -53,7 +53,7 @@ describe('split tasks through the local-process runner', () => {
   before(async () => {
     // an S3-compatible store on loopback; the agent (and so its local splitters) gets its credentials
     s3 = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: tempDir('bm-s3-'), configureBuckets: [{ name: 'stages', configs: [] }] })
-    s3Url = `http://127.0.0.1:${(await s3.run() as AddressInfo).port}`
+    s3Url = `http://127.0.0.1:${(await s3.run()).port}`
     process.env.AWS_ACCESS_KEY_ID = 'S3RVER'
     process.env.AWS_SECRET_ACCESS_KEY = 'S3RVER'
     files = http.createServer((req, res) => {

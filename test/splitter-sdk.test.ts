@@ -118,7 +118,7 @@ describe('S3Manager against an S3-compatible server (s3rver, local)', () => {
   before(async () => {
     mkdirSync(join(dir, 'store'))
     s3 = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: join(dir, 'store'), configureBuckets: [{ name: 'layers', configs: [] }] })
-    const addr = await s3.run() as AddressInfo
+    const addr = await s3.run()
     endpoint = `http://127.0.0.1:${addr.port}`
   })
   after(async () => { await s3.close() })
