@@ -138,6 +138,76 @@ export class Demo {
     return { status: 'loading', error: `not ready after ${timeoutMs} ms` }
   }
 
+  /**
+   * Serves `model` as a vDAG of `worldSize` pipeline stages named `name`: a split task on agent 0
+   * (the built-in splitter), then its plan deployed, one stage per agent. A split of the same model
+   * file done before (same MD5, same world size) is reused, and so are its running blocks.
+   */
+  async deployPipeline (model: { path: string, md5: string }, name: string, worldSize: number, onProgress: (line: string) => void, timeoutMs = 180_000): Promise<{ status: 'ready' | 'failed', error?: string, stages?: Array<{ block: string, peer: string }> }> {
+    const api = this.agents[0]?.info?.apiUrl
+    if (api == null) throw new Error('agent 0 is not running')
+    const call = async (method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> => {
+      const res = await fetch(api + path, {
+        method,
+        headers: { authorization: `Bearer ${this.token}`, ...(body != null ? { 'content-type': 'application/json' } : {}) },
+        body: body != null ? JSON.stringify(body) : undefined
+      })
+      return { status: res.status, body: await res.json().catch(() => null) }
+    }
+    const deadline = Date.now() + timeoutMs
+    const tasks = (await call('GET', '/tasks')).body?.data as any[] ?? []
+    let task = tasks.find(t => t.status === 'complete' && t.task_data?.model_split_config?.vdag_name === name && t.result?.plan?.source_md5 === model.md5 && t.result?.plan?.world_size === worldSize)
+    if (task == null) {
+      // a pipeline of an older model file: its vDAG and stage blocks go
+      if ((await call('GET', `/api/vdags/${name}`)).status === 200) {
+        const old = (await call('GET', `/api/vdags/${name}`)).body
+        await call('DELETE', `/api/vdags/${name}`)
+        for (const b of old.stages as string[]) await call('DELETE', `/api/blocks/${b}`)
+      }
+      const start = await call('POST', '/start_model_split_job', { task_data: { model_name: name.replace(/-pipeline$/, ''), model_download_url: model.path, world_size: worldSize, model_split_config: { vdag_name: name, md5: model.md5 } }, container_image: 'blockmesh/onnx-splitter' })
+      if (start.status !== 201) return { status: 'failed', error: `split task: ${JSON.stringify(start.body)}` }
+      let last = ''
+      while (Date.now() < deadline) {
+        const t = (await call('GET', `/tasks/${start.body.task_id as string}`)).body?.data
+        const line = `split task ${t?.task_id as string}: ${t?.status as string} ${Math.round((t?.progress ?? 0) * 100)}% ${t?.message ?? ''}`
+        if (line !== last) { onProgress(line); last = line }
+        if (t?.status === 'failed') return { status: 'failed', error: t.error }
+        if (t?.status === 'complete') { task = t; break }
+        await new Promise(r => setTimeout(r, 250))
+      }
+      if (task == null) return { status: 'failed', error: `the split task did not finish in ${timeoutMs} ms` }
+    }
+    if ((await call('GET', `/api/vdags/${name}`)).status !== 200) {
+      const d = await call('POST', '/api/vdags/deploy', { task_id: task.task_id })
+      if (d.status !== 201) return { status: 'failed', error: `deploy: ${JSON.stringify(d.body)}` }
+    }
+    while (Date.now() < deadline) {
+      const v = await call('GET', `/api/vdags/${name}`)
+      if (v.body?.ready === true && Array.isArray(v.body.route) && await this.servedEverywhere(name)) {
+        const names = new Map<string, string>()
+        for (const p of ((await call('GET', '/api/peers')).body?.peers ?? []) as any[]) names.set(p.peerId, p.name)
+        return { status: 'ready', stages: (v.body.route as any[]).map((h: any, i: number) => ({ block: v.body.stages[i], peer: names.get(h.peer) ?? String(h.peer).slice(0, 12) })) }
+      }
+      const failed = ((await call('GET', '/api/blocks')).body?.blocks as any[] ?? []).find(b => (v.body?.stages ?? []).includes(b.id) && b.status === 'failed')
+      if (failed != null) return { status: 'failed', error: `stage block ${failed.id as string}: ${failed.error as string}` }
+      await new Promise(r => setTimeout(r, 250))
+    }
+    return { status: 'failed', error: `the vDAG was not ready after ${timeoutMs} ms` }
+  }
+
+  /** Whether every agent's /v1/models lists `model` (routes spread with the next capacity record). */
+  async servedEverywhere (model: string): Promise<boolean> {
+    for (const a of this.agents) {
+      const api = a.info?.apiUrl
+      if (api == null) return false
+      try {
+        const body = await (await fetch(`${api}/v1/models`, { headers: { authorization: `Bearer ${this.token}` } })).json() as { data: Array<{ id: string }> }
+        if (!body.data.some(d => d.id === model)) return false
+      } catch { return false }
+    }
+    return true
+  }
+
   /** Polls agent 0 until it sees every other agent live (or the timeout passes). */
   async waitForMesh (timeoutMs = 30_000): Promise<boolean> {
     const api = this.agents[0]?.info?.apiUrl

@@ -88,7 +88,7 @@ describe('blockmesh peers', () => {
 })
 
 describe('blockmesh demo', () => {
-  test('starts N agent processes, prints URLs, peer IDs, token and dashboard; SIGTERM stops them all', async () => {
+  test('starts N agent processes, prints URLs, peer IDs, token and dashboard, serves the demo model whole and as a vDAG; SIGTERM stops them all', async () => {
     const dir = tempDir('bm-demo-')
     const demo = new CliProcess(['demo', '--agents', '2', '--base-port', '0', '--data-dir', dir, '--heartbeat-ms', '1000'])
     await demo.line(/Ctrl-C stops every agent/)
@@ -102,6 +102,18 @@ describe('blockmesh demo', () => {
     const page = await fetch(dashboard)
     assert.equal(page.status, 200)
     assert.match(await page.text(), /Blockmesh/)
+
+    // the demo model, whole and as a 2-stage vDAG across both agents: the same greedy tokens
+    const stages = demo.lines.find(l => l.startsWith('vDAG demo-gpt-pipeline ready: '))
+    assert.ok(stages != null, demo.lines.join('\n'))
+    assert.match(stages, /stage 0 on agent-(\d) → stage 1 on agent-(?!\1)\d$/)
+    const ask = async (model: string): Promise<string> => {
+      const url = (agentLines[1].match(/api (\S+)/) as RegExpMatchArray)[1]
+      const r = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ model, prompt: 'The harbour', max_tokens: 16, temperature: 0 }) })
+      assert.equal(r.status, 200)
+      return ((await r.json()) as { choices: Array<{ text: string }> }).choices[0].text
+    }
+    assert.equal(await ask('demo-gpt-pipeline'), await ask('demo-gpt'))
 
     const pids = [0, 1].map(i => JSON.parse(readFileSync(join(dir, `agent-${i}`, 'agent.json'), 'utf8')).pid as number)
     assert.ok(pids.every(alive))
@@ -172,3 +184,47 @@ describe('blockmesh model / component / block', () => {
   })
 })
 type CliResultLike = ReturnType<typeof cli>
+
+describe('blockmesh split / task / vdag', () => {
+  let agent: AgentProcess
+  after(async () => { await stopAll([agent]) })
+
+  test('split a model file, follow the task, deploy the plan, list and delete the vDAG from the CLI', async () => {
+    const dir = tempDir('bm-cli-split-')
+    assert.equal(cli(['model', 'generate', '--preset', 'tiny', '--seed', '5', '--out', join(dir, 'tiny.onnx')]).code, 0)
+    agent = await AgentProcess.start({ name: 'cli-split' })
+    const target = ['--api', agent.url, '--token', agent.token]
+    const split = cli(['split', '--model', join(dir, 'tiny.onnx'), '--world-size', '2', '--deploy', '--vdag-name', 'tiny-cli', ...target], { timeoutMs: 120_000 })
+    assert.equal(split.code, 0, split.stderr)
+    assert.match(split.stderr, /started split task task-\w+/)
+    assert.match(split.stdout, /model plan: vDAG tiny-cli, verified/)
+    assert.match(split.stdout, /^0\s+0\.\.0\s+[0-9a-f]{32}/m)
+    assert.match(split.stdout, /deployed vDAG tiny-cli: tiny-cli-s0 → tiny-cli-s1/)
+    const id = /started split task (task-\w+)/.exec(split.stderr)?.[1] as string
+    const tasks = JSON.parse(cli(['task', 'list', '--api', agent.url, '--json']).stdout)
+    assert.equal(tasks[0].task_id, id)
+    assert.equal(tasks[0].status, 'complete')
+    assert.match(cli(['task', 'get', id, '--api', agent.url]).stdout, new RegExp(`^${id}  complete  100%  done\\nrunner local, image blockmesh/onnx-splitter, model tiny`))
+    await until(async () => (await agent.api('/v1/models')).body.data.some((d: any) => d.id === 'tiny-cli'), 'the vDAG to serve')
+    assert.match(cli(['vdag', 'list', '--api', agent.url]).stdout, /tiny-cli\s+yes\s+tiny-cli-s0 → tiny-cli-s1\s+256/)
+    assert.deepEqual(JSON.parse(cli(['vdag', 'get', 'tiny-cli', '--api', agent.url]).stdout).stages, ['tiny-cli-s0', 'tiny-cli-s1'])
+    const again = cli(['vdag', 'deploy', id, '--name', 'tiny-cli-2', ...target])
+    assert.equal(again.code, 0, again.stderr)
+    assert.match(again.stdout, /deployed vDAG tiny-cli-2: tiny-cli-s0 \(reused\) → tiny-cli-s1 \(reused\)/)
+    assert.equal(cli(['vdag', 'delete', 'tiny-cli-2', ...target]).code, 0)
+    assert.equal((await agent.api('/api/vdags/tiny-cli-2')).status, 404)
+
+    // misuse: exit 2; a split that fails: exit 1 with the task's error
+    const unknown = cli(['split', '--model', 'nope', '--world-size', '2', ...target])
+    assert.equal(unknown.code, 2)
+    assert.match(unknown.stderr, /--model: "nope" is neither a preset/)
+    assert.equal(cli(['split', '--model', join(dir, 'tiny.onnx'), '--world-size', '0', ...target]).code, 2)
+    assert.equal(cli(['split', '--world-size', '2', ...target]).code, 2)
+    const tooMany = cli(['split', '--model', join(dir, 'tiny.onnx'), '--world-size', '5', '--wait', ...target], { timeoutMs: 120_000 })
+    assert.equal(tooMany.code, 1)
+    assert.match(tooMany.stderr, /failed: main: world_size 5 exceeds the model's 2 layers/)
+    const missing = cli(['task', 'get', 'task-000000000000', '--api', agent.url])
+    assert.equal(missing.code, 1)
+    assert.match(missing.stderr, /404 not_found: no task task-000000000000/)
+  })
+})

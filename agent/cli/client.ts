@@ -20,8 +20,12 @@ export async function apiRequest<T> (base: string, path: string, init: { method?
   let json: unknown
   try { json = text === '' ? null : JSON.parse(text) } catch { json = null }
   if (!res.ok) {
-    const e = (json as { error?: { code?: string, message?: string } } | null)?.error
-    throw new AgentError(`${res.status} ${e?.code ?? 'error'}: ${e?.message ?? text.slice(0, 200)}`, e?.code ?? 'http_error', 1)
+    // the API's shape { error: { code, message } }, or the seed registries' { success: false, error, code, details }
+    const body = json as { error?: string | { code?: string, message?: string }, code?: string, details?: Array<{ field: string, message: string }> } | null
+    const code = typeof body?.error === 'object' ? body.error.code : body?.code
+    const message = typeof body?.error === 'object' ? body.error.message : body?.error
+    const details = Array.isArray(body?.details) ? body.details.map(d => `\n  ${d.field}: ${d.message}`).join('') : ''
+    throw new AgentError(`${res.status} ${code ?? 'error'}: ${message ?? text.slice(0, 200)}${details}`, code ?? 'http_error', 1)
   }
   return json as T
 }

@@ -9,6 +9,7 @@ import { registerPeersCommand } from './commands/peers.ts'
 import { registerSwarmKeyCommand } from './commands/swarm-key.ts'
 import { registerModelCommand } from './commands/model.ts'
 import { registerBlockCommand, registerComponentCommand } from './commands/registry.ts'
+import { registerSplitCommands } from './commands/split.ts'
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 misuse (bad flag, bad value, bad config). */
 export const EXIT_MISUSE = 2
@@ -26,6 +27,7 @@ export function buildProgram (): Command {
   registerModelCommand(program)
   registerComponentCommand(program)
   registerBlockCommand(program)
+  registerSplitCommands(program)
   // every subcommand exits through the same handler below
   for (const cmd of program.commands) {
     cmd.exitOverride()

@@ -1,3 +1,4 @@
+import { z } from 'zod'
 import type { Verification } from './verify.ts'
 
 /** One stage of a plan: which layers, which file (by MD5), where it is. */
@@ -85,3 +86,18 @@ export function buildPlan (init: {
     verification: init.verification
   }
 }
+
+/**
+ * What deploying needs of a plan given inline (POST /api/vdags/deploy {plan}): the component and
+ * block specs (each validated again by its own schema when deployed), one block per component, and
+ * the vDAG's name and context. Other fields are kept as they are.
+ */
+export const DeployablePlanSchema = z.object({
+  components: z.array(z.record(z.string(), z.unknown())).min(1).max(64),
+  blocks: z.array(z.object({ id: z.string().min(1).max(64) }).passthrough()).min(1).max(64),
+  vdag: z.object({
+    name: z.string().min(1).max(64),
+    contextLength: z.number().int().positive().max(1_048_576),
+    tokenizer: z.object({ type: z.literal('byte') }).optional()
+  }).passthrough()
+}).passthrough().refine(p => p.blocks.length === p.components.length, { message: 'one block per component', path: ['blocks'] })

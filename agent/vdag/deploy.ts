@@ -49,7 +49,9 @@ export async function deployPlan (plan: ModelPlan, deps: { owner: BlockOwner, co
   const ids: string[] = []
   const blocks: DeployResult['blocks'] = []
   for (const [i, raw] of plan.components.entries()) {
-    const spec = ComponentSpecSchema.parse(raw)
+    const parsed = ComponentSpecSchema.safeParse(raw)
+    if (!parsed.success) throw new ValidationError(`plan component ${i}: ${parsed.error.issues.map(x => `${x.path.join('.')}: ${x.message}`).join('; ')}`)
+    const spec = parsed.data
     const uri = componentUri(spec)
     try {
       deps.components.create(spec)

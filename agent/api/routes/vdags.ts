@@ -5,6 +5,7 @@ import { VdagSpecSchema } from '../../vdag/registry.ts'
 import { deployPlan, queryBlocks } from '../../vdag/deploy.ts'
 import { VdagDriver } from '../../vdag/driver.ts'
 import type { ModelPlan } from '../../splitter/plan.ts'
+import { DeployablePlanSchema } from '../../splitter/plan.ts'
 import { parseWith } from '../validate.ts'
 import { AgentError, NotFoundError, ValidationError } from '../../errors.ts'
 import { ByteTokenizer } from '../../model/tokenizer.ts'
@@ -47,7 +48,7 @@ export function registerVdagRoutes (app: FastifyInstance, ctx: ApiContext): void
       plan = (task.result as { plan?: ModelPlan } | null)?.plan as ModelPlan
       if (plan == null) throw new ValidationError(`task ${task.task_id} has no plan in its result`)
     } else {
-      plan = body.plan as unknown as ModelPlan
+      plan = parseWith(DeployablePlanSchema, body.plan) as unknown as ModelPlan
     }
     const res = await deployPlan(plan, { owner: ctx.owner, components: ctx.components, vdags: ctx.vdags, router: ctx.router, gossip: ctx.gossip, host: ctx.host }, { vdagName: body.name })
     return await reply.status(201).send(res)

@@ -5,6 +5,8 @@ import { parseSimulatedGpus } from '../../hardware/gpus.ts'
 import { DEMO_BLOCK, demoComponent, ensureDemoModel } from '../../demo-model.ts'
 import { join, dirname } from 'node:path'
 
+const PIPELINE = `${DEMO_BLOCK}-pipeline`
+
 export function registerDemoCommand (program: Command): void {
   program.command('demo')
     .description('start a local mesh of N agents (separate processes) on loopback, with the dashboard')
@@ -48,6 +50,7 @@ export function registerDemoCommand (program: Command): void {
       }
       const formed = await demo.waitForMesh()
       let served: string | null = null
+      let pipeline: string | null = null
       if (opts.model) {
         try {
           const model = await ensureDemoModel(join(dirname(opts.dataDir), 'models'), out)
@@ -57,6 +60,17 @@ export function registerDemoCommand (program: Command): void {
             out(`block ${DEMO_BLOCK} ready on agent-0 (execution provider: ${r.provider ?? '?'})`)
           } else {
             out(`block ${DEMO_BLOCK} is ${r.status}: ${r.error ?? ''}`)
+          }
+          // the same model split into pipeline stages across the agents, served as one model
+          const world = Math.min(3, demo.agents.length)
+          if (world >= 2) {
+            const p = await demo.deployPipeline(model, PIPELINE, world, out)
+            if (p.status === 'ready') {
+              pipeline = PIPELINE
+              out(`vDAG ${PIPELINE} ready: ${(p.stages ?? []).map((s, i) => `stage ${i} on ${s.peer}`).join(' → ')}`)
+            } else {
+              out(`vDAG ${PIPELINE} not served: ${p.error ?? ''}`)
+            }
           }
         } catch (err) {
           out(`could not deploy the demo model: ${(err as Error).message}`)
@@ -81,6 +95,10 @@ export function registerDemoCommand (program: Command): void {
         out(`  const client = new OpenAI({ baseURL: '${api}/v1', apiKey: '${demo.token}' })`)
         out(`  const r = await client.chat.completions.create({ model: '${served}', messages: [{ role: 'user', content: 'Hello' }] })`)
         out('  console.log(r.choices[0].message.content)')
+      }
+      if (pipeline != null) {
+        out(`the same model split into ${Math.min(3, demo.agents.length)} stages across the agents answers as model "${pipeline}" (same greedy tokens), e.g.:`)
+        out(`  curl -s ${demo.agents[demo.agents.length - 1].info?.apiUrl ?? ''}/v1/completions -H "Authorization: Bearer ${demo.token}" -H 'content-type: application/json' -d '{"model": "${pipeline}", "prompt": "The harbour", "max_tokens": 60}'`)
       }
       out('Ctrl-C stops every agent.')
     })

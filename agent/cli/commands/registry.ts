@@ -1,31 +1,12 @@
 import { dirname, isAbsolute, resolve } from 'node:path'
 import type { Command } from 'commander'
-import { DEFAULT_API, intArg, readSpecFile, resolveToken, urlArg } from '../args.ts'
+import { intArg, readSpecFile } from '../args.ts'
+import { needToken, print, withTarget } from '../target.ts'
+import type { TargetOpts } from '../target.ts'
 import { apiRequest } from '../client.ts'
 import { table } from '../format.ts'
-import { ValidationError } from '../../errors.ts'
 import type { BlockView } from '../../blocks/owner.ts'
 import type { Component } from '../../registry/components.ts'
-
-interface TargetOpts { api: string, token?: string, tokenFile?: string, json?: boolean }
-
-function withTarget (cmd: Command): Command {
-  return cmd
-    .option('--api <url>', 'agent API (env BLOCKMESH_API)', urlArg, DEFAULT_API)
-    .option('--token <token>', 'API token (env BLOCKMESH_TOKEN; default: the local demo\'s token file)')
-    .option('--token-file <file>', 'read the API token from this file')
-    .option('--json', 'print the API answer as JSON')
-}
-
-function print (opts: TargetOpts, body: unknown, text: () => string): void {
-  process.stdout.write((opts.json === true ? JSON.stringify(body, null, 2) : text()) + '\n')
-}
-
-function needToken (opts: TargetOpts): string {
-  const token = resolveToken(opts)
-  if (token == null) throw new ValidationError('this command changes state: give --token, BLOCKMESH_TOKEN or --token-file')
-  return token
-}
 
 /** Relative local model paths in a spec file are relative to the file, not to where the CLI runs. */
 function absoluteModelUrl (spec: unknown, file: string): unknown {
