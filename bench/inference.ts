@@ -58,7 +58,7 @@ class BareLoop {
 }
 
 /** One streamed completion through the API; returns decode tokens/s (first to last token) and the token count. */
-async function apiStream (agent: AgentProcess, model: string, n: number): Promise<{ tps: number, tokens: number }> {
+export async function apiStream (agent: AgentProcess, model: string, n: number): Promise<{ tps: number, tokens: number }> {
   const res = await fetch(`${agent.url}/v1/completions`, {
     method: 'POST',
     headers: { authorization: `Bearer ${agent.token}`, 'content-type': 'application/json' },
@@ -88,7 +88,7 @@ async function apiStream (agent: AgentProcess, model: string, n: number): Promis
   return { tps: (tokens - 1) / ((last - first) / 1000), tokens }
 }
 
-async function aggregate (agent: AgentProcess, model: string, streams: number, n: number): Promise<number> {
+export async function aggregate (agent: AgentProcess, model: string, streams: number, n: number): Promise<number> {
   const t0 = performance.now()
   const counts = await Promise.all(Array.from({ length: streams }, async () => (await apiStream(agent, model, n)).tokens))
   return counts.reduce((a, b) => a + b, 0) / ((performance.now() - t0) / 1000)

@@ -9,6 +9,8 @@ import { runStreamBench, streamMarkdown } from './stream.ts'
 import { syncReadme, writeSection } from './report.ts'
 import { runInferenceBench, inferenceMarkdown } from './inference.ts'
 import { runSchedulerBench } from './scheduler.ts'
+import { runVdagBench, vdagMarkdown } from './vdag.ts'
+import { runActivationBench, activationMarkdown } from './activations.ts'
 
 const { values } = parseArgs({
   options: {
@@ -17,10 +19,10 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false }
   }
 })
-const only = new Set((values.only ?? 'scheduler,gossip,stream,inference').split(',').map(s => s.trim()))
+const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['scheduler', 'gossip', 'stream', 'inference']
+const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -54,5 +56,12 @@ if (only.has('inference')) {
   const r = await runInferenceBench({ quick: values.quick, log })
   writeSection('inference', 'Inference on one agent', inferenceMarkdown(r))
 }
+if (only.has('vdag')) {
+  log('vdag: a model split into 2 and 3 stages across agent processes vs whole; activation stream over libp2p vs raw TCP')
+  const v = await runVdagBench({ quick: values.quick, log })
+  const act = await runActivationBench({ quick: values.quick, hidden: 768, log })
+  writeSection('vdag', 'vDAG: a model served across peers', `${vdagMarkdown(v)}\n\n### Activation stream: libp2p ÷ raw TCP\n\n${activationMarkdown(act)}`)
+}
+syncReadme()
 log('wrote BENCHMARKS.md (and its copy in README.md)')
 process.exit(0)

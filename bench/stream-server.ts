@@ -4,11 +4,16 @@
  * libp2p stream (TCP + Noise + Yamux, as the mesh uses):
  *   sink: read everything until the writer closes, answer with the byte count (8 bytes)
  *   echo: write back whatever arrives
- * Prints one JSON line: { tcpSink, tcpEcho, multiaddr }.
+ *   tensors: activation messages (header, then payload) — "echo" answered with the same message,
+ *     "sink" counted, "end" answered with the count: over /blockmesh/tensor/1.0.0 (TensorChannel, as
+ *     stages use it) and over raw TCP with the same framing (tcp-frames.ts)
+ * Prints one JSON line: { tcpSink, tcpEcho, tcpTensors, multiaddr }.
  */
 import net from 'node:net'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { MeshNode } from '../mesh/node.ts'
+import { TENSOR_PROTOCOL, TensorChannel } from '../mesh/tensor.ts'
+import { TcpFrames, encodeTcpFrame } from './tcp-frames.ts'
 
 export const SINK = '/blockmesh/bench/sink/1.0.0'
 export const ECHO = '/blockmesh/bench/echo/1.0.0'
@@ -35,6 +40,18 @@ if (import.meta.main === true || process.argv[1]?.endsWith('stream-server.ts') =
     sock.pipe(sock)
   }))
 
+  const tcpTensors = await listen(net.createServer(sock => {
+    sock.setNoDelay(true)
+    let bytes = 0
+    const frames = new TcpFrames(sock)
+    frames.on((header, payload) => {
+      const kind = (header as { kind: string }).kind
+      if (kind === 'echo') sock.write(encodeTcpFrame(header, payload))
+      else if (kind === 'sink') bytes += payload?.length ?? 0
+      else if (kind === 'end') { sock.write(encodeTcpFrame({ kind: 'count', meta: { bytes } })); bytes = 0 }
+    })
+  }))
+
   const node = await MeshNode.create({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'] })
   await node.start()
   await node.libp2p.handle(SINK, async (stream) => {
@@ -50,6 +67,19 @@ if (import.meta.main === true || process.argv[1]?.endsWith('stream-server.ts') =
     await stream.close()
   }, { maxInboundStreams: 16 })
 
-  process.stdout.write(JSON.stringify({ tcpSink, tcpEcho, multiaddr: node.multiaddrs()[0] }) + '\n')
+  await node.libp2p.handle(TENSOR_PROTOCOL, async (stream) => {
+    const ch = new TensorChannel(stream)
+    let bytes = 0
+    try {
+      for (;;) {
+        const m = await ch.recv()
+        if (m.header.kind === 'echo') await ch.send(m.header, m.payload ?? undefined)
+        else if (m.header.kind === 'sink') bytes += m.payload?.length ?? 0
+        else if (m.header.kind === 'end') { await ch.send({ kind: 'count', meta: { bytes } }); bytes = 0 }
+      }
+    } catch { /* the client closed */ }
+  }, { maxInboundStreams: 16 })
+
+  process.stdout.write(JSON.stringify({ tcpSink, tcpEcho, tcpTensors, multiaddr: node.multiaddrs()[0] }) + '\n')
   process.on('SIGTERM', () => { void node.stop().finally(() => process.exit(0)) })
 }

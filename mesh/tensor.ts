@@ -63,8 +63,9 @@ export class TensorChannel {
     const expected = payloadBytes(header)
     if ((payload?.length ?? 0) !== expected) throw new TensorFrameError(`payload of ${payload?.length ?? 0} bytes for a ${expected}-byte ${header.dtype ?? ''} tensor`)
     if (expected > this.maxBytes) throw new TensorFrameError(`tensor of ${expected} bytes is over the ${this.maxBytes}-byte limit`)
-    await this.lp.write(encodeJson(header), { signal })
-    if (payload != null && expected > 0) await this.lp.write(payload, { signal })
+    // header and payload leave in one send: one Yamux frame and one Noise message where they fit
+    if (payload != null && expected > 0) await this.lp.writeV([encodeJson(header), payload], { signal })
+    else await this.lp.write(encodeJson(header), { signal })
   }
 
   /** The next message; throws TensorFrameError on anything malformed or oversized. */
