@@ -107,11 +107,11 @@ export class Demo {
     await Promise.all(rest.map(async a => { a.info = await waitReady(a.dir, a.child) }))
   }
 
-  /** Onboards the demo model on agent 0 as a component and a block; waits until the block is ready. */
-  async deployModel (model: { path: string, md5: string }, component: Record<string, unknown>, blockId: string, timeoutMs = 120_000): Promise<{ status: string, error?: string | null, provider?: string }> {
+  /** A caller of agent 0's API with the demo token: (method, path, body?) → status and JSON body. */
+  private agentZero (): (method: string, path: string, body?: unknown) => Promise<{ status: number, body: any }> {
     const api = this.agents[0]?.info?.apiUrl
     if (api == null) throw new Error('agent 0 is not running')
-    const call = async (method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> => {
+    return async (method, path, body) => {
       const res = await fetch(api + path, {
         method,
         headers: { authorization: `Bearer ${this.token}`, ...(body != null ? { 'content-type': 'application/json' } : {}) },
@@ -119,6 +119,11 @@ export class Demo {
       })
       return { status: res.status, body: await res.json().catch(() => null) }
     }
+  }
+
+  /** Onboards the demo model on agent 0 as a component and a block; waits until the block is ready. */
+  async deployModel (model: { path: string, md5: string }, component: Record<string, unknown>, blockId: string, timeoutMs = 120_000): Promise<{ status: string, error?: string | null, provider?: string }> {
+    const call = this.agentZero()
     const c = await call('POST', '/api/components', component)
     if (c.status !== 201 && c.status !== 409) throw new Error(`component: ${JSON.stringify(c.body)}`)
     const existing = await call('GET', `/api/blocks/${blockId}`)
@@ -144,16 +149,7 @@ export class Demo {
    * file done before (same MD5, same world size) is reused, and so are its running blocks.
    */
   async deployPipeline (model: { path: string, md5: string }, name: string, worldSize: number, onProgress: (line: string) => void, timeoutMs = 180_000): Promise<{ status: 'ready' | 'failed', error?: string, stages?: Array<{ block: string, peer: string }> }> {
-    const api = this.agents[0]?.info?.apiUrl
-    if (api == null) throw new Error('agent 0 is not running')
-    const call = async (method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> => {
-      const res = await fetch(api + path, {
-        method,
-        headers: { authorization: `Bearer ${this.token}`, ...(body != null ? { 'content-type': 'application/json' } : {}) },
-        body: body != null ? JSON.stringify(body) : undefined
-      })
-      return { status: res.status, body: await res.json().catch(() => null) }
-    }
+    const call = this.agentZero()
     const deadline = Date.now() + timeoutMs
     const tasks = (await call('GET', '/tasks')).body?.data as any[] ?? []
     let task = tasks.find(t => t.status === 'complete' && t.task_data?.model_split_config?.vdag_name === name && t.result?.plan?.source_md5 === model.md5 && t.result?.plan?.world_size === worldSize)
