@@ -64,7 +64,8 @@ export async function runVdagBench (opts: { quick: boolean, log: (s: string) => 
       const block = await deploy(a, componentSpec(m, `vdag-bench-${tag}`, { contextLength: m.spec.maxPositions }), { id: whole, component: `vdag-bench-${tag}:${m.md5.slice(0, 8)}`, maxBatch: 8 })
       if (block.status !== 'ready') throw new Error(`block ${whole}: ${block.error as string}`)
       result.provider = block.runtime.provider
-      const threads = block.runtime.threads as number
+      // 0 means ONNX Runtime's default (every core); a stage block given 0 would get autoThreads, which differs
+      const threads = (block.runtime.threads as number) > 0 ? block.runtime.threads as number : os.availableParallelism()
       const fig: VdagFigures = { name, parameters: parameterCount(m.spec), threads, single: { whole: [], '2 stages': [], '3 stages': [] }, eight: {}, placement: { whole: ['vdag-a'] } }
       const variants: Record<string, string> = { whole, '2 stages': `p2-${tag}`, '3 stages': `p3-${tag}` }
       // every stage gets the threads the whole model got: on separate boxes each has its own cores
