@@ -155,10 +155,10 @@ export class Demo {
     let task = tasks.find(t => t.status === 'complete' && t.task_data?.model_split_config?.vdag_name === name && t.result?.plan?.source_md5 === model.md5 && t.result?.plan?.world_size === worldSize)
     if (task == null) {
       // a pipeline of an older model file: its vDAG and stage blocks go
-      if ((await call('GET', `/api/vdags/${name}`)).status === 200) {
-        const old = (await call('GET', `/api/vdags/${name}`)).body
+      const old = await call('GET', `/api/vdags/${name}`)
+      if (old.status === 200) {
         await call('DELETE', `/api/vdags/${name}`)
-        for (const b of old.stages as string[]) await call('DELETE', `/api/blocks/${b}`)
+        for (const b of old.body.stages as string[]) await call('DELETE', `/api/blocks/${b}`)
       }
       const start = await call('POST', '/start_model_split_job', { task_data: { model_name: name.replace(/-pipeline$/, ''), model_download_url: model.path, world_size: worldSize, model_split_config: { vdag_name: name, md5: model.md5 } }, container_image: 'blockmesh/onnx-splitter' })
       if (start.status !== 201) return { status: 'failed', error: `split task: ${JSON.stringify(start.body)}` }

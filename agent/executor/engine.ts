@@ -3,7 +3,9 @@ import { Worker } from 'node:worker_threads'
 import { providerOrder } from './providers.ts'
 import type { GpuPresence, ProviderPreference, ProviderReport } from './providers.ts'
 import type { DecoderShape } from './feeds.ts'
-import type { FinishReason, FromWorker, ToWorker, WorkerInit } from './protocol.ts'
+import type { FinishReason, FromWorker, GenerateParams, ToWorker, WorkerInit } from './protocol.ts'
+
+export type { GenerateParams } from './protocol.ts'
 
 export interface EngineOptions {
   modelPath: string
@@ -14,14 +16,6 @@ export interface EngineOptions {
   intraOpThreads?: number
 }
 
-export interface GenerateParams {
-  prompt: number[]
-  maxTokens: number
-  temperature: number
-  topP: number
-  seed: number
-  stopTokens: number[]
-}
 
 export interface GenerationResult { reason: FinishReason, promptTokens: number, completionTokens: number, error?: string }
 

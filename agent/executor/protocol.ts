@@ -12,9 +12,8 @@ export interface WorkerInit {
   contextLength: number
 }
 
-export interface GenerateRequest {
-  type: 'generate'
-  id: number
+/** What a sequence is generated from. */
+export interface GenerateParams {
   prompt: number[]
   maxTokens: number
   temperature: number
@@ -22,6 +21,11 @@ export interface GenerateRequest {
   seed: number
   /** tokens that end the sequence (not emitted), e.g. EOS */
   stopTokens: number[]
+}
+
+export interface GenerateRequest extends GenerateParams {
+  type: 'generate'
+  id: number
 }
 
 export type ToWorker = GenerateRequest | { type: 'cancel', id: number } | { type: 'close' }

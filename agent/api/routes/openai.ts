@@ -174,6 +174,43 @@ function observe (ctx: ApiContext, block: string, r: TextResult): void {
   if (r.completionTokens > 1 && r.decodeMs > 0) ctx.metrics.requestTokensPerSecond.observe({ block }, (r.completionTokens - 1) / (r.decodeMs / 1000))
 }
 
+/** Where a request's tokens come from: a vDAG, a local engine; or null once it is answered elsewhere (a peer, an external system). */
+interface Served { engine: TokenSource & { provider: { name: string } }, component: Component, instanceId: string, gone: AbortController }
+
+/**
+ * Routes one /v1 request, the same way for both endpoints: a vDAG of that name is driven from here;
+ * otherwise the router picks an instance — on a peer (tunnelled, falling back to a local instance
+ * when the peer fails before answering), an external system here (proxied), or a local engine.
+ */
+async function serve (ctx: ApiContext, req: FastifyRequest, reply: FastifyReply, path: '/v1/chat/completions' | '/v1/completions', body: { model: string, user?: string | null }): Promise<Served | null> {
+  const session = body.user ?? (typeof req.headers['x-session-id'] === 'string' ? req.headers['x-session-id'] : undefined)
+  const gone = clientGone(req, reply)
+  const vdag = vdagServing(ctx, body.model, session)
+  if (vdag != null) {
+    ctx.metrics.routedRequests.inc({ target: 'vdag' })
+    return { ...vdag, instanceId: body.model, gone }
+  }
+  const r = route(ctx, req, body.model, session)
+  if (r.kind === 'remote') {
+    try {
+      await forwardRemote(ctx, req, reply, path, body, body.model, session, r, gone)
+      return null
+    } catch (err) {
+      if (!(err instanceof LocalFallback)) throw err
+    }
+  }
+  ctx.metrics.routedRequests.inc({ target: 'local' })
+  const serving = localServing(ctx, body.model)
+  void reply.header(INSTANCE_HEADER, serving.instance)
+  if (serving.kind === 'external') {
+    reply.hijack()
+    reply.raw.setHeader(INSTANCE_HEADER, serving.instance)
+    await serving.backend.forward(path, body, body.model, reply.raw, gone.signal)
+    return null
+  }
+  return { ...localEngine(serving, body.model), instanceId: serving.instance, gone }
+}
+
 export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): void {
   /** Every model with a ready instance anywhere in the mesh. */
   app.get('/v1/models', async () => ({
@@ -188,38 +225,9 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
 
   app.post('/v1/chat/completions', async (req, reply) => {
     const body = parse(ChatCompletionRequestSchema, req.body)
-    const session = body.user ?? (typeof req.headers['x-session-id'] === 'string' ? req.headers['x-session-id'] : undefined)
-    const gone = clientGone(req, reply)
-    const vdag = vdagServing(ctx, body.model, session)
-    let served: { engine: TokenSource & { provider: { name: string } }, component: Component }
-    let instanceId = body.model
-    if (vdag != null) {
-      served = vdag
-      ctx.metrics.routedRequests.inc({ target: 'vdag' })
-    } else {
-      const r = route(ctx, req, body.model, session)
-      if (r.kind === 'remote') {
-        try {
-          await forwardRemote(ctx, req, reply, '/v1/chat/completions', body, body.model, session, r, gone)
-          return
-        } catch (err) {
-          if (!(err instanceof LocalFallback)) throw err
-        }
-      }
-      ctx.metrics.routedRequests.inc({ target: 'local' })
-      const serving = localServing(ctx, body.model)
-      instanceId = serving.instance
-      void reply.header(INSTANCE_HEADER, serving.instance)
-      if (serving.kind === 'external') {
-        reply.hijack()
-        reply.raw.setHeader(INSTANCE_HEADER, serving.instance)
-        await serving.backend.forward('/v1/chat/completions', body, body.model, reply.raw, gone.signal)
-        return
-      }
-      served = localEngine(serving, body.model)
-    }
-    const { engine, component } = served
-    const block = { id: body.model }
+    const served = await serve(ctx, req, reply, '/v1/chat/completions', body)
+    if (served == null) return
+    const { engine, component, instanceId, gone } = served
     const tokenizer = tokenizerFor(component)
     const prompt = tokenizer.chatPrompt(body.messages.map(m => ({ role: m.role, content: messageText(m.content) })))
     const text: TextRequest = {
@@ -236,15 +244,15 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     if (body.stream !== true) {
       let content = ''
       const r = await generateText(engine, component, text, d => { content += d }, gone.signal)
-      observe(ctx, block.id, r)
+      observe(ctx, body.model, r)
       return {
-        id, object: 'chat.completion', created, model: block.id, system_fingerprint: fingerprint,
+        id, object: 'chat.completion', created, model: body.model, system_fingerprint: fingerprint,
         choices: [{ index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: r.finishReason }],
         usage: usage(r)
       }
     }
     const chunk = (delta: Record<string, string>, finish: string | null): object => ({
-      id, object: 'chat.completion.chunk', created, model: block.id, system_fingerprint: fingerprint,
+      id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: fingerprint,
       choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }]
     })
     const sse = new EventStream(reply, { [INSTANCE_HEADER]: instanceId })
@@ -252,10 +260,10 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     const delta = chunkTemplate(chunk({ content: '\u0000' }, null), '\u0000')
     try {
       const r = await generateText(engine, component, text, async d => { await sse.send(new RawJson(delta(d))) }, gone.signal)
-      observe(ctx, block.id, r)
+      observe(ctx, body.model, r)
       if (!r.cancelled) {
         await sse.send(chunk({}, r.finishReason))
-        if (body.stream_options?.include_usage === true) await sse.send({ id, object: 'chat.completion.chunk', created, model: block.id, choices: [], usage: usage(r) })
+        if (body.stream_options?.include_usage === true) await sse.send({ id, object: 'chat.completion.chunk', created, model: body.model, choices: [], usage: usage(r) })
         await sse.send('[DONE]')
       }
     } catch (err) {
@@ -267,38 +275,9 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
 
   app.post('/v1/completions', async (req, reply) => {
     const body = parse(CompletionRequestSchema, req.body)
-    const session = body.user ?? (typeof req.headers['x-session-id'] === 'string' ? req.headers['x-session-id'] : undefined)
-    const gone = clientGone(req, reply)
-    const vdag = vdagServing(ctx, body.model, session)
-    let served: { engine: TokenSource & { provider: { name: string } }, component: Component }
-    let instanceId = body.model
-    if (vdag != null) {
-      served = vdag
-      ctx.metrics.routedRequests.inc({ target: 'vdag' })
-    } else {
-      const r = route(ctx, req, body.model, session)
-      if (r.kind === 'remote') {
-        try {
-          await forwardRemote(ctx, req, reply, '/v1/completions', body, body.model, session, r, gone)
-          return
-        } catch (err) {
-          if (!(err instanceof LocalFallback)) throw err
-        }
-      }
-      ctx.metrics.routedRequests.inc({ target: 'local' })
-      const serving = localServing(ctx, body.model)
-      instanceId = serving.instance
-      void reply.header(INSTANCE_HEADER, serving.instance)
-      if (serving.kind === 'external') {
-        reply.hijack()
-        reply.raw.setHeader(INSTANCE_HEADER, serving.instance)
-        await serving.backend.forward('/v1/completions', body, body.model, reply.raw, gone.signal)
-        return
-      }
-      served = localEngine(serving, body.model)
-    }
-    const { engine, component } = served
-    const block = { id: body.model }
+    const served = await serve(ctx, req, reply, '/v1/completions', body)
+    if (served == null) return
+    const { engine, component, instanceId, gone } = served
     const tokenizer = tokenizerFor(component)
     const promptText = Array.isArray(body.prompt) ? body.prompt[0] : body.prompt
     const prompt = tokenizer.encode(promptText, { bos: true })
@@ -315,21 +294,21 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     if (body.stream !== true) {
       let out = ''
       const r = await generateText(engine, component, text, d => { out += d }, gone.signal)
-      observe(ctx, block.id, r)
+      observe(ctx, body.model, r)
       return {
-        id, object: 'text_completion', created, model: block.id,
+        id, object: 'text_completion', created, model: body.model,
         choices: [{ index: 0, text: out, logprobs: null, finish_reason: r.finishReason }],
         usage: usage(r)
       }
     }
     const sse = new EventStream(reply, { [INSTANCE_HEADER]: instanceId })
-    const delta = chunkTemplate({ id, object: 'text_completion', created, model: block.id, choices: [{ index: 0, text: '\u0000', logprobs: null, finish_reason: null }] }, '\u0000')
+    const delta = chunkTemplate({ id, object: 'text_completion', created, model: body.model, choices: [{ index: 0, text: '\u0000', logprobs: null, finish_reason: null }] }, '\u0000')
     try {
       const r = await generateText(engine, component, text, async d => { await sse.send(new RawJson(delta(d))) }, gone.signal)
-      observe(ctx, block.id, r)
+      observe(ctx, body.model, r)
       if (!r.cancelled) {
-        await sse.send({ id, object: 'text_completion', created, model: block.id, choices: [{ index: 0, text: '', logprobs: null, finish_reason: r.finishReason }] })
-        if (body.stream_options?.include_usage === true) await sse.send({ id, object: 'text_completion', created, model: block.id, choices: [], usage: usage(r) })
+        await sse.send({ id, object: 'text_completion', created, model: body.model, choices: [{ index: 0, text: '', logprobs: null, finish_reason: r.finishReason }] })
+        if (body.stream_options?.include_usage === true) await sse.send({ id, object: 'text_completion', created, model: body.model, choices: [], usage: usage(r) })
         await sse.send('[DONE]')
       }
     } catch (err) {

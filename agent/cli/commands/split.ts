@@ -17,8 +17,8 @@ export const MODELS_DIR = '.blockmesh/models'
 
 /** Preset names `split --model` accepts, with the issue's spelling `demo-100m` for 100m. */
 function presetOf (name: string): string | undefined {
-  const n = name.replace(/^demo-/, '')
-  return name === 'demo' ? 'demo' : PRESETS[n] != null ? n : undefined
+  const n = name.replace(/^demo-(?=.)/, '')
+  return PRESETS[n] != null ? n : undefined
 }
 
 interface SplitOpts extends TargetOpts {
@@ -84,9 +84,11 @@ export function registerSplitCommands (program: Command): void {
       if (opts.model != null) {
         const preset = presetOf(opts.model)
         if (preset != null) {
-          const m = await ensureGeneratedModel({ ...PRESETS[preset], seed: 1 }, resolve(MODELS_DIR), preset === 'demo' ? 'demo-gpt' : `gpt-${preset}`, line => process.stderr.write(line + '\n'))
+          // the names npm start and the benchmarks use, so the cached files are shared
+          const cached = preset === 'demo' ? 'demo-gpt' : `gpt-${preset}`
+          const m = await ensureGeneratedModel({ ...PRESETS[preset], seed: 1 }, resolve(MODELS_DIR), cached, line => process.stderr.write(line + '\n'))
           url = m.path
-          name ??= preset === 'demo' ? 'demo-gpt' : `gpt-${preset}`
+          name ??= cached
         } else if (/\.onnx$/i.test(opts.model)) {
           url = isAbsolute(opts.model) ? opts.model : resolve(opts.model)
           name ??= opts.model.replace(/^.*\//, '').replace(/\.onnx$/i, '')
