@@ -165,6 +165,11 @@ export class MeshNode {
     return this.libp2p.getConnections(parsePeerId(peer)).length > 0
   }
 
+  /** Peers with at least one open connection to this node (each once). */
+  connectedPeers (): string[] {
+    return [...new Set(this.libp2p.getConnections().map(c => c.remotePeer.toString()))]
+  }
+
   /** Dials a peer once (best effort) unless connected, refused by the gate, or a dial is under way. */
   async ensureConnected (target: Multiaddr | Multiaddr[], peer?: string): Promise<string | undefined> {
     const targets = Array.isArray(target) ? target : [target]

@@ -6,7 +6,9 @@ import { checkBearer, hostAllowed, isLoopbackAddress, isStateChanging } from './
 import { registerSystemRoutes } from './routes/system.ts'
 import { registerMeshRoutes } from './routes/mesh.ts'
 import { registerHardwareRoutes } from './routes/hardware.ts'
-import { registerDashboardRoutes, CSP } from './routes/dashboard.ts'
+import { registerDashboardRoutes } from './routes/dashboard.ts'
+import { CSP } from './csp.ts'
+import { registerEventRoutes } from './routes/events.ts'
 import { registerComponentRoutes } from './routes/components.ts'
 import { registerBlockRoutes } from './routes/blocks.ts'
 import { registerOpenAIRoutes } from './routes/openai.ts'
@@ -86,6 +88,7 @@ export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<Fast
   registerVdagRoutes(app, ctx)
   registerTaskRoutes(app, ctx)
   registerRegistryRoutes(app, { db: ctx.db, log: ctx.log })
+  registerEventRoutes(app, ctx)
   registerDashboardRoutes(app)
   return app
 }

@@ -59,11 +59,18 @@ export interface BlockRecord {
 
 interface Row { id: string, component_uri: string, spec: string, status: BlockStatus, error: string | null, runtime: string | null, created_at: number, updated_at: number }
 
+/** A stored spec with today's defaults filled in (a spec stored by an older agent may lack newer fields). */
+function specOf (r: Row): BlockSpec {
+  const raw = JSON.parse(r.spec) as Record<string, unknown>
+  const parsed = BlockSpecSchema.safeParse(raw)
+  return (parsed.success ? { ...parsed.data, id: r.id } : raw) as BlockSpec
+}
+
 function toRecord (r: Row): BlockRecord {
   return {
     id: r.id,
     component: r.component_uri,
-    spec: JSON.parse(r.spec) as BlockSpec,
+    spec: specOf(r),
     status: r.status,
     error: r.error,
     runtime: r.runtime == null ? null : JSON.parse(r.runtime) as BlockRuntime,

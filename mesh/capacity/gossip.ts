@@ -8,7 +8,7 @@ import { CapacityFrameError } from '../errors.ts'
 import { Penalties } from '../penalties.ts'
 import type { RejectReason } from '../errors.ts'
 import {
-  CAPACITY_TOPIC, compareRecords, decodeCapacityRecord, encodeCapacityRecord
+  CAPACITY_TOPIC, MAX_LINKS, compareRecords, decodeCapacityRecord, encodeCapacityRecord
 } from './record.ts'
 import type { CapacityRecord, InstanceReport, Readings, VdagReport } from './record.ts'
 
@@ -191,7 +191,8 @@ export class CapacityGossip {
       heartbeatMs: this.init.heartbeatMs,
       readings: this.init.readings(),
       instances: (this.init.instances?.() ?? []).slice(0, 64),
-      vdags: (this.init.vdags?.() ?? []).slice(0, 16)
+      vdags: (this.init.vdags?.() ?? []).slice(0, 16),
+      links: this.node.connectedPeers().slice(0, MAX_LINKS)
     }
     try {
       const frame = await encodeCapacityRecord(record, this.node.privateKey)

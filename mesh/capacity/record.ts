@@ -6,6 +6,8 @@ import { CapacityFrameError } from '../errors.ts'
 
 /** Frames larger than this are refused before any decoding. */
 export const MAX_CAPACITY_FRAME_BYTES = 64 * 1024
+/** Connections a record lists, at most (a record stays well under the frame bound). */
+export const MAX_LINKS = 256
 export const CAPACITY_DOMAIN = 'blockmesh-capacity'
 export const CAPACITY_CODEC = new TextEncoder().encode('/blockmesh/capacity/1')
 export const CAPACITY_TOPIC = '/blockmesh/capacity/1'
@@ -94,7 +96,9 @@ export const CapacityRecordSchema = z.object({
   /** block instances running here (absent in records from older agents) */
   instances: z.array(InstanceReportSchema).max(64).default([]),
   /** vDAGs this agent owns: the model name and its stage blocks in order (any agent can serve them) */
-  vdags: z.array(VdagReportSchema).max(16).default([])
+  vdags: z.array(VdagReportSchema).max(16).default([]),
+  /** peers this node has a live connection to (for topology views; absent from older agents) */
+  links: z.array(text(128)).max(MAX_LINKS).default([])
 })
 export type CapacityRecord = z.infer<typeof CapacityRecordSchema>
 

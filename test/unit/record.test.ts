@@ -16,6 +16,7 @@ function record (over: Partial<CapacityRecord> = {}): CapacityRecord {
     v: 1, peerId: me, name: 'n', cluster: 'c', vendor: 'v', addrs: ['/ip4/127.0.0.1/tcp/1'], epoch: 3, seq: 7, ts: 1, heartbeatMs: 2000,
     instances: [],
     vdags: [],
+    links: [],
     readings: {
       cpu: { count: 8, model: 'cpu', load1: 1, load5: 2, load15: 3, utilisation: 50 },
       memory: { totalBytes: 100, freeBytes: 50, availableBytes: 60 },

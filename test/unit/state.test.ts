@@ -49,6 +49,7 @@ test('stored peers come back newest first; damaged rows are skipped, never fatal
     v: 1 as const, peerId, name, cluster: 'c', vendor: '', addrs: [], epoch: 1, seq: 1, ts: 1, heartbeatMs: 1000,
     instances: [],
     vdags: [],
+    links: [],
     readings: { cpu: { count: 1, model: 'm', load1: 0, load5: 0, load15: 0, utilisation: 0 }, memory: { totalBytes: 1, freeBytes: 1, availableBytes: 1 }, gpus: [] }
   })
   store.saveAll([{ record: rec('p1', 'one'), lastSeen: 100 }, { record: rec('p2', 'two'), lastSeen: 200 }])

@@ -31,6 +31,16 @@ export function selfJson (ctx: ApiContext): PeerJson | null {
   return own == null ? null : peerJson(ctx, own, own.ts, 'live', true)
 }
 
+/** This node first, then the peers it knows, by cluster and name (what GET /api/peers answers). */
+export function peersJson (ctx: ApiContext, include: 'live' | 'all'): { self: string, heartbeatMs: number, peers: PeerJson[] } {
+  const self = selfJson(ctx)
+  const peers = ctx.gossip.peers()
+    .filter(p => include === 'all' || p.status === 'live')
+    .map(p => peerJson(ctx, p.record, p.lastSeen, p.status, false))
+    .sort((a, b) => a.cluster.localeCompare(b.cluster) || a.name.localeCompare(b.name) || a.peerId.localeCompare(b.peerId))
+  return { self: ctx.mesh.peerId.toString(), heartbeatMs: ctx.gossip.heartbeatMs, peers: self == null ? peers : [self, ...peers] }
+}
+
 const PeersQuery = z.object({
   include: z.enum(['live', 'all']).default('live')
 }).strict()
@@ -44,12 +54,7 @@ export function registerMeshRoutes (app: FastifyInstance, ctx: ApiContext): void
 
   app.get('/api/peers', async (req) => {
     const q = parseWith(PeersQuery, req.query, 'query')
-    const self = selfJson(ctx)
-    const peers = ctx.gossip.peers()
-      .filter(p => q.include === 'all' || p.status === 'live')
-      .map(p => peerJson(ctx, p.record, p.lastSeen, p.status, false))
-      .sort((a, b) => a.cluster.localeCompare(b.cluster) || a.name.localeCompare(b.name) || a.peerId.localeCompare(b.peerId))
-    return { self: ctx.mesh.peerId.toString(), heartbeatMs: ctx.gossip.heartbeatMs, peers: self == null ? peers : [self, ...peers] }
+    return peersJson(ctx, q.include)
   })
 
   app.get<{ Params: { id: string } }>('/api/peers/:id', async (req) => {

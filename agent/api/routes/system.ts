@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import type { ApiContext } from '../context.ts'
+import { checkBearer } from '../auth.ts'
 
 export function registerSystemRoutes (app: FastifyInstance, ctx: ApiContext): void {
   app.get('/api/health', async () => ({
@@ -10,6 +11,17 @@ export function registerSystemRoutes (app: FastifyInstance, ctx: ApiContext): vo
     uptimeSeconds: Math.round((Date.now() - ctx.startedAt) / 1000),
     connections: ctx.mesh.libp2p.getConnections().length
   }))
+
+  /**
+   * Checks a token without changing anything (the dashboard's login): 200 with
+   * { authenticated: true } for the agent's token, 401 for a wrong one, and
+   * { authenticated: false } without an Authorization header.
+   */
+  app.get('/api/auth', async (req) => {
+    if (req.headers.authorization == null) return { authenticated: false, needed: 'requests that change state (POST, PUT, DELETE), including /v1 inference' }
+    checkBearer(req.headers.authorization, ctx.token)
+    return { authenticated: true }
+  })
 
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', ctx.metrics.registry.contentType)

@@ -1,0 +1,83 @@
+import type { ServerResponse } from 'node:http'
+import type { FastifyInstance } from 'fastify'
+import type { ApiContext } from '../context.ts'
+import { CSP } from '../csp.ts'
+import { AgentError } from '../../errors.ts'
+import { StatsHistory } from '../../stats/history.ts'
+import type { StatsSample } from '../../stats/history.ts'
+import { peersJson } from './mesh.ts'
+
+export interface EventsOptions {
+  /** event streams open at once; more are answered 503 */
+  maxClients?: number
+  /** samples kept per peer for charts */
+  historyPerPeer?: number
+}
+
+/**
+ * GET /api/events: a Server-Sent Events stream for dashboards (read-only, no
+ * token). First `hello` ({ self, heartbeatMs, history }: every peer's recent
+ * samples), then every heartbeat `peers` ({ peers: as GET /api/peers, samples:
+ * the new sample of each peer that sent a record since }).
+ */
+export function registerEventRoutes (app: FastifyInstance, ctx: ApiContext, opts: EventsOptions = {}): void {
+  const maxClients = opts.maxClients ?? 32
+  const history = new StatsHistory({ perPeer: opts.historyPerPeer ?? 300 })
+  const clients = new Set<ServerResponse>()
+
+  const sampleAll = (): Record<string, StatsSample> => {
+    const fresh: Record<string, StatsSample> = {}
+    const own = ctx.gossip.localRecord()
+    if (own != null) {
+      const s = history.add(own, Date.now())
+      if (s != null) fresh[own.peerId] = s
+    }
+    for (const p of ctx.gossip.peers()) {
+      if (p.status !== 'live') continue
+      const s = history.add(p.record, p.lastSeen)
+      if (s != null) fresh[p.record.peerId] = s
+    }
+    return fresh
+  }
+
+  const send = (res: ServerResponse, event: string, data: unknown): void => {
+    // one write per event; a client that does not read is dropped rather than buffered without bound
+    if (res.writableLength > 4 * 1024 * 1024) { res.destroy(); return }
+    res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
+  }
+
+  const timer = setInterval(() => {
+    const samples = sampleAll()
+    if (clients.size === 0) return
+    const body = { ...peersJson(ctx, 'live'), samples }
+    for (const res of clients) send(res, 'peers', body)
+  }, ctx.gossip.heartbeatMs)
+  timer.unref()
+
+  app.addHook('preClose', async () => {
+    clearInterval(timer)
+    for (const res of clients) res.end()
+    clients.clear()
+  })
+
+  app.get('/api/events', async (req, reply) => {
+    if (clients.size >= maxClients) throw new AgentError(`too many event streams open (${maxClients}); close one`, 'too_many_streams', 503)
+    sampleAll()
+    reply.hijack()
+    const res = reply.raw
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive',
+      'content-security-policy': CSP,
+      'x-content-type-options': 'nosniff',
+      'x-accel-buffering': 'no'
+    })
+    clients.add(res)
+    const drop = (): void => { clients.delete(res) }
+    res.on('close', drop)
+    req.raw.on('close', drop)
+    res.write(`retry: ${Math.max(1000, ctx.gossip.heartbeatMs)}\n\n`)
+    send(res, 'hello', { ...peersJson(ctx, 'live'), history: history.all() })
+  })
+}

@@ -1,0 +1,86 @@
+import { errorOf } from './api.ts'
+import { headersFor } from './api.ts'
+
+export interface ChatMessage { role: 'system' | 'user' | 'assistant', content: string }
+
+export interface StreamStats {
+  /** ms from sending to the first content token */
+  ttftMs: number | null
+  /** completion tokens (the server's usage count when it sends one) */
+  tokens: number
+  /** tokens per second after the first one */
+  tokensPerSecond: number | null
+  finishReason: string | null
+  /** stream events that carried content (more than one: the answer came streamed) */
+  chunks: number
+}
+
+/**
+ * Streams a chat completion from the agent's OpenAI-compatible API
+ * (POST /v1/chat/completions, stream: true), calling onDelta per content
+ * piece; measures time to first token and tokens/s in the page.
+ */
+export async function streamChat (
+  body: { model: string, messages: ChatMessage[], max_tokens?: number, temperature?: number },
+  onDelta: (text: string, stats: StreamStats) => void,
+  signal?: AbortSignal
+): Promise<StreamStats> {
+  const started = performance.now()
+  const res = await fetch('/v1/chat/completions', {
+    method: 'POST',
+    headers: { ...headersFor('POST', true), accept: 'text/event-stream' },
+    body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } }),
+    signal,
+    credentials: 'omit',
+    cache: 'no-store'
+  })
+  if (!res.ok || res.body == null) {
+    const text = await res.text()
+    let parsed: unknown = text
+    try { parsed = JSON.parse(text) } catch { /* not JSON */ }
+    throw errorOf(res.status, parsed)
+  }
+  const stats: StreamStats = { ttftMs: null, tokens: 0, tokensPerSecond: null, finishReason: null, chunks: 0 }
+  let first = 0
+  let usageTokens: number | null = null
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
+  let buf = ''
+  const MAX_EVENT = 1024 * 1024
+  for (;;) {
+    const { value, done } = await reader.read()
+    if (done) break
+    buf += value
+    if (buf.length > MAX_EVENT && !buf.includes('\n\n')) throw new Error('the server sent an event larger than 1 MiB')
+    let end: number
+    while ((end = buf.indexOf('\n\n')) >= 0) {
+      const event = buf.slice(0, end)
+      buf = buf.slice(end + 2)
+      for (const line of event.split('\n')) {
+        if (!line.startsWith('data:')) continue
+        const data = line.slice(5).trim()
+        if (data === '[DONE]') continue
+        let chunk: any
+        try { chunk = JSON.parse(data) } catch { continue }
+        if (chunk?.error != null) throw errorOf(500, chunk)
+        if (typeof chunk?.usage?.completion_tokens === 'number') usageTokens = chunk.usage.completion_tokens
+        const choice = chunk?.choices?.[0]
+        if (choice?.finish_reason != null) stats.finishReason = choice.finish_reason
+        const text: unknown = choice?.delta?.content
+        if (typeof text !== 'string' || text === '') continue
+        const now = performance.now()
+        if (stats.ttftMs == null) { stats.ttftMs = now - started; first = now }
+        stats.tokens++
+        stats.chunks++
+        const secs = (now - first) / 1000
+        stats.tokensPerSecond = stats.tokens > 1 && secs > 0 ? (stats.tokens - 1) / secs : null
+        onDelta(text, { ...stats })
+      }
+    }
+  }
+  if (usageTokens != null) {
+    const secs = (performance.now() - (first || started)) / 1000
+    stats.tokens = usageTokens
+    stats.tokensPerSecond = usageTokens > 1 && secs > 0 ? (usageTokens - 1) / secs : stats.tokensPerSecond
+  }
+  return stats
+}
