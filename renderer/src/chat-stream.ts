@@ -1,5 +1,5 @@
-import { errorOf } from './api.ts'
-import { headersFor } from './api.ts'
+import { errorOf, headersFor } from './api.ts'
+import { SseSplitter } from './sse.ts'
 
 export interface ChatMessage { role: 'system' | 'user' | 'assistant', content: string }
 
@@ -44,37 +44,27 @@ export async function streamChat (
   let first = 0
   let usageTokens: number | null = null
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
-  let buf = ''
-  const MAX_EVENT = 1024 * 1024
+  const events = new SseSplitter()
   for (;;) {
     const { value, done } = await reader.read()
     if (done) break
-    buf += value
-    if (buf.length > MAX_EVENT && !buf.includes('\n\n')) throw new Error('the server sent an event larger than 1 MiB')
-    let end: number
-    while ((end = buf.indexOf('\n\n')) >= 0) {
-      const event = buf.slice(0, end)
-      buf = buf.slice(end + 2)
-      for (const line of event.split('\n')) {
-        if (!line.startsWith('data:')) continue
-        const data = line.slice(5).trim()
-        if (data === '[DONE]') continue
-        let chunk: any
-        try { chunk = JSON.parse(data) } catch { continue }
-        if (chunk?.error != null) throw errorOf(500, chunk)
-        if (typeof chunk?.usage?.completion_tokens === 'number') usageTokens = chunk.usage.completion_tokens
-        const choice = chunk?.choices?.[0]
-        if (choice?.finish_reason != null) stats.finishReason = choice.finish_reason
-        const text: unknown = choice?.delta?.content
-        if (typeof text !== 'string' || text === '') continue
-        const now = performance.now()
-        if (stats.ttftMs == null) { stats.ttftMs = now - started; first = now }
-        stats.tokens++
-        stats.chunks++
-        const secs = (now - first) / 1000
-        stats.tokensPerSecond = stats.tokens > 1 && secs > 0 ? (stats.tokens - 1) / secs : null
-        onDelta(text, { ...stats })
-      }
+    for (const data of events.push(value)) {
+      if (data.trim() === '[DONE]') continue
+      let chunk: any
+      try { chunk = JSON.parse(data) } catch { continue }
+      if (chunk?.error != null) throw errorOf(500, chunk)
+      if (typeof chunk?.usage?.completion_tokens === 'number') usageTokens = chunk.usage.completion_tokens
+      const choice = chunk?.choices?.[0]
+      if (choice?.finish_reason != null) stats.finishReason = choice.finish_reason
+      const text: unknown = choice?.delta?.content
+      if (typeof text !== 'string' || text === '') continue
+      const now = performance.now()
+      if (stats.ttftMs == null) { stats.ttftMs = now - started; first = now }
+      stats.tokens++
+      stats.chunks++
+      const secs = (now - first) / 1000
+      stats.tokensPerSecond = stats.tokens > 1 && secs > 0 ? (stats.tokens - 1) / secs : null
+      onDelta(text, { ...stats })
     }
   }
   if (usageTokens != null) {

@@ -1,0 +1,85 @@
+/** The dashboard's API on real agent processes: the live event stream, the token check, the served build. */
+import { describe, test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { AgentProcess, stopAll, until } from './helpers/agents.ts'
+import { RENDERER_DIST } from '../agent/api/routes/dashboard.ts'
+import { SseSplitter } from '../renderer/src/sse.ts'
+
+/** Reads the first `n` events (name and parsed data) of an SSE response. */
+async function readEvents (res: Response, n: number): Promise<Array<{ event: string, data: any }>> {
+  const out: Array<{ event: string, data: any }> = []
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader()
+  let raw = ''
+  const split = new SseSplitter(8 * 1024 * 1024)
+  while (out.length < n) {
+    const { value, done } = await reader.read()
+    if (done) break
+    raw += value
+    // event names are on their own lines; pair each data payload with the name before it
+    const names = [...raw.matchAll(/^event: (\w+)$/gm)].map(m => m[1])
+    for (const data of split.push(value)) out.push({ event: names[out.length] ?? 'message', data: JSON.parse(data) })
+  }
+  await reader.cancel()
+  return out
+}
+
+describe('dashboard API: live events, token check, the built renderer', () => {
+  let a: AgentProcess, b: AgentProcess
+
+  before(async () => {
+    a = await AgentProcess.start({ name: 'ev-a', cluster: 'one' })
+    b = await AgentProcess.start({ name: 'ev-b', cluster: 'two', bootstrap: [a.addr] })
+    await until(async () => (await a.peers()).length === 2, 'the mesh to form')
+  })
+  after(async () => { await stopAll([a, b]) })
+
+  test('GET /api/events streams hello (peers + history) then peers with new samples; peers list their connections', async () => {
+    // wait until both records name the connection, so the stream has something to show
+    await until(async () => (await a.peers()).every(p => p.links.length === 1), 'links in both records')
+    const res = await fetch(`${a.url}/api/events`)
+    assert.equal(res.status, 200)
+    assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/)
+    assert.match(res.headers.get('content-security-policy') ?? '', /default-src 'none'/)
+    const [hello, next] = await readEvents(res, 2)
+    assert.equal(hello.event, 'hello')
+    assert.equal(hello.data.self, a.peerId)
+    const byName = Object.fromEntries(hello.data.peers.map((p: any) => [p.name, p]))
+    assert.deepEqual(byName['ev-a'].links, [b.peerId])
+    assert.deepEqual(byName['ev-b'].links, [a.peerId])
+    assert.equal(byName['ev-b'].cluster, 'two')
+    assert.ok(hello.data.history[a.peerId].length >= 1, 'history has samples of this agent')
+    assert.ok(hello.data.history[b.peerId].length >= 1, 'and of its peer')
+    assert.equal(next.event, 'peers')
+    assert.equal(next.data.peers.length, 2)
+    for (const s of Object.values(next.data.samples) as any[]) {
+      assert.equal(typeof s.cpu, 'number')
+      assert.equal(typeof s.tps, 'number')
+    }
+  })
+
+  test('GET /api/auth checks a token without changing anything', async () => {
+    assert.deepEqual((await a.api('/api/auth')).body.authenticated, false)
+    const wrong = await a.api('/api/auth', { headers: { authorization: 'Bearer nope' } })
+    assert.equal(wrong.status, 401)
+    const right = await a.api('/api/auth', { headers: { authorization: `Bearer ${a.token}` } })
+    assert.deepEqual(right.body, { authenticated: true })
+  })
+
+  test('the built dashboard is served at / with the CSP; hashed assets are immutable; nothing else is', { skip: !existsSync(join(RENDERER_DIST, 'index.html')) && 'the dashboard is not built (npm test builds it)' }, async () => {
+    const page = await fetch(`${a.url}/`)
+    assert.equal(page.status, 200)
+    assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'self'/)
+    const html = (await page.text()).replace(/<!--[\s\S]*?-->/g, '')
+    assert.doesNotMatch(html, /<script>(?!<\/script>)|<style>|\sstyle=/, 'no inline script or style')
+    const asset = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1]
+    assert.ok(asset != null, html)
+    const js = await fetch(a.url + asset)
+    assert.equal(js.status, 200)
+    assert.match(js.headers.get('cache-control') ?? '', /immutable/)
+    assert.match(js.headers.get('content-type') ?? '', /javascript/)
+    assert.equal((await fetch(`${a.url}/assets/../../package.json`)).status, 404)
+    assert.equal((await fetch(`${a.url}/src/main.tsx`)).status, 404)
+  })
+})
