@@ -82,6 +82,7 @@ export function registerDemoCommand (program: Command): void {
       }
       out(`token: ${demo.token}`)
       out(`dashboard: ${demo.agents[0].info?.apiUrl ?? ''}/`)
+      out('  (open it in a browser; "Log in" with the token above to deploy, split and chat)')
       out(formed ? `mesh formed: agent-0 sees all ${demo.agents.length} agents` : 'mesh not formed yet (see the agents\' logs in the data dir)')
       out(`try: npx blockmesh peers${opts.basePort === 7700 ? '' : ` --api ${demo.agents[0].info?.apiUrl ?? ''}`}`)
       if (served != null) {
