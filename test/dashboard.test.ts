@@ -6,7 +6,7 @@
  */
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
 import type { Browser, Page } from 'playwright-core'
@@ -41,7 +41,7 @@ describe(missing == null ? 'dashboard in Chromium against a 3-agent mesh' : `das
     a = await AgentProcess.start({ name: 'ui-a', cluster: 'alpha' })
     ;[b, c] = await Promise.all([
       AgentProcess.start({ name: 'ui-b', cluster: 'alpha', bootstrap: [a.addr] }),
-      AgentProcess.start({ name: 'ui-c', cluster: 'beta', bootstrap: [a.addr] })
+      AgentProcess.start({ name: 'ui-c', cluster: 'beta', bootstrap: [a.addr], simulateGpus: 'count=2,model=A100,memory=80GiB,free=60GiB,util=10' })
     ])
     await until(async () => (await a.peers()).length === 3, 'the mesh to form')
     const reg = await a.api('/api/components', { method: 'POST', body: component })
@@ -82,6 +82,13 @@ describe(missing == null ? 'dashboard in Chromium against a 3-agent mesh' : `das
     await until(async () => Number(await card.locator('[data-testid=record-seq]').textContent()) > before, 'a newer capacity record of ui-b on the page')
     assert.ok(await card.locator('.spark canvas').count() >= 3, 'CPU, RAM and tokens/s charts')
     assert.match(await card.locator('[data-testid=cpu-util]').textContent() ?? '', /^\d+%$/)
+    assert.equal(await card.locator('[data-testid=gpu]').count(), 0)
+    // ui-c declares two (simulated) A100s: each with its memory in use and utilisation, and a GPU chart
+    const gpuCard = page.locator(`[data-testid=node-card][data-peer="${c.peerId}"]`)
+    const gpus = await gpuCard.locator('[data-testid=gpu]').allTextContents()
+    assert.equal(gpus.length, 2)
+    for (const g of gpus) assert.match(g, /A100 \(simulated\)memory 20\.0 GiB of 80\.0 GiB · util 10%/)
+    assert.equal(await gpuCard.locator('.spark figcaption').filter({ hasText: 'GPU util' }).count(), 1)
     await shot('nodes')
   })
 
@@ -125,12 +132,28 @@ describe(missing == null ? 'dashboard in Chromium against a 3-agent mesh' : `das
   test('a policy nothing satisfies is refused with the scheduler\'s reason', async () => {
     await page.fill('[data-testid=min-instances]', '1')
     await page.fill('[data-testid=block-id]', 'needs-gpu')
-    await page.fill('[data-testid=policy-node-gpus]', '1')
+    await page.fill('[data-testid=policy-node-gpus]', '4') // ui-c has 2 GPUs, the others none
     await page.click('[data-testid=deploy-submit]')
     await page.locator('[data-testid=refusal]').first().waitFor()
     assert.match(await text('[data-testid=refusal]'), /GPU/i)
     await page.locator('[data-testid=block-row][data-block=needs-gpu] [data-testid=block-delete]').click()
     await until(async () => await page.locator('[data-testid=block-row][data-block=needs-gpu]').count() === 0, 'the refused block deleted')
+  })
+
+  test('a block spec uploaded as a YAML file is deployed as written', async () => {
+    const file = join(tempDir('bm-ui-spec-'), 'block.yaml')
+    writeFileSync(file, `id: from-file\ncomponent: ${componentUri}\nminInstances: 1\nmaxInstances: 1\npolicy:\n  cluster:\n    names: [beta]\n`)
+    await page.click('[data-testid=mode-file]')
+    await page.setInputFiles('[data-testid=spec-file]', file)
+    await page.click('[data-testid=deploy-submit]')
+    await page.locator('[data-testid=deploy-result]').waitFor()
+    assert.match(await text('[data-testid=placement]'), /Placed 1 of 1: ui-c/, 'the cluster filter from the file placed it in cluster beta')
+    const row = page.locator('[data-testid=block-row][data-block=from-file]')
+    await until(async () => (await row.locator('[data-testid=block-status]').textContent()) === 'ready', 'block from-file ready', 60_000)
+    await row.locator('[data-testid=block-delete]').click()
+    await until(async () => await row.count() === 0, 'block from-file deleted')
+    assert.equal((await a.api('/api/blocks/from-file')).status, 404)
+    await page.getByLabel('from a component').check()
   })
 
   test('deploying from the form places the block and it turns ready; it can be scaled', async () => {
@@ -184,8 +207,9 @@ describe(missing == null ? 'dashboard in Chromium against a 3-agent mesh' : `das
       await page.fill('[data-testid=chat-input]', 'Tell me about the harbour.')
       await page.click('[data-testid=chat-send]')
       await page.locator('[data-testid=chat-send]').waitFor({ timeout: 60_000 })
-      const answer = await text('[data-testid=chat-assistant]')
-      assert.ok(answer.length > 0, 'an answer')
+      const last = page.locator('[data-testid=chat-assistant]').last()
+      assert.equal(await last.locator('.who').textContent(), model, 'the answer names the model that gave it')
+      assert.ok(((await last.locator('p').textContent()) ?? '').length > 0, 'an answer')
       assert.match(await text('[data-testid=ttft]'), /^\d+ ms$/)
       assert.ok(Number(await text('[data-testid=chat-chunks]')) > 1, 'the answer came in several stream events')
       assert.ok(Number(await text('[data-testid=chat-tokens]')) > 1)

@@ -9,7 +9,8 @@ import type { ChatMessage, StreamStats } from '../chat-stream.ts'
 import { NeedsLogin } from '../components/login.tsx'
 import { num } from '../format.ts'
 
-interface Turn extends ChatMessage { stats?: StreamStats }
+/** A message in the conversation; an answer remembers the model that gave it. */
+interface Turn extends ChatMessage { stats?: StreamStats, model?: string }
 
 export function ChatView () {
   const { token } = useStore(auth.state)
@@ -41,7 +42,8 @@ export function ChatView () {
     setBusy(true)
     setInput('')
     const history: ChatMessage[] = [...turns.map(({ role, content }) => ({ role, content })), { role: 'user', content: text }]
-    setTurns([...history, { role: 'assistant', content: '' }])
+    const shown: Turn[] = [...turns, { role: 'user', content: text }]
+    setTurns([...shown, { role: 'assistant', content: '', model }])
     abort.current = new AbortController()
     let answer = ''
     try {
@@ -50,14 +52,14 @@ export function ChatView () {
         { model, messages: history, max_tokens: Number(maxTokens) || undefined, temperature: Number.isFinite(t) ? t : undefined },
         (piece, s) => {
           answer += piece
-          setTurns([...history, { role: 'assistant', content: answer, stats: s }])
+          setTurns([...shown, { role: 'assistant', content: answer, stats: s, model }])
         },
         abort.current.signal
       )
-      setTurns([...history, { role: 'assistant', content: answer, stats }])
+      setTurns([...shown, { role: 'assistant', content: answer, stats, model }])
     } catch (err) {
       if ((err as Error).name !== 'AbortError') setError(messageOf(err))
-      setTurns([...history, { role: 'assistant', content: answer }])
+      setTurns([...shown, { role: 'assistant', content: answer, model }])
     } finally { setBusy(false); abort.current = null }
   }
 
@@ -82,7 +84,7 @@ export function ChatView () {
       <div class="turns" data-testid="chat-turns" aria-live="polite">
         {turns.map((t, i) => (
           <div key={i} class={`turn ${t.role}`} data-testid={`chat-${t.role}`}>
-            <span class="who">{t.role === 'user' ? 'you' : model}</span>
+            <span class="who">{t.role === 'user' ? 'you' : t.model ?? model}</span>
             <p>{t.content}{busy && i === turns.length - 1 && <span class="cursor" aria-hidden="true">▍</span>}</p>
           </div>
         ))}
