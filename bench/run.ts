@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --only gossip,stream] [--sizes 3,10,20] [--quick]
+ * npm run bench [-- --only gossip,stream,dashboard] [--sizes 3,10,20] [--quick]
  * Runs the benchmarks and writes their sections of BENCHMARKS.md.
  */
 import { parseArgs } from 'node:util'
@@ -11,6 +11,7 @@ import { runInferenceBench, inferenceMarkdown } from './inference.ts'
 import { runSchedulerBench } from './scheduler.ts'
 import { runVdagBench, vdagMarkdown } from './vdag.ts'
 import { runActivationBench, activationMarkdown } from './activations.ts'
+import { runDashboardBench, dashboardMarkdown } from './dashboard.ts'
 
 const { values } = parseArgs({
   options: {
@@ -19,10 +20,10 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false }
   }
 })
-const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag').split(',').map(s => s.trim()))
+const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,dashboard').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag']
+const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'dashboard']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -61,6 +62,10 @@ if (only.has('vdag')) {
   const v = await runVdagBench({ quick: values.quick, log })
   const act = await runActivationBench({ quick: values.quick, hidden: 768, log })
   writeSection('vdag', 'vDAG: a model served across peers', `${vdagMarkdown(v)}\n\n### Activation stream: libp2p ÷ raw TCP\n\n${activationMarkdown(act)}`)
+}
+if (only.has('dashboard')) {
+  log('dashboard: live updates over the event stream vs polling')
+  writeSection('dashboard', 'Dashboard live updates: event stream vs polling', dashboardMarkdown(await runDashboardBench({ quick: values.quick, log })))
 }
 syncReadme()
 log('wrote BENCHMARKS.md (and its copy in README.md)')
