@@ -74,9 +74,8 @@ export function registerEventRoutes (app: FastifyInstance, ctx: ApiContext, opts
       'x-accel-buffering': 'no'
     })
     clients.add(res)
-    const drop = (): void => { clients.delete(res) }
-    res.on('close', drop)
-    req.raw.on('close', drop)
+    // the response's 'close' fires when the client goes away (or the stream is ended here)
+    res.on('close', () => { clients.delete(res) })
     res.write(`retry: ${Math.max(1000, ctx.gossip.heartbeatMs)}\n\n`)
     send(res, 'hello', { ...peersJson(ctx, 'live'), history: history.all() })
   })
