@@ -2,6 +2,7 @@
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
+import { request } from 'node:http'
 import { join } from 'node:path'
 import { AgentProcess, stopAll, until } from './helpers/agents.ts'
 import { RENDERER_DIST } from '../agent/api/routes/dashboard.ts'
@@ -25,6 +26,16 @@ async function readEvents (res: Response, n: number): Promise<Array<{ event: str
   return out
 }
 
+/** GET with the path sent exactly as given, and optional headers; resolves the status. */
+async function rawStatus (base: string, path: string, headers: Record<string, string> = {}): Promise<number> {
+  const url = new URL(base)
+  return await new Promise((resolve, reject) => {
+    const req = request({ host: url.hostname, port: url.port, path, headers }, res => { res.resume(); resolve(res.statusCode ?? 0) })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
 describe('dashboard API: live events, token check, the built renderer', () => {
   let a: AgentProcess, b: AgentProcess
 
@@ -42,7 +53,7 @@ describe('dashboard API: live events, token check, the built renderer', () => {
     assert.equal(res.status, 200)
     assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/)
     assert.match(res.headers.get('content-security-policy') ?? '', /default-src 'none'/)
-    const [hello, next] = await readEvents(res, 2)
+    const [hello, next, ...more] = await readEvents(res, 5)
     assert.equal(hello.event, 'hello')
     assert.equal(hello.data.self, a.peerId)
     const byName = Object.fromEntries(hello.data.peers.map((p: any) => [p.name, p]))
@@ -53,10 +64,28 @@ describe('dashboard API: live events, token check, the built renderer', () => {
     assert.ok(hello.data.history[b.peerId].length >= 1, 'and of its peer')
     assert.equal(next.event, 'peers')
     assert.equal(next.data.peers.length, 2)
-    for (const s of Object.values(next.data.samples) as any[]) {
+    // over a few heartbeats, both peers' new records arrive as samples
+    const sampled = [next, ...more].flatMap(e => Object.entries(e.data.samples) as Array<[string, any]>)
+    assert.deepEqual([...new Set(sampled.map(([peer]) => peer))].sort(), [a.peerId, b.peerId].sort())
+    for (const [, s] of sampled) {
       assert.equal(typeof s.cpu, 'number')
       assert.equal(typeof s.tps, 'number')
     }
+  })
+
+  test('event streams: refused to other sites\' pages; when full, the oldest stream makes room', async () => {
+    assert.equal(await rawStatus(a.url, '/api/events', { 'sec-fetch-site': 'cross-site' }), 403)
+    assert.equal(await rawStatus(a.url, '/api/events', { origin: 'http://evil.example' }), 403)
+    const ctl = new AbortController()
+    try {
+      const streams = await Promise.all(Array.from({ length: 32 }, async () => await fetch(`${a.url}/api/events`, { signal: ctl.signal })))
+      assert.ok(streams.every(r => r.status === 200))
+      const first = streams[0].body!.getReader()
+      const extra = await fetch(`${a.url}/api/events`, { signal: ctl.signal })
+      assert.equal(extra.status, 200, 'the 33rd stream is admitted')
+      // the first stream is ended by the agent: reading it reaches its end
+      for (;;) { if ((await first.read()).done) break }
+    } finally { ctl.abort() }
   })
 
   test('GET /api/auth checks a token without changing anything', async () => {
@@ -71,15 +100,22 @@ describe('dashboard API: live events, token check, the built renderer', () => {
     const page = await fetch(`${a.url}/`)
     assert.equal(page.status, 200)
     assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'self'/)
+    assert.equal(page.headers.get('cache-control'), 'no-cache')
     const html = (await page.text()).replace(/<!--[\s\S]*?-->/g, '')
-    assert.doesNotMatch(html, /<script>(?!<\/script>)|<style>|\sstyle=/, 'no inline script or style')
+    const scripts = html.match(/<script\b[^>]*>/g) ?? []
+    assert.ok(scripts.length > 0)
+    for (const tag of scripts) assert.match(tag, /\ssrc="\/assets\//, `script without src: ${tag}`)
+    assert.doesNotMatch(html, /<style\b|\sstyle=/, 'no inline style')
     const asset = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1]
     assert.ok(asset != null, html)
     const js = await fetch(a.url + asset)
     assert.equal(js.status, 200)
     assert.match(js.headers.get('cache-control') ?? '', /immutable/)
     assert.match(js.headers.get('content-type') ?? '', /javascript/)
-    assert.equal((await fetch(`${a.url}/assets/../../package.json`)).status, 404)
+    // raw paths (fetch would normalise the dots away)
+    for (const path of ['/assets/../../package.json', '/assets/%2e%2e/%2e%2e/package.json', '/package.json', '/assets/../index.html']) {
+      assert.equal(await rawStatus(a.url, path), 404, path)
+    }
     assert.equal((await fetch(`${a.url}/src/main.tsx`)).status, 404)
   })
 })

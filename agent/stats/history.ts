@@ -83,8 +83,9 @@ export class StatsHistory {
     return sample
   }
 
-  /** Every peer's samples, oldest first. */
-  all (): Record<string, StatsSample[]> {
-    return Object.fromEntries([...this.series].map(([peer, s]) => [peer, [...s.samples]]))
+  /** The samples of these peers (all peers when absent), oldest first. */
+  all (peers?: string[]): Record<string, StatsSample[]> {
+    const want = peers == null ? null : new Set(peers)
+    return Object.fromEntries([...this.series].filter(([peer]) => want == null || want.has(peer)).map(([peer, s]) => [peer, [...s.samples]]))
   }
 }

@@ -1,4 +1,5 @@
-import { useEffect, useState } from 'preact/hooks'
+import { useEffect, useErrorBoundary, useState } from 'preact/hooks'
+import type { ComponentType } from 'preact'
 import { useStore } from './store.ts'
 import { live } from './live.ts'
 import { auth } from './auth.ts'
@@ -25,6 +26,20 @@ function current (): ViewId {
   return (VIEWS.find(v => v.id === id)?.id) ?? 'topology'
 }
 
+/** A view that throws (say, on data it did not expect) shows the error instead of taking the whole page down. */
+function Guarded ({ view: View }: { view: ComponentType }) {
+  const [error, reset] = useErrorBoundary()
+  if (error != null) {
+    return (
+      <div class="card error" role="alert">
+        <p>This view failed: {(error as Error).message ?? String(error)}</p>
+        <button class="secondary" onClick={reset}>Try again</button>
+      </div>
+    )
+  }
+  return <View />
+}
+
 export function App () {
   const [view, setView] = useState<ViewId>(current())
   const state = useStore(live.state)
@@ -46,7 +61,7 @@ export function App () {
           {VIEWS.map(v => <a key={v.id} href={`#/${v.id}`} class={v.id === view ? 'active' : ''} aria-current={v.id === view ? 'page' : undefined}>{v.title}</a>)}
         </nav>
         <div class="status">
-          <span class={`dot ${state.connected ? 'ok' : 'bad'}`} title={state.connected ? 'live updates on' : 'live updates off (reconnecting)'} />
+          <span role="status" class="live-state"><span class={`dot ${state.connected ? 'ok' : 'bad'}`} aria-hidden="true" />{state.connected ? 'live' : 'reconnecting…'}</span>
           <span data-testid="agent-name">{self != null ? `${self.name} · ${self.cluster}` : 'connecting…'}</span>
           {d != null && <button class="link" onClick={() => { void d.connection.switch() }}>switch agent</button>}
           {token == null
@@ -56,7 +71,7 @@ export function App () {
       </header>
       {showLogin && token == null && <Login onClose={() => { setShowLogin(false) }} />}
       <main>
-        <View />
+        <Guarded key={view} view={View} />
       </main>
     </div>
   )

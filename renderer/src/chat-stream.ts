@@ -45,27 +45,32 @@ export async function streamChat (
   let usageTokens: number | null = null
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
   const events = new SseSplitter()
-  for (;;) {
-    const { value, done } = await reader.read()
-    if (done) break
-    for (const data of events.push(value)) {
-      if (data.trim() === '[DONE]') continue
-      let chunk: any
-      try { chunk = JSON.parse(data) } catch { continue }
-      if (chunk?.error != null) throw errorOf(500, chunk)
-      if (typeof chunk?.usage?.completion_tokens === 'number') usageTokens = chunk.usage.completion_tokens
-      const choice = chunk?.choices?.[0]
-      if (choice?.finish_reason != null) stats.finishReason = choice.finish_reason
-      const text: unknown = choice?.delta?.content
-      if (typeof text !== 'string' || text === '') continue
-      const now = performance.now()
-      if (stats.ttftMs == null) { stats.ttftMs = now - started; first = now }
-      stats.tokens++
-      stats.chunks++
-      const secs = (now - first) / 1000
-      stats.tokensPerSecond = stats.tokens > 1 && secs > 0 ? (stats.tokens - 1) / secs : null
-      onDelta(text, { ...stats })
+  try {
+    for (;;) {
+      const { value, done } = await reader.read()
+      if (done) break
+      for (const data of events.push(value)) {
+        if (data.trim() === '[DONE]') continue
+        let chunk: any
+        try { chunk = JSON.parse(data) } catch { continue }
+        if (chunk?.error != null) throw errorOf(500, chunk)
+        if (typeof chunk?.usage?.completion_tokens === 'number') usageTokens = chunk.usage.completion_tokens
+        const choice = chunk?.choices?.[0]
+        if (choice?.finish_reason != null) stats.finishReason = choice.finish_reason
+        const text: unknown = choice?.delta?.content
+        if (typeof text !== 'string' || text === '') continue
+        const now = performance.now()
+        if (stats.ttftMs == null) { stats.ttftMs = now - started; first = now }
+        stats.tokens++
+        stats.chunks++
+        const secs = (now - first) / 1000
+        stats.tokensPerSecond = stats.tokens > 1 && secs > 0 ? (stats.tokens - 1) / secs : null
+        onDelta(text, { ...stats })
+      }
     }
+  } finally {
+    // stops the download when the loop ends early (an error event, a bad frame)
+    void reader.cancel().catch(() => {})
   }
   if (usageTokens != null) {
     const secs = (performance.now() - (first || started)) / 1000

@@ -23,13 +23,24 @@ const KEEP = 300
 export class Live {
   readonly state = new Store<LiveState>({ connected: false, self: null, heartbeatMs: 1000, peers: [], history: {}, updatedAt: 0 })
   private source: EventSource | undefined
+  private retry: ReturnType<typeof setTimeout> | undefined
+  private backoffMs = 1000
 
   start (url = '/api/events'): void {
     if (this.source != null) return
     const es = new EventSource(url)
     this.source = es
-    es.addEventListener('open', () => { this.state.update(s => ({ ...s, connected: true })) })
-    es.addEventListener('error', () => { this.state.update(s => ({ ...s, connected: false })) })
+    es.addEventListener('open', () => { this.backoffMs = 1000; this.state.update(s => ({ ...s, connected: true })) })
+    es.addEventListener('error', () => {
+      this.state.update(s => ({ ...s, connected: false }))
+      // EventSource retries by itself after a dropped connection, but gives up for good after an
+      // answer other than 200 (503 while the agent restarts or is full): then start over, backing off
+      if (es.readyState === EventSource.CLOSED) {
+        this.stop()
+        this.retry = setTimeout(() => { this.start(url) }, this.backoffMs)
+        this.backoffMs = Math.min(30_000, this.backoffMs * 2)
+      }
+    })
     es.addEventListener('hello', (e) => {
       const m = parse<PeersMessage & { history: Record<string, Sample[]> }>(e)
       if (m == null) return
@@ -50,6 +61,7 @@ export class Live {
   }
 
   stop (): void {
+    clearTimeout(this.retry)
     this.source?.close()
     this.source = undefined
   }

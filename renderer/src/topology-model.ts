@@ -1,6 +1,9 @@
 import type { ElementDefinition } from 'cytoscape'
 import type { Peer } from './types.ts'
 
+/** vDAG hop edges drawn at most (the vDAG list beside the graph names every stage's peers regardless). */
+export const MAX_VDAG_HOPS = 400
+
 export interface VdagLayout {
   name: string
   owner: string
@@ -67,10 +70,13 @@ export function graphElements (peers: Peer[], vdags: VdagLayout[]): ElementDefin
     const [a, b] = l.split(' ')
     els.push({ data: { id: `link:${a}:${b}`, source: a, target: b }, classes: 'link' })
   }
+  // peers report the vDAGs (up to 16 each) and stages: bound the hops drawn so a big mesh cannot freeze the page
+  let hops = 0
   for (const v of vdags) {
     for (let i = 0; i + 1 < v.stages.length; i++) {
       for (const from of v.stages[i].peers) {
         for (const to of v.stages[i + 1].peers) {
+          if (hops++ >= MAX_VDAG_HOPS) return els
           els.push({ data: { id: `vdag:${v.name}:${i}:${from.peerId}:${to.peerId}`, source: from.peerId, target: to.peerId, label: `${v.name} ${i}→${i + 1}` }, classes: 'vdag' })
         }
       }

@@ -8,7 +8,7 @@ import type { StatsSample } from '../../stats/history.ts'
 import { peersJson } from './mesh.ts'
 
 export interface EventsOptions {
-  /** event streams open at once; more are answered 503 */
+  /** event streams open at once; a new one beyond this closes the oldest */
   maxClients?: number
   /** samples kept per peer for charts */
   historyPerPeer?: number
@@ -42,16 +42,18 @@ export function registerEventRoutes (app: FastifyInstance, ctx: ApiContext, opts
 
   const send = (res: ServerResponse, event: string, data: unknown): void => {
     // one write per event; a client that does not read is dropped rather than buffered without bound
-    if (res.writableLength > 4 * 1024 * 1024) { res.destroy(); return }
+    if (res.writableLength > 4 * 1024 * 1024) { clients.delete(res); res.destroy(); return }
     res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
   }
 
-  const timer = setInterval(() => {
+  /** Samples what is new and sends it to every open stream. */
+  const tick = (): void => {
     const samples = sampleAll()
-    if (clients.size === 0) return
+    if (clients.size === 0 || Object.keys(samples).length === 0) return
     const body = { ...peersJson(ctx, 'live'), samples }
     for (const res of clients) send(res, 'peers', body)
-  }, ctx.gossip.heartbeatMs)
+  }
+  const timer = setInterval(tick, ctx.gossip.heartbeatMs)
   timer.unref()
 
   app.addHook('preClose', async () => {
@@ -61,8 +63,19 @@ export function registerEventRoutes (app: FastifyInstance, ctx: ApiContext, opts
   })
 
   app.get('/api/events', async (req, reply) => {
-    if (clients.size >= maxClients) throw new AgentError(`too many event streams open (${maxClients}); close one`, 'too_many_streams', 503)
-    sampleAll()
+    // a page of another site may not hold streams open here (its requests still say Host: 127.0.0.1)
+    const site = req.headers['sec-fetch-site']
+    const origin = req.headers.origin
+    if (site === 'cross-site' || (origin != null && origin !== `http://${req.headers.host ?? ''}` && origin !== `https://${req.headers.host ?? ''}`)) {
+      throw new AgentError('event streams are for pages of this agent only', 'forbidden_origin', 403)
+    }
+    // full: the oldest stream makes room (its EventSource reconnects), so no one can lock dashboards out
+    if (clients.size >= maxClients) {
+      const oldest = clients.values().next().value
+      if (oldest != null) { clients.delete(oldest); oldest.end() }
+    }
+    // records that came since the last tick: into the history (for this client's hello) and to the open streams
+    tick()
     reply.hijack()
     const res = reply.raw
     res.writeHead(200, {
@@ -77,6 +90,7 @@ export function registerEventRoutes (app: FastifyInstance, ctx: ApiContext, opts
     // the response's 'close' fires when the client goes away (or the stream is ended here)
     res.on('close', () => { clients.delete(res) })
     res.write(`retry: ${Math.max(1000, ctx.gossip.heartbeatMs)}\n\n`)
-    send(res, 'hello', { ...peersJson(ctx, 'live'), history: history.all() })
+    const now = peersJson(ctx, 'live')
+    send(res, 'hello', { ...now, history: history.all(now.peers.map(p => p.peerId)) })
   })
 }

@@ -10,7 +10,7 @@ import { NeedsLogin } from '../components/login.tsx'
 import { num } from '../format.ts'
 
 /** A message in the conversation; an answer remembers the model that gave it. */
-interface Turn extends ChatMessage { stats?: StreamStats, model?: string }
+interface Turn extends ChatMessage { stats?: StreamStats, model?: string, /** cut short (error or Stop): shown, not sent back as history */ partial?: boolean }
 
 export function ChatView () {
   const { token } = useStore(auth.state)
@@ -24,12 +24,18 @@ export function ChatView () {
   const [error, setError] = useState<string | null>(null)
   const [busy, setBusy] = useState(false)
   const abort = useRef<AbortController | null>(null)
+  const sending = useRef(false)
+  const [listError, setListError] = useState<string | null>(null)
 
   useEffect(() => {
+    let current = true // a newer fetch supersedes this one
     api<{ data: ModelEntry[] }>('/v1/models').then(r => {
+      if (!current) return
+      setListError(null)
       setModels(r.data)
       setModel(m => m !== '' && r.data.some(x => x.id === m) ? m : r.data[0]?.id ?? '')
-    }).catch(err => { setError(messageOf(err)) })
+    }).catch(err => { if (current) setListError(`model list: ${messageOf(err)}`) })
+    return () => { current = false }
   }, [state.peers.length, state.peers.reduce((n, p) => n + p.instances.length + p.vdags.length, 0)])
   useEffect(() => () => abort.current?.abort(), [])
 
@@ -37,11 +43,14 @@ export function ChatView () {
   const send = async (e: Event): Promise<void> => {
     e.preventDefault()
     const text = input.trim()
-    if (text === '' || model === '') return
+    if (text === '' || model === '' || sending.current) return
+    sending.current = true
     setError(null)
     setBusy(true)
     setInput('')
-    const history: ChatMessage[] = [...turns.map(({ role, content }) => ({ role, content })), { role: 'user', content: text }]
+    // an answer cut short is not sent back, nor the question it answered
+    const complete = turns.filter((t, i) => !t.partial && !(t.role === 'user' && turns[i + 1]?.partial === true))
+    const history: ChatMessage[] = [...complete.map(({ role, content }) => ({ role, content })), { role: 'user', content: text }]
     const shown: Turn[] = [...turns, { role: 'user', content: text }]
     setTurns([...shown, { role: 'assistant', content: '', model }])
     abort.current = new AbortController()
@@ -59,8 +68,8 @@ export function ChatView () {
       setTurns([...shown, { role: 'assistant', content: answer, stats, model }])
     } catch (err) {
       if ((err as Error).name !== 'AbortError') setError(messageOf(err))
-      setTurns([...shown, { role: 'assistant', content: answer, model }])
-    } finally { setBusy(false); abort.current = null }
+      setTurns([...shown, { role: 'assistant', content: answer, model, partial: true }])
+    } finally { setBusy(false); abort.current = null; sending.current = false }
   }
 
   const last = [...turns].reverse().find(t => t.stats != null)?.stats
@@ -81,11 +90,11 @@ export function ChatView () {
         </div>
       </div>
       {token == null && <NeedsLogin what="chat (inference is a POST to /v1)" />}
-      <div class="turns" data-testid="chat-turns" aria-live="polite">
+      <div class="turns" data-testid="chat-turns" aria-live="polite" aria-busy={busy}>
         {turns.map((t, i) => (
           <div key={i} class={`turn ${t.role}`} data-testid={`chat-${t.role}`}>
             <span class="who">{t.role === 'user' ? 'you' : t.model ?? model}</span>
-            <p>{t.content}{busy && i === turns.length - 1 && <span class="cursor" aria-hidden="true">▍</span>}</p>
+            <p>{t.content}{t.partial === true && <em class="muted"> (cut short)</em>}{busy && i === turns.length - 1 && <span class="cursor" aria-hidden="true">▍</span>}</p>
           </div>
         ))}
       </div>
@@ -96,8 +105,9 @@ export function ChatView () {
         {' · '}<strong data-testid="chat-tps">{last?.tokensPerSecond == null ? '–' : num(last.tokensPerSecond)}</strong> tokens/s
       </p>
       {error != null && <p class="error" role="alert" data-testid="chat-error">{error}</p>}
+      {listError != null && <p class="error" role="alert">{listError}</p>}
       <form class="row" onSubmit={e => { void send(e) }}>
-        <input class="grow" placeholder="Say something…" value={input} onInput={e => { setInput((e.target as HTMLInputElement).value) }} disabled={token == null} data-testid="chat-input" aria-label="message" />
+        <input class="grow" placeholder="Say something…" value={input} onInput={e => { setInput((e.target as HTMLInputElement).value) }} disabled={token == null || busy} data-testid="chat-input" aria-label="message" />
         {busy
           ? <button type="button" class="secondary" onClick={() => abort.current?.abort()}>Stop</button>
           : <button type="submit" disabled={token == null || model === ''} data-testid="chat-send">Send</button>}

@@ -5,6 +5,7 @@ import { useStore } from '../store.ts'
 import { auth } from '../auth.ts'
 import type { Block, Component } from '../types.ts'
 import { Field } from '../components/field.tsx'
+import { usePoll } from '../poll.ts'
 import { compact, numberOrText } from '../form.ts'
 import { NeedsLogin } from '../components/login.tsx'
 import { bytes } from '../format.ts'
@@ -70,6 +71,7 @@ function Placement ({ block }: { block: Block }) {
 
 function BlockRow ({ block, canWrite, onChange }: { block: Block, canWrite: boolean, onChange: () => void }) {
   const [count, setCount] = useState(String(block.target))
+  useEffect(() => { setCount(String(block.target)) }, [block.target])
   const [error, setError] = useState<string | null>(null)
   const act = async (fn: () => Promise<unknown>): Promise<void> => {
     setError(null)
@@ -105,19 +107,13 @@ export function DeployView () {
   const [created, setCreated] = useState<Block | null>(null)
   const [busy, setBusy] = useState(false)
 
-  const refresh = async (): Promise<void> => {
-    try {
-      const [c, b] = await Promise.all([api<{ components: Component[] }>('/api/components'), api<{ blocks: Block[] }>('/api/blocks')])
-      setComponents(c.components)
-      setBlocks(b.blocks)
-      setCreated(cur => cur == null ? cur : b.blocks.find(x => x.id === cur.id) ?? cur)
-    } catch (err) { setError(err as Error) }
-  }
-  useEffect(() => {
-    void refresh()
-    const t = setInterval(() => { void refresh() }, 2000)
-    return () => { clearInterval(t) }
-  }, [])
+  const poll = usePoll(async (signal) => {
+    const [c, b] = await Promise.all([api<{ components: Component[] }>('/api/components', { signal }), api<{ blocks: Block[] }>('/api/blocks', { signal })])
+    setComponents(c.components)
+    setBlocks(b.blocks)
+    setCreated(cur => cur == null ? cur : b.blocks.find(x => x.id === cur.id) ?? cur)
+  }, 2000)
+  const refresh = async (): Promise<void> => { poll.reload() }
   useEffect(() => {
     if (form.component == null && components.length > 0) setForm(f => ({ ...f, component: components.find(c => c.spec.stage == null)?.uri ?? components[0].uri }))
   }, [components])
@@ -220,6 +216,7 @@ export function DeployView () {
       </form>
       <div class="card">
         <h2>Blocks owned by this agent</h2>
+        {poll.error != null && <p class="error" role="alert">Could not load: {poll.error}</p>}
         {blocks.length === 0
           ? <p class="muted">None yet.</p>
           : (

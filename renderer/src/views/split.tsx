@@ -4,6 +4,7 @@ import { useStore } from '../store.ts'
 import { auth } from '../auth.ts'
 import type { Component, Task, Vdag } from '../types.ts'
 import { Field } from '../components/field.tsx'
+import { usePoll } from '../poll.ts'
 import { numberOrText } from '../form.ts'
 import { NeedsLogin } from '../components/login.tsx'
 import { ago, bytes } from '../format.ts'
@@ -11,8 +12,12 @@ import { ago, bytes } from '../format.ts'
 interface PlanStage { rank: number, layers: [number, number], model_layer_hash: string, size_bytes: number, download_url?: string, inputs?: string[], outputs?: string[] }
 interface Plan { vdag: { name: string }, stages: PlanStage[] }
 
-function planOf (t: Task): Plan | null {
-  return (t.result?.plan as Plan | undefined) ?? null
+/** The task's plan if it has the shape this view draws (a splitter writes the result; it is not trusted). */
+export function planOf (t: Task): Plan | null {
+  const p = t.result?.plan as Partial<Plan> | undefined
+  if (p == null || typeof p.vdag?.name !== 'string' || !Array.isArray(p.stages)) return null
+  const ok = p.stages.every(s => typeof s?.rank === 'number' && Array.isArray(s.layers) && s.layers.length === 2 && typeof s.model_layer_hash === 'string' && typeof s.size_bytes === 'number')
+  return ok ? p as Plan : null
 }
 
 function TaskCard ({ task, canWrite, onChange }: { task: Task, canWrite: boolean, onChange: () => void }) {
@@ -78,23 +83,17 @@ export function SplitView () {
   const [error, setError] = useState<ApiError | Error | null>(null)
   const [busy, setBusy] = useState(false)
 
-  const refresh = async (): Promise<void> => {
-    try {
-      const [c, t, v] = await Promise.all([
-        api<{ components: Component[] }>('/api/components'),
-        api<{ data: Task[] }>('/tasks'),
-        api<{ vdags: Vdag[] }>('/api/vdags')
-      ])
-      setComponents(c.components.filter(x => x.spec.runtime === 'onnx' && x.spec.stage == null && x.spec.model != null))
-      setTasks(t.data)
-      setVdags(v.vdags)
-    } catch (err) { setError(err as Error) }
-  }
-  useEffect(() => {
-    void refresh()
-    const t = setInterval(() => { void refresh() }, 1000)
-    return () => { clearInterval(t) }
-  }, [])
+  const poll = usePoll(async (signal) => {
+    const [c, t, v] = await Promise.all([
+      api<{ components: Component[] }>('/api/components', { signal }),
+      api<{ data: Task[] }>('/tasks', { signal }),
+      api<{ vdags: Vdag[] }>('/api/vdags', { signal })
+    ])
+    setComponents(c.components.filter(x => x.spec.runtime === 'onnx' && x.spec.stage == null && x.spec.model != null))
+    setTasks(t.data)
+    setVdags(v.vdags)
+  }, 1000)
+  const refresh = async (): Promise<void> => { poll.reload() }
 
   const pick = (uri: string): void => {
     setSource(uri)
@@ -165,6 +164,7 @@ export function SplitView () {
           : <ul>{vdags.map(v => <li key={v.name} data-testid="vdag-row"><strong>{v.name}</strong> <span class={`pill ${v.ready ? 'ready' : 'pending'}`}>{v.ready ? 'ready' : 'not ready'}</span> <span class="muted mono">{v.stages.join(' → ')}</span> <button class="link danger" disabled={!canWrite} onClick={() => { void removeVdag(v.name) }}>delete</button></li>)}</ul>}
       </div>
       <h2>Split tasks</h2>
+      {poll.error != null && <p class="error" role="alert">Could not load: {poll.error}</p>}
       {tasks.length === 0 && <p class="muted">No tasks yet.</p>}
       {tasks.map(t => <TaskCard key={t.task_id} task={t} canWrite={canWrite} onChange={() => { void refresh() }} />)}
     </section>
