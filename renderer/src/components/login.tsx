@@ -20,7 +20,7 @@ export function Login ({ onClose }: { onClose: () => void }) {
     } finally { setBusy(false) }
   }
   return (
-    <div class="modal" role="dialog" aria-modal="true" aria-labelledby="login-title">
+    <div class="modal" role="dialog" aria-modal="true" aria-labelledby="login-title" onKeyDown={e => { if (e.key === 'Escape') onClose() }}>
       <form class="card" onSubmit={e => { void submit(e) }} noValidate>
         <h2 id="login-title">Log in to this agent</h2>
         <p class="muted">Deploying, scaling, splitting and chatting need the agent's token (file <code>api-token</code> in its data directory; <code>npm start</code> prints it). It stays {desktop() != null ? 'in your OS keychain' : 'in this page\'s memory: a reload forgets it'}.</p>
