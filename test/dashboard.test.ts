@@ -123,6 +123,8 @@ describe(missing == null ? 'dashboard in Chromium against a 3-agent mesh' : `das
     const min = page.locator('[data-testid=error-minInstances]')
     await min.waitFor()
     assert.equal(await min.textContent(), 'minInstances must not exceed maxInstances')
+    assert.equal(await page.getAttribute('[data-testid=min-instances]', 'aria-invalid'), 'true', 'the input is marked invalid for assistive technology')
+    assert.equal(await page.getByRole('textbox', { name: 'Min instances' }).getAttribute('aria-describedby'), 'note-minInstances')
     assert.equal(await page.locator('[data-testid="error-policy.node.minRam"]').count(), 0, 'the fixed field has no error left')
     await shot('deploy-invalid')
     const blocks = await a.api('/api/blocks')
