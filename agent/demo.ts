@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { READY_FILE } from './config.ts'
+import { waitReady } from './ready.ts'
 import type { ReadyInfo } from './config.ts'
 import { TOKEN_FILE, seedToken } from './identity.ts'
 
@@ -27,25 +28,6 @@ export interface DemoAgent {
   dir: string
   child: ChildProcess
   info?: ReadyInfo
-}
-
-/** Waits until DIR/agent.json names this child's pid (or the child exits). */
-export async function waitReady (dir: string, child: ChildProcess, timeoutMs = 60_000): Promise<ReadyInfo> {
-  const path = join(dir, READY_FILE)
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (child.exitCode != null || child.signalCode != null) {
-      throw new Error(`agent in ${dir} exited (${child.exitCode ?? child.signalCode}) before it was ready; see ${join(dir, 'agent.log')}`)
-    }
-    if (existsSync(path)) {
-      try {
-        const info = JSON.parse(readFileSync(path, 'utf8')) as ReadyInfo
-        if (info.pid === child.pid) return info
-      } catch { /* being written */ }
-    }
-    await new Promise(r => setTimeout(r, 100))
-  }
-  throw new Error(`agent in ${dir} not ready after ${timeoutMs} ms; see ${join(dir, 'agent.log')}`)
 }
 
 /**

@@ -31,6 +31,8 @@ const MAIN_INPUTS = [
   /^main\/(?!build\.ts$|connect\/)[^/]+\.ts$/,
   // constants and types only: the agent itself is a separate process
   /^agent\/config\.ts$/,
+  // the ready-file wait shared with the demo and the tests (node:fs only)
+  /^agent\/ready\.ts$/,
   /^agent\/api\/csp\.ts$/,
   /^agent\/cli\/require-node\.mjs$/,
   /^node_modules\/zod\//

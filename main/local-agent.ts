@@ -6,6 +6,7 @@ import { join, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 // tiny modules with no heavy imports (agent/config.ts only pulls zod, which main bundles anyway)
 import { READY_FILE } from '../agent/config.ts'
+import { AgentNotReadyError, waitReady } from '../agent/ready.ts'
 import type { ReadyInfo } from '../agent/config.ts'
 import { MIN_NODE } from '../agent/cli/require-node.mjs'
 import type { Log } from './security.ts'
@@ -240,30 +241,21 @@ function args0 (child: ChildProcess): string {
   return child.spawnargs.slice(0, 2).join(' ')
 }
 
-/** Waits until <dataDir>/agent.json names this child's pid; fails when the child exits first or the bound passes. */
+/** Waits for the agent's ready file (agent/ready.ts), turning its failures into AgentStartError with the end of the agent's log. */
 async function waitForReady (dataDir: string, child: ChildProcess, timeoutMs: number, signal?: AbortSignal): Promise<ReadyInfo> {
-  const path = join(dataDir, READY_FILE)
-  const logFile = join(dataDir, LOG_FILE)
-  const logTail = (): string => {
+  if (child.pid == null) throw new AgentStartError(`the local agent could not be started (${args0(child)})`)
+  try {
+    return await waitReady(dataDir, child, timeoutMs, signal)
+  } catch (err) {
+    if (!(err instanceof AgentNotReadyError)) throw err
+    if (err.reason === 'aborted') throw new AgentStartError('the local agent\'s start was cancelled', child.pid)
+    const logFile = join(dataDir, LOG_FILE)
+    let tail = ''
     try {
-      const tail = readBounded(logFile, 2048, true).trim()
-      return tail === '' ? '' : `\n--- end of ${logFile} ---\n${tail}`
-    } catch { return '' }
+      const t = readBounded(logFile, 2048, true).trim()
+      if (t !== '') tail = `\n--- end of ${logFile} ---\n${t}`
+    } catch { /* no log */ }
+    const what = err.reason === 'exited' ? `exited (${child.exitCode ?? child.signalCode}) before it was ready` : `was not ready after ${timeoutMs} ms`
+    throw new AgentStartError(`the local agent ${what}; its log: ${logFile}${tail}`, child.pid)
   }
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (signal?.aborted === true) throw new AgentStartError('the local agent\'s start was cancelled', child.pid)
-    if (child.pid == null) throw new AgentStartError(`the local agent could not be started (${args0(child)})`)
-    if (child.exitCode != null || child.signalCode != null) {
-      throw new AgentStartError(`the local agent exited (${child.exitCode ?? child.signalCode}) before it was ready; its log: ${logFile}${logTail()}`, child.pid)
-    }
-    if (existsSync(path)) {
-      try {
-        const info = JSON.parse(readBounded(path, 64 * 1024)) as ReadyInfo
-        if (info.pid === child.pid && typeof info.apiUrl === 'string') return info
-      } catch { /* being written */ }
-    }
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  throw new AgentStartError(`the local agent was not ready after ${timeoutMs} ms; its log: ${logFile}${logTail()}`, child.pid)
 }

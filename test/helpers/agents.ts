@@ -3,7 +3,8 @@ import type { ChildProcess } from 'node:child_process'
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CLI_ENTRY, waitReady } from '../../agent/demo.ts'
+import { CLI_ENTRY } from '../../agent/demo.ts'
+import { waitReady } from '../../agent/ready.ts'
 import type { ReadyInfo } from '../../agent/config.ts'
 
 export const HEARTBEAT_MS = 1000
