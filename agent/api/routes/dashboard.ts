@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { extname, join, relative, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
@@ -39,11 +39,12 @@ export function loadDashboard (dir: string = RENDERER_DIST): Map<string, Asset> 
       if (entry.isDirectory()) { walk(path, depth + 1); continue }
       const type = TYPES[extname(entry.name).toLowerCase()]
       if (!entry.isFile() || type == null) continue
-      total += statSync(path).size
+      const body = readFileSync(path)
+      total += body.length
       if (assets.size >= MAX_FILES || total > MAX_TOTAL_BYTES) throw new Error(`dashboard build in ${dir} is larger than ${MAX_FILES} files / ${MAX_TOTAL_BYTES} bytes`)
       const route = '/' + relative(dir, path).split(sep).join('/')
       // Vite names bundled assets by content hash: they never change under the same name
-      assets.set(route, { body: readFileSync(path), type, immutable: route.startsWith('/assets/') })
+      assets.set(route, { body, type, immutable: route.startsWith('/assets/') })
     }
   }
   walk(dir, 0)

@@ -113,7 +113,6 @@ export function DeployView () {
     setBlocks(b.blocks)
     setCreated(cur => cur == null ? cur : b.blocks.find(x => x.id === cur.id) ?? cur)
   }, 2000)
-  const refresh = async (): Promise<void> => { poll.reload() }
   useEffect(() => {
     if (form.component == null && components.length > 0) setForm(f => ({ ...f, component: components.find(c => c.spec.stage == null)?.uri ?? components[0].uri }))
   }, [components])
@@ -142,7 +141,7 @@ export function DeployView () {
       if (body === undefined) throw new Error('choose a block spec file (YAML or JSON) first')
       const block = await api<Block>('/api/blocks', { method: 'POST', body })
       setCreated(block)
-      await refresh()
+      poll.reload()
     } catch (err) {
       setError(err as Error)
     } finally { setBusy(false) }
@@ -222,7 +221,7 @@ export function DeployView () {
           : (
             <table>
               <thead><tr><th>block</th><th>component</th><th>status</th><th>instances</th><th>actions</th></tr></thead>
-              <tbody>{blocks.map(b => <BlockRow key={b.id} block={b} canWrite={canWrite} onChange={() => { void refresh() }} />)}</tbody>
+              <tbody>{blocks.map(b => <BlockRow key={b.id} block={b} canWrite={canWrite} onChange={() => { poll.reload() }} />)}</tbody>
             </table>)}
       </div>
     </section>

@@ -93,7 +93,6 @@ export function SplitView () {
     setTasks(t.data)
     setVdags(v.vdags)
   }, 1000)
-  const refresh = async (): Promise<void> => { poll.reload() }
 
   const pick = (uri: string): void => {
     setSource(uri)
@@ -114,13 +113,13 @@ export function SplitView () {
           container_image: image.trim()
         }
       })
-      await refresh()
+      poll.reload()
     } catch (err) { setError(err as Error) } finally { setBusy(false) }
   }
 
   const removeVdag = async (name: string): Promise<void> => {
     if (!confirm(`Delete vDAG ${name}? Its stage blocks keep running until you delete them.`)) return
-    try { await api(`/api/vdags/${encodeURIComponent(name)}`, { method: 'DELETE' }); await refresh() } catch (err) { setError(err as Error) }
+    try { await api(`/api/vdags/${encodeURIComponent(name)}`, { method: 'DELETE' }); poll.reload() } catch (err) { setError(err as Error) }
   }
 
   return (
@@ -166,7 +165,7 @@ export function SplitView () {
       <h2>Split tasks</h2>
       {poll.error != null && <p class="error" role="alert">Could not load: {poll.error}</p>}
       {tasks.length === 0 && <p class="muted">No tasks yet.</p>}
-      {tasks.map(t => <TaskCard key={t.task_id} task={t} canWrite={canWrite} onChange={() => { void refresh() }} />)}
+      {tasks.map(t => <TaskCard key={t.task_id} task={t} canWrite={canWrite} onChange={() => { poll.reload() }} />)}
     </section>
   )
 }
