@@ -18,6 +18,7 @@ import { createLogger } from './log.ts'
 import type { Logger } from './log.ts'
 import { ConfigError, formatIssues } from './errors.ts'
 import { ComponentRegistry } from './registry/components.ts'
+import { Tokenizers } from './model/tokenizers/load.ts'
 import { InstanceHost } from './blocks/host.ts'
 import { BlockOwner } from './blocks/owner.ts'
 import { Router } from './blocks/router.ts'
@@ -69,6 +70,8 @@ export class Agent {
   readonly token: string
   readonly epoch: number
   readonly components: ComponentRegistry
+  /** tokenizers loaded here (blocks' and vDAGs'), shared by the host and the API */
+  readonly tokenizers: Tokenizers
   readonly host: InstanceHost
   readonly owner: BlockOwner
   readonly router: Router
@@ -98,7 +101,9 @@ export class Agent {
     this.epoch = init.epoch
     this.peerStore = new PeerStore(init.db)
     this.components = new ComponentRegistry(init.db)
+    this.tokenizers = new Tokenizers({ cacheDir: join(init.options.dataDir, 'models') })
     this.host = new InstanceHost({
+      tokenizers: this.tokenizers,
       db: init.db,
       dataDir: init.options.dataDir,
       modelsDir: join(init.options.dataDir, 'models'),
@@ -228,6 +233,8 @@ export class Agent {
       hardware: this.hardware,
       metrics: this.metrics,
       components: this.components,
+      tokenizers: this.tokenizers,
+      models: { cacheDir: join(this.options.dataDir, 'models'), maxBytes: this.options.maxModelBytes },
       owner: this.owner,
       host: this.host,
       router: this.router,

@@ -11,6 +11,7 @@ import type { LocalStages } from '../vdag/links.ts'
 import type { VdagStore } from '../vdag/registry.ts'
 import type { TaskService } from '../tasks/service.ts'
 import type { ComponentRegistry } from '../registry/components.ts'
+import type { Tokenizers } from '../model/tokenizers/load.ts'
 
 /** What the HTTP routes may reach of the running agent. */
 export interface ApiContext {
@@ -25,6 +26,9 @@ export interface ApiContext {
   hardware: HardwareMonitor
   metrics: AgentMetrics
   components: ComponentRegistry
+  tokenizers: Tokenizers
+  /** where model add keeps downloads and conversions, and the largest model file accepted */
+  models: { cacheDir: string, maxBytes: number }
   /** blocks this agent owns */
   owner: BlockOwner
   /** instances this agent runs */

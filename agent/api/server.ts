@@ -10,6 +10,7 @@ import { registerDashboardRoutes } from './routes/dashboard.ts'
 import { CSP } from './csp.ts'
 import { registerEventRoutes } from './routes/events.ts'
 import { registerComponentRoutes } from './routes/components.ts'
+import { registerModelRoutes } from './routes/models.ts'
 import { registerBlockRoutes } from './routes/blocks.ts'
 import { registerOpenAIRoutes } from './routes/openai.ts'
 import { OpenAIError, openAIErrorBody } from '../openai/errors.ts'
@@ -83,6 +84,7 @@ export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<Fast
   registerMeshRoutes(app, ctx)
   registerHardwareRoutes(app, ctx)
   registerComponentRoutes(app, ctx)
+  registerModelRoutes(app, ctx)
   registerBlockRoutes(app, ctx)
   registerOpenAIRoutes(app, ctx)
   registerVdagRoutes(app, ctx)

@@ -6,6 +6,7 @@ import { ModelEngine } from '../executor/engine.ts'
 import { StageEngine } from '../executor/stage-engine.ts'
 import type { GpuPresence } from '../executor/providers.ts'
 import { materializeModel } from '../model/source.ts'
+import type { Tokenizers } from '../model/tokenizers/load.ts'
 import { ExternalBackend } from '../openai/external.ts'
 import { startInitProcess } from './init-process.ts'
 import type { InitProcess } from './init-process.ts'
@@ -81,6 +82,8 @@ export interface InstanceHostInit {
   dataDir: string
   modelsDir: string
   maxModelBytes: number
+  /** a block whose tokenizer cannot load fails with that reason (and nothing else does) */
+  tokenizers?: Tokenizers
   gpus: () => GpuPresence
   intraOpThreads?: number
   log: Logger
@@ -281,6 +284,8 @@ export class InstanceHost {
         }
       })
       signal.throwIfAborted()
+      // the tokenizer is checked before the model loads: a broken one fails this block alone, with its reason
+      if (compSpec.stage == null) await this.init.tokenizers?.get(compSpec.tokenizer, signal)
       const threads = spec.threads > 0 ? spec.threads : (this.init.intraOpThreads ?? 0) > 0 ? this.init.intraOpThreads as number : autoThreads(file.sizeBytes)
       if (compSpec.stage != null) {
         const stage = await StageEngine.start({ modelPath: file.path, provider: spec.executionProvider, gpus: this.init.gpus(), maxBatch: spec.maxBatch, intraOpThreads: threads })

@@ -2,13 +2,14 @@
  * Where model files come from: a local path, a file:// URL or an http(s):// URL, made available on local
  * disk with its size bounded and its MD5 checked. Downloads stream to `<cache>/<md5>.bin.part`, resume
  * with HTTP Range requests, retry transient failures, and become `<md5>.bin` by an atomic rename only
- * once complete and verified.
+ * once complete and verified. The download itself (`downloadToPart`, `fetchFollowing`) is shared with
+ * the Hugging Face hub source (hub.ts).
  */
 import { createHash } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
 import type { Stats, WriteStream } from 'node:fs'
 import { mkdir, rename, rm, stat } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { Readable, Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web'
@@ -38,8 +39,11 @@ export interface MaterializeOptions {
 /** A model file on local disk: its path, lowercase hex MD5, size, and whether this call downloaded it. */
 export interface Materialized { path: string, md5: string, sizeBytes: number, downloaded: boolean }
 
-/** Why a model file could not be made available. */
-export type ModelSourceReason = 'not_found' | 'md5_mismatch' | 'too_large' | 'http_status' | 'network' | 'unsupported_scheme' | 'aborted'
+/**
+ * Why a model file could not be made available. 'corrupt': something malformed where a model should be
+ * (an unreadable manifest or hub answer, a file of the wrong size or format).
+ */
+export type ModelSourceReason = 'not_found' | 'md5_mismatch' | 'sha256_mismatch' | 'corrupt' | 'too_large' | 'http_status' | 'network' | 'unsupported_scheme' | 'aborted'
 
 /** A model file could not be made available; `reason` says why, `details` carries the facts (hashes, sizes, status). */
 export class ModelSourceError extends AgentError {
@@ -87,7 +91,7 @@ export function formatBytes (n: number): string {
 }
 
 /** A URL fit for logs: no credentials, and the query string (often a signed token) elided. */
-function displayUrl (url: URL): string {
+export function displayUrl (url: URL): string {
   return `${url.protocol}//${url.host}${url.pathname}${url.search !== '' ? '?…' : ''}`
 }
 
@@ -114,10 +118,18 @@ async function statOrNull (path: string): Promise<Stats | null> {
   }
 }
 
+/** A digest used to verify model files. */
+export type HashAlgorithm = 'md5' | 'sha256'
+
 /** Streaming MD5 of a file (reads in chunks, never the whole file in memory); honours signal. */
 export async function md5File (path: string, signal?: AbortSignal): Promise<string> {
+  return await hashFile(path, 'md5', signal)
+}
+
+/** Streaming digest (lowercase hex) of a file, read in chunks; honours signal. */
+export async function hashFile (path: string, algorithm: HashAlgorithm, signal?: AbortSignal): Promise<string> {
   if (isAborted(signal)) throw aborted(`hashing ${path}`, signal)
-  const hash = createHash('md5')
+  const hash = createHash(algorithm)
   try {
     for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK, signal })) hash.update(chunk as Buffer)
   } catch (err) {
@@ -176,7 +188,7 @@ async function materializeLocal (path: string, md5: string | undefined, opts: Ma
 const locks = new Map<string, Promise<unknown>>()
 
 /** Runs `fn` after every earlier call for the same key has settled (two deployments of one model share one download). */
-async function withLock<T> (key: string, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T> (key: string, fn: () => Promise<T>): Promise<T> {
   const run = (locks.get(key) ?? Promise.resolve()).then(fn, fn)
   const tail = run.then(() => undefined, () => undefined)
   locks.set(key, tail)
@@ -205,6 +217,79 @@ async function materializeHttp (url: URL, finalPath: string, md5: string | undef
   }
 
   const partPath = `${finalPath}.part`
+  const { sizeBytes } = await downloadToPart(url, partPath, opts)
+  const actual = await md5File(partPath, signal)
+  if (md5 !== undefined && actual !== md5) {
+    await rm(partPath, { force: true })
+    throw new ModelSourceError('md5_mismatch', `download of ${shown} has MD5 ${actual} but the component expects ${md5}`,
+      { url: shown, expected: md5, actual })
+  }
+  await rename(partPath, finalPath)
+  return { path: finalPath, md5: actual, sizeBytes, downloaded: true }
+}
+
+/** How `downloadToPart` fetches: the limits of `MaterializeOptions`, plus request headers and a look at each response. */
+export interface DownloadOptions {
+  /** refuse (and delete the .part of) a body larger than this many bytes */
+  maxBytes: number
+  onProgress?: MaterializeOptions['onProgress']
+  signal?: AbortSignal
+  /** attempts (network errors, 5xx, truncated body); default DEFAULT_ATTEMPTS */
+  attempts?: number
+  /** request headers for the URL's origin; SENSITIVE_HEADERS among them are dropped once a redirect leaves that origin */
+  headers?: Record<string, string>
+  /** sees every response before its body is read, redirects included (the hub puts a file's hash on its 302) */
+  onResponse?: (res: Response, url: URL) => void
+}
+
+/** Request headers never sent to another origin than the one they were meant for. */
+export const SENSITIVE_HEADERS: readonly string[] = ['authorization', 'cookie', 'proxy-authorization']
+/** Redirects followed by `fetchFollowing` before it gives up. */
+export const MAX_REDIRECTS = 10
+
+/**
+ * GET `url`, following redirects by hand: relative or absolute, http(s) only, at most MAX_REDIRECTS, and
+ * SENSITIVE_HEADERS dropped for good once a hop leaves the first URL's origin (a token for the hub never reaches
+ * its CDN). Returns the final response, its body unread. Network errors reject as fetch does; a redirect without
+ * a usable Location, or too many, throw ModelSourceError 'http_status'.
+ */
+export async function fetchFollowing (url: URL, init: { headers?: Record<string, string>, signal?: AbortSignal, onResponse?: (res: Response, url: URL) => void } = {}): Promise<{ res: Response, url: URL }> {
+  const headers: Record<string, string> = {}
+  for (const [k, v] of Object.entries(init.headers ?? {})) headers[k.toLowerCase()] = v
+  let current = url
+  for (let hop = 0; ; hop++) {
+    if (current.origin !== url.origin) for (const h of SENSITIVE_HEADERS) delete headers[h]
+    const res = await fetch(current, { headers, signal: init.signal, redirect: 'manual' })
+    init.onResponse?.(res, current)
+    if (![301, 302, 303, 307, 308].includes(res.status)) return { res, url: current }
+    await discard(res)
+    const location = res.headers.get('location')
+    let next: URL | undefined
+    try {
+      next = location === null ? undefined : new URL(location, current)
+    } catch {}
+    if (next === undefined || (next.protocol !== 'http:' && next.protocol !== 'https:')) {
+      throw new ModelSourceError('http_status', `${displayUrl(current)} answered HTTP ${res.status} without a usable Location`,
+        { url: displayUrl(current), status: res.status })
+    }
+    if (hop >= MAX_REDIRECTS) {
+      throw new ModelSourceError('http_status', `${displayUrl(url)} redirected more than ${MAX_REDIRECTS} times`, { url: displayUrl(url), status: res.status })
+    }
+    current = next
+  }
+}
+
+/**
+ * Downloads `url` into `partPath`, resuming with a Range request from whatever an earlier attempt (or call)
+ * left there, retrying transient failures with backoff. Once it returns the .part is complete (as far as the
+ * server says); the caller verifies it and renames it into place. Throws ModelSourceError: 'too_large' (the
+ * .part is deleted), 'http_status' (4xx at once, 5xx after the attempts), 'network', 'aborted' (the .part is kept).
+ */
+export async function downloadToPart (url: URL, partPath: string, opts: DownloadOptions): Promise<{ sizeBytes: number }> {
+  const shown = displayUrl(url)
+  const { signal } = opts
+  if (isAborted(signal)) throw aborted(`download of ${shown}`, signal)
+  await mkdir(dirname(partPath), { recursive: true })
   const attempts = Math.max(1, Math.floor(opts.attempts ?? DEFAULT_ATTEMPTS))
   const state: DownloadState = { validator: undefined, progress: progressReporter(opts.onProgress) }
   let failure: Retryable | undefined
@@ -223,16 +308,7 @@ async function materializeHttp (url: URL, finalPath: string, md5: string | undef
     throw new ModelSourceError(failure.reason, `download of ${shown} failed after ${attempts} attempt${attempts === 1 ? '' : 's'}: ${failure.why}`,
       { url: shown, attempts, status: failure.status }, { cause: failure.cause })
   }
-
-  const sizeBytes = (await stat(partPath)).size
-  const actual = await md5File(partPath, signal)
-  if (md5 !== undefined && actual !== md5) {
-    await rm(partPath, { force: true })
-    throw new ModelSourceError('md5_mismatch', `download of ${shown} has MD5 ${actual} but the component expects ${md5}`,
-      { url: shown, expected: md5, actual })
-  }
-  await rename(partPath, finalPath)
-  return { path: finalPath, md5: actual, sizeBytes, downloaded: true }
+  return { sizeBytes: (await stat(partPath)).size }
 }
 
 interface DownloadState {
@@ -248,7 +324,7 @@ interface Retryable { reason: 'network' | 'http_status', why: string, status?: n
  * One HTTP exchange (two when the server forces a clean restart) appending to or replacing `partPath`.
  * Returns undefined when the .part is complete, a Retryable for transient failures; throws fatal ones.
  */
-async function downloadOnce (url: URL, shown: string, partPath: string, opts: MaterializeOptions, state: DownloadState): Promise<Retryable | undefined> {
+async function downloadOnce (url: URL, shown: string, partPath: string, opts: DownloadOptions, state: DownloadState): Promise<Retryable | undefined> {
   const { signal, maxBytes } = opts
   let offset = (await statOrNull(partPath))?.size ?? 0
   if (offset > maxBytes) {
@@ -256,16 +332,17 @@ async function downloadOnce (url: URL, shown: string, partPath: string, opts: Ma
     offset = 0
   }
   for (;;) {
-    const headers: Record<string, string> = { 'accept-encoding': 'identity' }
+    const headers: Record<string, string> = { ...opts.headers, 'accept-encoding': 'identity' }
     if (offset > 0) {
       headers.range = `bytes=${offset}-`
       if (state.validator !== undefined) headers['if-range'] = state.validator
     }
     let res: Response
     try {
-      res = await fetch(url, { headers, signal, redirect: 'follow' })
+      res = (await fetchFollowing(url, { headers, signal, onResponse: opts.onResponse })).res
     } catch (err) {
       if (isAborted(signal)) throw aborted(`download of ${shown}`, signal)
+      if (err instanceof ModelSourceError) throw err
       return { reason: 'network', why: describeNetworkError(err), cause: err }
     }
     const answered = `the server answered HTTP ${res.status}${res.statusText !== '' ? ` ${res.statusText}` : ''}`

@@ -4,7 +4,7 @@ import type { GenerateParams, Generation } from '../executor/engine.ts'
 /** Anything that generates tokens: a local engine or a vDAG driver. */
 export interface TokenSource { generate: (params: GenerateParams) => Generation }
 import type { Component } from '../registry/components.ts'
-import { ByteTokenizer } from '../model/tokenizer.ts'
+import type { TextTokenizer } from '../model/tokenizer.ts'
 import { StopMatcher } from './stop.ts'
 import { OpenAIError } from './errors.ts'
 
@@ -29,12 +29,6 @@ export interface TextResult {
   cancelled: boolean
 }
 
-export function tokenizerFor (component: Component): ByteTokenizer {
-  switch (component.spec.tokenizer.type) {
-    case 'byte': return new ByteTokenizer()
-  }
-}
-
 /** Resolves max_tokens against the component's defaults and context length. */
 export function completionBudget (component: Component, promptTokens: number, requested: number | null | undefined): number {
   const ctx = component.spec.contextLength ?? Number.MAX_SAFE_INTEGER
@@ -53,8 +47,7 @@ export function completionBudget (component: Component, promptTokens: number, re
  * (whole UTF-8 characters, never part of a stop string). Aborting `signal`
  * (the client went away) cancels the sequence and frees its cache.
  */
-export async function generateText (engine: TokenSource, component: Component, req: TextRequest, onText: (delta: string) => void | Promise<void>, signal?: AbortSignal): Promise<TextResult> {
-  const tokenizer = tokenizerFor(component)
+export async function generateText (engine: TokenSource, component: Component, tokenizer: TextTokenizer, req: TextRequest, onText: (delta: string) => void | Promise<void>, signal?: AbortSignal): Promise<TextResult> {
   const d = component.spec.defaults
   const t0 = performance.now()
   const g = engine.generate({
@@ -63,7 +56,7 @@ export async function generateText (engine: TokenSource, component: Component, r
     temperature: req.temperature ?? d.temperature,
     topP: req.topP ?? d.topP,
     seed: req.seed != null ? (req.seed >>> 0) : randomInt(0, 2 ** 32),
-    stopTokens: [tokenizer.eos]
+    stopTokens: tokenizer.eosIds
   })
   const onAbort = (): void => { g.cancel() }
   if (signal?.aborted === true) g.cancel()

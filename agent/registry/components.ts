@@ -20,9 +20,42 @@ export const SizeSchema = z.union([z.number(), z.string().max(64)], { error: 'a 
     }
   })
 
+const ArtifactUrl = z.string().min(1).max(4096)
+const Md5 = z.string().regex(/^[a-fA-F0-9]{32}$/, '32 hex digits').transform(s => s.toLowerCase())
+
+/**
+ * How a model's text is tokenized: `byte` for the generated models; `bundle` for real models — a
+ * tokenizer bundle file (tokenizer.json, stop ids, chat template; agent/model/tokenizers/bundle.ts)
+ * fetched like a model file by whichever agent tokenizes.
+ */
 export const TokenizerSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('byte') }).strict()
+  z.object({ type: z.literal('byte') }).strict(),
+  z.object({ type: z.literal('bundle'), url: ArtifactUrl, md5: Md5 }).strict()
 ])
+export type TokenizerSpec = z.output<typeof TokenizerSchema>
+
+/** What a model is, recorded when it is added (blockmesh model add). */
+export const ModelInfoSchema = z.object({
+  format: z.enum(['gguf', 'onnx', 'generated']),
+  architecture: z.string().max(64),
+  name: z.string().max(256).optional(),
+  parameters: z.number().int().min(0),
+  quantization: z.string().max(64),
+  contextLength: z.number().int().min(1),
+  vocabSize: z.number().int().min(1),
+  layers: z.number().int().min(1).optional(),
+  hidden: z.number().int().min(1).optional(),
+  heads: z.number().int().min(1).optional(),
+  kvHeads: z.number().int().min(1).optional(),
+  /** the model brings its own chat template (else the documented fallback format is used) */
+  chatTemplate: z.boolean(),
+  /** what the user named: a path, hf://…, ollama://…, a URL */
+  source: z.string().max(4096),
+  /** digest of the source file, e.g. sha256:… */
+  digest: z.string().max(128),
+  converter: z.string().max(64).optional()
+}).strict()
+export type ModelInfo = z.output<typeof ModelInfoSchema>
 
 export const GenerationDefaultsSchema = z.object({
   maxTokens: z.number().int().min(1).max(1_000_000).default(256),
@@ -64,8 +97,8 @@ export const ComponentSpecSchema = z.object({
   runtime: z.enum(['onnx', 'external']),
   model: z.object({
     /** a local path, file:// URL or http(s):// URL */
-    url: z.string().min(1).max(4096),
-    md5: z.string().regex(/^[a-fA-F0-9]{32}$/, '32 hex digits').transform(s => s.toLowerCase()),
+    url: ArtifactUrl,
+    md5: Md5,
     sizeBytes: z.number().int().positive().optional()
   }).strict().optional(),
   external: ExternalSchema.optional(),
@@ -79,6 +112,7 @@ export const ComponentSpecSchema = z.object({
     source: z.string().regex(/^[a-f0-9]{32}$/)
   }).strict().optional(),
   tokenizer: TokenizerSchema.default({ type: 'byte' }),
+  modelInfo: ModelInfoSchema.optional(),
   /** positions the model supports: prompt + completion (onnx) */
   contextLength: z.number().int().min(16).max(1_048_576).optional(),
   defaults: GenerationDefaultsSchema.default({ maxTokens: 256, temperature: 0.7, topP: 0.95 }),

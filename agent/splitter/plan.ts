@@ -1,4 +1,6 @@
 import { z } from 'zod'
+import { TokenizerSchema } from '../registry/components.ts'
+import type { TokenizerSpec } from '../registry/components.ts'
 import type { Verification } from './verify.ts'
 
 /** One stage of a plan: which layers, which file (by MD5), where it is. */
@@ -25,7 +27,7 @@ export interface ModelPlan {
   stages: PlanStage[]
   components: Array<Record<string, unknown>>
   blocks: Array<Record<string, unknown>>
-  vdag: { name: string, nodes: Array<{ id: string, block: string }>, edges: Array<{ from: string, to: string }>, contextLength: number, tokenizer: { type: 'byte' } }
+  vdag: { name: string, nodes: Array<{ id: string, block: string }>, edges: Array<{ from: string, to: string }>, contextLength: number, tokenizer: TokenizerSpec }
   verification: Verification
 }
 
@@ -45,7 +47,10 @@ export function buildPlan (init: {
   /** extra block spec fields for every stage block (policy, maxBatch, …) */
   block?: Record<string, unknown>
   verification: Verification
+  /** the source model's tokenizer (default: the byte tokenizer of generated models) */
+  tokenizer?: TokenizerSpec
 }): ModelPlan {
+  const tokenizer = init.tokenizer ?? { type: 'byte' }
   const base = slugOf(init.modelName)
   const world = init.stages.length
   const vdagName = init.vdagName ?? `${base}-pipeline`
@@ -56,7 +61,7 @@ export function buildPlan (init: {
     description: `stage ${s.rank + 1} of ${world} of ${init.modelName} (layers ${s.layers[0]}..${s.layers[1] - 1})`,
     runtime: 'onnx',
     model: { url: s.url, md5: s.model_layer_hash, sizeBytes: s.size_bytes },
-    tokenizer: { type: 'byte' },
+    tokenizer,
     contextLength: init.contextLength,
     stage: { index: s.rank, worldSize: world, layers: s.layers, source: init.sourceMd5 },
     resources: { ram: Math.ceil(s.size_bytes * 2) }
@@ -81,7 +86,7 @@ export function buildPlan (init: {
       nodes: blockIds.map((b, i) => ({ id: `s${i}`, block: b })),
       edges: blockIds.slice(1).map((_, i) => ({ from: `s${i}`, to: `s${i + 1}` })),
       contextLength: init.contextLength,
-      tokenizer: { type: 'byte' }
+      tokenizer
     },
     verification: init.verification
   }
@@ -98,6 +103,6 @@ export const DeployablePlanSchema = z.object({
   vdag: z.object({
     name: z.string().min(1).max(64),
     contextLength: z.number().int().positive().max(1_048_576),
-    tokenizer: z.object({ type: z.literal('byte') }).optional()
+    tokenizer: TokenizerSchema.optional()
   }).passthrough()
 }).passthrough().refine(p => p.blocks.length === p.components.length, { message: 'one block per component', path: ['blocks'] })

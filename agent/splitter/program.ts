@@ -10,6 +10,7 @@
  *   balance: "params" (default) | "capacity"; capacity: [weights per stage]
  *   vdag_name, context_length, verify_prompt, tolerance (default 1e-4)
  *   md5: expected MD5 of the source model
+ *   tokenizer: the source component's tokenizer spec, given to the stage components and the vDAG
  *   block: extra block-spec fields for the stage blocks (policy, maxBatch, …)
  *   s3: { bucket, prefix?, endpoint?, region?, public_url_base? } (credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)
  */
@@ -24,6 +25,8 @@ import { buildPlan } from './plan.ts'
 import type { PlanStage } from './plan.ts'
 import { decodeModel } from '../model/onnx.ts'
 import { ByteTokenizer } from '../model/tokenizer.ts'
+import { TokenizerSchema } from '../registry/components.ts'
+import type { TokenizerSpec } from '../registry/components.ts'
 
 interface Begun { sourcePath: string, md5: string }
 interface Split extends Begun { stages: PlanStage[], layers: number, contextLength: number, verification: Awaited<ReturnType<typeof verifySplit>> }
@@ -37,7 +40,17 @@ export class OnnxPipelineSplitter {
     this.config = ctx.taskData.model_split_config ?? {}
   }
 
+  /** model_split_config.tokenizer: the source component's tokenizer, carried into the plan (checked by the component schema) */
+  private tokenizer (): TokenizerSpec | undefined {
+    const t = this.config.tokenizer
+    if (t == null) return undefined
+    const parsed = TokenizerSchema.safeParse(t)
+    if (!parsed.success) throw new Error(`model_split_config.tokenizer: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
+    return parsed.data
+  }
+
   async begin (): Promise<StepResult<Begun>> {
+    try { this.tokenizer() } catch (err) { return [false, (err as Error).message] }
     const url = this.ctx.taskData.model_download_url
     mkdirSync(this.ctx.outputDir, { recursive: true })
     let sourcePath = url.startsWith('file://') ? fileURLToPath(url) : url
@@ -99,7 +112,8 @@ export class OnnxPipelineSplitter {
       contextLength: extra.contextLength,
       vdagName: this.config.vdag_name as string | undefined,
       block: this.config.block as Record<string, unknown> | undefined,
-      verification: extra.verification
+      verification: extra.verification,
+      tokenizer: this.tokenizer()
     })
     await this.ctx.progress(0.9, 'registering model layers')
     const layers = new ModelLayerClient(this.ctx.modelLayersRegistryUrl, this.ctx.token)

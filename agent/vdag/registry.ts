@@ -87,6 +87,6 @@ export class VdagStore {
   }
 
   reports (): VdagReport[] {
-    return this.list().map(v => ({ name: v.name, stages: v.stages, contextLength: v.contextLength }))
+    return this.list().map(v => ({ name: v.name, stages: v.stages, contextLength: v.contextLength, ...(v.spec.tokenizer.type === 'bundle' && v.spec.tokenizer.url.length <= 1024 ? { tokenizer: v.spec.tokenizer } : {}) }))
   }
 }

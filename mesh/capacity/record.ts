@@ -75,7 +75,9 @@ export const VdagReportSchema = z.object({
   name: text(64),
   stages: z.array(text(64)).min(1).max(32),
   /** positions the model supports */
-  contextLength: z.number().int().min(1).max(1 << 24)
+  contextLength: z.number().int().min(1).max(1 << 24),
+  /** the model's tokenizer bundle, so any agent can drive the vDAG (absent: the byte tokenizer) */
+  tokenizer: z.object({ type: z.literal('bundle'), url: text(1024), md5: z.string().regex(/^[a-f0-9]{32}$/) }).optional()
 })
 export type VdagReport = z.infer<typeof VdagReportSchema>
 

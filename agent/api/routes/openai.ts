@@ -4,7 +4,7 @@ import type { ServerResponse } from 'node:http'
 import type { ApiContext } from '../context.ts'
 import { ChatCompletionRequestSchema, CompletionRequestSchema, messageText, stopList } from '../../openai/schemas.ts'
 import { OpenAIError, modelNotFound } from '../../openai/errors.ts'
-import { completionBudget, generateText, tokenizerFor } from '../../openai/generate.ts'
+import { completionBudget, generateText } from '../../openai/generate.ts'
 import type { TextRequest, TextResult, TokenSource } from '../../openai/generate.ts'
 import { VdagDriver } from '../../vdag/driver.ts'
 import type { Component } from '../../registry/components.ts'
@@ -34,7 +34,7 @@ function vdagServing (ctx: ApiContext, model: string, session: string | undefine
   const component: Component = {
     uri: `vdag:${model}`,
     createdAt: new Date(0).toISOString(),
-    spec: { name: model, version: 'vdag', runtime: 'onnx', tokenizer: spec?.tokenizer ?? { type: 'byte' }, contextLength: v.contextLength, defaults: spec?.defaults ?? { maxTokens: 256, temperature: 0.7, topP: 0.95 }, resources: {} }
+    spec: { name: model, version: 'vdag', runtime: 'onnx', tokenizer: spec?.tokenizer ?? v.tokenizer ?? { type: 'byte' }, contextLength: v.contextLength, defaults: spec?.defaults ?? { maxTokens: 256, temperature: 0.7, topP: 0.95 }, resources: {} }
   }
   return { engine: new VdagDriver(ctx.mesh, ctx.stages, () => route), component }
 }
@@ -228,7 +228,7 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     const served = await serve(ctx, req, reply, '/v1/chat/completions', body)
     if (served == null) return
     const { engine, component, instanceId, gone } = served
-    const tokenizer = tokenizerFor(component)
+    const tokenizer = await ctx.tokenizers.get(component.spec.tokenizer, gone.signal)
     const prompt = tokenizer.chatPrompt(body.messages.map(m => ({ role: m.role, content: messageText(m.content) })))
     const text: TextRequest = {
       prompt,
@@ -243,7 +243,7 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     const fingerprint = `blockmesh-${engine.provider.name}`
     if (body.stream !== true) {
       let content = ''
-      const r = await generateText(engine, component, text, d => { content += d }, gone.signal)
+      const r = await generateText(engine, component, tokenizer, text, d => { content += d }, gone.signal)
       observe(ctx, body.model, r)
       return {
         id, object: 'chat.completion', created, model: body.model, system_fingerprint: fingerprint,
@@ -259,7 +259,7 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     await sse.send(chunk({ role: 'assistant', content: '' }, null))
     const delta = chunkTemplate(chunk({ content: '\u0000' }, null), '\u0000')
     try {
-      const r = await generateText(engine, component, text, async d => { await sse.send(new RawJson(delta(d))) }, gone.signal)
+      const r = await generateText(engine, component, tokenizer, text, async d => { await sse.send(new RawJson(delta(d))) }, gone.signal)
       observe(ctx, body.model, r)
       if (!r.cancelled) {
         await sse.send(chunk({}, r.finishReason))
@@ -278,7 +278,7 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     const served = await serve(ctx, req, reply, '/v1/completions', body)
     if (served == null) return
     const { engine, component, instanceId, gone } = served
-    const tokenizer = tokenizerFor(component)
+    const tokenizer = await ctx.tokenizers.get(component.spec.tokenizer, gone.signal)
     const promptText = Array.isArray(body.prompt) ? body.prompt[0] : body.prompt
     const prompt = tokenizer.encode(promptText, { bos: true })
     const text: TextRequest = {
@@ -293,7 +293,7 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     const created = Math.floor(Date.now() / 1000)
     if (body.stream !== true) {
       let out = ''
-      const r = await generateText(engine, component, text, d => { out += d }, gone.signal)
+      const r = await generateText(engine, component, tokenizer, text, d => { out += d }, gone.signal)
       observe(ctx, body.model, r)
       return {
         id, object: 'text_completion', created, model: body.model,
@@ -304,7 +304,7 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     const sse = new EventStream(reply, { [INSTANCE_HEADER]: instanceId })
     const delta = chunkTemplate({ id, object: 'text_completion', created, model: body.model, choices: [{ index: 0, text: '\u0000', logprobs: null, finish_reason: null }] }, '\u0000')
     try {
-      const r = await generateText(engine, component, text, async d => { await sse.send(new RawJson(delta(d))) }, gone.signal)
+      const r = await generateText(engine, component, tokenizer, text, async d => { await sse.send(new RawJson(delta(d))) }, gone.signal)
       observe(ctx, body.model, r)
       if (!r.cancelled) {
         await sse.send({ id, object: 'text_completion', created, model: body.model, choices: [{ index: 0, text: '', logprobs: null, finish_reason: r.finishReason }] })

@@ -8,7 +8,6 @@ import type { ModelPlan } from '../../splitter/plan.ts'
 import { DeployablePlanSchema } from '../../splitter/plan.ts'
 import { parseWith } from '../validate.ts'
 import { AgentError, NotFoundError, ValidationError } from '../../errors.ts'
-import { ByteTokenizer } from '../../model/tokenizer.ts'
 
 const DeployBody = z.union([
   z.object({ task_id: z.string().min(1).max(64), name: z.string().min(1).max(64).optional() }).strict(),
@@ -66,8 +65,9 @@ export function registerVdagRoutes (app: FastifyInstance, ctx: ApiContext): void
     const route = ctx.router.vdagRoute(v)
     if (route == null) throw new AgentError(`vDAG ${v.name} has a stage with no ready instance`, 'model_not_ready', 503)
     const logits: number[][] = []
+    const tokenizer = await ctx.tokenizers.get(ctx.vdags.find(v.name)?.spec.tokenizer ?? v.tokenizer ?? { type: 'byte' })
     const g = new VdagDriver(ctx.mesh, ctx.stages, () => route).generate(
-      { prompt: new ByteTokenizer().encode(body.prompt, { bos: true }), maxTokens: body.max_tokens, temperature: 0, topP: 1, seed: 0, stopTokens: [] },
+      { prompt: tokenizer.encode(body.prompt, { bos: true }), maxTokens: body.max_tokens, temperature: 0, topP: 1, seed: 0, stopTokens: [] },
       { returnLogits: true, onLogits: (_step, l) => { logits.push(Array.from(l)) } })
     const tokens: number[] = []
     for await (const t of g.tokens) tokens.push(t)

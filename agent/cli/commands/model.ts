@@ -5,10 +5,80 @@ import { generateModel } from '../../model/generate.ts'
 import { ModelSpecSchema, PRESETS } from '../../model/spec.ts'
 import { ValidationError, formatIssues } from '../../errors.ts'
 import { intArg } from '../args.ts'
-import { formatBytes } from '../format.ts'
+import { formatBytes, table } from '../format.ts'
+import { needToken, print, withTarget } from '../target.ts'
+import type { TargetOpts } from '../target.ts'
+import { AgentError } from '../../errors.ts'
+import type { AddModelEvent } from '../../api/routes/models.ts'
+import type { ImportProgress } from '../../model/import.ts'
+import type { ModelInfo } from '../../registry/components.ts'
+
+interface AddOpts extends TargetOpts { name?: string, file?: string, variant?: string, weights?: string, contextLength?: number }
+
+function progressLine (p: ImportProgress): string {
+  if (p.phase === 'download') return `downloading ${p.file.replace(/^.*\//, '')}: ${formatBytes(p.receivedBytes)}${p.totalBytes != null ? ` of ${formatBytes(p.totalBytes)} (${Math.floor(100 * p.receivedBytes / Math.max(1, p.totalBytes))}%)` : ''}`
+  return `${p.phase}: ${p.done}/${p.total}`
+}
+
+function infoLine (i: ModelInfo | null): string {
+  if (i == null) return ''
+  return `${i.architecture}, ${(i.parameters / 1e6).toFixed(0)}M params, ${i.quantization}, vocab ${i.vocabSize}, chat template ${i.chatTemplate ? 'yes' : 'no (fallback)'}`
+}
+
+/** POST /api/models with progress lines (NDJSON) shown on stderr as they come. */
+async function addModel (opts: AddOpts, source: string): Promise<Extract<AddModelEvent, { type: 'done' }>> {
+  const res = await fetch(`${opts.api}/api/models`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/x-ndjson', authorization: `Bearer ${needToken(opts)}` },
+    body: JSON.stringify({ source, name: opts.name, file: opts.file, variant: opts.variant, weights: opts.weights, contextLength: opts.contextLength })
+  }).catch((err: Error) => { throw new AgentError(`cannot reach the agent API at ${opts.api}: ${err.message} (is an agent running? start one with: npm start)`, 'unreachable', 1) })
+  if (!res.ok || res.body == null) {
+    const text = await res.text()
+    let message = text.slice(0, 500)
+    try { const j = JSON.parse(text) as { error?: { code?: string, message?: string } }; message = `${j.error?.code ?? 'error'}: ${j.error?.message ?? text}` } catch {}
+    throw new AgentError(`${res.status} ${message}`, 'http_error', 1)
+  }
+  const tty = process.stderr.isTTY === true && opts.json !== true
+  let buffered = ''
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    buffered += Buffer.from(chunk).toString('utf8')
+    let nl: number
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl)
+      buffered = buffered.slice(nl + 1)
+      if (line.trim() === '') continue
+      const e = JSON.parse(line) as AddModelEvent
+      if (e.type === 'progress' && opts.json !== true) process.stderr.write(tty ? `\r\x1b[2K${progressLine(e.progress)}` : `${progressLine(e.progress)}\n`)
+      if (e.type === 'error') { if (tty) process.stderr.write('\n'); throw new AgentError(`${e.error.code}: ${e.error.message}`, e.error.code, 1) }
+      if (e.type === 'done') { if (tty) process.stderr.write('\n'); return e }
+    }
+  }
+  throw new AgentError('the agent closed the answer before the model was added', 'incomplete', 1)
+}
 
 export function registerModelCommand (program: Command): void {
-  const model = program.command('model').description('models: generate the demo GPT-style ONNX decoder')
+  const model = program.command('model').description('models: add real models (GGUF, Hugging Face ONNX, hf://, ollama://, URLs), list them, generate the demo decoder')
+  withTarget(model.command('add')
+    .description('onboard a model as a component: a local .gguf, a Hugging Face ONNX export directory, hf://ORG/REPO[@REV][/PATH], ollama://NAME[:TAG] or an http(s) URL of a GGUF')
+    .argument('<source>')
+    .option('--name <name>', 'component name (default: from the source)')
+    .option('--file <path>', 'which file of a hub repo or export directory')
+    .option('--variant <v>', 'quantization (GGUF: q4_k_m, q8_0, …) or dtype (ONNX export: fp32, fp16, q4, int8, …)')
+    .option('--weights <how>', 'GGUF conversion: q4 (4-bit blocks stay 4-bit, default) or f32')
+    .option('--context-length <n>', 'positions to serve (default: the model\'s, at most 8192)', intArg(16, 1_048_576)))
+    .action(async (source: string, opts: AddOpts) => {
+      if (opts.weights != null && opts.weights !== 'q4' && opts.weights !== 'f32') throw new ValidationError(`--weights: q4 or f32, got ${JSON.stringify(opts.weights)}`)
+      const r = await addModel(opts, source)
+      print(opts, r, () => `${r.existed ? 'already added' : 'added'} ${r.component.uri}${r.cached ? ' (conversion cached)' : ''}\n  ${infoLine(r.component.spec.modelInfo ?? null)}\n  context ${r.component.spec.contextLength ?? '?'}; deploy it: blockmesh block create --component ${r.component.uri} --id ${r.component.spec.name}`)
+    })
+  withTarget(model.command('list').description('models registered on the agent, with what they are'))
+    .action(async (opts: TargetOpts) => {
+      const res = await fetch(`${opts.api}/api/models`).catch((err: Error) => { throw new AgentError(`cannot reach the agent API at ${opts.api}: ${err.message}`, 'unreachable', 1) })
+      const body = await res.json() as { models: Array<{ uri: string, contextLength: number | null, info: ModelInfo | null }> }
+      print(opts, body, () => table(['COMPONENT', 'ARCH', 'PARAMS', 'QUANT', 'CONTEXT', 'VOCAB', 'TEMPLATE', 'SOURCE'], body.models.map(m => [
+        m.uri, m.info?.architecture ?? '-', m.info != null ? `${(m.info.parameters / 1e6).toFixed(0)}M` : '-', m.info?.quantization ?? '-', String(m.contextLength ?? '-'),
+        String(m.info?.vocabSize ?? '-'), m.info == null ? '-' : m.info.chatTemplate ? 'yes' : 'fallback', m.info?.source ?? '-'])))
+    })
   model.command('generate')
     .description('write a deterministic GPT-style decoder as ONNX (same arguments → same MD5)')
     .option('--preset <name>', `start from a named size: ${Object.keys(PRESETS).join(', ')}`)

@@ -5,6 +5,7 @@ import { needToken, print, withTarget } from '../target.ts'
 import type { TargetOpts } from '../target.ts'
 import { apiRequest } from '../client.ts'
 import { table } from '../format.ts'
+import { ValidationError } from '../../errors.ts'
 import type { BlockView } from '../../blocks/owner.ts'
 import type { Component } from '../../registry/components.ts'
 
@@ -62,9 +63,15 @@ export function registerComponentCommand (program: Command): void {
 
 export function registerBlockCommand (program: Command): void {
   const cmd = program.command('block').description('blocks: running instances of components')
-  withTarget(cmd.command('create').description('create a block from a JSON or YAML spec file').requiredOption('-f, --file <file>', 'spec file'))
-    .action(async (opts: TargetOpts & { file: string }) => {
-      const b = await apiRequest<BlockView>(opts.api, '/api/blocks', { method: 'POST', body: readSpecFile(opts.file), token: needToken(opts) })
+  withTarget(cmd.command('create').description('create a block from a JSON or YAML spec file, or from --component and --id')
+    .option('-f, --file <file>', 'spec file')
+    .option('--component <uri>', 'component URI (name:version), without a spec file')
+    .option('--id <id>', 'block id (its model name on /v1), with --component'))
+    .action(async (opts: TargetOpts & { file?: string, component?: string, id?: string }) => {
+      if ((opts.file == null) === (opts.component == null)) throw new ValidationError('give -f SPEC_FILE, or --component URI with --id ID')
+      if (opts.component != null && opts.id == null) throw new ValidationError('--component needs --id (the block\'s model name)')
+      const spec = opts.file != null ? readSpecFile(opts.file) : { id: opts.id, component: opts.component }
+      const b = await apiRequest<BlockView>(opts.api, '/api/blocks', { method: 'POST', body: spec, token: needToken(opts) })
       print(opts, b, () => `${placement(b)}\nfollow it with: blockmesh block get ${b.id}`)
     })
   withTarget(cmd.command('list').description('list blocks')).action(async (opts: TargetOpts) => {

@@ -9,6 +9,7 @@ import { AgentError, ValidationError } from '../../errors.ts'
 import { ensureGeneratedModel } from '../../model/cache.ts'
 import { PRESETS } from '../../model/spec.ts'
 import type { Task } from '../../tasks/store.ts'
+import type { Component } from '../../registry/components.ts'
 import type { Vdag } from '../../vdag/registry.ts'
 import type { DeployResult } from '../../vdag/deploy.ts'
 
@@ -81,6 +82,7 @@ export function registerSplitCommands (program: Command): void {
       if ((opts.model == null) === (opts.modelUrl == null)) throw new ValidationError('give one of --model NAME|PATH or --model-url URL')
       let url = opts.modelUrl as string
       let name = opts.name
+      let modelConfig: Record<string, unknown> = {}
       if (opts.model != null) {
         const preset = presetOf(opts.model)
         if (preset != null) {
@@ -93,7 +95,15 @@ export function registerSplitCommands (program: Command): void {
           url = isAbsolute(opts.model) ? opts.model : resolve(opts.model)
           name ??= opts.model.replace(/^.*\//, '').replace(/\.onnx$/i, '')
         } else {
-          throw new ValidationError(`--model: ${JSON.stringify(opts.model)} is neither a preset (${Object.keys(PRESETS).join(', ')}, demo-100m) nor an .onnx file`)
+          // a component registered on the agent (blockmesh model add): its model file, MD5, tokenizer and context
+          const { components } = await apiRequest<{ components: Component[] }>(opts.api, '/api/components')
+          const c = components.filter(x => x.spec.name === opts.model || x.uri === opts.model).at(-1)
+          if (c == null || c.spec.model == null) {
+            throw new ValidationError(`--model: ${JSON.stringify(opts.model)} is neither a preset (${Object.keys(PRESETS).join(', ')}, demo-100m), an .onnx file, nor a model component on the agent (see blockmesh model list)`)
+          }
+          url = c.spec.model.url
+          name ??= c.spec.name
+          modelConfig = { md5: c.spec.model.md5, tokenizer: c.spec.tokenizer, ...(c.spec.contextLength != null ? { context_length: c.spec.contextLength } : {}) }
         }
       }
       name ??= url.replace(/[?#].*$/, '').replace(/^.*\//, '').replace(/\.onnx$/i, '') || 'model'
@@ -102,6 +112,7 @@ export function registerSplitCommands (program: Command): void {
         try { config = JSON.parse(opts.config) } catch (err) { throw new ValidationError(`--config is not JSON: ${(err as Error).message}`) }
         if (typeof config !== 'object' || config == null || Array.isArray(config)) throw new ValidationError('--config must be a JSON object')
       }
+      config = { ...modelConfig, ...config }
       if (opts.balance != null) config.balance = opts.balance
       if (opts.capacity != null) {
         const w = opts.capacity.split(',').map(Number)

@@ -1,0 +1,76 @@
+import { z } from 'zod'
+import type { FastifyInstance } from 'fastify'
+import type { ApiContext } from '../context.ts'
+import { parseWith } from '../validate.ts'
+import { ComponentSpecSchema } from '../../registry/components.ts'
+import type { Component } from '../../registry/components.ts'
+import { importModel } from '../../model/import.ts'
+import type { ImportProgress } from '../../model/import.ts'
+import { AgentError } from '../../errors.ts'
+
+export const AddModelBodySchema = z.object({
+  /** a local .gguf, a Hugging Face ONNX export directory, hf://ORG/REPO[@REV][/PATH], ollama://NAME[:TAG], or an http(s) URL of a GGUF */
+  source: z.string().min(1).max(4096),
+  name: z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, ".", "_" and "-"').optional(),
+  file: z.string().min(1).max(1024).optional(),
+  variant: z.string().min(1).max(64).optional(),
+  weights: z.enum(['f32', 'q4']).optional(),
+  contextLength: z.number().int().min(16).max(1_048_576).optional()
+}).strict()
+export type AddModelBody = z.output<typeof AddModelBodySchema>
+
+/** One line of the NDJSON answer of POST /api/models when progress is asked for. */
+export type AddModelEvent =
+  | { type: 'progress', progress: ImportProgress }
+  | { type: 'done', component: Component, cached: boolean, existed: boolean }
+  | { type: 'error', error: { code: string, message: string } }
+
+/**
+ * Models as components: POST /api/models onboards a model from a source (download, conversion) and
+ * registers it; with `Accept: application/x-ndjson` the answer streams progress lines, then the result.
+ * Adding the same model again returns the existing component.
+ */
+export function registerModelRoutes (app: FastifyInstance, ctx: ApiContext): void {
+  app.get('/api/models', async () => ({
+    models: ctx.components.list().filter(c => c.spec.modelInfo != null || c.spec.model != null).map(c => ({ uri: c.uri, name: c.spec.name, version: c.spec.version, createdAt: c.createdAt, contextLength: c.spec.contextLength ?? null, info: c.spec.modelInfo ?? null }))
+  }))
+
+  app.post('/api/models', async (req, reply) => {
+    const body = parseWith(AddModelBodySchema, req.body)
+    const ac = new AbortController()
+    reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort() })
+    const streaming = /application\/x-ndjson/.test(req.headers.accept ?? '')
+    const send = (e: AddModelEvent): void => { if (!reply.raw.destroyed) reply.raw.write(JSON.stringify(e) + '\n') }
+    let lastAt = 0
+    const onProgress = (p: ImportProgress): void => {
+      if (!streaming) return
+      const now = Date.now()
+      const final = 'done' in p ? p.done === p.total : p.receivedBytes === p.totalBytes
+      if (!final && now - lastAt < 250) return
+      lastAt = now
+      send({ type: 'progress', progress: p })
+    }
+    if (streaming) {
+      reply.hijack()
+      reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-cache' })
+    }
+    try {
+      const imported = await importModel(body.source, { ...ctx.models, ...body, onProgress, signal: ac.signal })
+      const spec = ComponentSpecSchema.parse(imported.spec)
+      const uri = `${spec.name}:${spec.version}`
+      const existing = ctx.components.list().find(c => c.uri === uri)
+      const component = existing ?? ctx.components.create(spec)
+      ctx.log.info({ component: component.uri, source: body.source, cached: imported.cached }, existing != null ? 'model already registered' : 'model added')
+      const result = { type: 'done' as const, component, cached: imported.cached, existed: existing != null }
+      if (!streaming) return await reply.status(existing != null ? 200 : 201).send(result)
+      send(result)
+    } catch (err) {
+      if (!streaming) throw err
+      const e = err instanceof AgentError ? { code: err.code, message: err.message } : { code: 'internal_error', message: (err as Error).message }
+      ctx.log.warn({ source: body.source, err: e.message }, 'model add failed')
+      send({ type: 'error', error: e })
+    } finally {
+      if (streaming && !reply.raw.destroyed) reply.raw.end()
+    }
+  })
+}
