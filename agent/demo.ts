@@ -21,6 +21,9 @@ export interface DemoOptions {
   out?: (line: string) => void
 }
 
+/** What serving a model needs of its component spec. */
+export interface ServedModel { model: { url: string, md5: string }, tokenizer: unknown, contextLength: number }
+
 export interface DemoAgent {
   index: number
   name: string
@@ -103,17 +106,37 @@ export class Demo {
     }
   }
 
-  /** Onboards the demo model on agent 0 as a component and a block; waits until the block is ready. */
-  async deployModel (model: { path: string, md5: string }, component: Record<string, unknown>, blockId: string, timeoutMs = 120_000): Promise<{ status: string, error?: string | null, provider?: string }> {
-    const call = this.agentZero()
-    const c = await call('POST', '/api/components', component)
+  /** Registers a component spec on agent 0 (an existing one of the same name:version is kept). */
+  async registerComponent (component: Record<string, unknown>): Promise<string> {
+    const c = await this.agentZero()('POST', '/api/components', component)
     if (c.status !== 201 && c.status !== 409) throw new Error(`component: ${JSON.stringify(c.body)}`)
+    return `${component.name as string}:${component.version as string}`
+  }
+
+  /** Onboards a model file on agent 0 (POST /api/models: GGUF conversion, cached by digest) and returns its component. */
+  async addModel (source: string, name: string, timeoutMs = 600_000): Promise<{ uri: string, spec: ServedModel }> {
+    const api = this.agents[0]?.info?.apiUrl
+    if (api == null) throw new Error('agent 0 is not running')
+    const res = await fetch(`${api}/api/models`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ source, name }),
+      signal: AbortSignal.timeout(timeoutMs)
+    })
+    const body = await res.json() as { component?: { uri: string, spec: ServedModel }, error?: { message: string } }
+    if (!res.ok || body.component == null) throw new Error(`model add ${source}: ${body.error?.message ?? res.status}`)
+    return body.component
+  }
+
+  /** Runs component `uri` as block `blockId` (replacing a block of an older component); waits until it is ready or failed. */
+  async deployBlock (uri: string, blockId: string, timeoutMs = 120_000): Promise<{ status: string, error?: string | null, provider?: string }> {
+    const call = this.agentZero()
     const existing = await call('GET', `/api/blocks/${blockId}`)
-    if (existing.status === 200 && existing.body.component !== `${component.name as string}:${component.version as string}`) {
-      await call('DELETE', `/api/blocks/${blockId}`) // an older demo model: replace it
+    if (existing.status === 200 && existing.body.component !== uri) {
+      await call('DELETE', `/api/blocks/${blockId}`) // an older model: replace it
     }
-    if (existing.status !== 200 || existing.body.component !== `${component.name as string}:${component.version as string}`) {
-      const b = await call('POST', '/api/blocks', { id: blockId, component: `${component.name as string}:${component.version as string}` })
+    if (existing.status !== 200 || existing.body.component !== uri) {
+      const b = await call('POST', '/api/blocks', { id: blockId, component: uri })
       if (b.status !== 201) throw new Error(`block: ${JSON.stringify(b.body)}`)
     }
     const deadline = Date.now() + timeoutMs
@@ -126,15 +149,16 @@ export class Demo {
   }
 
   /**
-   * Serves `model` as a vDAG of `worldSize` pipeline stages named `name`: a split task on agent 0
+   * Serves a model as a vDAG of `worldSize` pipeline stages named `name`: a split task on agent 0
    * (the built-in splitter), then its plan deployed, one stage per agent. A split of the same model
    * file done before (same MD5, same world size) is reused, and so are its running blocks.
    */
-  async deployPipeline (model: { path: string, md5: string }, name: string, worldSize: number, onProgress: (line: string) => void, timeoutMs = 180_000): Promise<{ status: 'ready' | 'failed', error?: string, stages?: Array<{ block: string, peer: string }> }> {
+  async deployPipeline (model: ServedModel, name: string, worldSize: number, onProgress: (line: string) => void, timeoutMs = 180_000): Promise<{ status: 'ready' | 'failed', error?: string, stages?: Array<{ block: string, peer: string }> }> {
     const call = this.agentZero()
     const deadline = Date.now() + timeoutMs
     const tasks = (await call('GET', '/tasks')).body?.data as any[] ?? []
-    let task = tasks.find(t => t.status === 'complete' && t.task_data?.model_split_config?.vdag_name === name && t.result?.plan?.source_md5 === model.md5 && t.result?.plan?.world_size === worldSize)
+    const md5 = model.model.md5
+    let task = tasks.find(t => t.status === 'complete' && t.task_data?.model_split_config?.vdag_name === name && t.result?.plan?.source_md5 === md5 && t.result?.plan?.world_size === worldSize)
     if (task == null) {
       // a pipeline of an older model file: its vDAG and stage blocks go
       const old = await call('GET', `/api/vdags/${name}`)
@@ -142,7 +166,7 @@ export class Demo {
         await call('DELETE', `/api/vdags/${name}`)
         for (const b of old.body.stages as string[]) await call('DELETE', `/api/blocks/${b}`)
       }
-      const start = await call('POST', '/start_model_split_job', { task_data: { model_name: name.replace(/-pipeline$/, ''), model_download_url: model.path, world_size: worldSize, model_split_config: { vdag_name: name, md5: model.md5 } }, container_image: 'blockmesh/onnx-splitter' })
+      const start = await call('POST', '/start_model_split_job', { task_data: { model_name: name.replace(/-pipeline$/, ''), model_download_url: model.model.url, world_size: worldSize, model_split_config: { vdag_name: name, md5, tokenizer: model.tokenizer, context_length: model.contextLength } }, container_image: 'blockmesh/onnx-splitter' })
       if (start.status !== 201) return { status: 'failed', error: `split task: ${JSON.stringify(start.body)}` }
       let last = ''
       while (Date.now() < deadline) {

