@@ -166,9 +166,24 @@ export interface StageModel {
   parameterBytes: number
 }
 
+/**
+ * The width of the residual stream: the token embedding table's second dimension (the initializer a
+ * Gather reads with input_ids). Written into the stage files' hidden-state shapes, so a stage knows the
+ * activations it takes — with grouped-query attention it is not KV heads × head size.
+ */
+export function hiddenSizeOf (ix: GraphIndex): number | string {
+  for (const n of ix.nodes) {
+    if (n.opType !== 'Gather' || n.input?.[1] !== 'input_ids') continue
+    const table = ix.initializers.get(n.input[0] as string)
+    if (table?.dims?.length === 2) return Number(table.dims[1])
+  }
+  return 'hidden_size'
+}
+
 /** Builds the stage models of a decoder for the given layer ranges. */
 export function buildStages (model: ModelProto, ranges: Array<[number, number]>): StageModel[] {
   const ix = indexGraph(model)
+  const hiddenSize = hiddenSizeOf(ix)
   const world = ranges.length
   const g = model.graph as NonNullable<ModelProto['graph']>
   const presentOf = (name: string): number | null => { const m = /present\.(\d+)\./.exec(name); return m == null ? null : Number(m[1]) }
@@ -209,10 +224,10 @@ export function buildStages (model: ModelProto, ranges: Array<[number, number]>)
     if (hiddenOut != null) nodes = rename(nodes, hiddenOut, HIDDEN_OUT)
     const reads = new Set(nodes.flatMap(n => n.input ?? []))
     const inputs: IValueInfoProto[] = []
-    if (hiddenIn != null) inputs.push(valueInfo(HIDDEN_IN, DT.FLOAT, ['batch_size', 'sequence_length', 'hidden_size']))
+    if (hiddenIn != null) inputs.push(valueInfo(HIDDEN_IN, DT.FLOAT, ['batch_size', 'sequence_length', hiddenSize]))
     for (const v of g.input ?? []) if (reads.has(v.name as string)) inputs.push(v)
     const outputs: IValueInfoProto[] = []
-    if (hiddenOut != null) outputs.push(valueInfo(HIDDEN_OUT, DT.FLOAT, ['batch_size', 'sequence_length', 'hidden_size']))
+    if (hiddenOut != null) outputs.push(valueInfo(HIDDEN_OUT, DT.FLOAT, ['batch_size', 'sequence_length', hiddenSize]))
     for (const o of g.output ?? []) if (wanted.includes(o.name as string)) outputs.push(o)
     const inits = (g.initializer ?? []).filter(t => reads.has(t.name as string))
     const paramBytes = inits.reduce((sum, t) => sum + (tensorBytes(t) >= 64 ? tensorBytes(t) : 0), 0)

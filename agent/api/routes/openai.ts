@@ -211,16 +211,37 @@ async function serve (ctx: ApiContext, req: FastifyRequest, reply: FastifyReply,
   return { ...localEngine(serving, body.model), instanceId: serving.instance, gone }
 }
 
+/**
+ * A /v1/models entry: OpenAI's fields (created = when the model's component was registered, owned_by =
+ * the agent that owns its block), plus `context_length` and, for added models, what the model is.
+ * Facts come from this agent's registry; a model owned elsewhere shows what its records carry.
+ */
+function modelCard (ctx: ApiContext, id: string): Record<string, unknown> {
+  const card: Record<string, unknown> = { id, object: 'model', created: 0, owned_by: 'blockmesh' }
+  const vdag = ctx.router.vdag(id)
+  const uri = vdag != null ? undefined : ctx.owner.has(id) ? ctx.owner.get(id).component : [...ctx.host.reports(), ...ctx.gossip.peers().flatMap(p => p.record.instances)].find(r => r.block === id)?.component
+  if (vdag != null) card.context_length = vdag.contextLength
+  if (ctx.owner.has(id) || ctx.vdags.find(id) != null) card.owned_by = ctx.name
+  if (uri == null) return card
+  try {
+    const c = ctx.components.get(uri)
+    card.created = Math.floor(Date.parse(c.createdAt) / 1000)
+    if (c.spec.contextLength != null) card.context_length = c.spec.contextLength
+    if (c.spec.modelInfo != null) card.model_info = c.spec.modelInfo
+  } catch { /* registered on another agent */ }
+  return card
+}
+
 export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): void {
   /** Every model with a ready instance anywhere in the mesh. */
   app.get('/v1/models', async () => ({
     object: 'list',
-    data: ctx.router.models().map(id => ({ id, object: 'model', created: 0, owned_by: 'blockmesh' }))
+    data: ctx.router.models().map(id => modelCard(ctx, id))
   }))
 
   app.get<{ Params: { model: string } }>('/v1/models/:model', async (req) => {
     if (!ctx.router.models().includes(req.params.model)) throw modelNotFound(req.params.model)
-    return { id: req.params.model, object: 'model', created: 0, owned_by: 'blockmesh' }
+    return modelCard(ctx, req.params.model)
   })
 
   app.post('/v1/chat/completions', async (req, reply) => {
