@@ -23,11 +23,14 @@ export interface DecoderConfig {
   eps: number
   /** rotary embedding: base frequency, rotated dimensions, and how pairs are laid out (HF "rotate_half" after un-permuting llama's Q/K) */
   rope: { theta: number, dim: number, linearFactor: number, freqFactors: boolean }
-  /** gemma3: local (sliding-window) layers use their own base and a window; every `pattern`-th layer is global */
-  sliding: { window: number, pattern: number, theta: number } | null
+  /**
+   * gemma3: local (sliding-window) layers see the last `window` positions (themselves included), use their own
+   * RoPE base and no RoPE scaling; every `pattern`-th layer is global
+   */
+  sliding: { window: number, pattern: number, theta: number, linearFactor: number } | null
   /** multiply the token embedding by sqrt(hidden) (gemma) */
   embedScale: number
-  /** scale applied to q·k (1/sqrt(headDim) unless the architecture says otherwise) */
+  /** scale applied to q·k (1/sqrt(headDim) unless the architecture says otherwise: Gemma 3 27B uses 1/sqrt(hidden/heads)) */
   attentionScale: number
   activation: 'silu' | 'gelu_tanh'
   qkvBias: boolean
@@ -76,6 +79,18 @@ export function decoderConfig (file: GgufFile): DecoderConfig {
     throw new GgufError('unsupported_architecture', `${file.path}: RoPE scaling "${scalingType}" is not supported (linear and none are)`, { path: file.path })
   }
   const gemma = a === 'gemma3'
+  // llama.cpp (llama-model.cpp, LLM_ARCH_GEMMA3): a gemma3 file with attention.sliding_window > 0 has
+  // sliding-window layers, base 10000 and no RoPE scaling there, and every 6th layer global (llm_build_gemma3<true>,
+  // no final logit softcapping); without one, every layer is global and the logits are soft-capped
+  // (llm_build_gemma3<false>), which this builder does not do
+  const slidingWindow = gemma ? k('attention.sliding_window') ?? 0 : 0
+  if (gemma && slidingWindow <= 0) {
+    throw new GgufError('unsupported_architecture', `${file.path}: gemma3 without attention.sliding_window (all-global attention with final logit softcapping) is not supported`, { path: file.path })
+  }
+  const valueLength = k('attention.value_length')
+  if (valueLength !== undefined && valueLength !== headDim) {
+    throw new GgufError('unsupported_architecture', `${file.path}: value heads of ${valueLength} dimensions with key heads of ${headDim} are not supported`, { path: file.path })
+  }
   const cfg: DecoderConfig = {
     architecture: a,
     layers: need('block_count'),
@@ -88,10 +103,10 @@ export function decoderConfig (file: GgufFile): DecoderConfig {
     contextLength: need('context_length'),
     eps: k('attention.layer_norm_rms_epsilon') ?? 1e-6,
     rope: { theta: k('rope.freq_base') ?? 10_000, dim: k('rope.dimension_count') ?? headDim, linearFactor, freqFactors: file.tensors.has('rope_freqs.weight') },
-    // llama.cpp (llama-model.cpp, LLM_ARCH_GEMMA3): sliding-window layers use base 10000 and every 6th layer is global
-    sliding: gemma ? { window: k('attention.sliding_window') ?? 512, pattern: 6, theta: 10_000 } : null,
+    sliding: gemma ? { window: slidingWindow, pattern: 6, theta: 10_000, linearFactor: 1 } : null,
     embedScale: gemma ? Math.sqrt(hidden) : 1,
-    attentionScale: 1 / Math.sqrt(headDim),
+    // llama.cpp: f_attention_scale, 1/sqrt(n_embd/n_head) for the 27B (62 layers), else 1/sqrt(head dim)
+    attentionScale: gemma && need('block_count') === 62 ? 1 / Math.sqrt(hidden / heads) : 1 / Math.sqrt(headDim),
     activation: gemma ? 'gelu_tanh' : 'silu',
     qkvBias: file.tensors.has('blk.0.attn_q.bias'),
     qkNorm: file.tensors.has('blk.0.attn_q_norm.weight'),

@@ -19,7 +19,7 @@ import { GraphBuilder } from '../graph-builder.ts'
 import { GGML_TYPE, dequantize, repackQ4ForMatMulNBits } from './quants.ts'
 import type { DecoderConfig } from './arch.ts'
 
-export const CONVERTER_VERSION = 1
+export const CONVERTER_VERSION = 2
 const OPSET = 17
 const MS_DOMAIN = 'com.microsoft'
 
@@ -128,10 +128,10 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
   // ---- shared: masks and rotary tables
   const bias = g.maskBias(io.inputIds, io.attentionMask, '/model/mask')
   const slidingBias = cfg.sliding != null ? g.maskBias(io.inputIds, io.attentionMask, '/model/mask_swa', cfg.sliding.window) : null
-  const rotary = (theta: number, prefix: string): { cos: string, sin: string } => {
+  const rotary = (theta: number, prefix: string, linearFactor: number): { cos: string, sin: string } => {
     const half = D / 2
     const inv = new Float32Array(half)
-    for (let i = 0; i < half; i++) inv[i] = 1 / (Math.pow(theta, (2 * i) / D) * cfg.rope.linearFactor)
+    for (let i = 0; i < half; i++) inv[i] = 1 / (Math.pow(theta, (2 * i) / D) * linearFactor)
     const pos = g.add('Unsqueeze', [g.add('Cast', [io.positionIds], `${prefix}/pos_f`, { to: DT.FLOAT }), g.i64([2])], `${prefix}/pos_bs1`)
     const freqs = g.add('Mul', [pos, g.init(floatTensor(`${prefix.slice(1).replace(/\//g, '.')}.inv_freq`, [half], inv))], `${prefix}/freqs`)
     const emb = g.add('Concat', [freqs, freqs], `${prefix}/emb`, { axis: -1 })
@@ -140,8 +140,8 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
       sin: g.add('Unsqueeze', [g.add('Sin', [emb], `${prefix}/sin_bsd`), g.i64([1])], `${prefix}/sin`)
     }
   }
-  const ropeGlobal = rotary(cfg.rope.theta, '/model/rotary')
-  const ropeLocal = cfg.sliding != null ? rotary(cfg.sliding.theta, '/model/rotary_swa') : null
+  const ropeGlobal = rotary(cfg.rope.theta, '/model/rotary', cfg.rope.linearFactor)
+  const ropeLocal = cfg.sliding != null ? rotary(cfg.sliding.theta, '/model/rotary_swa', cfg.sliding.linearFactor) : null
   const applyRope = (x: string, r: { cos: string, sin: string }, out: string): string => {
     const x1 = g.add('Slice', [x, g.i64([0]), g.i64([D / 2]), g.i64([-1])], `${out}/x1`)
     const x2 = g.add('Slice', [x, g.i64([D / 2]), g.i64([D]), g.i64([-1])], `${out}/x2`)

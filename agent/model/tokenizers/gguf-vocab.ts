@@ -29,8 +29,15 @@ const PRE_TOKENIZERS: Record<string, () => object> = {
   qwen2: () => ({ type: 'Sequence', pretokenizers: [split(QWEN2_PATTERN), byteLevel(false)] })
 }
 
-/** Control tokens that end a turn in the common chat formats (llama.cpp treats these as end-of-generation too). */
-const END_OF_GENERATION = new Set(['<|endoftext|>', '<|im_end|>', '<|eot_id|>', '<|eom_id|>', '<end_of_turn>', '<|end|>', '</s>', '<|end_of_text|>', '<eos>'])
+/**
+ * Tokens that end a turn in the common chat formats: llama.cpp (llama-vocab.cpp) makes these end-of-generation
+ * by their text, whatever their type, and turns them into control tokens if they are not (Gemma 3's "</s>" is
+ * user-defined in the GGUF, yet an end-of-generation control token to llama.cpp).
+ */
+const END_OF_GENERATION = new Set(['<|endoftext|>', '<|im_end|>', '<|eot_id|>', '<|eom_id|>', '<end_of_turn>', '<|end|>', '</s>', '<|end_of_text|>', '<eos>',
+  '<|return|>', '<|call|>', '<EOT>', '_<EOT>', '<end_of_utterance>', '<｜end▁of▁sentence｜>',
+  // the fill-in-the-middle pad, repository and file-separator tokens llama.cpp finds by text also end generation (SmolLM2's "<reponame>")
+  '<|fim_pad|>', '<fim-pad>', '<PAD>', '<|fim_repo|>', '<|repo_name|>', '<fim-repo>', '<REPO>', '<reponame>', '<|file_sep|>'])
 
 export interface TokenizerFiles {
   /** tokenizer.json content */
@@ -61,10 +68,56 @@ function optId (meta: Record<string, GgufValue>, key: string, size: number): num
   return n >= 0 && n < size ? n : null
 }
 
-/** SentencePiece merges from piece scores (as transformers' SentencePieceExtractor does): every split of a piece into two pieces, ordered by the merged piece's score. */
+/** Noncharacters: never in real text; one that no token contains marks the alias keys below. */
+const ALIAS_MARKERS = Array.from({ length: 32 }, (_, i) => String.fromCharCode(0xFDD0 + i))
+
+interface Vocabulary {
+  /** token text → id, as llama.cpp looks texts up */
+  ids: Map<string, number>
+  /** tokenizer.json `model.vocab`: every id once */
+  json: Record<string, number>
+  /** the character the alias keys carry (a first decoder step removes it); null when no text repeats */
+  marker: string | null
+}
+
+/**
+ * Token texts → ids the way llama.cpp's vocabulary does it (`token_to_id[text] = id` in id order), so when a
+ * text occurs twice (Gemma 3 has "#", "//" and "<?" twice) the later id is the one the text encodes to.
+ * tokenizer.json's vocab is an object and cannot hold a text twice, so an earlier duplicate is stored under an
+ * alias — its text plus a marker character no token contains — that no merge produces (encoding never yields
+ * it) and that a first decoder step strips (it decodes to its own text, as llama.cpp's token_to_piece does).
+ */
+function vocabulary (tokens: string[], path: string): Vocabulary {
+  const ids = new Map<string, number>()
+  tokens.forEach((t, i) => ids.set(t, i))
+  const shadowed = tokens.flatMap((t, i) => ids.get(t) !== i ? [i] : [])
+  if (shadowed.length === 0) return { ids, json: Object.fromEntries(ids), marker: null }
+  const marker = ALIAS_MARKERS.find(m => !tokens.some(t => t.includes(m)))
+  if (marker === undefined) throw new GgufError('corrupt', `${path}: the vocabulary repeats token texts and uses every alias marker`, { path })
+  const json: Record<string, number> = Object.fromEntries(ids)
+  for (const id of shadowed) {
+    let alias = tokens[id] + marker
+    while (alias in json) alias += marker
+    json[alias] = id
+  }
+  return { ids, json, marker }
+}
+
+/** A decoder step that strips the alias marker, ahead of the others (none when no alias exists). */
+function withAliasStrip (decoders: object[], marker: string | null): object[] {
+  return marker === null ? decoders : [{ type: 'Replace', pattern: { String: marker }, content: '' }, ...decoders]
+}
+
+/**
+ * SentencePiece merges from piece scores (as transformers' GGUF/SentencePiece converters derive them): every
+ * split of a piece into two pieces, ordered by the merged piece's score — llama.cpp's SPM tokenizer merges the
+ * adjacent pair whose concatenation is the highest-scoring piece, leftmost first on ties, which is what BPE with
+ * these ranks does. A text that occurs twice counts once, with the id (and score) llama.cpp looks it up as.
+ */
 function mergesFromScores (tokens: string[], scores: number[], vocab: Map<string, number>): string[][] {
   const merges: Array<{ l: string, r: string, score: number, li: number, ri: number }> = []
   tokens.forEach((piece, id) => {
+    if (vocab.get(piece) !== id) return
     const local: typeof merges = []
     const chars = Array.from(piece)
     for (let i = 1; i < chars.length; i++) {
@@ -89,17 +142,18 @@ export function tokenizerFromGguf (file: GgufFile): TokenizerFiles {
   if (typeof model !== 'string') throw new GgufError('missing_metadata', `${path} has no tokenizer (tokenizer.ggml.model)`, { path })
   const tokens = strings(meta, 'tokenizer.ggml.tokens', path)
   const types = numbers(meta, 'tokenizer.ggml.token_type') ?? []
-  const vocab = new Map<string, number>()
-  tokens.forEach((t, i) => { if (!vocab.has(t)) vocab.set(t, i) })
+  const { ids: vocab, json: vocabJson, marker } = vocabulary(tokens, path)
   const bosId = optId(meta, 'tokenizer.ggml.bos_token_id', tokens.length)
   const eosId = optId(meta, 'tokenizer.ggml.eos_token_id', tokens.length)
   const eotId = optId(meta, 'tokenizer.ggml.eot_token_id', tokens.length)
   const eomId = optId(meta, 'tokenizer.ggml.eom_token_id', tokens.length)
   const unkId = optId(meta, 'tokenizer.ggml.unknown_token_id', tokens.length)
+  const endsGeneration = (id: number): boolean => END_OF_GENERATION.has(tokens[id]) && vocab.get(tokens[id]) === id
   const addedTokens = tokens.flatMap((content, id) => {
     const type = types[id]
-    if (type !== TOKEN_TYPE.CONTROL && type !== TOKEN_TYPE.USER_DEFINED) return []
-    return [{ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: type === TOKEN_TYPE.CONTROL }]
+    const control = type === TOKEN_TYPE.CONTROL || endsGeneration(id)
+    if (!control && type !== TOKEN_TYPE.USER_DEFINED) return []
+    return [{ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: control }]
   })
   let tokenizer: Record<string, unknown>
   if (model === 'gpt2') {
@@ -117,8 +171,10 @@ export function tokenizerFromGguf (file: GgufFile): TokenizerFiles {
       normalizer: null,
       pre_tokenizer: preTokenizer(),
       post_processor: null,
-      decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-      model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab: Object.fromEntries(vocab), merges }
+      decoder: marker === null
+        ? { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true }
+        : { type: 'Sequence', decoders: withAliasStrip([{ type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true }], marker) },
+      model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab: vocabJson, merges }
     }
   } else if (model === 'llama') {
     const scores = numbers(meta, 'tokenizer.ggml.scores')
@@ -137,17 +193,17 @@ export function tokenizerFromGguf (file: GgufFile): TokenizerFiles {
       normalizer: { type: 'Sequence', normalizers },
       pre_tokenizer: null,
       post_processor: null,
-      decoder: { type: 'Sequence', decoders },
+      decoder: { type: 'Sequence', decoders: withAliasStrip(decoders, marker) },
       model: {
         type: 'BPE', dropout: null, unk_token: unkId !== null ? tokens[unkId] : null, continuing_subword_prefix: null, end_of_word_suffix: null,
-        fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab: Object.fromEntries(vocab), merges: mergesFromScores(tokens, scores, vocab)
+        fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab: vocabJson, merges: mergesFromScores(tokens, scores, vocab)
       }
     }
   } else {
     throw new GgufError('unsupported_architecture', `${path}: tokenizer model "${model}" is not supported (gpt2 BPE and llama SentencePiece are)`, { path, model })
   }
-  // like llama.cpp's end-of-generation set: the declared ids, plus control tokens that end turns by convention
-  const byText = tokens.flatMap((t, id) => types[id] === TOKEN_TYPE.CONTROL && END_OF_GENERATION.has(t) ? [id] : [])
+  // like llama.cpp's end-of-generation set: the declared ids, plus the tokens that end turns by their text
+  const byText = tokens.flatMap((_, id) => endsGeneration(id) ? [id] : [])
   const eosIds = [...new Set([eosId, eotId, eomId, ...byText].filter((x): x is number => x !== null))]
   const template = meta['tokenizer.chat_template']
   return {
