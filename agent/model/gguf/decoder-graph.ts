@@ -3,30 +3,35 @@
  * serve (`input_ids`, `attention_mask`, `position_ids`, `past_key_values.N.key|value` → `logits`,
  * `present.N.key|value`), with node names `/model/layers.N/…` so the splitter can cut it by layer.
  *
- * Per layer: RMSNorm → Q/K/V projections (optional bias, optional per-head Q/K RMSNorm) → rotary
- * embedding (HF rotate-half layout) → KV cache concat → grouped-query attention → output projection,
- * residual; RMSNorm → gated MLP (SiLU or tanh-GELU) → residual; gemma3's extra post-norms and
- * sliding-window layers. Logits are computed for the last position only (`[batch, 1, vocab]`): that is
- * all decoding needs, and it saves the LM head for every prompt position.
+ * Per layer: RMSNorm → one packed Q/K/V projection (optional bias, optional per-head Q/K RMSNorm) →
+ * rotary embedding (HF rotate-half layout) → attention with the KV cache and grouped-query heads →
+ * output projection, residual; RMSNorm → packed gate/up projection → SiLU or tanh-GELU → down, residual;
+ * gemma3's extra post-norms and sliding-window layers. Logits are computed for the last position only
+ * (`[batch, 1, vocab]`): that is all decoding needs, and it saves the LM head for every prompt position.
  *
- * Linear weights are either dequantized to float32 (`weights: 'f32'`) or, for 4-bit blocks of 32
- * (Q4_0, Q4_1), kept 4-bit for ONNX Runtime's `MatMulNBits` (`weights: 'q4'`); the rest is float32.
+ * ONNX opset 23's RMSNormalization, RotaryEmbedding and Attention carry a layer in ~15 nodes instead of
+ * ~45 (ONNX Runtime's per-node cost dominated SmolLM2's decode step; docs/performance.md has the figures).
+ * Quantized weights with an exact `MatMulNBits` form (nbits.ts) stay quantized (`weights: 'q4'`, the
+ * default; the name is historical: 8-bit forms are used too); the rest is dequantized to float32.
  */
-import { DT, IR_VERSION, floatTensor, valueInfo } from '../onnx.ts'
+import { DT, FloatAttr, floatTensor, valueInfo } from '../onnx.ts'
 import type { IModelProto, ITensorProto, IValueInfoProto } from '../onnx.ts'
 import { DIMS, io } from '../graph.ts'
 import { GraphBuilder } from '../graph-builder.ts'
-import { GGML_TYPE, dequantize, repackQ4ForMatMulNBits } from './quants.ts'
+import { dequantize } from './quants.ts'
+import { hasNBitsForm, toMatMulNBits } from './nbits.ts'
 import type { DecoderConfig } from './arch.ts'
 
-export const CONVERTER_VERSION = 2
-const OPSET = 17
+export const CONVERTER_VERSION = 3
+/** opset 23: RMSNormalization, RotaryEmbedding, Attention (IR version 11) */
+const OPSET = 23
+const IR = 11
 const MS_DOMAIN = 'com.microsoft'
 
 export interface RawTensor { type: number, shape: number[], data: Uint8Array }
 
 export interface BuildOptions {
-  /** 'q4': Q4_0/Q4_1 linear weights stay 4-bit (MatMulNBits); 'f32': everything dequantized */
+  /** 'q4': weights with an exact MatMulNBits form stay quantized; 'f32': everything dequantized */
   weights: 'f32' | 'q4'
   /** MatMulNBits accuracy_level (0 = kernel default, 4 = int8 compute); ignored for 'f32' */
   accuracyLevel?: number
@@ -71,7 +76,7 @@ export function unpermuteRows (data: Uint8Array, rows: number, heads: number): U
 
 export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawTensor | undefined, opts: BuildOptions): IModelProto {
   const g = new GraphBuilder()
-  const { hidden: H, heads: A, kvHeads: KV, headDim: D } = cfg
+  const { heads: A, kvHeads: KV, headDim: D } = cfg
   const total = cfg.layers + 2
   let done = 0
   const need = (name: string): RawTensor => {
@@ -85,124 +90,158 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
   }
   let usesMs = false
 
-  /** x [.., K] times the ggml weight `name` ([K, N] in ggml order: N rows of K) → [.., N] */
-  const linear = (x: string, name: string, out: string, rowHeads?: number): string => {
-    const t = need(name)
-    const [K, N] = t.shape
-    let data = t.data
-    if (rowHeads !== undefined) data = unpermuteRows(data, N, rowHeads)
-    const q4 = opts.weights === 'q4' && (t.type === GGML_TYPE.Q4_0 || t.type === GGML_TYPE.Q4_1) && K % 32 === 0
-    let y: string
-    if (q4) {
-      usesMs = true
-      const r = repackQ4ForMatMulNBits(t.type, data, N, K)
-      const blocks = K / 32
-      const inputs = [
-        g.init({ name: `${name}.q4`, dims: [N, blocks, 16], dataType: 2 /* UINT8 */, rawData: r.b }),
-        g.init(floatTensor(`${name}.scales`, [N * blocks], r.scales))
-      ]
-      if (r.zeroPoints instanceof Float32Array) inputs.push(g.init(floatTensor(`${name}.zp`, [N * blocks], r.zeroPoints)))
-      else if (r.zeroPoints instanceof Uint8Array) inputs.push(g.init({ name: `${name}.zp`, dims: [r.zeroPoints.length], dataType: 2, rawData: r.zeroPoints }))
-      y = g.add('MatMulNBits', [x, ...inputs], `${out}/matmul`, { K, N, bits: 4, block_size: 32, accuracy_level: opts.accuracyLevel ?? 0 }, MS_DOMAIN)
-    } else {
-      const w = g.init(floatTensor(`${name}.t`, [K, N], transpose(matrix({ ...t, data }), N, K)))
-      y = g.add('MatMul', [x, w], `${out}/matmul`)
+  /** Σ over each block of `bs` along x's last axis ([.., K] → [.., K/bs]), once per tensor and block size */
+  const sums = new Map<string, string>()
+  const blockSums = (x: string, K: number, bs: number): string => {
+    const key = `${x}|${bs}`
+    let y = sums.get(key)
+    if (y == null) {
+      y = g.add('ReduceSum', [g.add('Reshape', [x, g.i64([0, 0, K / bs, bs])], `${x}/blocks${bs}`), g.i64([-1])], `${x}/block_sums${bs}`, { keepdims: 0 })
+      sums.set(key, y)
     }
-    const biasName = name.replace(/\.weight$/, '.bias')
-    if (tensor(biasName) != null) {
-      let bias = matrix(need(biasName))
-      if (rowHeads !== undefined) bias = new Float32Array(unpermuteRows(new Uint8Array(bias.buffer), N, rowHeads).buffer)
-      y = g.add('Add', [y, g.init(floatTensor(biasName, [N], bias))], `${out}/bias`)
-    }
-    return g.add('Identity', [y], out)
+    return y
   }
 
-  /** RMSNorm over the last axis, in the Pow/ReduceMean/Add/Sqrt/Div/Mul pattern ONNX Runtime fuses. */
-  const rmsNorm = (x: string, weight: string, out: string): string => {
-    const sq = g.add('Pow', [x, g.f32(2)], `${out}/pow`)
-    const mean = g.add('ReduceMean', [sq], `${out}/mean`, { axes: [-1], keepdims: 1 })
-    const rms = g.add('Sqrt', [g.add('Add', [mean, g.f32(cfg.eps)], `${out}/add_eps`)], `${out}/sqrt`)
-    return g.add('Mul', [g.add('Div', [x, rms], `${out}/div`), vector(weight)], out)
+  interface Part { name: string, rowHeads?: number }
+  /**
+   * x [.., K] times the ggml weights `parts` (each [K, N_i] in ggml order: N_i rows of K) → one output per
+   * part. Parts of one type are packed into one matrix (rows stacked) and split after: one MatMul(NBits)
+   * instead of several.
+   */
+  const linear = (x: string, parts: Part[], out: string, outs: string[]): string[] => {
+    const ts = parts.map(p => need(p.name))
+    const K = ts[0].shape[0]
+    const Ns = ts.map(t => t.shape[1])
+    const N = Ns.reduce((a, b) => a + b, 0)
+    const datas = ts.map((t, i) => parts[i].rowHeads !== undefined ? unpermuteRows(t.data, t.shape[1], parts[i].rowHeads as number) : t.data)
+    const stack = (arrays: Uint8Array[]): Uint8Array => {
+      if (arrays.length === 1) return arrays[0]
+      const all = new Uint8Array(arrays.reduce((a, b) => a + b.length, 0))
+      let at = 0
+      for (const a of arrays) { all.set(a, at); at += a.length }
+      return all
+    }
+    const sameType = ts.every(t => t.type === ts[0].type)
+    const nb = opts.weights === 'q4' && sameType ? toMatMulNBits(ts[0].type, stack(datas), N, K) : null
+    const base = parts.length === 1 ? parts[0].name : parts[0].name.replace(/\.[^.]+\.weight$/, `.${parts.map(p => /\.([^.]+)\.weight$/.exec(p.name)?.[1] ?? '').join('_')}.weight`)
+    const hasBias = parts.map(p => tensor(p.name.replace(/\.weight$/, '.bias')) != null)
+    const biased = hasBias.some(Boolean)
+    const single = parts.length === 1 && !biased
+    let y = single ? outs[0] : `${out}/matmul`
+    if (nb != null) {
+      usesMs = true
+      const blocks = K / nb.blockSize
+      const inputs = [
+        g.init({ name: `${base}.nbits`, dims: [N, blocks, nb.blockSize * nb.bits / 8], dataType: 2 /* UINT8 */, rawData: nb.b }),
+        g.init(floatTensor(`${base}.scales`, [N * blocks], nb.scales))
+      ]
+      const attrs = { K, N, bits: nb.bits, block_size: nb.blockSize, accuracy_level: opts.accuracyLevel ?? 0 }
+      if (nb.offsets != null) {
+        const q = g.add('MatMulNBits', [x, ...inputs], `${out}/matmul_q`, attrs, MS_DOMAIN)
+        const off = g.add('MatMul', [blockSums(x, K, nb.blockSize), g.init(floatTensor(`${base}.offsets`, [blocks, N], nb.offsets))], `${out}/offsets`)
+        y = g.add('Add', [q, off], y)
+      } else {
+        y = g.add('MatMulNBits', [x, ...inputs], y, attrs, MS_DOMAIN)
+      }
+    } else {
+      const w = new Float32Array(K * N)
+      let col = 0
+      ts.forEach((t, i) => {
+        const m = matrix({ ...t, data: datas[i] })
+        for (let r = 0; r < Ns[i]; r++) for (let c = 0; c < K; c++) w[c * N + col + r] = m[r * K + c]
+        col += Ns[i]
+      })
+      y = g.add('MatMul', [x, g.init(floatTensor(`${base}.t`, [K, N], w))], y)
+    }
+    if (biased) {
+      const bias = new Float32Array(N)
+      let at = 0
+      parts.forEach((p, i) => {
+        if (hasBias[i]) {
+          let b = matrix(need(p.name.replace(/\.weight$/, '.bias')))
+          if (p.rowHeads !== undefined) b = new Float32Array(unpermuteRows(new Uint8Array(b.buffer), Ns[i], p.rowHeads).buffer)
+          bias.set(b, at)
+        }
+        at += Ns[i]
+      })
+      y = g.add('Add', [y, g.init(floatTensor(base.replace(/\.weight$/, '.bias'), [N], bias))], parts.length === 1 ? outs[0] : `${out}/bias`)
+    }
+    if (parts.length === 1) return [y]
+    return g.addMulti('Split', [y, g.i64(Ns)], outs, `${out}/split`, { axis: -1 })
   }
+
+  const rmsNorm = (x: string, weight: string, out: string): string =>
+    g.add('RMSNormalization', [x, vector(weight)], out, { axis: -1, epsilon: new FloatAttr(cfg.eps) })
 
   // ---- shared: masks and rotary tables
   const bias = g.maskBias(io.inputIds, io.attentionMask, '/model/mask')
   const slidingBias = cfg.sliding != null ? g.maskBias(io.inputIds, io.attentionMask, '/model/mask_swa', cfg.sliding.window) : null
+  /** cos/sin caches [positions, D/2] for RotaryEmbedding, computed like HF: inv_freq and position·inv_freq in float32 */
   const rotary = (theta: number, prefix: string, linearFactor: number): { cos: string, sin: string } => {
     const half = D / 2
-    const inv = new Float32Array(half)
-    for (let i = 0; i < half; i++) inv[i] = 1 / (Math.pow(theta, (2 * i) / D) * linearFactor)
-    const pos = g.add('Unsqueeze', [g.add('Cast', [io.positionIds], `${prefix}/pos_f`, { to: DT.FLOAT }), g.i64([2])], `${prefix}/pos_bs1`)
-    const freqs = g.add('Mul', [pos, g.init(floatTensor(`${prefix.slice(1).replace(/\//g, '.')}.inv_freq`, [half], inv))], `${prefix}/freqs`)
-    const emb = g.add('Concat', [freqs, freqs], `${prefix}/emb`, { axis: -1 })
-    return {
-      cos: g.add('Unsqueeze', [g.add('Cos', [emb], `${prefix}/cos_bsd`), g.i64([1])], `${prefix}/cos`),
-      sin: g.add('Unsqueeze', [g.add('Sin', [emb], `${prefix}/sin_bsd`), g.i64([1])], `${prefix}/sin`)
+    const positions = cfg.contextLength
+    const cos = new Float32Array(positions * half)
+    const sin = new Float32Array(positions * half)
+    for (let i = 0; i < half; i++) {
+      const inv = Math.fround(1 / (Math.pow(theta, (2 * i) / D) * linearFactor))
+      for (let p = 0; p < positions; p++) {
+        const f = Math.fround(p * inv)
+        cos[p * half + i] = Math.cos(f)
+        sin[p * half + i] = Math.sin(f)
+      }
     }
+    const name = prefix.slice(1).replace(/\//g, '.')
+    return { cos: g.init(floatTensor(`${name}.cos_cache`, [positions, half], cos)), sin: g.init(floatTensor(`${name}.sin_cache`, [positions, half], sin)) }
   }
   const ropeGlobal = rotary(cfg.rope.theta, '/model/rotary', cfg.rope.linearFactor)
   const ropeLocal = cfg.sliding != null ? rotary(cfg.sliding.theta, '/model/rotary_swa', cfg.sliding.linearFactor) : null
-  const applyRope = (x: string, r: { cos: string, sin: string }, out: string): string => {
-    const x1 = g.add('Slice', [x, g.i64([0]), g.i64([D / 2]), g.i64([-1])], `${out}/x1`)
-    const x2 = g.add('Slice', [x, g.i64([D / 2]), g.i64([D]), g.i64([-1])], `${out}/x2`)
-    const rotated = g.add('Concat', [g.add('Neg', [x2], `${out}/neg_x2`), x1], `${out}/rotate_half`, { axis: -1 })
-    return g.add('Add', [g.add('Mul', [x, r.cos], `${out}/x_cos`), g.add('Mul', [rotated, r.sin], `${out}/rot_sin`)], out)
-  }
+  const applyRope = (x: string, r: { cos: string, sin: string }, heads: number, out: string): string =>
+    g.add('RotaryEmbedding', [x, r.cos, r.sin, io.positionIds], out, { num_heads: heads })
 
   // ---- embeddings
   const embd = need('token_embd.weight')
-  const embdName = g.init(floatTensor('token_embd.weight', [cfg.vocab, H], matrix(embd)))
+  const embdName = g.init(floatTensor('token_embd.weight', [cfg.vocab, cfg.hidden], matrix(embd)))
   let h = g.add('Gather', [embdName, io.inputIds], '/model/embed/tokens', { axis: 0 })
   if (cfg.embedScale !== 1) h = g.add('Mul', [h, g.f32(cfg.embedScale)], '/model/embed/scaled')
   opts.onProgress?.(++done, total)
 
-  const group = A / KV
   for (let i = 0; i < cfg.layers; i++) {
     const p = `blk.${i}`
     const n = `/model/layers.${i}`
     const local = cfg.sliding != null && (i + 1) % cfg.sliding.pattern !== 0
     const x = rmsNorm(h, `${p}.attn_norm.weight`, `${n}/input_layernorm`)
-    const heads = (t: string, count: number, name: string): string => {
-      let y = g.add('Reshape', [t, g.i64([0, 0, count, D])], `${n}/attn/${name}_bsad`)
-      if (cfg.qkNorm && name !== 'v') y = rmsNorm(y, `${p}.attn_${name}_norm.weight`, `${n}/attn/${name}_norm`)
-      return g.add('Transpose', [y], `${n}/attn/${name}_heads`, { perm: [0, 2, 1, 3] })
+    let [q, k, v] = linear(x, [
+      { name: `${p}.attn_q.weight`, rowHeads: cfg.unpermuteQK ? A : undefined },
+      { name: `${p}.attn_k.weight`, rowHeads: cfg.unpermuteQK ? KV : undefined },
+      { name: `${p}.attn_v.weight` }
+    ], `${n}/attn/qkv_proj`, [`${n}/attn/q_proj`, `${n}/attn/k_proj`, `${n}/attn/v_proj`])
+    if (cfg.qkNorm) {
+      const headNorm = (t: string, count: number, name: 'q' | 'k'): string => {
+        const y = rmsNorm(g.add('Reshape', [t, g.i64([0, 0, count, D])], `${n}/attn/${name}_bsad`), `${p}.attn_${name}_norm.weight`, `${n}/attn/${name}_norm`)
+        return g.add('Reshape', [y, g.i64([0, 0, count * D])], `${n}/attn/${name}_normed`)
+      }
+      q = headNorm(q, A, 'q')
+      k = headNorm(k, KV, 'k')
     }
     const r = local ? ropeLocal as { cos: string, sin: string } : ropeGlobal
-    const q = applyRope(heads(linear(x, `${p}.attn_q.weight`, `${n}/attn/q_proj`, cfg.unpermuteQK ? A : undefined), A, 'q'), r, `${n}/attn/q_rope`)
-    const k = applyRope(heads(linear(x, `${p}.attn_k.weight`, `${n}/attn/k_proj`, cfg.unpermuteQK ? KV : undefined), KV, 'k'), r, `${n}/attn/k_rope`)
-    const v = heads(linear(x, `${p}.attn_v.weight`, `${n}/attn/v_proj`), KV, 'v')
-    const kAll = g.add('Concat', [io.pastKey(i), k], io.presentKey(i), { axis: 2 })
-    const vAll = g.add('Concat', [io.pastValue(i), v], io.presentValue(i), { axis: 2 })
-    const expand = (t: string, name: string): string => group === 1
-      ? t
-      : g.add('Reshape', [g.add('Expand', [g.add('Unsqueeze', [t, g.i64([2])], `${n}/attn/${name}_unsq`), g.i64([1, 1, group, 1, 1])], `${n}/attn/${name}_expanded`),
-        g.i64([0, A, -1, D])], `${n}/attn/${name}_gqa`)
-    const kT = g.add('Transpose', [expand(kAll, 'k')], `${n}/attn/k_t`, { perm: [0, 1, 3, 2] })
-    const scores = g.add('Add', [
-      g.add('Mul', [g.add('MatMul', [q, kT], `${n}/attn/qk`), g.f32(cfg.attentionScale)], `${n}/attn/qk_scaled`),
-      local ? slidingBias as string : bias
-    ], `${n}/attn/scores`)
-    const probs = g.add('Softmax', [scores], `${n}/attn/probs`, { axis: -1 })
-    const ctxHeads = g.add('MatMul', [probs, expand(vAll, 'v')], `${n}/attn/ctx_heads`)
-    const ctx = g.add('Reshape', [g.add('Transpose', [ctxHeads], `${n}/attn/ctx_bsad`, { perm: [0, 2, 1, 3] }), g.i64([0, 0, A * D])], `${n}/attn/ctx`)
-    let attnOut = linear(ctx, `${p}.attn_output.weight`, `${n}/attn/o_proj`)
+    q = applyRope(q, r, A, `${n}/attn/q_rope`)
+    k = applyRope(k, r, KV, `${n}/attn/k_rope`)
+    const [ctx] = g.addMulti('Attention', [q, k, v, local ? slidingBias as string : bias, io.pastKey(i), io.pastValue(i)],
+      [`${n}/attn/ctx`, io.presentKey(i), io.presentValue(i)], `${n}/attn/attention`,
+      { q_num_heads: A, kv_num_heads: KV, scale: new FloatAttr(cfg.attentionScale) })
+    let [attnOut] = linear(ctx, [{ name: `${p}.attn_output.weight` }], `${n}/attn/o_proj`, [`${n}/attn/o_proj`])
     if (cfg.sandwichNorms) attnOut = rmsNorm(attnOut, `${p}.post_attention_norm.weight`, `${n}/post_attention_norm`)
     h = g.add('Add', [h, attnOut], `${n}/resid_attn`)
 
     const y = rmsNorm(h, `${p}.ffn_norm.weight`, `${n}/post_attention_layernorm`)
-    const gate = linear(y, `${p}.ffn_gate.weight`, `${n}/mlp/gate_proj`)
-    const up = linear(y, `${p}.ffn_up.weight`, `${n}/mlp/up_proj`)
+    const [gate, up] = linear(y, [{ name: `${p}.ffn_gate.weight` }, { name: `${p}.ffn_up.weight` }], `${n}/mlp/gate_up_proj`, [`${n}/mlp/gate_proj`, `${n}/mlp/up_proj`])
     let act: string
     if (cfg.activation === 'silu') {
       act = g.add('Mul', [gate, g.add('Sigmoid', [gate], `${n}/mlp/sigmoid`)], `${n}/mlp/silu`)
     } else {
-      // 0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 x³)))
-      const cube = g.add('Mul', [g.add('Mul', [gate, gate], `${n}/mlp/x2`), gate], `${n}/mlp/x3`)
-      const inner = g.add('Mul', [g.add('Add', [gate, g.add('Mul', [cube, g.f32(0.044715)], `${n}/mlp/cx3`)], `${n}/mlp/poly`), g.f32(Math.sqrt(2 / Math.PI))], `${n}/mlp/inner`)
-      const t = g.add('Add', [g.add('Tanh', [inner], `${n}/mlp/tanh`), g.f32(1)], `${n}/mlp/tanh_1p`)
-      act = g.add('Mul', [g.add('Mul', [gate, g.f32(0.5)], `${n}/mlp/half_x`), t], `${n}/mlp/gelu`)
+      act = g.add('Gelu', [gate], `${n}/mlp/gelu`, { approximate: 'tanh' })
     }
-    let mlpOut = linear(g.add('Mul', [act, up], `${n}/mlp/act_up`), `${p}.ffn_down.weight`, `${n}/mlp/down_proj`)
+    let [mlpOut] = linear(g.add('Mul', [act, up], `${n}/mlp/act_up`), [{ name: `${p}.ffn_down.weight` }], `${n}/mlp/down_proj`, [`${n}/mlp/down_proj`])
     if (cfg.sandwichNorms) mlpOut = rmsNorm(mlpOut, `${p}.post_ffw_norm.weight`, `${n}/post_feedforward_norm`)
     h = g.add('Add', [h, mlpOut], `${n}/resid_mlp`)
     opts.onProgress?.(++done, total)
@@ -211,12 +250,13 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
   // ---- final norm and LM head, last position only
   const last = g.add('Gather', [h, g.i64([-1], true)], '/model/norm/last_position', { axis: 1 })
   const hf = rmsNorm(last, 'output_norm.weight', '/model/norm')
-  let logits2d: string
-  if (cfg.tiedEmbeddings) {
-    logits2d = g.add('Gemm', [hf, embdName], '/lm_head/gemm', { transB: 1 })
-  } else {
-    logits2d = linear(hf, 'output.weight', '/lm_head/proj')
-  }
+  const head = cfg.tiedEmbeddings ? 'token_embd.weight' : 'output.weight'
+  const headT = need(head)
+  const [logits2d] = opts.weights === 'q4' && toMatMulNBitsAvailable(headT)
+    ? linear(hf, [{ name: head }], '/lm_head/proj', ['/lm_head/logits'])
+    : cfg.tiedEmbeddings
+      ? [g.add('Gemm', [hf, embdName], '/lm_head/logits', { transB: 1 })]
+      : linear(hf, [{ name: head }], '/lm_head/proj', ['/lm_head/logits'])
   g.add('Unsqueeze', [logits2d, g.i64([1])], io.logits)
   opts.onProgress?.(++done, total)
 
@@ -232,7 +272,7 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
   }
   const metadataProps = Object.entries({ 'blockmesh.converter': String(CONVERTER_VERSION), 'blockmesh.architecture': cfg.architecture, ...opts.metadata }).map(([key, value]) => ({ key, value }))
   return {
-    irVersion: IR_VERSION,
+    irVersion: IR,
     producerName: 'blockmesh-gguf',
     producerVersion: String(CONVERTER_VERSION),
     domain: 'dev.blockmesh',
@@ -244,3 +284,7 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
   }
 }
 
+/** Whether a tensor has an exact MatMulNBits form (checked on its type alone). */
+function toMatMulNBitsAvailable (t: RawTensor): boolean {
+  return hasNBitsForm(t.type) && t.shape[0] % 32 === 0
+}
