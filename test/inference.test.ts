@@ -129,8 +129,8 @@ describe('the OpenAI-compatible API, through the official openai client, on a re
       (e: any) => e instanceof OpenAI.BadRequestError && e.param === 'messages')
     await assert.rejects(client.chat.completions.create({ ...ask('x'), temperature: 7 }),
       (e: any) => e instanceof OpenAI.BadRequestError && e.param === 'temperature')
-    await assert.rejects(client.chat.completions.create(ask('x', { n: 2 })),
-      (e: any) => e instanceof OpenAI.BadRequestError && /n=1/.test(e.message))
+    await assert.rejects(client.chat.completions.create(ask('x', { n: 9 })),
+      (e: any) => e instanceof OpenAI.BadRequestError && e.param === 'n' && /at most 8/.test(e.message))
     await assert.rejects(client.chat.completions.create({ ...ask('x'), max_tokens: 100_000 }),
       (e: any) => e instanceof OpenAI.BadRequestError && e.code === 'context_length_exceeded')
     const noKey = new OpenAI({ baseURL: `${agent.url}/v1`, apiKey: 'wrong-key', maxRetries: 0 })

@@ -134,6 +134,41 @@ describe('a model split into 3 stages, served across 3 agent processes', () => {
     assert.deepEqual(together, alone)
   })
 
+  test('logprobs, penalties, n choices and JSON constraints work through the vDAG as on the whole model', async () => {
+    const ask = async (model: string, extra: Record<string, unknown>): Promise<any> => {
+      const r = await b.api('/v1/completions', { method: 'POST', body: { model, prompt: 'The harbour town', max_tokens: 16, temperature: 0, ...extra } })
+      assert.equal(r.status, 200, JSON.stringify(r.body))
+      return r.body
+    }
+    const variants: Array<Record<string, unknown>> = [
+      { logprobs: 3 },
+      { frequency_penalty: 1.5, presence_penalty: 0.5 },
+      { repetition_penalty: 1.8 },
+      { n: 2, temperature: 1, seed: 5 },
+      { response_format: { type: 'json_object' }, temperature: 1, seed: 3, max_tokens: 40 },
+      { response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'integer' }, b: { enum: ['x', 'y'] } }, required: ['a', 'b'], additionalProperties: false } } }, temperature: 1, seed: 4, max_tokens: 30 }
+    ]
+    const plain = (await ask('tiny3-pipeline', {})).choices[0].text
+    for (const v of variants) {
+      const [split, whole] = await Promise.all([ask('tiny3-pipeline', v), ask('whole', v)])
+      assert.deepEqual(split.choices.map((c: any) => c.text), whole.choices.map((c: any) => c.text), JSON.stringify(v))
+      assert.equal(split.usage.completion_tokens, whole.usage.completion_tokens)
+      if (v.logprobs != null) {
+        const [s, w] = [split.choices[0].logprobs, whole.choices[0].logprobs]
+        assert.deepEqual(s.tokens, w.tokens)
+        s.token_logprobs.forEach((lp: number, i: number) => { assert.ok(Math.abs(lp - w.token_logprobs[i]) < 1e-3) })
+        assert.deepEqual(s.top_logprobs.map((m: any) => Object.keys(m)), w.top_logprobs.map((m: any) => Object.keys(m)))
+      }
+      if (v.response_format != null) {
+        const value = JSON.parse(split.choices[0].text)
+        assert.equal(typeof value, 'object', split.choices[0].text)
+        if ((v.response_format as any).type === 'json_schema') assert.ok(Number.isInteger(value.a) && ['x', 'y'].includes(value.b), split.choices[0].text)
+      } else if (v.n == null && v.logprobs == null) {
+        assert.notEqual(split.choices[0].text, plain, `${JSON.stringify(v)} changes the greedy answer`)
+      }
+    }
+  })
+
   test('a second vDAG from the same plan reuses the running stage blocks', async () => {
     const before = (await a.api('/api/blocks')).body.blocks.length
     const again = await a.api('/api/vdags/deploy', { method: 'POST', body: { task_id: task.task_id, name: 'tiny3-again' } })

@@ -3,9 +3,9 @@ import { Worker } from 'node:worker_threads'
 import { providerOrder } from './providers.ts'
 import type { GpuPresence, ProviderPreference, ProviderReport } from './providers.ts'
 import type { DecoderShape } from './feeds.ts'
-import type { FinishReason, FromWorker, GenerateParams, ToWorker, WorkerInit } from './protocol.ts'
+import type { FinishReason, FromWorker, GenerateParams, ToWorker, TokenLogprob, WorkerInit } from './protocol.ts'
 
-export type { GenerateParams } from './protocol.ts'
+export type { GenerateParams, TokenLogprob } from './protocol.ts'
 
 export interface EngineOptions {
   modelPath: string
@@ -23,6 +23,8 @@ export interface GenerationResult { reason: FinishReason, promptTokens: number, 
 export interface Generation {
   readonly id: number
   readonly tokens: AsyncIterable<number>
+  /** with topLogprobs: entry i is token i's, there by the time token i is handed out */
+  readonly logprobs: TokenLogprob[]
   readonly done: Promise<GenerationResult>
   cancel: () => void
 }
@@ -40,6 +42,7 @@ export class EngineError extends Error {
 
 interface Pending {
   queue: number[]
+  logprobs: TokenLogprob[]
   waiter: (() => void) | null
   ended: boolean
   firstToken: boolean
@@ -60,6 +63,8 @@ export class ModelEngine extends EventEmitter {
   private readonly live = new Map<number, Pending>()
   private nextId = 1
   private closed = false
+  /** vocabularies the worker has */
+  private readonly vocabs = new Set<string>()
 
   private constructor (worker: Worker, ready: Extract<FromWorker, { type: 'ready' }>, contextLength: number) {
     super()
@@ -112,9 +117,19 @@ export class ModelEngine extends EventEmitter {
     const id = this.nextId++
     let resolve!: (r: GenerationResult) => void
     const done = new Promise<GenerationResult>(r => { resolve = r })
-    const p: Pending = { queue: [], waiter: null, ended: false, firstToken: false, resolve }
+    const c = params.constraint
+    if (c != null && !this.vocabs.has(c.vocab.key)) {
+      if (c.vocab.texts == null) throw new EngineError(`vocabulary ${c.vocab.key} has no texts`, 'bad_request')
+      this.post({ type: 'vocab', key: c.vocab.key, size: c.vocab.size, texts: c.vocab.texts })
+      this.vocabs.add(c.vocab.key)
+    }
+    const p: Pending = { queue: [], logprobs: [], waiter: null, ended: false, firstToken: false, resolve }
     this.live.set(id, p)
-    this.post({ type: 'generate', id, ...params })
+    if (c != null) {
+      this.post({ type: 'generate', id, ...params, constraint: { grammar: c.grammar, grammarKey: c.grammarKey, vocab: { key: c.vocab.key, size: c.vocab.size } } })
+    } else {
+      this.post({ type: 'generate', id, ...params })
+    }
     const cancel = (): void => { if (this.live.has(id)) this.post({ type: 'cancel', id }) }
     const tokens: AsyncIterable<number> = {
       [Symbol.asyncIterator]: () => ({
@@ -129,7 +144,7 @@ export class ModelEngine extends EventEmitter {
         }
       })
     }
-    return { id, tokens, done, cancel }
+    return { id, tokens, logprobs: p.logprobs, done, cancel }
   }
 
   async close (): Promise<void> {
@@ -151,6 +166,7 @@ export class ModelEngine extends EventEmitter {
 
   private onMessage (m: FromWorker): void {
     if (m.type === 'step') {
+      if (m.logprobs != null) for (const [id, lp] of m.logprobs) this.live.get(id)?.logprobs.push(lp)
       for (const [id, token] of m.tokens) {
         const p = this.live.get(id)
         if (p == null) continue

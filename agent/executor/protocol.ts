@@ -1,4 +1,6 @@
 import type { DecoderShape } from './feeds.ts'
+import type { GrammarNode } from './json-constraint.ts'
+import type { SamplingControls, TokenLogprob } from './sampling.ts'
 import type { ProviderName, ProviderReport } from './providers.ts'
 
 /** Messages between the engine (main thread) and its worker thread. */
@@ -12,8 +14,20 @@ export interface WorkerInit {
   contextLength: number
 }
 
+/**
+ * Constrained decoding: each step only tokens whose text keeps the output a valid prefix of the
+ * grammar are sampled (the per-step logit mask), EOS only when the document is complete, and the
+ * sequence stops ('stop') once it is. The token texts travel to the worker once per vocabulary key.
+ */
+export interface ConstraintParams {
+  grammar: GrammarNode
+  /** sequences with the same key share the grammar and its cached masks */
+  grammarKey: string
+  vocab: { key: string, size: number, texts?: ReadonlyArray<string | null> }
+}
+
 /** What a sequence is generated from. */
-export interface GenerateParams {
+export interface GenerateParams extends SamplingControls {
   prompt: number[]
   maxTokens: number
   temperature: number
@@ -21,6 +35,7 @@ export interface GenerateParams {
   seed: number
   /** tokens that end the sequence (not emitted), e.g. EOS */
   stopTokens: number[]
+  constraint?: ConstraintParams
 }
 
 export interface GenerateRequest extends GenerateParams {
@@ -28,7 +43,14 @@ export interface GenerateRequest extends GenerateParams {
   id: number
 }
 
-export type ToWorker = GenerateRequest | { type: 'cancel', id: number } | { type: 'close' }
+export type ToWorker =
+  | GenerateRequest
+  | { type: 'cancel', id: number }
+  | { type: 'close' }
+  /** a vocabulary's token texts (by key), sent before the first constrained sequence that needs it */
+  | { type: 'vocab', key: string, size: number, texts: ReadonlyArray<string | null> }
+
+export type { TokenLogprob } from './sampling.ts'
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error'
 
@@ -36,6 +58,6 @@ export type FromWorker =
   | { type: 'ready', provider: ProviderReport, shape: DecoderShape, loadMs: number }
   | { type: 'failed', error: string }
   /** tokens produced by one model run, as [sequence id, token] pairs */
-  | { type: 'step', tokens: Array<[number, number]>, batch: number, kind: 'prefill' | 'decode', ms: number }
+  | { type: 'step', tokens: Array<[number, number]>, batch: number, kind: 'prefill' | 'decode', ms: number, logprobs?: Array<[number, TokenLogprob]> }
   | { type: 'done', id: number, reason: FinishReason, error?: string, promptTokens: number, completionTokens: number }
   | { type: 'closed' }

@@ -4,6 +4,7 @@ import { providerOrder } from './providers.ts'
 import type { GpuPresence, ProviderPreference, ProviderReport } from './providers.ts'
 import { EngineError } from './engine.ts'
 import type { FromStageWorker, StageInfo, StageSampling, StageWorkerInit, ToStageWorker } from './stage-protocol.ts'
+import type { TokenLogprob } from './sampling.ts'
 
 export interface StageEngineOptions {
   modelPath: string
@@ -13,7 +14,7 @@ export interface StageEngineOptions {
   intraOpThreads?: number
 }
 
-export type StageOutput = { hidden: Float32Array, seqLen: number } | { token: number, logits?: Float32Array }
+export type StageOutput = { hidden: Float32Array, seqLen: number } | { token: number, logits?: Float32Array, logprob?: TokenLogprob }
 
 /**
  * One stage of a split model, run in its own worker thread (see
@@ -63,13 +64,17 @@ export class StageEngine extends EventEmitter {
 
   get waiting (): number { return this.pending.size }
 
-  async step (seq: string, input: { tokens: number[] } | { hidden: Float32Array, seqLen: number }, pastLen: number, opts: { sampling?: StageSampling, returnLogits?: boolean } = {}): Promise<StageOutput> {
+  async step (seq: string, input: { tokens: number[] } | { hidden: Float32Array, seqLen: number }, pastLen: number, opts: { sampling?: StageSampling, returnLogits?: boolean, mask?: Uint8Array } = {}): Promise<StageOutput> {
     if (this.closed) throw new EngineError('the stage is unloaded', 'closed')
     const id = this.nextId++
     this.sequences.add(seq)
+    // the sampling settings go with every step (the worker keeps them from the first); the prompt only with the first
+    let sampling = opts.sampling
+    if (sampling?.prompt != null && pastLen > 0) { const { prompt: _, ...rest } = sampling; sampling = rest }
+    const extra = { sampling, returnLogits: opts.returnLogits, ...(opts.mask != null && this.info.last ? { mask: opts.mask } : {}) }
     const msg: ToStageWorker = 'tokens' in input
-      ? { type: 'step', id, seq, pastLen, tokens: input.tokens, seqLen: input.tokens.length, sampling: opts.sampling, returnLogits: opts.returnLogits }
-      : { type: 'step', id, seq, pastLen, hidden: input.hidden, seqLen: input.seqLen, sampling: opts.sampling, returnLogits: opts.returnLogits }
+      ? { type: 'step', id, seq, pastLen, tokens: input.tokens, seqLen: input.tokens.length, ...extra }
+      : { type: 'step', id, seq, pastLen, hidden: input.hidden, seqLen: input.seqLen, ...extra }
     return await new Promise<StageOutput>((resolve, reject) => {
       this.pending.set(id, { resolve, reject })
       this.worker.postMessage(msg, 'hidden' in input && input.hidden.byteOffset === 0 && input.hidden.byteLength === input.hidden.buffer.byteLength ? [input.hidden.buffer as ArrayBuffer] : [])
@@ -99,7 +104,7 @@ export class StageEngine extends EventEmitter {
       const p = this.pending.get(m.id)
       this.pending.delete(m.id)
       if (p == null) return
-      if (m.token != null) p.resolve({ token: m.token, logits: m.logits })
+      if (m.token != null) p.resolve(m.logprob != null ? { token: m.token, logits: m.logits, logprob: m.logprob } : { token: m.token, logits: m.logits })
       else p.resolve({ hidden: m.hidden as Float32Array, seqLen: m.seqLen })
     } else if (m.type === 'error') {
       const p = this.pending.get(m.id)

@@ -1,4 +1,5 @@
 import type { ProviderName, ProviderReport } from './providers.ts'
+import type { SamplingControls, TokenLogprob } from './sampling.ts'
 
 /** Messages between a StageEngine (main thread) and its worker thread. */
 export interface StageWorkerInit {
@@ -8,7 +9,8 @@ export interface StageWorkerInit {
   maxBatch: number
 }
 
-export interface StageSampling { temperature: number, topP: number, seed: number }
+/** How the last stage picks tokens. `prompt` (for the repetition penalty) is needed on the sequence's first step only. */
+export interface StageSampling extends SamplingControls { temperature: number, topP: number, seed: number, prompt?: number[] }
 
 export interface StageStepRequest {
   type: 'step'
@@ -25,6 +27,8 @@ export interface StageStepRequest {
   sampling?: StageSampling
   /** last stage: also return the last position's logits */
   returnLogits?: boolean
+  /** last stage: only these tokens may be sampled (a bitset over token ids; constrained decoding) */
+  mask?: Uint8Array
 }
 
 export type ToStageWorker = StageStepRequest | { type: 'drop', seq: string } | { type: 'close' }
@@ -40,7 +44,7 @@ export interface StageInfo {
 export type FromStageWorker =
   | { type: 'ready', provider: ProviderReport, info: StageInfo, loadMs: number }
   | { type: 'failed', error: string }
-  | { type: 'result', id: number, hidden?: Float32Array, seqLen: number, token?: number, logits?: Float32Array }
+  | { type: 'result', id: number, hidden?: Float32Array, seqLen: number, token?: number, logits?: Float32Array, logprob?: TokenLogprob }
   | { type: 'error', id: number, error: string }
   | { type: 'batch', size: number, ms: number }
   | { type: 'closed' }

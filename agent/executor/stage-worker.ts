@@ -11,7 +11,7 @@ import type { Tensor } from 'onnxruntime-node'
 import { createSession } from './providers.ts'
 import { int64 } from './feeds.ts'
 import type { Feeds } from './feeds.ts'
-import { sampleToken } from './sampling.ts'
+import { SequenceSampler } from './sampling.ts'
 import { Rng } from '../model/random.ts'
 import { io } from '../model/graph.ts'
 import { HIDDEN_IN, HIDDEN_OUT } from '../splitter/onnx-split.ts'
@@ -19,7 +19,8 @@ import { stageFeeds, stagePresent, stageShape } from '../splitter/stage-io.ts'
 import type { StageShape } from '../splitter/stage-io.ts'
 import type { FromStageWorker, StageInfo, StageStepRequest, StageWorkerInit, ToStageWorker } from './stage-protocol.ts'
 
-interface Cache { kv: Feeds | null, length: number, rng: Rng | null }
+/** rng/sampler: the last stage's, made on the sequence's first step from its sampling settings */
+interface Cache { kv: Feeds | null, length: number, rng: Rng | null, sampler: SequenceSampler | null }
 
 const port = parentPort
 if (port == null) throw new Error('stage-worker.ts runs as a worker thread')
@@ -43,7 +44,7 @@ port.on('message', (m: ToStageWorker) => {
 
 function cacheOf (seq: string): Cache {
   let c = caches.get(seq)
-  if (c == null) { c = { kv: null, length: 0, rng: null }; caches.set(seq, c) }
+  if (c == null) { c = { kv: null, length: 0, rng: null, sampler: null }; caches.set(seq, c) }
   return c
 }
 
@@ -56,9 +57,10 @@ function reply (req: StageStepRequest, cache: Cache, out: Record<string, Tensor>
     const last = logits.subarray(start, start + info.vocab)
     const s = req.sampling ?? { temperature: 0, topP: 1, seed: 0 }
     cache.rng ??= new Rng(s.seed)
-    const token = sampleToken(last, s, cache.rng)
+    cache.sampler ??= new SequenceSampler(s, cache.rng, s.prompt)
     const copy = req.returnLogits === true ? Float32Array.from(last) : undefined
-    send({ type: 'result', id: req.id, seqLen: req.seqLen, token, logits: copy }, copy != null ? [copy.buffer as ArrayBuffer] : [])
+    const { token, logprob } = cache.sampler.next(last, req.mask ?? null)
+    send({ type: 'result', id: req.id, seqLen: req.seqLen, token, logits: copy, ...(logprob != null ? { logprob } : {}) }, copy != null ? [copy.buffer as ArrayBuffer] : [])
     return
   }
   const h = out[HIDDEN_OUT].data as Float32Array

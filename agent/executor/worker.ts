@@ -13,7 +13,9 @@ import type { Tensor } from 'onnxruntime-node'
 import { createSession } from './providers.ts'
 import { decoderShape, emptyPast, int64, presentAsPast, sequenceFeeds } from './feeds.ts'
 import type { DecoderShape, Feeds } from './feeds.ts'
-import { sampleToken } from './sampling.ts'
+import { SequenceSampler, sampleToken } from './sampling.ts'
+import type { TokenLogprob } from './sampling.ts'
+import { JsonConstraint, grammarFor, maskCount, vocabFor } from './json-constraint.ts'
 import { Rng } from '../model/random.ts'
 import { io } from '../model/graph.ts'
 import type { FinishReason, FromWorker, GenerateRequest, ToWorker, WorkerInit } from './protocol.ts'
@@ -21,6 +23,9 @@ import type { FinishReason, FromWorker, GenerateRequest, ToWorker, WorkerInit } 
 interface Seq {
   req: GenerateRequest
   rng: Rng
+  /** penalties, logprobs, the constraint's mask (null: sample the raw row, as always) */
+  sampler: SequenceSampler | null
+  constraint: JsonConstraint | null
   stop: Set<number>
   generated: number
   /** tokens in the cache */
@@ -47,14 +52,33 @@ let group: Group | null = null
 const byId = new Map<number, Seq>()
 let closed = false
 let wake: (() => void) | null = null
+/** token texts of the vocabularies constrained sequences use, by key */
+const vocabTexts = new Map<string, { size: number, texts: ReadonlyArray<string | null> }>()
 
 port.on('message', (m: ToWorker) => {
   if (m.type === 'generate') {
+    const rng = new Rng(m.seed)
     const seq: Seq = {
-      req: m, rng: new Rng(m.seed), stop: new Set(m.stopTokens), generated: 0, length: 0, last: -1, kv: null, cancelled: false
+      req: m, rng, sampler: null, constraint: null, stop: new Set(m.stopTokens), generated: 0, length: 0, last: -1, kv: null, cancelled: false
     }
     byId.set(m.id, seq)
+    try {
+      const sampler = new SequenceSampler(m, rng, m.prompt)
+      if (!sampler.plain || m.constraint != null) seq.sampler = sampler
+      if (m.constraint != null) {
+        const c = m.constraint
+        const v = vocabTexts.get(c.vocab.key)
+        if (v == null) throw new Error(`unknown vocabulary ${c.vocab.key}`)
+        seq.constraint = new JsonConstraint(grammarFor(c.vocab.key, c.grammarKey, c.grammar), vocabFor(c.vocab.key, () => v.texts, v.size), m.stopTokens)
+      }
+    } catch (err) {
+      finish(seq, 'error', (err as Error).message)
+      flushDone()
+      return
+    }
     pending.push(seq)
+  } else if (m.type === 'vocab') {
+    vocabTexts.set(m.key, { size: m.size, texts: m.texts })
   } else if (m.type === 'cancel') {
     const s = byId.get(m.id)
     if (s != null) s.cancelled = true
@@ -77,14 +101,40 @@ function flushDone (): void {
   for (const m of doneQueue.splice(0)) send(m)
 }
 
+/** The step's output: tokens by sequence, and the logprobs of those that asked. */
+interface StepOut { tokens: Array<[number, number]>, logprobs: Array<[number, TokenLogprob]> }
+const stepOut = (): StepOut => ({ tokens: [], logprobs: [] })
+
+/** Picks a sequence's next token from its logits row: the plain sampler, or penalties/mask/logprobs. */
+function pick (s: Seq, row: Float32Array): { token: number, logprob?: TokenLogprob } | null {
+  if (s.sampler == null) return { token: sampleToken(row, s.req, s.rng) }
+  let mask: Uint8Array | null = null
+  if (s.constraint != null) {
+    mask = s.constraint.allowed(s.req.maxTokens - s.generated)
+    if (maskCount(mask) === 0) { finish(s, 'error', 'constrained decoding: no token of this vocabulary can continue the JSON'); return null }
+  }
+  return s.sampler.next(row, mask)
+}
+
 /** Records a sampled token; returns false when the sequence is over. */
-function accept (s: Seq, token: number, out: Array<[number, number]>): boolean {
+function accept (s: Seq, picked: { token: number, logprob?: TokenLogprob } | null, out: StepOut): boolean {
+  if (picked == null) return false
+  const token = picked.token
   if (s.stop.has(token)) { finish(s, 'stop'); return false }
-  out.push([s.req.id, token])
+  if (s.constraint != null && !s.constraint.accept(token)) { finish(s, 'error', `constrained decoding: token ${token} does not continue the JSON`); return false }
+  out.tokens.push([s.req.id, token])
+  if (picked.logprob != null) out.logprobs.push([s.req.id, picked.logprob])
   s.generated++
   s.last = token
+  if (s.constraint?.done === true) { finish(s, 'stop'); return false }
   if (s.generated >= s.req.maxTokens || s.length + 1 > init.contextLength) { finish(s, 'length'); return false }
   return true
+}
+
+function sendStep (out: StepOut, batch: number, kind: 'prefill' | 'decode', ms: number): void {
+  send(out.logprobs.length > 0
+    ? { type: 'step', tokens: out.tokens, batch, kind, ms, logprobs: out.logprobs }
+    : { type: 'step', tokens: out.tokens, batch, kind, ms })
 }
 
 /** The logits of the last position of batch row `index`. */
@@ -101,9 +151,9 @@ async function prefill (s: Seq): Promise<void> {
   const out = await session.run(sequenceFeeds(s.req.prompt, 0, emptyPast(shape, 1)))
   s.kv = presentAsPast(shape, out)
   s.length = s.req.prompt.length
-  const tokens: Array<[number, number]> = []
-  const alive = !s.cancelled && accept(s, sampleToken(lastRow(out.logits, 0), s.req, s.rng), tokens)
-  send({ type: 'step', tokens, batch: 1, kind: 'prefill', ms: performance.now() - t0 })
+  const tokens = stepOut()
+  const alive = !s.cancelled && accept(s, pick(s, lastRow(out.logits, 0)), tokens)
+  sendStep(tokens, 1, 'prefill', performance.now() - t0)
   if (s.cancelled && byId.has(s.req.id)) finish(s, 'cancelled')
   else if (alive) running.push(s)
   flushDone()
@@ -180,13 +230,13 @@ async function decodeStep (): Promise<void> {
   })
   g.past = presentAsPast(shape, out)
   g.time = T + 1
-  const tokens: Array<[number, number]> = []
+  const tokens = stepOut()
   g.members.forEach((m, i) => {
     m.length++
     if (m.cancelled) return
-    accept(m, sampleToken(lastRow(out.logits, i), m.req, m.rng), tokens)
+    accept(m, pick(m, lastRow(out.logits, i)), tokens)
   })
-  send({ type: 'step', tokens, batch: B, kind: 'decode', ms: performance.now() - t0 })
+  sendStep(tokens, B, 'decode', performance.now() - t0)
   flushDone()
 }
 

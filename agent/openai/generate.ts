@@ -7,6 +7,8 @@ import type { Component } from '../registry/components.ts'
 import type { TextTokenizer } from '../model/tokenizer.ts'
 import { StopMatcher } from './stop.ts'
 import { OpenAIError } from './errors.ts'
+import { tokenVocab } from './json-schema.ts'
+import type { JsonGrammar } from './json-schema.ts'
 
 export interface TextRequest {
   prompt: number[]
@@ -16,7 +18,17 @@ export interface TextRequest {
   topP: number | null | undefined
   seed: number | null | undefined
   stop: string[]
+  presencePenalty?: number | null
+  frequencyPenalty?: number | null
+  repetitionPenalty?: number | null
+  /** 0..20 alternatives with each token's logprob; null/absent: no logprobs */
+  topLogprobs?: number | null
+  /** constrained decoding (response_format json_object / json_schema) */
+  json?: JsonGrammar | null
 }
+
+/** A generated token with its logprob and the top alternatives ([id, logprob], best first). */
+export interface TokenInfo { id: number, logprob: number, top: Array<[number, number]> }
 
 export interface TextResult {
   finishReason: 'stop' | 'length'
@@ -42,22 +54,39 @@ export function completionBudget (component: Component, promptTokens: number, re
   return Math.min(component.spec.defaults.maxTokens, ctx - promptTokens)
 }
 
-/**
- * Runs one generation and hands out text deltas as they become safe to show
- * (whole UTF-8 characters, never part of a stop string). Aborting `signal`
- * (the client went away) cancels the sequence and frees its cache.
- */
-export async function generateText (engine: TokenSource, component: Component, tokenizer: TextTokenizer, req: TextRequest, onText: (delta: string) => void | Promise<void>, signal?: AbortSignal): Promise<TextResult> {
+/** The engine's parameters for a request; the extra controls only when they do something. */
+export async function generateParams (component: Component, tokenizer: TextTokenizer, req: TextRequest): Promise<GenerateParams> {
   const d = component.spec.defaults
-  const t0 = performance.now()
-  const g = engine.generate({
+  const params: GenerateParams = {
     prompt: req.prompt,
     maxTokens: req.maxTokens,
     temperature: req.temperature ?? d.temperature,
     topP: req.topP ?? d.topP,
     seed: req.seed != null ? (req.seed >>> 0) : randomInt(0, 2 ** 32),
     stopTokens: tokenizer.eosIds
-  })
+  }
+  if (req.presencePenalty != null && req.presencePenalty !== 0) params.presencePenalty = req.presencePenalty
+  if (req.frequencyPenalty != null && req.frequencyPenalty !== 0) params.frequencyPenalty = req.frequencyPenalty
+  if (req.repetitionPenalty != null && req.repetitionPenalty !== 1) params.repetitionPenalty = req.repetitionPenalty
+  if (req.topLogprobs != null) params.topLogprobs = req.topLogprobs
+  if (req.json != null) {
+    const v = await tokenVocab(tokenizer)
+    params.constraint = { grammar: req.json.grammar, grammarKey: req.json.key, vocab: { key: v.key, size: v.size, texts: v.texts } }
+  }
+  return params
+}
+
+/**
+ * Runs one generation and hands out text deltas as they become safe to show
+ * (whole UTF-8 characters, never part of a stop string), each with the tokens
+ * (and logprobs, when asked for) read since the last delta. Aborting `signal`
+ * (the client went away) cancels the sequence and frees its cache.
+ */
+export async function generateText (engine: TokenSource, component: Component, tokenizer: TextTokenizer, req: TextRequest, onText: (delta: string, tokens: TokenInfo[]) => void | Promise<void>, signal?: AbortSignal): Promise<TextResult> {
+  const t0 = performance.now()
+  const g = engine.generate(await generateParams(component, tokenizer, req))
+  const withLogprobs = req.topLogprobs != null
+  const pending: TokenInfo[] = []
   const onAbort = (): void => { g.cancel() }
   if (signal?.aborted === true) g.cancel()
   signal?.addEventListener('abort', onAbort, { once: true })
@@ -73,8 +102,12 @@ export async function generateText (engine: TokenSource, component: Component, t
       firstAt ??= now
       lastAt = now
       tokens++
+      if (withLogprobs) {
+        const lp = g.logprobs[tokens - 1]
+        pending.push({ id: token, logprob: lp?.logprob ?? 0, top: lp?.top ?? [] })
+      }
       const { emit, stopped: hit } = matcher.push(decoder.push(token))
-      if (emit !== '') await onText(emit)
+      if (emit !== '') await onText(emit, pending.splice(0))
       if (hit) { stopped = true; break }
     }
   } finally {
@@ -82,13 +115,14 @@ export async function generateText (engine: TokenSource, component: Component, t
   }
   const result = await g.done
   if (result.reason === 'error') throw new OpenAIError(500, `generation failed: ${result.error ?? 'unknown error'}`, 'generation_failed')
+  let rest = ''
   if (!stopped) {
     const tail = matcher.push(decoder.end())
-    let rest = tail.emit
+    rest = tail.emit
     if (tail.stopped) stopped = true
     else rest += matcher.flush()
-    if (rest !== '') await onText(rest)
   }
+  if (rest !== '' || pending.length > 0) await onText(rest, pending.splice(0))
   return {
     finishReason: stopped || result.reason === 'stop' ? 'stop' : result.reason === 'length' ? 'length' : 'stop',
     promptTokens: req.prompt.length,

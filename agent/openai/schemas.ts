@@ -1,5 +1,10 @@
 import { z } from 'zod'
 
+/** choices per request */
+export const MAX_N = 8
+/** alternatives per token in logprobs */
+export const MAX_TOP_LOGPROBS = 20
+
 const stop = z.union([z.string().min(1).max(256), z.array(z.string().min(1).max(256)).max(4)]).nullish()
 const common = {
   model: z.string().min(1).max(256),
@@ -10,12 +15,25 @@ const common = {
   top_p: z.number().gt(0).max(1).nullish(),
   seed: z.number().int().nullish(),
   stop,
-  n: z.number().int().min(1).max(1, 'only n=1 is supported').nullish(),
+  n: z.number().int().min(1).max(MAX_N, `n is at most ${MAX_N}`).nullish(),
   user: z.string().max(256).nullish(),
-  // accepted when they ask for nothing this server cannot do
-  frequency_penalty: z.literal(0).nullish(),
-  presence_penalty: z.literal(0).nullish(),
-  logprobs: z.literal(false).nullish()
+  frequency_penalty: z.number().min(-2).max(2).nullish(),
+  presence_penalty: z.number().min(-2).max(2).nullish(),
+  /** not OpenAI's: Hugging Face's (and vLLM's) multiplicative penalty on tokens already seen, 1 = off */
+  repetition_penalty: z.number().gt(0).max(10).nullish(),
+  response_format: z.discriminatedUnion('type', [
+    z.object({ type: z.literal('text') }),
+    z.object({ type: z.literal('json_object') }),
+    z.object({
+      type: z.literal('json_schema'),
+      json_schema: z.object({
+        name: z.string().min(1).max(64).regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, "_" and "-"'),
+        description: z.string().optional(),
+        schema: z.unknown().optional(),
+        strict: z.boolean().nullish()
+      })
+    })
+  ]).nullish()
 }
 
 const contentPart = z.object({ type: z.literal('text'), text: z.string() }).passthrough()
@@ -30,8 +48,13 @@ export const ChatCompletionRequestSchema = z.object({
   ...common,
   messages: z.array(ChatMessageSchema).min(1).max(4096),
   max_completion_tokens: z.number().int().min(1).max(1_000_000).nullish(),
+  logprobs: z.boolean().nullish(),
+  top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
+  // tools and functions are not supported: refused unless empty
   tools: z.array(z.unknown()).max(0, 'tools are not supported').nullish(),
-  response_format: z.object({ type: z.literal('text') }).nullish()
+  tool_choice: z.enum(['none', 'auto'], { message: 'tools are not supported' }).nullish(),
+  functions: z.array(z.unknown()).max(0, 'functions are not supported').nullish(),
+  function_call: z.literal('none', { message: 'functions are not supported' }).nullish()
 }).passthrough()
 export type ChatCompletionRequest = z.output<typeof ChatCompletionRequestSchema>
 
@@ -39,6 +62,9 @@ export type ChatCompletionRequest = z.output<typeof ChatCompletionRequestSchema>
 export const CompletionRequestSchema = z.object({
   ...common,
   prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported')]),
+  /** the top `logprobs` alternatives with each token's logprob */
+  logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
+  best_of: z.number().int().min(1).max(1, 'best_of is not supported').nullish(),
   echo: z.literal(false).nullish(),
   suffix: z.null().optional()
 }).passthrough()

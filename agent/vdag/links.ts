@@ -4,6 +4,7 @@ import { parsePeerId } from '../../mesh/node.ts'
 import { TENSOR_PROTOCOL, TensorChannel, asFloat32, float32Bytes } from '../../mesh/tensor.ts'
 import type { StageEngine } from '../executor/stage-engine.ts'
 import type { StageSampling } from '../executor/stage-protocol.ts'
+import type { TokenLogprob } from '../executor/sampling.ts'
 
 /** One hop of a pipeline as its upstream sees it: feed a step, get the sampled token back. */
 export interface StageLink {
@@ -17,13 +18,33 @@ export interface StageStepInput {
   tokens?: number[]
   hidden?: Float32Array
   seqLen: number
+  /** for the last stage: the tokens it may sample (bitset; constrained decoding) */
+  mask?: Uint8Array
 }
 
-export interface StageStepResult { token: number, logits?: Float32Array }
+export interface StageStepResult { token: number, logits?: Float32Array, logprob?: TokenLogprob }
 
 export interface RouteHop { peer: string, block: string }
 
-export const SamplingSchema = z.object({ temperature: z.number().min(0).max(2), topP: z.number().gt(0).max(1), seed: z.number().int().min(0).max(0xffffffff) }).strict()
+export const SamplingSchema = z.object({
+  temperature: z.number().min(0).max(2),
+  topP: z.number().gt(0).max(1),
+  seed: z.number().int().min(0).max(0xffffffff),
+  presencePenalty: z.number().min(-2).max(2).optional(),
+  frequencyPenalty: z.number().min(-2).max(2).optional(),
+  repetitionPenalty: z.number().gt(0).max(10).optional(),
+  topLogprobs: z.number().int().min(0).max(20).optional(),
+  prompt: z.array(z.number().int().min(0).max(0x7fffffff)).max(1 << 20).optional()
+}).strict()
+
+/** A token's logprob as it comes back from a peer's last stage. */
+export const LogprobSchema = z.object({
+  logprob: z.number().nullable().transform(v => v ?? -Infinity),
+  top: z.array(z.tuple([z.number().int().min(0), z.number().nullable().transform(v => v ?? -Infinity)])).max(20)
+}).strict()
+
+/** A mask travels in a step message's meta, base64 (at most 2^24 tokens). */
+export const MAX_MASK_BASE64 = 4 * Math.ceil((1 << 21) / 3)
 
 export const OpenMetaSchema = z.object({
   block: z.string().min(1).max(64),
@@ -53,11 +74,11 @@ export class LocalStageLink implements StageLink {
   }
 
   async step (input: StageStepInput, signal?: AbortSignal): Promise<StageStepResult> {
-    const out = await this.engine.step(this.seq, input.tokens != null ? { tokens: input.tokens } : { hidden: input.hidden as Float32Array, seqLen: input.seqLen }, input.pastLen, this.opts)
-    if ('token' in out) return { token: out.token, logits: out.logits }
+    const out = await this.engine.step(this.seq, input.tokens != null ? { tokens: input.tokens } : { hidden: input.hidden as Float32Array, seqLen: input.seqLen }, input.pastLen, { ...this.opts, mask: input.mask })
+    if ('token' in out) return out.logprob != null ? { token: out.token, logits: out.logits, logprob: out.logprob } : { token: out.token, logits: out.logits }
     if (this.downstream == null) throw new Error('this stage produces hidden states but the route has no next stage')
     signal?.throwIfAborted()
-    return await this.downstream.step({ step: input.step, pastLen: input.pastLen, hidden: out.hidden, seqLen: out.seqLen }, signal)
+    return await this.downstream.step({ step: input.step, pastLen: input.pastLen, hidden: out.hidden, seqLen: out.seqLen, mask: input.mask }, signal)
   }
 
   close (): void {
@@ -91,7 +112,7 @@ export class RemoteStageLink implements StageLink {
   }
 
   async step (input: StageStepInput, signal?: AbortSignal): Promise<StageStepResult> {
-    const meta = { pastLen: input.pastLen }
+    const meta = input.mask != null ? { pastLen: input.pastLen, mask: Buffer.from(input.mask.buffer, input.mask.byteOffset, input.mask.byteLength).toString('base64') } : { pastLen: input.pastLen }
     if (input.tokens != null) {
       await this.channel.send({ kind: 'step', seq: this.seq, step: input.step, dtype: 'int32', shape: [input.tokens.length], meta }, new Uint8Array(Int32Array.from(input.tokens).buffer), signal)
     } else {
@@ -101,7 +122,11 @@ export class RemoteStageLink implements StageLink {
     const { header, payload } = await this.channel.recv(signal)
     if (header.kind === 'error') throw new Error(`stage failed on the peer: ${String(header.meta?.message ?? 'unknown error')}`)
     if (header.kind !== 'result' || typeof header.meta?.token !== 'number' || header.step !== input.step) throw new Error(`unexpected answer from the stage (${header.kind}, step ${header.step ?? '?'})`)
-    return { token: header.meta.token, logits: payload != null ? Float32Array.from(asFloat32(payload)) : undefined }
+    const logits = payload != null ? Float32Array.from(asFloat32(payload)) : undefined
+    if (header.meta.logprob == null) return { token: header.meta.token, logits }
+    const lp = LogprobSchema.safeParse(header.meta.logprob)
+    if (!lp.success) throw new Error('unexpected logprob from the stage')
+    return { token: header.meta.token, logits, logprob: lp.data }
   }
 
   close (): void {

@@ -2,7 +2,7 @@ import type { MeshNode } from '../../mesh/node.ts'
 import type { Penalties } from '../../mesh/penalties.ts'
 import { TENSOR_PROTOCOL, TensorChannel, TensorFrameError, asFloat32, asInt32 } from '../../mesh/tensor.ts'
 import type { MeshLogger } from '../../mesh/node.ts'
-import { OpenMetaSchema, openRoute } from './links.ts'
+import { MAX_MASK_BASE64, OpenMetaSchema, openRoute } from './links.ts'
 import type { LocalStages, StageLink } from './links.ts'
 
 export interface TensorServiceInit {
@@ -73,20 +73,24 @@ export async function serveTensors (init: TensorServiceInit): Promise<void> {
           throw new TensorFrameError('expected a step message for this sequence with a tensor and pastLen')
         }
         const shape = h.shape ?? []
+        const maskMeta = h.meta?.mask
+        if (maskMeta !== undefined && (typeof maskMeta !== 'string' || maskMeta.length > MAX_MASK_BASE64)) throw new TensorFrameError('a step\'s mask is a base64 bitset')
+        const mask = typeof maskMeta === 'string' ? new Uint8Array(Buffer.from(maskMeta, 'base64')) : undefined
         let input
         if (engine.info.first) {
           if (h.dtype !== 'int32' || shape.length !== 1 || shape[0] < 1) throw new TensorFrameError('the first stage takes int32 token ids of shape [S]')
-          input = { step: h.step, pastLen, tokens: Array.from(asInt32(msg.payload)), seqLen: shape[0] }
+          input = { step: h.step, pastLen, tokens: Array.from(asInt32(msg.payload)), seqLen: shape[0], mask }
         } else {
           if (h.dtype !== 'float32' || shape.length !== 3 || shape[0] !== 1 || shape[1] < 1 || shape[2] !== hidden) throw new TensorFrameError(`this stage takes float32 activations of shape [1, S, ${hidden}]`)
-          input = { step: h.step, pastLen, hidden: Float32Array.from(asFloat32(msg.payload)), seqLen: shape[1] }
+          input = { step: h.step, pastLen, hidden: Float32Array.from(asFloat32(msg.payload)), seqLen: shape[1], mask }
         }
         try {
           const out = await link.step(input, AbortSignal.any([abort.signal, AbortSignal.timeout(init.stepTimeoutMs ?? 120_000)]))
           const logits = out.logits
+          const meta = out.logprob != null ? { token: out.token, logprob: out.logprob } : { token: out.token }
           await channel.send(logits != null
-            ? { kind: 'result', seq, step: h.step, meta: { token: out.token }, dtype: 'float32', shape: [logits.length] }
-            : { kind: 'result', seq, step: h.step, meta: { token: out.token } }, logits != null ? new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength) : undefined)
+            ? { kind: 'result', seq, step: h.step, meta, dtype: 'float32', shape: [logits.length] }
+            : { kind: 'result', seq, step: h.step, meta }, logits != null ? new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength) : undefined)
         } catch (err) {
           if (abort.signal.aborted) break
           await channel.send({ kind: 'error', seq, step: h.step, meta: { message: (err as Error).message.slice(0, 1000) } })

@@ -5,7 +5,10 @@ import type { ApiContext } from '../context.ts'
 import { ChatCompletionRequestSchema, CompletionRequestSchema, messageText, stopList } from '../../openai/schemas.ts'
 import { OpenAIError, modelNotFound } from '../../openai/errors.ts'
 import { completionBudget, generateText } from '../../openai/generate.ts'
-import type { TextRequest, TextResult, TokenSource } from '../../openai/generate.ts'
+import type { TextRequest, TextResult, TokenInfo, TokenSource } from '../../openai/generate.ts'
+import { grammarFromResponseFormat } from '../../openai/json-schema.ts'
+import type { ResponseFormat } from '../../openai/json-schema.ts'
+import type { TextTokenizer } from '../../model/tokenizer.ts'
 import { VdagDriver } from '../../vdag/driver.ts'
 import type { Component } from '../../registry/components.ts'
 import { INFER_PROTOCOL, INSTANCE_HEADER, ROUTED_HEADER } from '../../openai/infer-protocol.ts'
@@ -165,8 +168,80 @@ function clientGone (req: FastifyRequest, reply: FastifyReply): AbortController 
   return ac
 }
 
-function usage (r: TextResult): { prompt_tokens: number, completion_tokens: number, total_tokens: number } {
-  return { prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens }
+/** The prompt once, the completions of every choice. */
+function usage (promptTokens: number, rs: TextResult[]): { prompt_tokens: number, completion_tokens: number, total_tokens: number } {
+  const completion = rs.reduce((a, r) => a + r.completionTokens, 0)
+  return { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion }
+}
+
+/**
+ * Runs the n choices of a request concurrently (their sequences batch in the engine); the first
+ * failure cancels the others.
+ */
+async function runChoices (n: number, gone: AbortSignal, run: (index: number, signal: AbortSignal) => Promise<TextResult>): Promise<TextResult[]> {
+  const failed = new AbortController()
+  const signal = AbortSignal.any([gone, failed.signal])
+  return await Promise.all(Array.from({ length: n }, async (_, i) => {
+    try {
+      return await run(i, signal)
+    } catch (err) {
+      failed.abort()
+      throw err
+    }
+  }))
+}
+
+/** Choice i of n: the request's seed + i, so a seed reproduces every choice and the choices differ. */
+function choiceRequest (base: TextRequest, seed: number | null | undefined, i: number): TextRequest {
+  return { ...base, seed: seed != null ? seed + i : null }
+}
+
+const utf8 = (s: string): number[] => Array.from(Buffer.from(s, 'utf8'))
+
+/** Chat logprobs: { content: [{ token, logprob, bytes, top_logprobs: [{ token, logprob, bytes }] }], refusal: null } */
+function chatLogprobs (tokenizer: TextTokenizer, tokens: TokenInfo[]): object {
+  return {
+    content: tokens.map(t => {
+      const text = tokenizer.tokenText(t.id)
+      return {
+        token: text,
+        logprob: t.logprob,
+        bytes: utf8(text),
+        top_logprobs: t.top.map(([id, logprob]) => { const alt = tokenizer.tokenText(id); return { token: alt, logprob, bytes: utf8(alt) } })
+      }
+    }),
+    refusal: null
+  }
+}
+
+/**
+ * Completions logprobs: { tokens, token_logprobs, top_logprobs ({ token: logprob } maps, the sampled
+ * token always in them), text_offset (from the start of the prompt) }. `offset` is where the first token starts.
+ */
+function completionLogprobs (tokenizer: TextTokenizer, tokens: TokenInfo[], offset: number): { tokens: string[], token_logprobs: number[], top_logprobs: Array<Record<string, number>>, text_offset: number[] } {
+  const out = { tokens: [] as string[], token_logprobs: [] as number[], top_logprobs: [] as Array<Record<string, number>>, text_offset: [] as number[] }
+  for (const t of tokens) {
+    const text = tokenizer.tokenText(t.id)
+    const top = Object.create(null) as Record<string, number>
+    for (const [id, logprob] of t.top) { const alt = tokenizer.tokenText(id); if (!(alt in top)) top[alt] = logprob }
+    if (!(text in top)) top[text] = t.logprob
+    out.tokens.push(text)
+    out.token_logprobs.push(t.logprob)
+    out.top_logprobs.push(top)
+    out.text_offset.push(offset)
+    offset += text.length
+  }
+  return out
+}
+
+/** The request's sampling controls, for every endpoint. */
+function controls (body: { presence_penalty?: number | null, frequency_penalty?: number | null, repetition_penalty?: number | null, response_format?: ResponseFormat | null }): Pick<TextRequest, 'presencePenalty' | 'frequencyPenalty' | 'repetitionPenalty' | 'json'> {
+  return {
+    presencePenalty: body.presence_penalty,
+    frequencyPenalty: body.frequency_penalty,
+    repetitionPenalty: body.repetition_penalty,
+    json: grammarFromResponseFormat(body.response_format)
+  }
 }
 
 function observe (ctx: ApiContext, block: string, r: TextResult): void {
@@ -246,45 +321,59 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
 
   app.post('/v1/chat/completions', async (req, reply) => {
     const body = parse(ChatCompletionRequestSchema, req.body)
+    if (body.top_logprobs != null && body.logprobs !== true) throw new OpenAIError(400, 'top_logprobs: logprobs must be true when top_logprobs is set', null, 'invalid_request_error', 'top_logprobs')
+    const top = body.logprobs === true ? (body.top_logprobs ?? 0) : null
+    const extra = controls(body)
     const served = await serve(ctx, req, reply, '/v1/chat/completions', body)
     if (served == null) return
     const { engine, component, instanceId, gone } = served
     const tokenizer = await ctx.tokenizers.get(component.spec.tokenizer, gone.signal)
     const prompt = tokenizer.chatPrompt(body.messages.map(m => ({ role: m.role, content: messageText(m.content) })))
-    const text: TextRequest = {
+    const base: TextRequest = {
       prompt,
       maxTokens: completionBudget(component, prompt.length, body.max_completion_tokens ?? body.max_tokens),
       temperature: body.temperature,
       topP: body.top_p,
       seed: body.seed,
-      stop: stopList(body.stop)
+      stop: stopList(body.stop),
+      topLogprobs: top,
+      ...extra
     }
+    const n = body.n ?? 1
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`
     const created = Math.floor(Date.now() / 1000)
     const fingerprint = `blockmesh-${engine.provider.name}`
     if (body.stream !== true) {
-      let content = ''
-      const r = await generateText(engine, component, tokenizer, text, d => { content += d }, gone.signal)
-      observe(ctx, body.model, r)
+      const outs = Array.from({ length: n }, () => ({ content: '', tokens: [] as TokenInfo[] }))
+      const rs = await runChoices(n, gone.signal, async (i, signal) => await generateText(engine, component, tokenizer, choiceRequest(base, body.seed, i), (d, tokens) => {
+        outs[i].content += d
+        if (top != null) outs[i].tokens.push(...tokens)
+      }, signal))
+      for (const r of rs) observe(ctx, body.model, r)
       return {
         id, object: 'chat.completion', created, model: body.model, system_fingerprint: fingerprint,
-        choices: [{ index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: r.finishReason }],
-        usage: usage(r)
+        choices: rs.map((r, i) => ({ index: i, message: { role: 'assistant', content: outs[i].content }, logprobs: top != null ? chatLogprobs(tokenizer, outs[i].tokens) : null, finish_reason: r.finishReason })),
+        usage: usage(prompt.length, rs)
       }
     }
-    const chunk = (delta: Record<string, string>, finish: string | null): object => ({
+    const chunk = (index: number, delta: Record<string, string>, finish: string | null, logprobs: object | null = null): object => ({
       id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: fingerprint,
-      choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }]
+      choices: [{ index, delta, logprobs, finish_reason: finish }]
     })
     const sse = new EventStream(reply, { [INSTANCE_HEADER]: instanceId })
-    await sse.send(chunk({ role: 'assistant', content: '' }, null))
-    const delta = chunkTemplate(chunk({ content: '\u0000' }, null), '\u0000')
+    for (let i = 0; i < n; i++) await sse.send(chunk(i, { role: 'assistant', content: '' }, null))
+    const deltas = Array.from({ length: n }, (_, i) => chunkTemplate(chunk(i, { content: '\u0000' }, null), '\u0000'))
     try {
-      const r = await generateText(engine, component, tokenizer, text, async d => { await sse.send(new RawJson(delta(d))) }, gone.signal)
-      observe(ctx, body.model, r)
-      if (!r.cancelled) {
-        await sse.send(chunk({}, r.finishReason))
-        if (body.stream_options?.include_usage === true) await sse.send({ id, object: 'chat.completion.chunk', created, model: body.model, choices: [], usage: usage(r) })
+      const rs = await runChoices(n, gone.signal, async (i, signal) => {
+        const r = await generateText(engine, component, tokenizer, choiceRequest(base, body.seed, i), async (d, tokens) => {
+          await sse.send(top == null ? new RawJson(deltas[i](d)) : chunk(i, { content: d }, null, chatLogprobs(tokenizer, tokens)))
+        }, signal)
+        observe(ctx, body.model, r)
+        if (!r.cancelled) await sse.send(chunk(i, {}, r.finishReason))
+        return r
+      })
+      if (!rs.some(r => r.cancelled)) {
+        if (body.stream_options?.include_usage === true) await sse.send({ id, object: 'chat.completion.chunk', created, model: body.model, choices: [], usage: usage(prompt.length, rs) })
         await sse.send('[DONE]')
       }
     } catch (err) {
@@ -296,40 +385,58 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
 
   app.post('/v1/completions', async (req, reply) => {
     const body = parse(CompletionRequestSchema, req.body)
+    const top = body.logprobs ?? null
+    const extra = controls(body)
     const served = await serve(ctx, req, reply, '/v1/completions', body)
     if (served == null) return
     const { engine, component, instanceId, gone } = served
     const tokenizer = await ctx.tokenizers.get(component.spec.tokenizer, gone.signal)
     const promptText = Array.isArray(body.prompt) ? body.prompt[0] : body.prompt
     const prompt = tokenizer.encode(promptText, { bos: true })
-    const text: TextRequest = {
+    const base: TextRequest = {
       prompt,
       maxTokens: completionBudget(component, prompt.length, body.max_tokens),
       temperature: body.temperature,
       topP: body.top_p,
       seed: body.seed,
-      stop: stopList(body.stop)
+      stop: stopList(body.stop),
+      topLogprobs: top,
+      ...extra
     }
+    const n = body.n ?? 1
     const id = `cmpl-${randomBytes(12).toString('hex')}`
     const created = Math.floor(Date.now() / 1000)
     if (body.stream !== true) {
-      let out = ''
-      const r = await generateText(engine, component, tokenizer, text, d => { out += d }, gone.signal)
-      observe(ctx, body.model, r)
+      const outs = Array.from({ length: n }, () => ({ text: '', tokens: [] as TokenInfo[] }))
+      const rs = await runChoices(n, gone.signal, async (i, signal) => await generateText(engine, component, tokenizer, choiceRequest(base, body.seed, i), (d, tokens) => {
+        outs[i].text += d
+        if (top != null) outs[i].tokens.push(...tokens)
+      }, signal))
+      for (const r of rs) observe(ctx, body.model, r)
       return {
         id, object: 'text_completion', created, model: body.model,
-        choices: [{ index: 0, text: out, logprobs: null, finish_reason: r.finishReason }],
-        usage: usage(r)
+        choices: rs.map((r, i) => ({ index: i, text: outs[i].text, logprobs: top != null ? completionLogprobs(tokenizer, outs[i].tokens, promptText.length) : null, finish_reason: r.finishReason })),
+        usage: usage(prompt.length, rs)
       }
     }
     const sse = new EventStream(reply, { [INSTANCE_HEADER]: instanceId })
-    const delta = chunkTemplate({ id, object: 'text_completion', created, model: body.model, choices: [{ index: 0, text: '\u0000', logprobs: null, finish_reason: null }] }, '\u0000')
+    const chunk = (index: number, text: string, finish: string | null, logprobs: object | null = null): object => ({ id, object: 'text_completion', created, model: body.model, choices: [{ index, text, logprobs, finish_reason: finish }] })
+    const deltas = Array.from({ length: n }, (_, i) => chunkTemplate(chunk(i, '\u0000', null), '\u0000'))
     try {
-      const r = await generateText(engine, component, tokenizer, text, async d => { await sse.send(new RawJson(delta(d))) }, gone.signal)
-      observe(ctx, body.model, r)
-      if (!r.cancelled) {
-        await sse.send({ id, object: 'text_completion', created, model: body.model, choices: [{ index: 0, text: '', logprobs: null, finish_reason: r.finishReason }] })
-        if (body.stream_options?.include_usage === true) await sse.send({ id, object: 'text_completion', created, model: body.model, choices: [], usage: usage(r) })
+      const rs = await runChoices(n, gone.signal, async (i, signal) => {
+        let offset = promptText.length
+        const r = await generateText(engine, component, tokenizer, choiceRequest(base, body.seed, i), async (d, tokens) => {
+          if (top == null) { await sse.send(new RawJson(deltas[i](d))); return }
+          const lp = completionLogprobs(tokenizer, tokens, offset)
+          offset += lp.tokens.reduce((a, t) => a + t.length, 0)
+          await sse.send(chunk(i, d, null, lp))
+        }, signal)
+        observe(ctx, body.model, r)
+        if (!r.cancelled) await sse.send(chunk(i, '', r.finishReason))
+        return r
+      })
+      if (!rs.some(r => r.cancelled)) {
+        if (body.stream_options?.include_usage === true) await sse.send({ id, object: 'text_completion', created, model: body.model, choices: [], usage: usage(prompt.length, rs) })
         await sse.send('[DONE]')
       }
     } catch (err) {
