@@ -4,13 +4,14 @@
  * scripts/golden/llamacpp.py into test/golden/smollm2-135m-instruct-q4_1.llamacpp.json (re-run it when the
  * model or the converter changes).
  *
- * llama.cpp multiplies Q4_1 weights with 8-bit-quantized activations (Q8_1) and keeps its KV cache in
- * f16; Blockmesh computes with the exact dequantized weights in float32. So the logits differ slightly
+ * llama.cpp multiplies quantized weights with 8-bit-quantized activations (Q8_1) and keeps its KV cache in
+ * f16. Blockmesh's default conversion (q8) computes 4-bit weights exactly with float activations and 8-bit
+ * weights (here the Q8_0 embedding / LM head) with int8 activations. So the logits differ slightly
  * (correlation ≥ 0.99 is required, ~0.999 is measured), and where llama.cpp's own top two candidates are
  * within a fraction of a logit the greedy paths may part. The tests check: identical prompt tokens
  * (tokenizer + chat template), logit correlation on every prompt, the same greedy choice at every step of
- * llama.cpp's greedy path where its top-1/top-2 margin is ≥ 0.5, and how many free-running greedy
- * sequences are identical.
+ * llama.cpp's greedy path where its top-1/top-2 margin is ≥ 0.5, and that at least 4 of the 5 free-running
+ * greedy sequences are identical (the issue's criterion).
  */
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -132,7 +133,7 @@ describe(`SmolLM2 converted from GGUF agrees with llama.cpp ${GOLDEN.header.llam
     }
   })
 
-  test('free-running greedy decoding: identical sequences on at least 3 of the 5 prompts (measured 3; the others part at near-ties)', async () => {
+  test('free-running greedy decoding: identical sequences on at least 4 of the 5 prompts (the other parts at a near-tie)', async () => {
     let identical = 0
     for (const p of GOLDEN.prompts) {
       const n = p.greedy.token_ids.length
@@ -143,6 +144,6 @@ describe(`SmolLM2 converted from GGUF agrees with llama.cpp ${GOLDEN.header.llam
         assert.ok(p.greedy.top1_top2_margins[at] < 0.5, `${p.user as string}: parted at step ${at} where llama.cpp's margin is ${p.greedy.top1_top2_margins[at] as number}`)
       }
     }
-    assert.ok(identical >= 3, `${identical} of 5 identical`)
+    assert.ok(identical >= 4, `${identical} of 5 identical`)
   })
 })

@@ -167,11 +167,13 @@ export interface StageModel {
 }
 
 /**
- * The width of the residual stream: the token embedding table's second dimension (the initializer a
- * Gather reads with input_ids). Written into the stage files' hidden-state shapes, so a stage knows the
+ * The width of the residual stream: the converter's `blockmesh.hidden_size`, else the token embedding
+ * table's second dimension (the initializer a Gather reads with input_ids). Written into the stage files' hidden-state shapes, so a stage knows the
  * activations it takes — with grouped-query attention it is not KV heads × head size.
  */
 export function hiddenSizeOf (ix: GraphIndex): number | string {
+  const declared = Number(ix.model.metadataProps?.find(p => p.key === 'blockmesh.hidden_size')?.value)
+  if (Number.isInteger(declared) && declared > 0) return declared
   for (const n of ix.nodes) {
     if (n.opType !== 'Gather' || n.input?.[1] !== 'input_ids') continue
     const table = ix.initializers.get(n.input[0] as string)

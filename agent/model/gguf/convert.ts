@@ -35,7 +35,7 @@ export interface ConvertedModel {
 export type ConvertPhase = 'hashing' | 'reading' | 'building' | 'writing'
 export interface ConvertOptions {
   cacheDir: string
-  weights?: 'f32' | 'q4'
+  weights?: 'f32' | 'q4' | 'q8'
   /** what the user named as the source (recorded in the model info) */
   source?: string
   onProgress?: (p: { phase: ConvertPhase, done: number, total: number }) => void
@@ -60,7 +60,7 @@ function quantizationName (file: GgufFile): string {
 
 /** Converts (or finds in the cache) the GGUF at `path`. Throws GgufError / TokenizerError with the reason. */
 export async function convertGguf (path: string, opts: ConvertOptions): Promise<ConvertedModel> {
-  const weights = opts.weights ?? 'q4'
+  const weights = opts.weights ?? 'q8'
   const progress = opts.onProgress ?? (() => {})
   progress({ phase: 'hashing', done: 0, total: 1 })
   const file = await openGguf(path)

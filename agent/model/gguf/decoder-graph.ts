@@ -19,7 +19,7 @@ import type { IModelProto, ITensorProto, IValueInfoProto } from '../onnx.ts'
 import { DIMS, io } from '../graph.ts'
 import { GraphBuilder } from '../graph-builder.ts'
 import { dequantize } from './quants.ts'
-import { hasNBitsForm, toMatMulNBits } from './nbits.ts'
+import { hasNBitsForm, toGatherBlockQuantized, toMatMulNBits } from './nbits.ts'
 import type { DecoderConfig } from './arch.ts'
 
 export const CONVERTER_VERSION = 3
@@ -31,8 +31,12 @@ const MS_DOMAIN = 'com.microsoft'
 export interface RawTensor { type: number, shape: number[], data: Uint8Array }
 
 export interface BuildOptions {
-  /** 'q4': weights with an exact MatMulNBits form stay quantized; 'f32': everything dequantized */
-  weights: 'f32' | 'q4'
+  /**
+   * 'q4': weights with an exact 4-bit MatMulNBits form stay quantized and are computed exactly (float
+   * activations); 'q8': 8-bit forms (Q8_0, Q5_x, Q6_K) stay quantized too, computed with int8 activations
+   * (ONNX Runtime's fast 8-bit kernel, like llama.cpp's Q8 dot products: not exact); 'f32': all float32
+   */
+  weights: 'f32' | 'q4' | 'q8'
   /** MatMulNBits accuracy_level (0 = kernel default, 4 = int8 compute); ignored for 'f32' */
   accuracyLevel?: number
   metadata?: Record<string, string>
@@ -122,7 +126,7 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
       return all
     }
     const sameType = ts.every(t => t.type === ts[0].type)
-    const nb = opts.weights === 'q4' && sameType ? toMatMulNBits(ts[0].type, stack(datas), N, K) : null
+    const nb = opts.weights !== 'f32' && sameType ? toMatMulNBits(ts[0].type, stack(datas), N, K, { maxBits: opts.weights === 'q8' ? 8 : 4 }) : null
     const base = parts.length === 1 ? parts[0].name : parts[0].name.replace(/\.[^.]+\.weight$/, `.${parts.map(p => /\.([^.]+)\.weight$/.exec(p.name)?.[1] ?? '').join('_')}.weight`)
     const hasBias = parts.map(p => tensor(p.name.replace(/\.weight$/, '.bias')) != null)
     const biased = hasBias.some(Boolean)
@@ -135,7 +139,8 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
         g.init({ name: `${base}.nbits`, dims: [N, blocks, nb.blockSize * nb.bits / 8], dataType: 2 /* UINT8 */, rawData: nb.b }),
         g.init(floatTensor(`${base}.scales`, [N * blocks], nb.scales))
       ]
-      const attrs = { K, N, bits: nb.bits, block_size: nb.blockSize, accuracy_level: opts.accuracyLevel ?? 0 }
+      // 8-bit codes run fast only with int8 activations (accuracy level 4); at level 0 ORT dequantizes the whole weight each call
+      const attrs = { K, N, bits: nb.bits, block_size: nb.blockSize, accuracy_level: nb.bits === 8 ? 4 : opts.accuracyLevel ?? 0 }
       if (nb.offsets != null) {
         const q = g.add('MatMulNBits', [x, ...inputs], `${out}/matmul_q`, attrs, MS_DOMAIN)
         const off = g.add('MatMul', [blockSums(x, K, nb.blockSize), g.init(floatTensor(`${base}.offsets`, [blocks, N], nb.offsets))], `${out}/offsets`)
@@ -200,8 +205,29 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
 
   // ---- embeddings
   const embd = need('token_embd.weight')
-  const embdName = g.init(floatTensor('token_embd.weight', [cfg.vocab, cfg.hidden], matrix(embd)))
-  let h = g.add('Gather', [embdName, io.inputIds], '/model/embed/tokens', { axis: 0 })
+  const head = cfg.tiedEmbeddings ? 'token_embd.weight' : 'output.weight'
+  const headT = need(head)
+  const maxBits = opts.weights === 'q8' ? 8 : 4
+  const headQuantized = opts.weights !== 'f32' && hasNBitsForm(headT.type, { maxBits })
+  // the table stays quantized (GatherBlockQuantized) unless a float32 copy is needed anyway for a tied float LM head
+  const gq = opts.weights !== 'f32' && (!cfg.tiedEmbeddings || headQuantized) ? toGatherBlockQuantized(embd.type, embd.data, cfg.vocab, cfg.hidden, { maxBits: 8 }) : null
+  let embdName = ''
+  let h: string
+  if (gq != null) {
+    usesMs = true
+    const data = g.init({ name: 'token_embd.weight.gather_codes', dims: gq.dataDims, dataType: 2 /* UINT8 */, rawData: gq.data })
+    const scales = g.init(floatTensor('token_embd.weight.gather_scales', gq.scalesDims, gq.scales))
+    h = g.add('GatherBlockQuantized', [data, io.inputIds, scales], '/model/embed/tokens_q', { ...gq.attributes }, MS_DOMAIN)
+    if (gq.offsets != null) {
+      const blocks = cfg.hidden / gq.blockSize
+      const off = g.add('Unsqueeze', [g.add('Gather', [g.init(floatTensor('token_embd.weight.gather_offsets', gq.scalesDims, gq.offsets)), io.inputIds], '/model/embed/offsets', { axis: 0 }), g.i64([-1])], '/model/embed/offsets_b')
+      const rows = g.add('Add', [g.add('Reshape', [h, g.i64([0, 0, blocks, gq.blockSize])], '/model/embed/blocks'), off], '/model/embed/with_offsets')
+      h = g.add('Reshape', [rows, g.i64([0, 0, cfg.hidden])], '/model/embed/tokens')
+    }
+  } else {
+    embdName = g.init(floatTensor('token_embd.weight', [cfg.vocab, cfg.hidden], matrix(embd)))
+    h = g.add('Gather', [embdName, io.inputIds], '/model/embed/tokens', { axis: 0 })
+  }
   if (cfg.embedScale !== 1) h = g.add('Mul', [h, g.f32(cfg.embedScale)], '/model/embed/scaled')
   opts.onProgress?.(++done, total)
 
@@ -250,9 +276,7 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
   // ---- final norm and LM head, last position only
   const last = g.add('Gather', [h, g.i64([-1], true)], '/model/norm/last_position', { axis: 1 })
   const hf = rmsNorm(last, 'output_norm.weight', '/model/norm')
-  const head = cfg.tiedEmbeddings ? 'token_embd.weight' : 'output.weight'
-  const headT = need(head)
-  const [logits2d] = opts.weights === 'q4' && toMatMulNBitsAvailable(headT)
+  const [logits2d] = headQuantized
     ? linear(hf, [{ name: head }], '/lm_head/proj', ['/lm_head/logits'])
     : cfg.tiedEmbeddings
       ? [g.add('Gemm', [hf, embdName], '/lm_head/logits', { transB: 1 })]
@@ -270,7 +294,7 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
     inputs.push(valueInfo(io.pastKey(i), DT.FLOAT, [DIMS.batch, KV, DIMS.past, D]), valueInfo(io.pastValue(i), DT.FLOAT, [DIMS.batch, KV, DIMS.past, D]))
     outputs.push(valueInfo(io.presentKey(i), DT.FLOAT, [DIMS.batch, KV, DIMS.total, D]), valueInfo(io.presentValue(i), DT.FLOAT, [DIMS.batch, KV, DIMS.total, D]))
   }
-  const metadataProps = Object.entries({ 'blockmesh.converter': String(CONVERTER_VERSION), 'blockmesh.architecture': cfg.architecture, ...opts.metadata }).map(([key, value]) => ({ key, value }))
+  const metadataProps = Object.entries({ 'blockmesh.converter': String(CONVERTER_VERSION), 'blockmesh.architecture': cfg.architecture, 'blockmesh.hidden_size': String(cfg.hidden), ...opts.metadata }).map(([key, value]) => ({ key, value }))
   return {
     irVersion: IR,
     producerName: 'blockmesh-gguf',
@@ -282,9 +306,4 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
     metadataProps,
     graph: { name: `blockmesh-${cfg.architecture}`, node: g.nodes, initializer: g.inits as ITensorProto[], input: inputs, output: outputs }
   }
-}
-
-/** Whether a tensor has an exact MatMulNBits form (checked on its type alone). */
-function toMatMulNBitsAvailable (t: RawTensor): boolean {
-  return hasNBitsForm(t.type) && t.shape[0] % 32 === 0
 }

@@ -383,7 +383,7 @@ function deqQ3_K (x: Uint8Array, y: Float32Array, nb: number): void {
 }
 
 /** ggml get_scale_min_k4, packed as (sc | m << 8). */
-function scaleMinK4 (x: Uint8Array, s: number, j: number): number {
+export function scaleMinK4 (x: Uint8Array, s: number, j: number): number {
   if (j < 4) return (x[s + j] & 63) | ((x[s + j + 4] & 63) << 8)
   const sc = (x[s + j + 4] & 0xf) | ((x[s + j - 4] >> 6) << 4)
   const m = (x[s + j + 4] >> 4) | ((x[s + j] >> 6) << 4)
