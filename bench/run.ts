@@ -1,5 +1,6 @@
 /**
  * npm run bench [-- --only gossip,stream,dashboard] [--sizes 3,10,20] [--quick]
+ * (`real`, the real-model comparison with llama.cpp, runs only when named: --only real)
  * Runs the benchmarks and writes their sections of BENCHMARKS.md.
  */
 import { parseArgs } from 'node:util'
@@ -12,6 +13,7 @@ import { runSchedulerBench } from './scheduler.ts'
 import { runVdagBench, vdagMarkdown } from './vdag.ts'
 import { runActivationBench, activationMarkdown } from './activations.ts'
 import { runDashboardBench, dashboardMarkdown } from './dashboard.ts'
+import { runRealModelBench, realModelMarkdown } from './real-model.ts'
 
 const { values } = parseArgs({
   options: {
@@ -23,7 +25,7 @@ const { values } = parseArgs({
 const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,dashboard').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'dashboard']
+const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'dashboard', 'real']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -66,6 +68,10 @@ if (only.has('vdag')) {
 if (only.has('dashboard')) {
   log('dashboard: live updates over the event stream vs polling')
   writeSection('dashboard', 'Dashboard live updates: event stream vs polling', dashboardMarkdown(await runDashboardBench({ quick: values.quick, log })))
+}
+if (only.has('real')) {
+  log('real: SmolLM2-135M and Gemma 3 270M GGUFs, Blockmesh vs llama.cpp (llama-cpp-python server), same threads')
+  writeSection('real', 'Real models: Blockmesh vs llama.cpp (same GGUF, same threads)', realModelMarkdown(await runRealModelBench({ quick: values.quick, log })))
 }
 syncReadme()
 log('wrote BENCHMARKS.md (and its copy in README.md)')
