@@ -35,6 +35,7 @@ import type { LocalStages } from './vdag/links.ts'
 import { TaskService } from './tasks/service.ts'
 import { Penalties } from '../mesh/penalties.ts'
 import { ModelNotReadyError } from './blocks/host.ts'
+import { ProviderProbe } from './executor/provider-probe.ts'
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -78,6 +79,8 @@ export class Agent {
   readonly vdags: VdagStore
   readonly tasks: TaskService
   readonly penalties: Penalties
+  /** which execution providers load here (probed in the background at start) */
+  readonly providerProbe: ProviderProbe
   /** the stage engine of a block running here (throws when there is none, or it is not a ready stage) */
   readonly stages: LocalStages
   private api: FastifyInstance | undefined
@@ -88,7 +91,7 @@ export class Agent {
 
   private constructor (init: {
     options: AgentOptions, log: Logger, db: Db, mesh: MeshNode, gossip: CapacityGossip, hardware: HardwareMonitor,
-    metrics: AgentMetrics, token: string, epoch: number
+    metrics: AgentMetrics, token: string, epoch: number, providerProbe: ProviderProbe
   }) {
     this.options = init.options
     this.log = init.log
@@ -99,6 +102,7 @@ export class Agent {
     this.metrics = init.metrics
     this.token = init.token
     this.epoch = init.epoch
+    this.providerProbe = init.providerProbe
     this.peerStore = new PeerStore(init.db)
     this.components = new ComponentRegistry(init.db)
     this.tokenizers = new Tokenizers({ cacheDir: join(init.options.dataDir, 'models') })
@@ -175,6 +179,7 @@ export class Agent {
       allow: options.allow,
       log: logger.child({ mod: 'mesh' })
     })
+    const providerProbe = new ProviderProbe()
     let gossip: CapacityGossip | undefined
     let agentRef: Agent | undefined
     const metrics = new AgentMetrics(() => gossip?.peers().filter(p => p.status === 'live').length ?? 0)
@@ -185,10 +190,11 @@ export class Agent {
       readings: () => hardware.readings(),
       instances: () => agentRef?.host.reports(block => metrics.blockRate(block)) ?? [],
       vdags: () => agentRef?.vdags.reports() ?? [],
+      providers: () => providerProbe.current(),
       observer: metrics.gossipObserver(),
       log: logger.child({ mod: 'gossip' })
     })
-    const agent = new Agent({ options, log: logger, db, mesh, gossip, hardware, metrics, token, epoch })
+    const agent = new Agent({ options, log: logger, db, mesh, gossip, hardware, metrics, token, epoch, providerProbe })
     agentRef = agent
     try {
       await agent.bringUp()
@@ -200,6 +206,7 @@ export class Agent {
   }
 
   private async bringUp (): Promise<void> {
+    this.probeProviders()
     await this.hardware.start()
     await this.mesh.start()
     await this.serveProtocols()
@@ -250,6 +257,15 @@ export class Agent {
     this.owner.start()
     this.writeReadyFile()
     this.log.info({ peerId: this.mesh.peerId.toString(), api: this.apiUrl, multiaddrs: this.mesh.multiaddrs(), epoch: this.epoch }, 'agent ready')
+  }
+
+  /** Finds out in the background which execution providers load here; the capacity record carries them once known. */
+  private probeProviders (): void {
+    this.providerProbe.start().then(r => {
+      this.log.info({ providers: r.providers.map(p => p.available ? p.name : `${p.name} (${p.reason ?? 'does not load'})`), ms: r.ms }, 'execution providers probed')
+    }, (err: Error) => {
+      if (this.stopping == null) this.log.warn({ err: err.message }, 'execution provider probe failed')
+    })
   }
 
   /**
@@ -342,6 +358,7 @@ export class Agent {
     this.log.info('agent stopping')
     rmSync(join(this.options.dataDir, READY_FILE), { force: true })
     clearInterval(this.persistTimer)
+    this.providerProbe.stop()
     this.gossip.stop()
     this.hardware.stop()
     // blocks first: ending generations ends the response streams that would keep the API from closing

@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { cli, CliProcess, alive } from './helpers/cli.ts'
+import { realWeights } from './helpers/weights.ts'
 import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
 
 const BIN = fileURLToPath(new URL('../agent/cli/bin.mjs', import.meta.url))
@@ -73,24 +74,30 @@ describe('blockmesh peers', () => {
     a = await AgentProcess.start({ name: 'table-a', simulateGpus: 'count=2,model=A100,memory=80GiB,free=40GiB,util=50' })
     b = await AgentProcess.start({ name: 'table-b', bootstrap: [a.addr] })
     await until(async () => (await b.peers()).length === 2, 'b to see a')
+    // each agent probes its execution providers in the background at start; its record carries them once known
+    await until(async () => (await b.peers()).every(p => p.providers.length > 0), 'both records to carry providers')
     const r = cli(['peers', '--api', b.url], { entry: BIN })
     assert.equal(r.code, 0, r.stderr)
     const lines = r.stdout.trim().split('\n')
-    assert.match(lines[0], /NAME\s+CLUSTER\s+PEER\s+STATUS\s+CPUS\s+LOAD 1\/5\/15\s+RAM AVAIL\/TOTAL\s+GPUS\s+LAST SEEN/)
+    assert.match(lines[0], /NAME\s+CLUSTER\s+PEER\s+STATUS\s+CPUS\s+LOAD 1\/5\/15\s+RAM AVAIL\/TOTAL\s+GPUS\s+LAST SEEN\s+PROVIDERS$/)
     const rowA = lines.find(l => l.startsWith('table-a '))
     const rowB = lines.find(l => l.startsWith('table-b *'))
     assert.ok(rowA != null && rowB != null, r.stdout)
-    assert.match(rowA, /live .* 2x 80\.0GiB\/160GiB free 50% \(simulated\) .*\d(\.\d)?(ms|s) ago$/)
-    assert.match(rowB, / - +self$/)
+    assert.match(rowA, /live .* 2x 80\.0GiB\/160GiB free 50% \(simulated\) .*\d(\.\d)?(ms|s) ago +cpu\b/)
+    assert.match(rowB, / - +self +cpu\b/)
     const json = JSON.parse(cli(['peers', '--api', b.url, '--json']).stdout)
     assert.equal(json.peers.length, 2)
+    for (const p of json.peers as Array<{ providers: Array<{ name: string, available: boolean, reason?: string }> }>) {
+      assert.deepEqual(p.providers[0], { name: 'cpu', available: true }, 'the full list, CPU available')
+      for (const q of p.providers) assert.ok(q.available || (q.reason ?? '') !== '', `a reason for ${q.name}`)
+    }
   })
 })
 
 describe('blockmesh demo', () => {
-  test('starts N agent processes, prints URLs, peer IDs, token and dashboard, serves the demo model whole and as a vDAG; SIGTERM stops them all', async () => {
+  test('starts N agent processes, prints URLs, peer IDs, token and dashboard, serves the generated model (--no-real-model) whole and as a vDAG; SIGTERM stops them all', async () => {
     const dir = tempDir('bm-demo-')
-    const demo = new CliProcess(['demo', '--agents', '2', '--base-port', '0', '--data-dir', dir, '--heartbeat-ms', '1000'])
+    const demo = new CliProcess(['demo', '--agents', '2', '--base-port', '0', '--data-dir', dir, '--heartbeat-ms', '1000', '--no-real-model'])
     await demo.line(/Ctrl-C stops every agent/)
     assert.ok(demo.lines.some(l => /^mesh formed/.test(l)), demo.lines.join('\n'))
     const agentLines = demo.lines.filter(l => /^agent-\d+ /.test(l))
@@ -123,9 +130,35 @@ describe('blockmesh demo', () => {
     assert.ok(!existsSync(join(dir, 'agent-0', 'agent.json')), 'agents removed their ready files: a clean stop')
   })
 
+  test('with the real model (what npm start does): SmolLM2 from the weight cache, served whole and as a 3-stage vDAG, answering the same', { skip: realWeights('smollm2').skip }, async () => {
+    const dir = tempDir('bm-demo-')
+    const demo = new CliProcess(['demo', '--agents', '3', '--base-port', '0', '--data-dir', dir, '--heartbeat-ms', '1000'])
+    try {
+      await demo.line(/Ctrl-C stops every agent/, 300_000)
+      assert.ok(demo.lines.some(l => /^smollm2: .* \(from the cache\)$/.test(l)), demo.lines.join('\n'))
+      assert.ok(demo.lines.some(l => l.startsWith('block smollm2 ready on agent-0')), demo.lines.join('\n'))
+      const stages = demo.lines.find(l => l.startsWith('vDAG smollm2-pipeline ready: '))
+      assert.ok(stages != null, demo.lines.join('\n'))
+      assert.match(stages, /stage 0 on agent-\d → stage 1 on agent-\d → stage 2 on agent-\d$/)
+      const token = (demo.lines.find(l => l.startsWith('token: ')) ?? '').slice(7)
+      const url = (demo.lines.find(l => /^agent-2 /.test(l))?.match(/api (\S+)/) as RegExpMatchArray)[1]
+      const ask = async (model: string): Promise<string> => {
+        const r = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ model, messages: [{ role: 'user', content: 'What is the capital of France?' }], max_tokens: 16, temperature: 0 }) })
+        assert.equal(r.status, 200)
+        return ((await r.json()) as { choices: Array<{ message: { content: string } }> }).choices[0].message.content
+      }
+      const whole = await ask('smollm2')
+      assert.match(whole, /Paris/)
+      assert.equal(await ask('smollm2-pipeline'), whole)
+    } finally {
+      demo.child.kill('SIGTERM')
+      await demo.exit()
+    }
+  })
+
   test('agents do not outlive a supervisor that is killed outright', async () => {
     const dir = tempDir('bm-demo-')
-    const demo = new CliProcess(['demo', '--agents', '2', '--base-port', '0', '--data-dir', dir, '--heartbeat-ms', '1000'])
+    const demo = new CliProcess(['demo', '--agents', '2', '--base-port', '0', '--data-dir', dir, '--heartbeat-ms', '1000', '--no-real-model'])
     await demo.line(/Ctrl-C stops every agent/)
     const pids = [0, 1].map(i => JSON.parse(readFileSync(join(dir, `agent-${i}`, 'agent.json'), 'utf8')).pid as number)
     demo.child.kill('SIGKILL')

@@ -89,6 +89,12 @@ describe(missing == null ? 'dashboard in Chromium against a 3-agent mesh' : `das
     assert.equal(gpus.length, 2)
     for (const g of gpus) assert.match(g, /A100 \(simulated\)memory 20\.0 GiB of 80\.0 GiB · util 10%/)
     assert.equal(await gpuCard.locator('.spark figcaption').filter({ hasText: 'GPU util' }).count(), 1)
+    // the execution providers each agent probed at start: CPU loads; the others say why not (title and small text)
+    await until(async () => await card.locator('[data-testid=provider]').count() > 0, 'ui-b\'s providers')
+    assert.equal(await card.locator('[data-testid=provider][data-provider=cpu]').getAttribute('data-available'), 'true')
+    const titles = await card.locator('[data-testid=provider][data-available=false]').evaluateAll(els => els.map(e => e.getAttribute('title') ?? ''))
+    for (const t of titles) assert.match(t, /^\w+ does not load: \S/)
+    assert.equal(await card.locator('.provider-reasons li').count(), titles.length)
     await shot('nodes')
   })
 

@@ -10,6 +10,7 @@ import { registerSwarmKeyCommand } from './commands/swarm-key.ts'
 import { registerModelCommand } from './commands/model.ts'
 import { registerBlockCommand, registerComponentCommand } from './commands/registry.ts'
 import { registerSplitCommands } from './commands/split.ts'
+import { registerGpuCommand } from './commands/gpu.ts'
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 misuse (bad flag, bad value, bad config). */
 export const EXIT_MISUSE = 2
@@ -28,6 +29,7 @@ export function buildProgram (): Command {
   registerComponentCommand(program)
   registerBlockCommand(program)
   registerSplitCommands(program)
+  registerGpuCommand(program)
   // every subcommand exits through the same handler below
   for (const cmd of program.commands) {
     cmd.exitOverride()

@@ -8,9 +8,9 @@ import { CapacityFrameError } from '../errors.ts'
 import { Penalties } from '../penalties.ts'
 import type { RejectReason } from '../errors.ts'
 import {
-  CAPACITY_TOPIC, MAX_LINKS, compareRecords, decodeCapacityRecord, encodeCapacityRecord
+  CAPACITY_TOPIC, MAX_LINKS, MAX_PROVIDERS, compareRecords, decodeCapacityRecord, encodeCapacityRecord
 } from './record.ts'
-import type { CapacityRecord, InstanceReport, Readings, VdagReport } from './record.ts'
+import type { CapacityRecord, InstanceReport, ProviderStatus, Readings, VdagReport } from './record.ts'
 
 export interface CapacityIdentity {
   name: string
@@ -48,6 +48,8 @@ export interface CapacityGossipInit {
   instances?: () => InstanceReport[]
   /** vDAGs this node owns, for its record */
   vdags?: () => VdagReport[]
+  /** execution providers that load here (and why the others do not), for its record */
+  providers?: () => ProviderStatus[]
   observer?: CapacityObserver
   log?: MeshLogger
   now?: () => number
@@ -74,7 +76,7 @@ const MAX_REMEMBERED_PEERS = 4096
  */
 export class CapacityGossip {
   private readonly node: MeshNode
-  private readonly init: Required<Omit<CapacityGossipInit, 'observer' | 'log' | 'now' | 'instances' | 'vdags'>> & Pick<CapacityGossipInit, 'instances' | 'vdags'>
+  private readonly init: Required<Omit<CapacityGossipInit, 'observer' | 'log' | 'now' | 'instances' | 'vdags' | 'providers'>> & Pick<CapacityGossipInit, 'instances' | 'vdags' | 'providers'>
   private readonly observer: CapacityObserver
   private readonly log: MeshLogger
   private readonly now: () => number
@@ -192,7 +194,8 @@ export class CapacityGossip {
       readings: this.init.readings(),
       instances: (this.init.instances?.() ?? []).slice(0, 64),
       vdags: (this.init.vdags?.() ?? []).slice(0, 16),
-      links: this.node.connectedPeers().slice(0, MAX_LINKS)
+      links: this.node.connectedPeers().slice(0, MAX_LINKS),
+      providers: (this.init.providers?.() ?? []).slice(0, MAX_PROVIDERS)
     }
     try {
       const frame = await encodeCapacityRecord(record, this.node.privateKey)

@@ -81,6 +81,18 @@ export const VdagReportSchema = z.object({
 })
 export type VdagReport = z.infer<typeof VdagReportSchema>
 
+/** Providers a record lists, at most, and the length of a reason. */
+export const MAX_PROVIDERS = 8
+export const MAX_PROVIDER_REASON = 200
+
+/** Whether an ONNX Runtime execution provider loads on this node, and why not when it does not. */
+export const ProviderStatusSchema = z.object({
+  name: text(32),
+  available: z.boolean(),
+  reason: text(MAX_PROVIDER_REASON).optional()
+})
+export type ProviderStatus = z.infer<typeof ProviderStatusSchema>
+
 export const CapacityRecordSchema = z.object({
   v: z.literal(1),
   peerId: text(128),
@@ -100,7 +112,9 @@ export const CapacityRecordSchema = z.object({
   /** vDAGs this agent owns: the model name and its stage blocks in order (any agent can serve them) */
   vdags: z.array(VdagReportSchema).max(16).default([]),
   /** peers this node has a live connection to (for topology views; absent from older agents) */
-  links: z.array(text(128)).max(MAX_LINKS).default([])
+  links: z.array(text(128)).max(MAX_LINKS).default([]),
+  /** execution providers probed at start (empty until the probe ends, and from older agents) */
+  providers: z.array(ProviderStatusSchema).max(MAX_PROVIDERS).default([])
 })
 export type CapacityRecord = z.infer<typeof CapacityRecordSchema>
 

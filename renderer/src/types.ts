@@ -23,6 +23,13 @@ export interface InstanceReport {
   tokensPerSecond: number
 }
 
+/** An ONNX Runtime execution provider the agent tried at start: whether it loads there, and why not. */
+export interface ProviderStatus {
+  name: string
+  available: boolean
+  reason?: string
+}
+
 export interface Peer {
   peerId: string
   name: string
@@ -40,6 +47,8 @@ export interface Peer {
   instances: InstanceReport[]
   vdags: Array<{ name: string, stages: string[], contextLength: number }>
   links: string[]
+  /** empty until the agent's probe ends (absent: an older agent) */
+  providers?: ProviderStatus[]
   self: boolean
   status: 'live' | 'expired'
   connected: boolean

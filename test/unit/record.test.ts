@@ -17,6 +17,7 @@ function record (over: Partial<CapacityRecord> = {}): CapacityRecord {
     instances: [],
     vdags: [],
     links: [],
+    providers: [{ name: 'cpu', available: true }, { name: 'cuda', available: false, reason: 'libonnxruntime_providers_cuda.so not installed: run npx blockmesh gpu setup' }],
     readings: {
       cpu: { count: 8, model: 'cpu', load1: 1, load5: 2, load15: 3, utilisation: 50 },
       memory: { totalBytes: 100, freeBytes: 50, availableBytes: 60 },
@@ -59,9 +60,22 @@ test('every kind of bad frame is refused with its own reason', async () => {
 test('a record too large to send is refused at the sender too', async () => {
   const big = record({ addrs: Array.from({ length: 16 }, () => 'x'.repeat(256)) })
   big.readings.gpus = Array.from({ length: 64 }, (_, i) => ({ ...big.readings.gpus[0], index: i, model: 'm'.repeat(128) }))
+  big.providers = Array.from({ length: 8 }, (_, i) => ({ name: `p${i}`.padEnd(32, 'x'), available: false, reason: 'r'.repeat(200) }))
   const bytes = await encodeCapacityRecord(big, key) // still under the bound: the schema caps every list and string
   assert.ok(bytes.length <= MAX_CAPACITY_FRAME_BYTES)
   await assert.rejects(encodeCapacityRecord(record({ addrs: Array.from({ length: 17 }, () => 'a') }), key))
+})
+
+test('execution providers: bounded (8 entries, names 32, reasons 200 chars) and absent from older records', async () => {
+  const enc = new TextEncoder()
+  const { providers: _, ...older } = record()
+  const opened = await decodeCapacityRecord(await sealCapacityPayload(enc.encode(JSON.stringify(older)), key))
+  assert.deepEqual(opened.providers, [], 'an older agent\'s record parses, with no providers')
+  const cpu = { name: 'cpu', available: true }
+  assert.equal(await reason(await sealCapacityPayload(enc.encode(JSON.stringify(record({ providers: Array.from({ length: 9 }, () => cpu) }))), key)), 'bad-schema')
+  assert.equal(await reason(await sealCapacityPayload(enc.encode(JSON.stringify(record({ providers: [{ name: 'cuda', available: false, reason: 'x'.repeat(201) }] }))), key)), 'bad-schema')
+  assert.equal(await reason(await sealCapacityPayload(enc.encode(JSON.stringify(record({ providers: [{ name: 'cuda', available: 'no' as unknown as boolean }] }))), key)), 'bad-schema')
+  await assert.rejects(encodeCapacityRecord(record({ providers: [{ name: 'c'.repeat(33), available: true }] }), key))
 })
 
 test('records order by epoch, then sequence number', () => {

@@ -50,6 +50,7 @@ test('stored peers come back newest first; damaged rows are skipped, never fatal
     instances: [],
     vdags: [],
     links: [],
+    providers: [],
     readings: { cpu: { count: 1, model: 'm', load1: 0, load5: 0, load15: 0, utilisation: 0 }, memory: { totalBytes: 1, freeBytes: 1, availableBytes: 1 }, gpus: [] }
   })
   store.saveAll([{ record: rec('p1', 'one'), lastSeen: 100 }, { record: rec('p2', 'two'), lastSeen: 200 }])

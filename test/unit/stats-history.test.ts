@@ -7,6 +7,7 @@ function record (over: Partial<CapacityRecord> = {}): CapacityRecord {
   return {
     v: 1, peerId: 'p1', name: 'n', cluster: 'c', vendor: '', addrs: [], epoch: 1, seq: 1, ts: 1, heartbeatMs: 1000,
     links: [],
+    providers: [],
     vdags: [],
     instances: [
       { block: 'b', instance: 'i1', owner: 'o', status: 'ready', error: null, provider: 'cpu', component: 'x:1', active: 1, queued: 0, tokensPerSecond: 12.5, affinity: true, sessionTtl: 60 },

@@ -3,6 +3,7 @@ import { DEFAULT_API, urlArg } from '../args.ts'
 import { apiGet } from '../client.ts'
 import { formatBytes, formatAge, table } from '../format.ts'
 import type { PeerJson } from '../../api/routes/mesh.ts'
+import { summarizeProviders } from '../../executor/provider-probe.ts'
 
 export function peersTable (peers: PeerJson[]): string {
   const rows = peers.map(p => {
@@ -21,10 +22,12 @@ export function peersTable (peers: PeerJson[]): string {
       `${r.cpu.load1.toFixed(2)}/${r.cpu.load5.toFixed(2)}/${r.cpu.load15.toFixed(2)}`,
       `${formatBytes(r.memory.availableBytes)}/${formatBytes(r.memory.totalBytes)}`,
       gpus,
-      p.self ? 'self' : formatAge(p.lastSeenAgoMs)
+      p.self ? 'self' : formatAge(p.lastSeenAgoMs),
+      // absent from older agents' records; empty until the agent's probe ends
+      summarizeProviders(p.providers ?? [])
     ]
   })
-  return table(['NAME', 'CLUSTER', 'PEER', 'STATUS', 'CPUS', 'LOAD 1/5/15', 'RAM AVAIL/TOTAL', 'GPUS', 'LAST SEEN'], rows)
+  return table(['NAME', 'CLUSTER', 'PEER', 'STATUS', 'CPUS', 'LOAD 1/5/15', 'RAM AVAIL/TOTAL', 'GPUS', 'LAST SEEN', 'PROVIDERS'], rows)
 }
 
 export function registerPeersCommand (program: Command): void {
@@ -40,6 +43,6 @@ export function registerPeersCommand (program: Command): void {
         return
       }
       process.stdout.write(peersTable(body.peers) + '\n')
-      process.stdout.write(`${body.peers.length} peer(s); * = the agent asked (${opts.api})\n`)
+      process.stdout.write(`${body.peers.length} peer(s); * = the agent asked (${opts.api}); PROVIDERS: execution providers that load there (--json has the reasons)\n`)
     })
 }

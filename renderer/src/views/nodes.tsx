@@ -1,7 +1,7 @@
 import { useMemo } from 'preact/hooks'
 import { useStore } from '../store.ts'
 import { live } from '../live.ts'
-import type { Peer, Sample } from '../types.ts'
+import type { Peer, ProviderStatus, Sample } from '../types.ts'
 import { bytes, num, pct, shortId } from '../format.ts'
 import { Spark } from '../components/chart.tsx'
 
@@ -16,6 +16,30 @@ function Bar ({ value, label }: { value: number | null, label: string }) {
 
 function series (samples: Sample[], pick: (s: Sample) => number | null): { xs: number[], ys: Array<number | null> } {
   return { xs: samples.map(s => s.t / 1000), ys: samples.map(pick) }
+}
+
+/** The execution providers that load on the peer, and in small text why the others do not. */
+function Providers ({ providers }: { providers: ProviderStatus[] }) {
+  const off = providers.filter(p => !p.available)
+  return (
+    <div class="providers" data-testid="providers">
+      <p>
+        <span class="label">Providers</span>
+        {providers.length === 0 && <span class="muted">not probed yet</span>}
+        {providers.map(p => (
+          <span key={p.name} class={`pill ${p.available ? 'ready' : 'off'}`} data-testid="provider" data-provider={p.name} data-available={String(p.available)}
+            title={p.available ? `${p.name} loads here` : `${p.name} does not load: ${p.reason ?? 'no reason given'}`}>
+            {p.name}
+          </span>
+        ))}
+      </p>
+      {off.length > 0 && (
+        <ul class="provider-reasons">
+          {off.map(p => <li key={p.name}><small><span class="mono">{p.name}</span>: {p.reason ?? 'does not load'}</small></li>)}
+        </ul>
+      )}
+    </div>
+  )
 }
 
 function PeerCard ({ peer, samples }: { peer: Peer, samples: Sample[] }) {
@@ -66,6 +90,7 @@ function PeerCard ({ peer, samples }: { peer: Peer, samples: Sample[] }) {
           </ul>
         </div>
       </div>
+      <Providers providers={peer.providers ?? []} />
       <div class="charts">
         <Spark title="CPU busy" unit="%" range={[0, 100]} xs={cpu.xs} ys={cpu.ys} />
         <Spark title="RAM in use" unit="%" range={[0, 100]} xs={ram.xs} ys={ram.ys} color="#8b5cf6" />
