@@ -143,7 +143,7 @@ describe('blockmesh demo', () => {
       const token = (demo.lines.find(l => l.startsWith('token: ')) ?? '').slice(7)
       const url = (demo.lines.find(l => /^agent-2 /.test(l))?.match(/api (\S+)/) as RegExpMatchArray)[1]
       const ask = async (model: string): Promise<string> => {
-        const r = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ model, messages: [{ role: 'user', content: 'What is the capital of France?' }], max_tokens: 16, temperature: 0 }) })
+        const r = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ model, messages: [{ role: 'user', content: 'Which city is the capital of France?' }], max_tokens: 16, temperature: 0 }) })
         assert.equal(r.status, 200)
         return ((await r.json()) as { choices: Array<{ message: { content: string } }> }).choices[0].message.content
       }

@@ -12,6 +12,11 @@ import { join } from 'node:path'
 import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
 import { realWeights } from './helpers/weights.ts'
 import { CLI_ENTRY } from '../agent/demo.ts'
+import { existsSync, mkdirSync } from 'node:fs'
+import { chromium } from 'playwright-core'
+
+const CHROMIUM = process.env.BLOCKMESH_CHROMIUM ?? '/usr/bin/chromium'
+const SHOTS = join(import.meta.dirname, '..', 'test-results', 'dashboard')
 
 const weights = realWeights('smollm2')
 
@@ -80,16 +85,47 @@ describe('SmolLM2 added, served and split across three agent processes', { skip:
   test('served whole, it answers like an assistant, with usage from the real tokenizer', async () => {
     assert.equal((await a.api('/api/blocks', { method: 'POST', body: { id: 'smollm2', component: added.uri } })).status, 201)
     await until(async () => (await c.api('/v1/models')).body.data.some((d: any) => d.id === 'smollm2'), 'c to see smollm2', 120_000)
-    const r = await chat(c, 'smollm2', 'What is the capital of France?', 24)
+    const r = await chat(c, 'smollm2', 'Which city is the capital of France?', 24)
     assert.equal(r.status, 200, JSON.stringify(r.body))
     assert.match(r.text, /Paris/)
-    assert.equal(r.body.usage.prompt_tokens, 37) // the ChatML prompt llama.cpp tokenizes to 37 tokens (test/golden)
     assert.equal(r.body.choices[0].finish_reason, 'stop')
+    const golden = await chat(c, 'smollm2', 'What is the capital of France?', 4)
+    assert.equal(golden.body.usage.prompt_tokens, 37) // the ChatML prompt llama.cpp tokenizes to 37 tokens (test/golden)
+    assert.equal(golden.body.usage.completion_tokens, 4)
     const card = (await a.api('/v1/models/smollm2')).body
     assert.equal(card.context_length, 8192)
     assert.equal(card.owned_by, 'a')
     assert.ok(card.created > 1_700_000_000)
     assert.equal(card.model_info.architecture, 'llama')
+  })
+
+  test('the dashboard shows what the model is, and its chat streams SmolLM2\'s answer', { skip: existsSync(CHROMIUM) ? false : `Chromium is not installed at ${CHROMIUM} (.ci/run installs Debian's chromium)` }, async () => {
+    mkdirSync(SHOTS, { recursive: true })
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })
+    try {
+      const page = await browser.newPage({ viewport: { width: 1400, height: 900 } })
+      await page.goto(`${a.url}/#/deploy`)
+      await page.click('[data-testid=login-open]')
+      await page.fill('[data-testid=login-token]', a.token)
+      await page.click('[data-testid=login-submit]')
+      await until(async () => (await page.locator('[data-testid=component-select] option').allTextContents()).some(t => t.startsWith('smollm2:')), 'the model in the component list')
+      await page.selectOption('[data-testid=component-select]', added.uri)
+      const info = (await page.locator('[data-testid=model-info]').textContent()) ?? ''
+      assert.match(info, /llama, 135M parameters, Q4_1, context 8192, vocabulary 49152, own chat template/)
+      await page.screenshot({ path: join(SHOTS, 'deploy-smollm2.png'), fullPage: true })
+      await page.goto(`${a.url}/#/chat`)
+      await until(async () => (await page.locator('[data-testid=chat-model] option').allTextContents()).some(t => t.startsWith('smollm2')), 'smollm2 in the chat model list', 30_000)
+      await page.selectOption('[data-testid=chat-model]', 'smollm2')
+      await page.fill('[data-testid=chat-input]', 'What is the capital of France?')
+      await page.click('[data-testid=chat-send]')
+      await page.locator('[data-testid=chat-send]').waitFor({ timeout: 60_000 })
+      await until(async () => Number((await page.locator('[data-testid=chat-chunks]').first().textContent()) ?? 0) > 1, 'several stream events', 60_000)
+      const answer = (await page.locator('[data-testid=chat-assistant]').last().textContent()) ?? ''
+      assert.ok(answer.trim().length > 0)
+      await page.screenshot({ path: join(SHOTS, 'chat-smollm2.png'), fullPage: true })
+    } finally {
+      await browser.close()
+    }
   })
 
   for (const world of [2, 3]) {

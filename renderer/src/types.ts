@@ -82,6 +82,21 @@ export interface ComponentSpec {
   model?: { url: string, md5: string, sizeBytes?: number }
   stage?: { index: number, worldSize: number, layers: [number, number], source: string }
   contextLength?: number
+  /** what an added model is (blockmesh model add) */
+  modelInfo?: ModelInfo
+}
+
+export interface ModelInfo {
+  format: 'gguf' | 'onnx' | 'generated'
+  architecture: string
+  name?: string
+  parameters: number
+  quantization: string
+  contextLength: number
+  vocabSize: number
+  chatTemplate: boolean
+  source: string
+  digest: string
 }
 
 export interface InstanceView {

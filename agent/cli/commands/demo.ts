@@ -66,7 +66,7 @@ export function registerDemoCommand (program: Command): void {
               out('smollm2: adding it on agent-0 (GGUF → ONNX conversion, cached after the first time)…')
               model = await demo.addModel(got.path, KNOWN_MODELS.smollm2.name)
               name = KNOWN_MODELS.smollm2.name
-              sample = 'What is the capital of France?'
+              sample = 'Which city is the capital of France?'
             } else {
               out(`SmolLM2 could not be had, so the demo serves the generated model (which answers gibberish):\n  ${got.tried.join('\n  ')}`)
             }

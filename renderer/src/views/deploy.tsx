@@ -171,6 +171,13 @@ export function DeployView () {
                     {components.map(c => <option key={c.uri} value={c.uri}>{c.uri}{c.spec.stage != null ? ` (stage ${c.spec.stage.index + 1}/${c.spec.stage.worldSize})` : ''}{c.spec.model?.sizeBytes != null ? ` · ${bytes(c.spec.model.sizeBytes)}` : ''}</option>)}
                   </select>
                 </Field>
+                {(() => {
+                  const info = components.find(c => c.uri === form.component)?.spec.modelInfo
+                  return info == null ? null : (
+                    <p class="model-info" data-testid="model-info">
+                      {info.name ?? info.architecture}: {info.architecture}, {(info.parameters / 1e6).toFixed(0)}M parameters, {info.quantization}, context {info.contextLength}, vocabulary {info.vocabSize}, {info.chatTemplate ? 'own chat template' : 'no chat template (fallback format)'} · {info.format} from {info.source}
+                    </p>)
+                })()}
                 <Field label="Block id (model name)" name="id" error={fieldError('id')} hint="optional; generated from the component">
                   <input value={form.id ?? ''} onInput={set('id')} data-testid="block-id" />
                 </Field>
