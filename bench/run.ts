@@ -14,6 +14,7 @@ import { runVdagBench, vdagMarkdown } from './vdag.ts'
 import { runActivationBench, activationMarkdown } from './activations.ts'
 import { runDashboardBench, dashboardMarkdown } from './dashboard.ts'
 import { runRealModelBench, realModelMarkdown } from './real-model.ts'
+import { runGraphProfile, graphMarkdown } from './graph-profile.ts'
 
 const { values } = parseArgs({
   options: {
@@ -25,7 +26,7 @@ const { values } = parseArgs({
 const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,dashboard').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'dashboard', 'real']
+const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'dashboard', 'real', 'graph']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -68,6 +69,10 @@ if (only.has('vdag')) {
 if (only.has('dashboard')) {
   log('dashboard: live updates over the event stream vs polling')
   writeSection('dashboard', 'Dashboard live updates: event stream vs polling', dashboardMarkdown(await runDashboardBench({ quick: values.quick, log })))
+}
+if (only.has('graph')) {
+  log('graph: where a converted model\'s decode step spends its time, per conversion mode (ORT profiler)')
+  writeSection('graph', 'Converted models: decode step by operator and conversion mode', graphMarkdown(await runGraphProfile({ quick: values.quick, log })))
 }
 if (only.has('real')) {
   log('real: SmolLM2-135M and Gemma 3 270M GGUFs, Blockmesh vs llama.cpp (llama-cpp-python server), same threads')

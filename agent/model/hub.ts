@@ -12,13 +12,12 @@
  * against their SHA-256 and only then renamed into place.
  */
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
-import type { Stats } from 'node:fs'
 import { join, posix } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { z } from 'zod'
 import { ValidationError } from '../errors.ts'
 import {
-  DEFAULT_ATTEMPTS, ModelSourceError, RETRY_BACKOFF_MS, displayUrl, downloadToPart, fetchFollowing, formatBytes, hashFile, withLock
+  DEFAULT_ATTEMPTS, ModelSourceError, RETRY_BACKOFF_MS, displayUrl, downloadToPart, fetchFollowing, formatBytes, hashFile, statOrNull, withLock
 } from './source.ts'
 
 export const DEFAULT_HF_ENDPOINT = 'https://huggingface.co'
@@ -352,15 +351,6 @@ function repoDir (destDir: string, repo: string): string {
   return join(destDir, repo.replace('/', '--'))
 }
 
-async function statOrNull (path: string): Promise<Stats | null> {
-  try {
-    return await stat(path)
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null
-    throw err
-  }
-}
 
 async function writeAtomic (path: string, text: string): Promise<void> {
   await mkdir(join(path, '..'), { recursive: true })

@@ -7,12 +7,11 @@
  * the template (Go template text, raw), system prompt and params the manifest carries.
  */
 import { open, readdir, readFile, stat } from 'node:fs/promises'
-import type { Stats } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { ValidationError } from '../errors.ts'
-import { ModelSourceError, formatBytes, hashFile } from './source.ts'
+import { ModelSourceError, formatBytes, hashFile, statOrNull } from './source.ts'
 
 export const OLLAMA_REGISTRY = 'registry.ollama.ai'
 export const OLLAMA_LIBRARY = 'library'
@@ -98,15 +97,6 @@ export function ollamaModelsDir (modelsDir?: string): string {
   return modelsDir ?? (env !== undefined && env !== '' ? env : join(homedir(), '.ollama', 'models'))
 }
 
-async function statOrNull (path: string): Promise<Stats | null> {
-  try {
-    return await stat(path)
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null
-    throw err
-  }
-}
 
 async function listDir (path: string): Promise<Array<{ name: string, dir: boolean }>> {
   try {

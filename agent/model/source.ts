@@ -109,7 +109,8 @@ function isMissing (err: unknown): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR'
 }
 
-async function statOrNull (path: string): Promise<Stats | null> {
+/** stat(), or null when the path does not exist. */
+export async function statOrNull (path: string): Promise<Stats | null> {
   try {
     return await stat(path)
   } catch (err) {

@@ -10,9 +10,9 @@
  * (`[batch, 1, vocab]`): that is all decoding needs, and it saves the LM head for every prompt position.
  *
  * ONNX opset 23's RMSNormalization, RotaryEmbedding and Attention carry a layer in ~15 nodes instead of
- * ~45 (ONNX Runtime's per-node cost dominated SmolLM2's decode step; docs/performance.md has the figures).
- * Quantized weights with an exact `MatMulNBits` form (nbits.ts) stay quantized (`weights: 'q4'`, the
- * default; the name is historical: 8-bit forms are used too); the rest is dequantized to float32.
+ * ~45 (ONNX Runtime's per-node cost dominated SmolLM2's decode step; `npm run bench -- --only graph` measures it).
+ * Quantized weights keep their exact `MatMulNBits` / `GatherBlockQuantized` forms (nbits.ts) by mode:
+ * 'q8' (default) all of them, 'q4' the 4-bit ones; the rest is dequantized to float32.
  */
 import { DT, FloatAttr, floatTensor, valueInfo } from '../onnx.ts'
 import type { IModelProto, ITensorProto, IValueInfoProto } from '../onnx.ts'
