@@ -204,11 +204,11 @@ async function startAgent (name: string): Promise<AgentProcess> {
 }
 
 /** POST /api/models with progress lines (a first conversion can take minutes; the lines keep the request alive). */
-async function addModel (agent: AgentProcess, source: string, name: string, log: (s: string) => void): Promise<{ uri: string, spec: any, cached: boolean }> {
+async function addModel (agent: AgentProcess, source: string, name: string, weights: string, log: (s: string) => void): Promise<{ uri: string, spec: any, cached: boolean }> {
   const res = await fetch(`${agent.url}/api/models`, {
     method: 'POST',
     headers: { authorization: `Bearer ${agent.token}`, 'content-type': 'application/json', accept: 'application/x-ndjson' },
-    body: JSON.stringify({ source, name, contextLength: CONTEXT })
+    body: JSON.stringify({ source, name, contextLength: CONTEXT, weights })
   })
   if (!res.ok || res.body == null) throw new Error(`model add: ${res.status} ${await res.text()}`)
   let buf = ''
@@ -230,7 +230,7 @@ async function addModel (agent: AgentProcess, source: string, name: string, log:
   throw new Error('model add: the answer ended without a result')
 }
 
-async function runModel (id: 'smollm2' | 'gemma3', label: string, opts: { quick: boolean, threads: number, python: string | null, decodeTokens: number, aggTokens: number, rounds: number, aggRounds: number, log: (s: string) => void }): Promise<ModelResult> {
+async function runModel (id: 'smollm2' | 'gemma3', label: string, opts: { weights: string, quick: boolean, threads: number, python: string | null, decodeTokens: number, aggTokens: number, rounds: number, aggRounds: number, log: (s: string) => void }): Promise<ModelResult> {
   const { log, threads } = opts
   const gguf = cachedWeightPath(id)
   const result: ModelResult = { id, label, gguf }
@@ -245,13 +245,13 @@ async function runModel (id: 'smollm2' | 'gemma3', label: string, opts: { quick:
   try {
     // Blockmesh: an agent process, the model added (converted once, then cached), a block with T threads
     agent = await startAgent(`bench-real-${id}`)
-    let model = await addModel(agent, gguf, KNOWN_MODELS[id].name, log)
+    let model = await addModel(agent, gguf, KNOWN_MODELS[id].name, opts.weights, log)
     if (!model.cached) {
       // the conversion ran in this agent and left its memory behind: measure a fresh agent instead
       log(`  ${label}: converted; restarting the agent so its memory figures exclude the conversion`)
       await stopAll([agent])
       agent = await startAgent(`bench-real-${id}`)
-      model = await addModel(agent, gguf, KNOWN_MODELS[id].name, log)
+      model = await addModel(agent, gguf, KNOWN_MODELS[id].name, opts.weights, log)
     }
     const rssBefore = readRss(agent.child.pid as number)
     const blockId = `real-${id}`
@@ -388,10 +388,13 @@ export async function runRealModelBench (opts: { quick: boolean, log: (s: string
       quick, threads, bandwidth: bw.bytesPerSecond, bandwidthThreads: bw.threads, decodeTokens: p.decodeTokens, aggTokens: p.aggTokens,
       rounds: p.rounds, aggRounds: p.aggRounds, llama: llamaInfo, load, models: []
     }
-    for (const [id, label] of [['smollm2', 'SmolLM2-135M-Instruct Q4_1'], ['gemma3', 'Gemma 3 270M Q4_K_M']] as const) {
+    // each model under each conversion mode, llama.cpp measured beside each (BENCH_REAL_WEIGHTS=q8,int8 by default)
+    const modes = (process.env.BENCH_REAL_WEIGHTS ?? 'q8,int8').split(',').map(x => x.trim()).filter(Boolean)
+    for (const [id, name] of [['smollm2', 'SmolLM2-135M-Instruct Q4_1'], ['gemma3', 'Gemma 3 270M Q4_K_M']] as const) for (const weights of modes) {
+      const label = `${name}, Blockmesh \`--weights ${weights}\``
       log(`  ${label}`)
       try {
-        result.models.push(await runModel(id, label, p))
+        result.models.push(await runModel(id, label, { ...p, weights }))
       } catch (err) {
         log(`  ${label}: failed: ${(err as Error).stack ?? String(err)}`)
         result.models.push({ id, label, gguf: cachedWeightPath(id), skipped: `the run failed: ${(err as Error).message}` })
@@ -457,7 +460,7 @@ export function realModelMarkdown (r: RealResult): string {
       'llama-cpp-python also reuses the KV cache of a prompt prefix it saw in the previous request, so in the aggregate runs (one prompt, repeated; the decode figure excludes prefill anyway) it skips nearly all of the short prompt\'s prefill, which Blockmesh does each time; the time-to-first-token prompts differ near their start, so there it prefills (nearly) in full.'
   return [
     `Both systems in one run on this machine (${availableParallelism()} cores), serving the same GGUF file, with the same threads: T = ${r.threads}${r.threads === availableParallelism() ? ' (the core count)' : ''} for Blockmesh's ONNX Runtime session (block \`threads: ${r.threads}\`) and for llama.cpp (\`n_threads\` and \`n_threads_batch\`). ` +
-    'Blockmesh: a real agent process, the GGUF added with `POST /api/models` (converted to ONNX with the converter\'s default `weights: q8`, context 2048: every quantized tensor stays quantized — 4-bit forms computed with float activations, 8-bit forms with int8 activations — and the ONNX size is shown) and a block loaded from it; the model runs in a worker thread of the agent. ' +
+    'Blockmesh: a real agent process, the GGUF added with `POST /api/models` (converted to ONNX, context 2048, the ONNX size is shown) and a block loaded from it; the model runs in a worker thread of the agent. Each model is measured under two conversion modes, each beside its own llama.cpp run: `q8`, the default — every quantized tensor stays quantized, 4-bit ones computed exactly with float activations, 8-bit ones with int8 activations — and `int8`, where 4-bit ones are computed with int8 activations too (ORT\'s fastest kernels, as llama.cpp does with Q8_1 activations, though with a different rounding: its greedy outputs agree less with llama.cpp\'s, see docs/decisions.md). ' +
     llama,
     '',
     'Both are sent the same raw prompt on `/v1/completions` at temperature 0 (greedy), streamed, and timed at the client (one light client for both). ' +

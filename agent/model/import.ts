@@ -31,7 +31,7 @@ export interface ImportOptions {
   file?: string
   /** a quantization (GGUF on the hub) or dtype (ONNX export) */
   variant?: string
-  weights?: 'f32' | 'q4' | 'q8'
+  weights?: 'f32' | 'q4' | 'q8' | 'int8'
   contextLength?: number
   onProgress?: (p: ImportProgress) => void
   signal?: AbortSignal

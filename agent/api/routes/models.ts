@@ -14,7 +14,7 @@ export const AddModelBodySchema = z.object({
   name: z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, ".", "_" and "-"').optional(),
   file: z.string().min(1).max(1024).optional(),
   variant: z.string().min(1).max(64).optional(),
-  weights: z.enum(['f32', 'q4', 'q8']).optional(),
+  weights: z.enum(['f32', 'q4', 'q8', 'int8']).optional(),
   contextLength: z.number().int().min(16).max(1_048_576).optional()
 }).strict()
 export type AddModelBody = z.output<typeof AddModelBodySchema>

@@ -64,10 +64,10 @@ export function registerModelCommand (program: Command): void {
     .option('--name <name>', 'component name (default: from the source)')
     .option('--file <path>', 'which file of a hub repo or export directory')
     .option('--variant <v>', 'quantization (GGUF: q4_k_m, q8_0, …) or dtype (ONNX export: fp32, fp16, q4, int8, …)')
-    .option('--weights <how>', 'GGUF conversion: q8 (quantized weights stay quantized; 8-bit ones computed with int8 activations, like llama.cpp; default), q4 (only 4-bit forms kept, computed exactly) or f32')
+    .option('--weights <how>', 'GGUF conversion: q8 (quantized weights stay quantized; 8-bit ones computed with int8 activations, like llama.cpp; default), int8 (all computed with int8 activations: fastest), q4 (only 4-bit forms kept, computed exactly) or f32')
     .option('--context-length <n>', 'positions to serve (default: the model\'s, at most 8192)', intArg(16, 1_048_576)))
     .action(async (source: string, opts: AddOpts) => {
-      if (opts.weights != null && !['q8', 'q4', 'f32'].includes(opts.weights)) throw new ValidationError(`--weights: q8, q4 or f32, got ${JSON.stringify(opts.weights)}`)
+      if (opts.weights != null && !['q8', 'int8', 'q4', 'f32'].includes(opts.weights)) throw new ValidationError(`--weights: q8, int8, q4 or f32, got ${JSON.stringify(opts.weights)}`)
       const r = await addModel(opts, source)
       print(opts, r, () => `${r.existed ? 'already added' : 'added'} ${r.component.uri}${r.cached ? ' (conversion cached)' : ''}\n  ${infoLine(r.component.spec.modelInfo ?? null)}\n  context ${r.component.spec.contextLength ?? '?'}; deploy it: blockmesh block create --component ${r.component.uri} --id ${r.component.spec.name}`)
     })

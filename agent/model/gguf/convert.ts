@@ -35,7 +35,7 @@ export interface ConvertedModel {
 export type ConvertPhase = 'hashing' | 'reading' | 'building' | 'writing'
 export interface ConvertOptions {
   cacheDir: string
-  weights?: 'f32' | 'q4' | 'q8'
+  weights?: 'f32' | 'q4' | 'q8' | 'int8'
   /** what the user named as the source (recorded in the model info) */
   source?: string
   onProgress?: (p: { phase: ConvertPhase, done: number, total: number }) => void

@@ -12,7 +12,7 @@
  * ONNX opset 23's RMSNormalization, RotaryEmbedding and Attention carry a layer in ~15 nodes instead of
  * ~45 (ONNX Runtime's per-node cost dominated SmolLM2's decode step; `npm run bench -- --only graph` measures it).
  * Quantized weights keep their exact `MatMulNBits` / `GatherBlockQuantized` forms (nbits.ts) by mode:
- * 'q8' (default) all of them, 'q4' the 4-bit ones; the rest is dequantized to float32.
+ * 'q8' (default) and 'int8' all of them, 'q4' the 4-bit ones; the rest is dequantized to float32.
  */
 import { DT, FloatAttr, floatTensor, valueInfo } from '../onnx.ts'
 import type { IModelProto, ITensorProto, IValueInfoProto } from '../onnx.ts'
@@ -34,9 +34,10 @@ export interface BuildOptions {
   /**
    * 'q4': weights with an exact 4-bit MatMulNBits form stay quantized and are computed exactly (float
    * activations); 'q8': 8-bit forms (Q8_0, Q5_x, Q6_K) stay quantized too, computed with int8 activations
-   * (ONNX Runtime's fast 8-bit kernel, like llama.cpp's Q8 dot products: not exact); 'f32': all float32
+   * (ONNX Runtime's fast 8-bit kernel, like llama.cpp's Q8 dot products: not exact); 'int8': as q8, and the
+   * 4-bit weights too are computed with int8 activations (fastest, furthest from exact); 'f32': all float32
    */
-  weights: 'f32' | 'q4' | 'q8'
+  weights: 'f32' | 'q4' | 'q8' | 'int8'
   /** MatMulNBits accuracy_level (0 = kernel default, 4 = int8 compute); ignored for 'f32' */
   accuracyLevel?: number
   metadata?: Record<string, string>
@@ -126,7 +127,7 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
       return all
     }
     const sameType = ts.every(t => t.type === ts[0].type)
-    const nb = opts.weights !== 'f32' && sameType ? toMatMulNBits(ts[0].type, stack(datas), N, K, { maxBits: opts.weights === 'q8' ? 8 : 4 }) : null
+    const nb = opts.weights !== 'f32' && sameType ? toMatMulNBits(ts[0].type, stack(datas), N, K, { maxBits: opts.weights === 'q4' ? 4 : 8 }) : null
     const base = parts.length === 1 ? parts[0].name : parts[0].name.replace(/\.[^.]+\.weight$/, `.${parts.map(p => /\.([^.]+)\.weight$/.exec(p.name)?.[1] ?? '').join('_')}.weight`)
     const hasBias = parts.map(p => tensor(p.name.replace(/\.weight$/, '.bias')) != null)
     const biased = hasBias.some(Boolean)
@@ -140,7 +141,7 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
         g.init(floatTensor(`${base}.scales`, [N * blocks], nb.scales))
       ]
       // 8-bit codes run fast only with int8 activations (accuracy level 4); at level 0 ORT dequantizes the whole weight each call
-      const attrs = { K, N, bits: nb.bits, block_size: nb.blockSize, accuracy_level: nb.bits === 8 ? 4 : opts.accuracyLevel ?? 0 }
+      const attrs = { K, N, bits: nb.bits, block_size: nb.blockSize, accuracy_level: opts.accuracyLevel ?? (nb.bits === 8 || opts.weights === 'int8' ? 4 : 0) }
       if (nb.offsets != null) {
         const q = g.add('MatMulNBits', [x, ...inputs], `${out}/matmul_q`, attrs, MS_DOMAIN)
         const off = g.add('MatMul', [blockSums(x, K, nb.blockSize), g.init(floatTensor(`${base}.offsets`, [blocks, N], nb.offsets))], `${out}/offsets`)
@@ -207,7 +208,7 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
   const embd = need('token_embd.weight')
   const head = cfg.tiedEmbeddings ? 'token_embd.weight' : 'output.weight'
   const headT = need(head)
-  const maxBits = opts.weights === 'q8' ? 8 : 4
+  const maxBits = opts.weights === 'q4' ? 4 : 8
   const headQuantized = opts.weights !== 'f32' && hasNBitsForm(headT.type, { maxBits })
   // the table stays quantized (GatherBlockQuantized) unless a float32 copy is needed anyway for a tied float LM head
   const gq = opts.weights !== 'f32' && (!cfg.tiedEmbeddings || headQuantized) ? toGatherBlockQuantized(embd.type, embd.data, cfg.vocab, cfg.hidden, { maxBits: 8 }) : null
