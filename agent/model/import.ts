@@ -61,7 +61,7 @@ function componentOf (o: { name: string, info: ModelInfo, onnxPath: string, onnx
   const ctx = o.contextLength ?? Math.min(o.info.contextLength, DEFAULT_CONTEXT_CAP)
   return {
     name: slugOf(o.name),
-    version: o.info.digest.replace(/^sha256:/, '').slice(0, 12),
+    version: o.info.digest.replace(/^[a-z0-9]+:/, '').slice(0, 12),
     runtime: 'onnx',
     description: `${o.info.name ?? o.info.architecture} (${o.info.architecture}, ${(o.info.parameters / 1e6).toFixed(0)}M parameters, ${o.info.quantization}) from ${o.info.source}`,
     model: { url: o.onnxPath, md5: o.onnxMd5, sizeBytes: o.onnxBytes },
