@@ -1,14 +1,14 @@
 import { randomBytes } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { ServerResponse } from 'node:http'
 import type { ApiContext } from '../context.ts'
+import { EventStream, RawJson, chunkTemplate, clientGone } from '../sse.ts'
+import { chatLogprobs, completionLogprobs } from '../../openai/logprobs.ts'
 import { ChatCompletionRequestSchema, CompletionRequestSchema, messageText, stopList } from '../../openai/schemas.ts'
 import { OpenAIError, modelNotFound } from '../../openai/errors.ts'
 import { completionBudget, generateText } from '../../openai/generate.ts'
 import type { TextRequest, TextResult, TokenInfo, TokenSource } from '../../openai/generate.ts'
 import { grammarFromResponseFormat } from '../../openai/json-schema.ts'
 import type { ResponseFormat } from '../../openai/json-schema.ts'
-import type { TextTokenizer } from '../../model/tokenizer.ts'
 import { VdagDriver } from '../../vdag/driver.ts'
 import type { Component } from '../../registry/components.ts'
 import { INFER_PROTOCOL, INSTANCE_HEADER, ROUTED_HEADER } from '../../openai/infer-protocol.ts'
@@ -113,61 +113,6 @@ function parse<T> (schema: { safeParse: (v: unknown) => { success: true, data: T
   throw new OpenAIError(400, `${param ?? 'body'}: ${first.message}`, null, 'invalid_request_error', param)
 }
 
-/**
- * A streamed chunk whose fixed parts are encoded once: per token only the
- * text is JSON-encoded (the same bytes JSON.stringify of the whole object gives).
- */
-function chunkTemplate (fixed: object, marker: string): (text: string) => string {
-  const json = JSON.stringify(fixed)
-  const at = json.indexOf(JSON.stringify(marker))
-  const head = json.slice(0, at)
-  const tail = json.slice(at + JSON.stringify(marker).length)
-  return (text: string) => head + JSON.stringify(text) + tail
-}
-
-/** Already-encoded JSON for EventStream.send. */
-class RawJson { readonly json: string; constructor (json: string) { this.json = json } }
-
-/** Server-sent events on the raw response, with backpressure. */
-class EventStream {
-  private readonly raw: ServerResponse
-  constructor (reply: FastifyReply, extra: Record<string, string> = {}) {
-    reply.hijack()
-    this.raw = reply.raw
-    this.raw.writeHead(200, {
-      ...extra,
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no'
-    })
-  }
-
-  async send (data: unknown): Promise<void> {
-    if (this.raw.destroyed) return
-    const text = typeof data === 'string' ? data : data instanceof RawJson ? data.json : JSON.stringify(data)
-    if (!this.raw.write(`data: ${text}\n\n`)) {
-      await new Promise<void>(resolve => {
-        const done = (): void => { this.raw.off('drain', done); this.raw.off('close', done); resolve() }
-        this.raw.on('drain', done)
-        this.raw.on('close', done)
-      })
-    }
-  }
-
-  end (): void {
-    if (!this.raw.destroyed) this.raw.end()
-  }
-}
-
-/** Aborts when the client goes away before the response is complete. */
-function clientGone (req: FastifyRequest, reply: FastifyReply): AbortController {
-  const ac = new AbortController()
-  reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort() })
-  req.raw.on('aborted', () => { ac.abort() })
-  return ac
-}
-
 /** The prompt once, the completions of every choice. */
 function usage (promptTokens: number, rs: TextResult[]): { prompt_tokens: number, completion_tokens: number, total_tokens: number } {
   const completion = rs.reduce((a, r) => a + r.completionTokens, 0)
@@ -194,44 +139,6 @@ async function runChoices (n: number, gone: AbortSignal, run: (index: number, si
 /** Choice i of n: the request's seed + i, so a seed reproduces every choice and the choices differ. */
 function choiceRequest (base: TextRequest, seed: number | null | undefined, i: number): TextRequest {
   return { ...base, seed: seed != null ? seed + i : null }
-}
-
-const utf8 = (s: string): number[] => Array.from(Buffer.from(s, 'utf8'))
-
-/** Chat logprobs: { content: [{ token, logprob, bytes, top_logprobs: [{ token, logprob, bytes }] }], refusal: null } */
-function chatLogprobs (tokenizer: TextTokenizer, tokens: TokenInfo[]): object {
-  return {
-    content: tokens.map(t => {
-      const text = tokenizer.tokenText(t.id)
-      return {
-        token: text,
-        logprob: t.logprob,
-        bytes: utf8(text),
-        top_logprobs: t.top.map(([id, logprob]) => { const alt = tokenizer.tokenText(id); return { token: alt, logprob, bytes: utf8(alt) } })
-      }
-    }),
-    refusal: null
-  }
-}
-
-/**
- * Completions logprobs: { tokens, token_logprobs, top_logprobs ({ token: logprob } maps, the sampled
- * token always in them), text_offset (from the start of the prompt) }. `offset` is where the first token starts.
- */
-function completionLogprobs (tokenizer: TextTokenizer, tokens: TokenInfo[], offset: number): { tokens: string[], token_logprobs: number[], top_logprobs: Array<Record<string, number>>, text_offset: number[] } {
-  const out = { tokens: [] as string[], token_logprobs: [] as number[], top_logprobs: [] as Array<Record<string, number>>, text_offset: [] as number[] }
-  for (const t of tokens) {
-    const text = tokenizer.tokenText(t.id)
-    const top = Object.create(null) as Record<string, number>
-    for (const [id, logprob] of t.top) { const alt = tokenizer.tokenText(id); if (!(alt in top)) top[alt] = logprob }
-    if (!(text in top)) top[text] = t.logprob
-    out.tokens.push(text)
-    out.token_logprobs.push(t.logprob)
-    out.top_logprobs.push(top)
-    out.text_offset.push(offset)
-    offset += text.length
-  }
-  return out
 }
 
 /** The request's sampling controls, for every endpoint. */
