@@ -19,6 +19,7 @@ import type { HubListing } from '../agent/model/hub.ts'
 import { ModelSourceError } from '../agent/model/source.ts'
 import type { ModelSourceReason } from '../agent/model/source.ts'
 import { tempDir, until } from './helpers/agents.ts'
+import { rejectsWith } from './helpers/rejects.ts'
 
 const TOKEN = 'hf_testtoken'
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
@@ -154,18 +155,6 @@ after(async () => {
 
 const base = (): { endpoint: string, token: string, offline: boolean } => ({ endpoint: HUB, token: '', offline: false })
 
-async function rejectsWith (p: Promise<unknown>, reason: ModelSourceReason, message?: RegExp): Promise<ModelSourceError> {
-  let caught: unknown
-  try {
-    await p
-  } catch (err) {
-    caught = err
-  }
-  assert.ok(caught instanceof ModelSourceError, `expected a ModelSourceError (${reason}), got ${String(caught)}`)
-  assert.equal(caught.reason, reason, caught.message)
-  if (message !== undefined) assert.match(caught.message, message)
-  return caught
-}
 
 function filesUnder (dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir, { recursive: true, withFileTypes: true }).filter(e => e.isFile()).map(e => join(e.parentPath, e.name).slice(dir.length + 1)).sort() : []

@@ -11,6 +11,7 @@ import { displayOllamaName, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPL
 import { ModelSourceError } from '../agent/model/source.ts'
 import type { ModelSourceReason } from '../agent/model/source.ts'
 import { tempDir } from './helpers/agents.ts'
+import { rejectsWith } from './helpers/rejects.ts'
 
 const GGUF = Buffer.concat([Buffer.from('GGUF'), Buffer.from([3, 0, 0, 0]), Buffer.alloc(4096, 7)])
 const TEMPLATE = '{{ if .System }}<|system|>{{ .System }}{{ end }}<|user|>{{ .Prompt }}<|assistant|>'
@@ -53,18 +54,6 @@ function store (): { root: string, model: Layer } {
   return { root, model }
 }
 
-async function rejectsWith (p: Promise<unknown>, reason: ModelSourceReason, message?: RegExp): Promise<ModelSourceError> {
-  let caught: unknown
-  try {
-    await p
-  } catch (err) {
-    caught = err
-  }
-  assert.ok(caught instanceof ModelSourceError, `expected a ModelSourceError (${reason}), got ${String(caught)}`)
-  assert.equal(caught.reason, reason, caught.message)
-  if (message !== undefined) assert.match(caught.message, message)
-  return caught
-}
 
 test('names: model, model:tag, user/model, host/ns/model:tag; bad names are refused', () => {
   assert.deepEqual(parseOllamaUri('ollama://llama3.2'), { host: 'registry.ollama.ai', namespace: 'library', model: 'llama3.2', tag: 'latest' })

@@ -12,6 +12,7 @@ import { pathToFileURL } from 'node:url'
 import { cachePathFor, materializeModel, md5File, ModelSourceError } from '../agent/model/source.ts'
 import type { ModelSourceReason } from '../agent/model/source.ts'
 import { tempDir, until } from './helpers/agents.ts'
+import { rejectsWith } from './helpers/rejects.ts'
 
 const MiB = 1024 * 1024
 
@@ -91,20 +92,6 @@ function stallAfterHalf (res: ServerResponse): void {
   res.write(DATA.subarray(0, HALF))
 }
 
-async function rejectsWith (p: Promise<unknown>, reason: ModelSourceReason, message?: RegExp): Promise<ModelSourceError> {
-  let caught: unknown
-  try {
-    await p
-  } catch (err) {
-    caught = err
-  }
-  assert.ok(caught instanceof ModelSourceError, `expected a ModelSourceError (${reason}), got ${String(caught)}`)
-  assert.equal(caught.reason, reason, caught.message)
-  assert.equal(caught.name, 'ModelSourceError')
-  assert.equal(caught.code, 'model_source')
-  if (message !== undefined) assert.match(caught.message, message)
-  return caught
-}
 
 before(async () => {
   server = createServer((req, res) => {
