@@ -108,6 +108,14 @@ describe('SmolLM2 added, served and split across three agent processes', { skip:
       await page.click('[data-testid=login-open]')
       await page.fill('[data-testid=login-token]', a.token)
       await page.click('[data-testid=login-submit]')
+      // the add-model form: the same GGUF again is the component already there; a missing file is an error shown, nothing added
+      await page.fill('[data-testid=add-model-source]', weights.path)
+      await page.fill('[data-testid=add-model-name]', 'smollm2')
+      await page.click('[data-testid=add-model-submit]')
+      await until(async () => /^already added: smollm2:/.test((await page.locator('[data-testid=add-model-status]').textContent().catch(() => '')) ?? ''), 'the form to report the model', 60_000)
+      await page.fill('[data-testid=add-model-source]', join(dir, 'no-such-model.gguf'))
+      await page.click('[data-testid=add-model-submit]')
+      await until(async () => /does not exist/.test((await page.locator('[data-testid=add-model-error]').textContent().catch(() => '')) ?? ''), 'the form to show the error', 30_000)
       await until(async () => (await page.locator('[data-testid=component-select] option').allTextContents()).some(t => t.startsWith('smollm2:')), 'the model in the component list')
       await page.selectOption('[data-testid=component-select]', added.uri)
       const info = (await page.locator('[data-testid=model-info]').textContent()) ?? ''

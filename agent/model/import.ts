@@ -61,7 +61,8 @@ function componentOf (o: { name: string, info: ModelInfo, onnxPath: string, onnx
   const ctx = o.contextLength ?? Math.min(o.info.contextLength, DEFAULT_CONTEXT_CAP)
   return {
     name: slugOf(o.name),
-    version: o.info.digest.replace(/^[a-z0-9]+:/, '').slice(0, 12),
+    // the same file under another conversion mode or context is another component (q8 and the model's own context: no suffix)
+    version: [o.info.digest.replace(/^[a-z0-9]+:/, '').slice(0, 12), /-(q4|int8|f32)$/.exec(o.info.converter ?? '')?.[1], o.contextLength != null ? `ctx${o.contextLength}` : undefined].filter(Boolean).join('-'),
     runtime: 'onnx',
     description: `${o.info.name ?? o.info.architecture} (${o.info.architecture}, ${(o.info.parameters / 1e6).toFixed(0)}M parameters, ${o.info.quantization}) from ${o.info.source}`,
     model: { url: o.onnxPath, md5: o.onnxMd5, sizeBytes: o.onnxBytes },

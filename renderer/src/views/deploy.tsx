@@ -9,6 +9,7 @@ import { usePoll } from '../poll.ts'
 import { compact, numberOrText } from '../form.ts'
 import { NeedsLogin } from '../components/login.tsx'
 import { bytes } from '../format.ts'
+import { AddModel } from './add-model.tsx'
 
 const POLICY_FIELDS = {
   cluster: [
@@ -150,6 +151,7 @@ export function DeployView () {
   const unmatched = error instanceof ApiError ? error.fields.filter(f => document.querySelector(`[data-field="${CSS.escape(f.field)}"]`) == null) : []
   return (
     <section class="deploy">
+      <AddModel canWrite={canWrite} onAdded={c => { setForm(f => ({ ...f, component: c.uri })); poll.reload() }} />
       <form class="card" onSubmit={e => { void submit(e) }} noValidate data-testid="deploy-form">
         <h2>Deploy a block</h2>
         {!canWrite && <NeedsLogin what="deploy" />}
