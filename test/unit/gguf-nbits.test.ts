@@ -10,20 +10,15 @@ import { hasNBitsForm, nbitsLayout, toGatherBlockQuantized, toMatMulNBits } from
 import type { NBitsLayout, NBitsWeight } from '../../agent/model/gguf/nbits.ts'
 import { DT, encodeModel, floatTensor, int64Tensor, node, valueInfo } from '../../agent/model/onnx.ts'
 import type { INodeProto, ITensorProto } from '../../agent/model/onnx.ts'
+import { Rng } from '../../agent/model/random.ts'
 
 // ---------------------------------------------------------------------------
 // data
 
-/** Deterministic PRNG (mulberry32). */
+/** Deterministic test data from the project's seeded generator. */
 function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const r = new Rng(seed)
+  return () => r.next()
 }
 
 /** Byte offsets of each format's f16 fields (d, and m / dmin where the format has one). */

@@ -1,6 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
+import { Rng } from '../../agent/model/random.ts'
 import {
   GGML_TYPE,
   UnsupportedQuantError,
@@ -48,16 +49,10 @@ function putHalf (buf: Uint8Array, off: number, v: number): void {
   buf[off + 1] = h >> 8
 }
 
-/** Deterministic PRNG (mulberry32) for test data. */
+/** Deterministic test data from the project's seeded generator. */
 function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const r = new Rng(seed)
+  return () => r.next()
 }
 
 function bits (a: Float32Array): Uint32Array {
