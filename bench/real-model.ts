@@ -20,6 +20,7 @@ import type { TextTokenizer } from '../agent/model/tokenizer.ts'
 import { memoryBandwidth } from './membw.ts'
 import { median } from './stats.ts'
 import { LlamaServer, findLlamaPython, killTrackedChildren, trackChild } from './llamacpp.ts'
+import { ndjsonLines } from '../agent/cli/client.ts'
 
 const CORPUS = readFileSync(fileURLToPath(new URL('../agent/model/corpus.txt', import.meta.url)), 'utf8')
 /** converted models kept between runs (the conversion is cached by GGUF digest and converter version) */
@@ -211,21 +212,11 @@ async function addModel (agent: AgentProcess, source: string, name: string, weig
     body: JSON.stringify({ source, name, contextLength: CONTEXT, weights })
   })
   if (!res.ok || res.body == null) throw new Error(`model add: ${res.status} ${await res.text()}`)
-  let buf = ''
   let lastPhase = ''
-  const decoder = new TextDecoder()
-  for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buf += decoder.decode(part, { stream: true })
-    let i: number
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i)
-      buf = buf.slice(i + 1)
-      if (line.trim() === '') continue
-      const e = JSON.parse(line)
-      if (e.type === 'error') throw new Error(`model add: ${e.error.code as string}: ${e.error.message as string}`)
-      if (e.type === 'done') return { uri: e.component.uri, spec: e.component.spec, cached: e.cached }
-      if (e.type === 'progress' && e.progress.phase !== lastPhase) { lastPhase = e.progress.phase; log(`  converting: ${lastPhase}…`) }
-    }
+  for await (const e of ndjsonLines<any>(res.body as unknown as AsyncIterable<Uint8Array>)) {
+    if (e.type === 'error') throw new Error(`model add: ${e.error.code as string}: ${e.error.message as string}`)
+    if (e.type === 'done') return { uri: e.component.uri, spec: e.component.spec, cached: e.cached }
+    if (e.type === 'progress' && e.progress.phase !== lastPhase) { lastPhase = e.progress.phase; log(`  converting: ${lastPhase}…`) }
   }
   throw new Error('model add: the answer ended without a result')
 }

@@ -72,10 +72,15 @@ describe('SmolLM2 added, served and split across three agent processes', { skip:
     assert.equal(added.spec.tokenizer.type, 'bundle')
 
     // the same file again: the conversion is cached and the component is the one already there
-    const again = await a.api('/api/models', { method: 'POST', body: { source: weights.path, name: 'smollm2' } })
-    assert.equal(again.status, 200, JSON.stringify(again.body))
-    assert.equal(again.body.existed, true)
-    assert.equal(again.body.cached, true)
+    const viaApi = await a.api('/api/models', { method: 'POST', body: { source: weights.path, name: 'smollm2' } })
+    assert.equal(viaApi.status, 200, JSON.stringify(viaApi.body))
+    assert.equal(viaApi.body.existed, true)
+    const again = await cli(a, ['model', 'add', weights.path, '--name', 'smollm2', '--json'])
+    assert.equal(again.code, 0, again.stderr)
+    const r = JSON.parse(again.stdout)
+    assert.equal(r.existed, true)
+    assert.equal(r.cached, true)
+    assert.equal(r.component.uri, added.uri)
 
     const list = await cli(a, ['model', 'list'])
     assert.equal(list.code, 0, list.stderr)

@@ -33,3 +33,19 @@ export async function apiRequest<T> (base: string, path: string, init: { method?
 export async function apiGet<T> (base: string, path: string): Promise<T> {
   return await apiRequest<T>(base, path)
 }
+
+/** The JSON lines of a streamed NDJSON answer, parsed, as they arrive. */
+export async function * ndjsonLines<T = unknown> (body: AsyncIterable<Uint8Array>): AsyncGenerator<T> {
+  const decoder = new TextDecoder()
+  let buf = ''
+  for await (const chunk of body) {
+    buf += decoder.decode(chunk, { stream: true })
+    let nl: number
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl).trim()
+      buf = buf.slice(nl + 1)
+      if (line !== '') yield JSON.parse(line) as T
+    }
+  }
+  if (buf.trim() !== '') yield JSON.parse(buf) as T
+}

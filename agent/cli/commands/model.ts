@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import type { Command } from 'commander'
+import { ndjsonLines } from '../client.ts'
 import { generateModel } from '../../model/generate.ts'
 import { ModelSpecSchema, PRESETS } from '../../model/spec.ts'
 import { ValidationError, formatIssues } from '../../errors.ts'
@@ -39,19 +40,10 @@ async function addModel (opts: AddOpts, source: string): Promise<Extract<AddMode
     throw new AgentError(`${res.status} ${message}`, 'http_error', 1)
   }
   const tty = process.stderr.isTTY === true && opts.json !== true
-  let buffered = ''
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffered += Buffer.from(chunk).toString('utf8')
-    let nl: number
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      const line = buffered.slice(0, nl)
-      buffered = buffered.slice(nl + 1)
-      if (line.trim() === '') continue
-      const e = JSON.parse(line) as AddModelEvent
-      if (e.type === 'progress' && opts.json !== true) process.stderr.write(tty ? `\r\x1b[2K${progressLine(e.progress)}` : `${progressLine(e.progress)}\n`)
-      if (e.type === 'error') { if (tty) process.stderr.write('\n'); throw new AgentError(`${e.error.code}: ${e.error.message}`, e.error.code, 1) }
-      if (e.type === 'done') { if (tty) process.stderr.write('\n'); return e }
-    }
+  for await (const e of ndjsonLines<AddModelEvent>(res.body as unknown as AsyncIterable<Uint8Array>)) {
+    if (e.type === 'progress' && opts.json !== true) process.stderr.write(tty ? `\r\x1b[2K${progressLine(e.progress)}` : `${progressLine(e.progress)}\n`)
+    if (e.type === 'error') { if (tty) process.stderr.write('\n'); throw new AgentError(`${e.error.code}: ${e.error.message}`, e.error.code, 1) }
+    if (e.type === 'done') { if (tty) process.stderr.write('\n'); return e }
   }
   throw new AgentError('the agent closed the answer before the model was added', 'incomplete', 1)
 }
