@@ -163,7 +163,7 @@ export class DocumentCollection<T extends JsonDocument> {
       throw mingoError('invalid filter', err)
     }
     const out: T[] = []
-    const rows = this.db.prepare(`SELECT doc FROM ${this.opts.table} ORDER BY created_at, ${this.opts.keyColumn}`).pluck().iterate() as IterableIterator<string>
+    const rows = this.db.prepare(`SELECT doc FROM ${this.opts.table} ORDER BY created_at, rowid`).pluck().iterate() as IterableIterator<string>
     for (const text of rows) {
       const doc = JSON.parse(text) as T
       let match: boolean
