@@ -36,6 +36,12 @@ import { TaskService } from './tasks/service.ts'
 import { Penalties } from '../mesh/penalties.ts'
 import { ModelNotReadyError } from './blocks/host.ts'
 import { ProviderProbe } from './executor/provider-probe.ts'
+import { generateService } from './serving/generate-service.ts'
+import type { GenerateService } from './serving/generate-service.ts'
+import { DesiredState } from './state/replica.ts'
+import { stateSync } from './state/sync.ts'
+import type { StateSync } from './state/sync.ts'
+import { importLegacyTables } from './state/legacy.ts'
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -70,6 +76,9 @@ export class Agent {
   readonly metrics: AgentMetrics
   readonly token: string
   readonly epoch: number
+  /** the mesh's desired state (components, blocks, vDAGs), replicated to every agent */
+  readonly state: DesiredState
+  readonly stateSync: StateSync
   readonly components: ComponentRegistry
   /** tokenizers loaded here (blocks' and vDAGs'), shared by the host and the API */
   readonly tokenizers: Tokenizers
@@ -84,6 +93,8 @@ export class Agent {
   /** the stage engine of a block running here (throws when there is none, or it is not a ready stage) */
   readonly stages: LocalStages
   private api: FastifyInstance | undefined
+  /** /blockmesh/generate/1.0.0: token-level generation for peers serving requests (request migration) */
+  private generate: GenerateService | undefined
   private apiUrl = ''
   private persistTimer: NodeJS.Timeout | undefined
   private readonly peerStore: PeerStore
@@ -91,7 +102,7 @@ export class Agent {
 
   private constructor (init: {
     options: AgentOptions, log: Logger, db: Db, mesh: MeshNode, gossip: CapacityGossip, hardware: HardwareMonitor,
-    metrics: AgentMetrics, token: string, epoch: number, providerProbe: ProviderProbe
+    metrics: AgentMetrics, token: string, epoch: number, providerProbe: ProviderProbe, state: DesiredState
   }) {
     this.options = init.options
     this.log = init.log
@@ -104,7 +115,8 @@ export class Agent {
     this.epoch = init.epoch
     this.providerProbe = init.providerProbe
     this.peerStore = new PeerStore(init.db)
-    this.components = new ComponentRegistry(init.db)
+    this.state = init.state
+    this.components = new ComponentRegistry(init.state)
     this.tokenizers = new Tokenizers({ cacheDir: join(init.options.dataDir, 'models') })
     this.host = new InstanceHost({
       tokenizers: this.tokenizers,
@@ -120,8 +132,24 @@ export class Agent {
       log: init.log.child({ mod: 'host' }),
       metrics: init.metrics
     })
+    this.penalties = new Penalties(init.mesh, {
+      log: init.log.child({ mod: 'penalties' }),
+      onStrike: (_peer, reason) => { init.metrics.peerStrikes.inc({ kind: reason.split(':')[0].slice(0, 40) }) },
+      onBan: () => { init.metrics.peersBanned.inc() }
+    })
+    this.stateSync = stateSync({
+      node: init.mesh,
+      state: init.state,
+      gossip: init.gossip,
+      penalties: this.penalties,
+      log: init.log.child({ mod: 'state' }),
+      observer: {
+        applied: (via) => { init.metrics.stateChanges.inc({ via }) },
+        rejected: (reason) => { init.metrics.stateRejected.inc({ reason }) }
+      }
+    })
     this.owner = new BlockOwner({
-      db: init.db,
+      state: init.state,
       mesh: init.mesh,
       gossip: init.gossip,
       host: this.host,
@@ -129,7 +157,7 @@ export class Agent {
       log: init.log.child({ mod: 'owner' }),
       metrics: init.metrics
     })
-    this.vdags = new VdagStore(init.db)
+    this.vdags = new VdagStore(init.state)
     this.router = new Router({ self: init.mesh.peerId.toString(), gossip: init.gossip, host: this.host, vdags: () => this.vdags.reports() })
     this.tasks = new TaskService({
       db: init.db,
@@ -140,11 +168,6 @@ export class Agent {
       namespace: init.options.k8sNamespace,
       programs: init.options.splitters,
       log: init.log.child({ mod: 'tasks' })
-    })
-    this.penalties = new Penalties(init.mesh, {
-      log: init.log.child({ mod: 'penalties' }),
-      onStrike: (_peer, reason) => { init.metrics.peerStrikes.inc({ kind: reason.split(':')[0].slice(0, 40) }) },
-      onBan: () => { init.metrics.peersBanned.inc() }
     })
     this.stages = (block: string) => {
       const s = this.host.serving(block)
@@ -180,6 +203,7 @@ export class Agent {
       log: logger.child({ mod: 'mesh' })
     })
     const providerProbe = new ProviderProbe()
+    const state = new DesiredState({ db, peerId: mesh.peerId.toString(), epoch, privateKey, log: logger.child({ mod: 'state' }) })
     let gossip: CapacityGossip | undefined
     let agentRef: Agent | undefined
     const metrics = new AgentMetrics(() => gossip?.peers().filter(p => p.status === 'live').length ?? 0)
@@ -189,12 +213,15 @@ export class Agent {
       heartbeatMs: options.heartbeatMs,
       readings: () => hardware.readings(),
       instances: () => agentRef?.host.reports(block => metrics.blockRate(block)) ?? [],
-      vdags: () => agentRef?.vdags.reports() ?? [],
+      // every agent holds every vDAG in the desired state: records need not carry them
+      vdags: () => [],
+      state: () => state.digest(),
+      reconciles: () => agentRef?.owner.reports() ?? [],
       providers: () => providerProbe.current(),
       observer: metrics.gossipObserver(),
       log: logger.child({ mod: 'gossip' })
     })
-    const agent = new Agent({ options, log: logger, db, mesh, gossip, hardware, metrics, token, epoch, providerProbe })
+    const agent = new Agent({ options, log: logger, db, mesh, gossip, hardware, metrics, token, epoch, providerProbe, state })
     agentRef = agent
     try {
       await agent.bringUp()
@@ -210,7 +237,11 @@ export class Agent {
     await this.hardware.start()
     await this.mesh.start()
     await this.serveProtocols()
-    this.gossip.remember(this.peerStore.load(Date.now() - REMEMBER_MS))
+    const imported = await importLegacyTables(this.db, this.state, this.mesh.peerId.toString())
+    if (imported > 0) this.log.info({ objects: imported }, 'components, blocks and vDAGs of this agent moved into the replicated desired state')
+    await this.stateSync.start()
+    const remembered = this.peerStore.load(Date.now() - REMEMBER_MS)
+    this.gossip.remember(remembered)
     // a peer met for the first time (or back from expiry) is written at once, so even an agent killed a
     // moment later finds it again; every live peer is refreshed every PERSIST_EVERY_MS
     const seen = new Set<string>()
@@ -249,12 +280,15 @@ export class Agent {
       vdags: this.vdags,
       stages: this.stages,
       tasks: this.tasks,
-      log: this.log
+      log: this.log,
+      generate: this.generate,
+      migration: { max: this.options.migrationMax, maxTokens: this.options.migrationMaxTokens, waitMs: this.options.migrationWaitMs }
     }, { host: this.options.apiHost })
     const address = await this.api.listen({ host: this.options.apiHost, port: this.options.apiPort })
     this.apiUrl = address
     this.host.resume()
-    this.owner.start()
+    // after a restart, placement waits (a few heartbeats at most) for the peers remembered from the last run
+    this.owner.start({ settleMs: remembered.length > 0 ? 3 * this.options.heartbeatMs : 0 })
     this.writeReadyFile()
     this.log.info({ peerId: this.mesh.peerId.toString(), api: this.apiUrl, multiaddrs: this.mesh.multiaddrs(), epoch: this.epoch }, 'agent ready')
   }
@@ -276,13 +310,23 @@ export class Agent {
   private async serveProtocols (): Promise<void> {
     const strike = (peer: string, reason: string): void => { this.penalties.strike(peer, reason) }
     await serveTensors({ node: this.mesh, local: this.stages, penalties: this.penalties, log: this.log.child({ mod: 'tensor' }) })
+    this.generate = generateService()({ registrar: this.mesh.libp2p, dialer: this.mesh.libp2p, serving: block => this.host.serving(block), tokenizers: this.tokenizers, isBanned: peer => this.mesh.gate.isBanned(peer), onInvalid: strike, log: this.log.child({ mod: 'generate' }) })
+    await this.generate.start()
     await serveJson(this.mesh, ASSIGN_PROTOCOL, AssignRequestSchema, async (req, { peer }): Promise<AssignResponse> => {
-      if (req.op === 'stop') return { accepted: await this.host.stop(req.block, req.instance) }
+      if (req.op === 'stop') {
+        const held = this.host.term(req.block)
+        if (held > req.term) return { accepted: false, reason: `stale reconciler: term ${req.term} < ${held} held for block ${req.block}` }
+        const hosted = this.host.list().find(h => h.block === req.block && h.instance === req.instance)
+        if (hosted == null) return { accepted: false, reason: `no instance ${req.instance} here` }
+        // a drained stop answers at once; the instance finishes its sequences, then unloads
+        const stopping = this.host.stop(req.block, req.instance, { drainMs: req.drain ? 60_000 : 0 })
+        if (req.drain) { void stopping.catch(() => {}); return { accepted: true } }
+        return { accepted: await stopping }
+      }
       if ((req.component.runtime === 'external' || req.component.init != null) && !this.options.acceptRemoteProcesses) {
         return { accepted: false, reason: `${this.options.name} does not run external systems or init processes for peers (start it with --accept-remote-processes)` }
       }
       const hosted = this.host.list().find(h => h.block === req.block)
-      if (hosted != null && hosted.owner !== peer) return { accepted: false, reason: `${this.options.name} already runs block ${req.block} for another owner` }
       // re-check the node filter against this node's own readings now (the owner saw them a heartbeat ago)
       const own = this.owner.nodeViews(req.block).find(n => n.peerId === this.mesh.peerId.toString())
       const res = req.component.resources
@@ -292,8 +336,7 @@ export class Agent {
       if (!check.ok || check.placements.length === 0) {
         return { accepted: false, reason: check.ok ? `${this.options.name} no longer fits the node filter` : check.reasons.map(r => r.message).join('; ') }
       }
-      this.host.accept({ block: req.block, instance: req.instance, owner: peer, spec: { ...req.spec, id: req.block }, component: req.component })
-      return { accepted: true, status: 'pending' }
+      return this.owner.acceptHere(req.block, req.instance, { ...req.spec, id: req.block }, req.component, peer, req.term)
     }, { onInvalid: strike, maxFrameBytes: 256 * 1024 })
 
     await serveTunnel(this.mesh, INFER_PROTOCOL, async (req, { peer, signal }): Promise<TunnelResponse> => {
@@ -364,8 +407,10 @@ export class Agent {
     // blocks first: ending generations ends the response streams that would keep the API from closing
     await this.tasks.stopAll()
     await this.owner.stop()
+    await this.stateSync.stop().catch(() => {})
     await this.host.stopAll().catch((err: Error) => { this.log.warn({ err: err.message }, 'stopping instances failed') })
     await this.api?.close().catch(() => {})
+    await this.generate?.stop().catch(() => {})
     this.persistPeers()
     await this.mesh.stop().catch((err: Error) => { this.log.warn({ err: err.message }, 'mesh stop failed') })
     this.db.close()

@@ -42,6 +42,10 @@ export class AgentMetrics {
   readonly autoscaleMetric: Gauge<'block'>
   readonly routedRequests: Counter<'target'>
   readonly peerStrikes: Counter<'kind'>
+  readonly requestMigrations: Counter<'kind' | 'result'>
+  readonly stateChanges: Counter<'via'>
+  readonly stateRejected: Counter<'reason'>
+  readonly reconcilerClaims: Counter
   private readonly engines = new Map<string, ModelEngine>()
   private readonly windows = new Map<string, TokenWindow>()
 
@@ -98,6 +102,10 @@ export class AgentMetrics {
     this.autoscaleMetric = new Gauge({ name: 'blockmesh_autoscale_metric', help: 'The autoscaling metric of each owned block, last sample', labelNames: ['block'], registers })
     this.routedRequests = new Counter({ name: 'blockmesh_routed_requests_total', help: 'OpenAI requests by where they were served (local or remote)', labelNames: ['target'], registers })
     this.peerStrikes = new Counter({ name: 'blockmesh_peer_strikes_total', help: 'Offences by peers on the agent\'s protocols (malformed or oversized frames), by kind', labelNames: ['kind'], registers })
+    this.stateChanges = new Counter({ name: 'blockmesh_state_changes_total', help: 'Desired-state changes applied here, by how they came (local write, gossip, anti-entropy sync)', labelNames: ['via'], registers })
+    this.stateRejected = new Counter({ name: 'blockmesh_state_changes_rejected_total', help: 'Desired-state frames refused, by reason', labelNames: ['reason'], registers })
+    this.reconcilerClaims = new Counter({ name: 'blockmesh_reconciler_claims_total', help: 'Blocks this agent started reconciling (a new term: created here, or taken over)', registers })
+    this.requestMigrations = new Counter({ name: 'blockmesh_request_migrations_total', help: 'Requests whose block instance (kind instance) or vDAG stage (kind stage) died mid-generation: resumed elsewhere, or failed (over the limits, nothing to resume on)', labelNames: ['kind', 'result'], registers })
     this.heartbeatLag = new Histogram({
       name: 'blockmesh_heartbeat_lag_seconds',
       help: 'How late each heartbeat fired against its schedule',

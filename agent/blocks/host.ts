@@ -44,6 +44,8 @@ export interface Assignment {
   owner: string
   spec: BlockSpec
   component: ComponentSpec
+  /** the fence of the reconciler that placed it (orders from a lower term are refused) */
+  term?: number
 }
 
 /** How a local instance answers requests. */
@@ -66,7 +68,7 @@ export interface HostedView {
   initProcess: { url: string, pid: number } | null
 }
 
-interface Row { block_id: string, instance_id: string, owner: string, spec: string, component: string, status: BlockStatus, error: string | null, runtime: string | null }
+interface Row { block_id: string, instance_id: string, owner: string, spec: string, component: string, status: BlockStatus, error: string | null, runtime: string | null, term: number }
 
 interface Live {
   instance: string
@@ -116,18 +118,34 @@ export class InstanceHost {
     if (existing != null && existing.instance_id === a.instance) return this.view(existing)
     if (existing != null) void this.unload(a.block)
     const now = Date.now()
-    this.init.db.prepare(`INSERT INTO hosted (block_id, instance_id, owner, spec, component, status, error, runtime, created_at, updated_at)
-      VALUES (?, ?, ?, ?, ?, 'pending', NULL, NULL, ?, ?)
+    this.init.db.prepare(`INSERT INTO hosted (block_id, instance_id, owner, spec, component, status, error, runtime, created_at, updated_at, term)
+      VALUES (?, ?, ?, ?, ?, 'pending', NULL, NULL, ?, ?, ?)
       ON CONFLICT(block_id) DO UPDATE SET instance_id = excluded.instance_id, owner = excluded.owner, spec = excluded.spec,
-        component = excluded.component, status = 'pending', error = NULL, runtime = NULL, updated_at = excluded.updated_at`)
-      .run(a.block, a.instance, a.owner, JSON.stringify({ ...spec, id: a.block }), JSON.stringify(component), now, now)
+        component = excluded.component, status = 'pending', error = NULL, runtime = NULL, updated_at = excluded.updated_at, term = excluded.term`)
+      .run(a.block, a.instance, a.owner, JSON.stringify({ ...spec, id: a.block }), JSON.stringify(component), now, now, a.term ?? 0)
     this.start(a.block)
     return this.view(this.row(a.block) as Row)
   }
 
-  async stop (block: string, instance?: string): Promise<boolean> {
+  /** The fence of the instance of `block` here (0 when none or placed before fences existed). */
+  term (block: string): number {
+    return this.row(block)?.term ?? 0
+  }
+
+  /**
+   * Stops the instance of a block. With `drainMs`, new requests stop going to it at once (it no longer
+   * reports ready) and the sequences it is generating may finish, for up to drainMs, before it unloads.
+   */
+  async stop (block: string, instance?: string, opts: { drainMs?: number } = {}): Promise<boolean> {
     const row = this.row(block)
     if (row == null || (instance != null && row.instance_id !== instance)) return false
+    if (opts.drainMs != null && opts.drainMs > 0) {
+      this.setStatus(block, row.instance_id, 'pending')
+      const deadline = Date.now() + opts.drainMs
+      const busy = (): boolean => { const v = this.view(row); return v.activeSequences + v.queuedSequences > 0 }
+      while (busy() && Date.now() < deadline && this.row(block)?.instance_id === row.instance_id) await new Promise(resolve => setTimeout(resolve, 100))
+      if (this.row(block)?.instance_id !== row.instance_id) return true
+    }
     await this.unload(block)
     this.init.db.prepare('DELETE FROM hosted WHERE block_id = ? AND instance_id = ?').run(block, row.instance_id)
     this.init.log.info({ block, instance: row.instance_id }, 'instance stopped')
@@ -167,7 +185,8 @@ export class InstanceHost {
         queued: v.queuedSequences,
         tokensPerSecond: rate(v.block),
         affinity: spec.loadBalancing?.sessionAffinity ?? true,
-        sessionTtl: spec.loadBalancing?.sessionTtl ?? 600
+        sessionTtl: spec.loadBalancing?.sessionTtl ?? 600,
+        term: (this.row(v.block) as Row).term
       }
     })
   }

@@ -119,5 +119,24 @@ export const MIGRATIONS: Migration[] = [
         created_at INTEGER NOT NULL
       ) STRICT;
     `
+  },
+  {
+    version: 5,
+    name: 'replicated desired state (issue 13)',
+    sql: `
+      -- the signed Automerge changes of the mesh's desired state (components, blocks, vDAGs, split plans),
+      -- every writer's: an agent rebuilds the document from them at start and serves them to peers
+      CREATE TABLE state_changes (
+        hash        TEXT PRIMARY KEY,
+        actor       TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        writer      TEXT NOT NULL,
+        frame       BLOB NOT NULL,
+        received_at INTEGER NOT NULL,
+        UNIQUE (actor, seq)
+      ) STRICT;
+      -- host side: the fence of the reconciler that placed an instance (orders from lower terms are refused)
+      ALTER TABLE hosted ADD COLUMN term INTEGER NOT NULL DEFAULT 0;
+    `
   }
 ]

@@ -1,8 +1,5 @@
 import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
-import type { Db } from '../db/database.ts'
-import { NotFoundError } from '../errors.ts'
-import { ConflictError } from './components.ts'
 import { AutoscalingSchema, LoadBalancingSchema, PolicySchema } from '../scheduler/policy.ts'
 
 export const BLOCK_STATUSES = ['pending', 'loading', 'ready', 'failed'] as const
@@ -57,70 +54,6 @@ export interface BlockRecord {
   updatedAt: string
 }
 
-interface Row { id: string, component_uri: string, spec: string, status: BlockStatus, error: string | null, runtime: string | null, created_at: number, updated_at: number }
-
-/** A stored spec with today's defaults filled in (a spec stored by an older agent may lack newer fields). */
-function specOf (r: Row): BlockSpec {
-  const raw = JSON.parse(r.spec) as Record<string, unknown>
-  const parsed = BlockSpecSchema.safeParse(raw)
-  return (parsed.success ? { ...parsed.data, id: r.id } : raw) as BlockSpec
-}
-
-function toRecord (r: Row): BlockRecord {
-  return {
-    id: r.id,
-    component: r.component_uri,
-    spec: specOf(r),
-    status: r.status,
-    error: r.error,
-    runtime: r.runtime == null ? null : JSON.parse(r.runtime) as BlockRuntime,
-    createdAt: new Date(r.created_at).toISOString(),
-    updatedAt: new Date(r.updated_at).toISOString()
-  }
-}
-
 export function newBlockId (componentName: string): string {
   return `${componentName.slice(0, 55)}-${randomBytes(3).toString('hex')}`
-}
-
-/** Blocks of this agent in SQLite (table blocks): desired state plus last known status. */
-export class BlockStore {
-  private readonly db: Db
-  constructor (db: Db) { this.db = db }
-
-  insert (spec: BlockSpec): BlockRecord {
-    const now = Date.now()
-    try {
-      this.db.prepare('INSERT INTO blocks (id, component_uri, spec, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
-        .run(spec.id, spec.component, JSON.stringify(spec), 'pending', now, now)
-    } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new ConflictError(`block ${spec.id} exists`)
-      throw err
-    }
-    return this.get(spec.id)
-  }
-
-  get (id: string): BlockRecord {
-    const row = this.db.prepare('SELECT * FROM blocks WHERE id = ?').get(id) as Row | undefined
-    if (row == null) throw new NotFoundError(`no block ${id}`)
-    return toRecord(row)
-  }
-
-  find (id: string): BlockRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM blocks WHERE id = ?').get(id) as Row | undefined
-    return row == null ? undefined : toRecord(row)
-  }
-
-  list (): BlockRecord[] {
-    return (this.db.prepare('SELECT * FROM blocks ORDER BY created_at, id').all() as Row[]).map(toRecord)
-  }
-
-  setStatus (id: string, status: BlockStatus, fields: { error?: string | null, runtime?: BlockRuntime | null } = {}): void {
-    this.db.prepare(`UPDATE blocks SET status = ?, error = ?, runtime = COALESCE(?, runtime), updated_at = ? WHERE id = ?`)
-      .run(status, fields.error ?? null, fields.runtime === undefined ? null : JSON.stringify(fields.runtime), Date.now(), id)
-  }
-
-  delete (id: string): void {
-    this.db.prepare('DELETE FROM blocks WHERE id = ?').run(id)
-  }
 }

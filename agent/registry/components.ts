@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import type { Db } from '../db/database.ts'
+import type { DesiredState } from '../state/replica.ts'
 import { AgentError, NotFoundError } from '../errors.ts'
 import { parseSize } from '../hardware/gpus.ts'
 
@@ -150,39 +150,47 @@ export class ConflictError extends AgentError {
   }
 }
 
-/** Components in SQLite (table components). */
+/**
+ * Components, in the mesh's replicated desired state (agent/state): a component registered on any agent
+ * is known to every agent. A component version is immutable: publish a new version to change it.
+ */
 export class ComponentRegistry {
-  private readonly db: Db
-  constructor (db: Db) { this.db = db }
+  private readonly state: DesiredState
+  constructor (state: DesiredState) { this.state = state }
 
-  create (spec: ComponentSpec): Component {
+  async create (spec: ComponentSpec): Promise<Component> {
     const uri = componentUri(spec)
-    const now = Date.now()
-    try {
-      this.db.prepare('INSERT INTO components (uri, name, version, spec, created_at) VALUES (?, ?, ?, ?, ?)')
-        .run(uri, spec.name, spec.version, JSON.stringify(spec), now)
-    } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new ConflictError(`component ${uri} exists; publish a new version instead`)
-      throw err
-    }
-    return { uri, spec, createdAt: new Date(now).toISOString() }
+    const e = await this.state.put('components', uri, spec, current => {
+      if (current != null) throw new ConflictError(`component ${uri} exists; publish a new version instead`)
+    })
+    return { uri, spec, createdAt: new Date(e.created).toISOString() }
+  }
+
+  find (uri: string): Component | undefined {
+    const e = this.state.get<unknown>('components', uri)
+    if (e == null) return undefined
+    const parsed = ComponentSpecSchema.safeParse(e.value)
+    return parsed.success ? { uri, spec: parsed.data, createdAt: new Date(e.created).toISOString() } : undefined
   }
 
   get (uri: string): Component {
-    const row = this.db.prepare('SELECT uri, spec, created_at AS createdAt FROM components WHERE uri = ?').get(uri) as { uri: string, spec: string, createdAt: number } | undefined
-    if (row == null) throw new NotFoundError(`no component ${uri}`)
-    return { uri: row.uri, spec: ComponentSpecSchema.parse(JSON.parse(row.spec)), createdAt: new Date(row.createdAt).toISOString() }
+    const c = this.find(uri)
+    if (c == null) throw new NotFoundError(`no component ${uri}`)
+    return c
   }
 
   list (): Component[] {
-    const rows = this.db.prepare('SELECT uri, spec, created_at AS createdAt FROM components ORDER BY name, created_at').all() as Array<{ uri: string, spec: string, createdAt: number }>
-    return rows.map(r => ({ uri: r.uri, spec: ComponentSpecSchema.parse(JSON.parse(r.spec)), createdAt: new Date(r.createdAt).toISOString() }))
+    return this.state.list<unknown>('components')
+      .map(e => this.find(e.id))
+      .filter((c): c is Component => c != null)
+      .sort((a, b) => a.spec.name.localeCompare(b.spec.name) || a.createdAt.localeCompare(b.createdAt))
   }
 
-  delete (uri: string): void {
+  async delete (uri: string): Promise<void> {
     this.get(uri)
-    const users = this.db.prepare('SELECT id FROM blocks WHERE component_uri = ?').pluck().all(uri) as string[]
-    if (users.length > 0) throw new ConflictError(`component ${uri} is used by block(s) ${users.join(', ')}; delete them first`)
-    this.db.prepare('DELETE FROM components WHERE uri = ?').run(uri)
+    await this.state.remove('components', uri, () => {
+      const users = this.state.list<{ spec: { component: string } }>('blocks').filter(b => b.value?.spec?.component === uri).map(b => b.id)
+      if (users.length > 0) throw new ConflictError(`component ${uri} is used by block(s) ${users.join(', ')}; delete them first`)
+    })
   }
 }

@@ -54,7 +54,7 @@ export async function deployPlan (plan: ModelPlan, deps: { owner: BlockOwner, co
     const spec = parsed.data
     const uri = componentUri(spec)
     try {
-      deps.components.create(spec)
+      await deps.components.create(spec)
     } catch (err) {
       if (!(err instanceof ConflictError)) throw err
       if (deps.components.get(uri).spec.model?.md5 !== spec.model?.md5) throw new ConflictError(`component ${uri} exists with another model file`)
@@ -83,5 +83,5 @@ export async function deployPlan (plan: ModelPlan, deps: { owner: BlockOwner, co
     contextLength: plan.vdag.contextLength,
     tokenizer: plan.vdag.tokenizer
   })
-  return { vdag: deps.vdags.create(spec, spec.contextLength as number), blocks }
+  return { vdag: await deps.vdags.create(spec, spec.contextLength as number), blocks }
 }

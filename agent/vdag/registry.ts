@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import type { Db } from '../db/database.ts'
+import type { DesiredState } from '../state/replica.ts'
 import { NotFoundError, ValidationError } from '../errors.ts'
 import { ConflictError, GenerationDefaultsSchema, TokenizerSchema } from '../registry/components.ts'
 import type { VdagReport } from '../../mesh/capacity/record.ts'
@@ -47,28 +47,33 @@ export function chainOrder (spec: Pick<VdagSpec, 'nodes' | 'edges'>): string[] {
 
 export interface Vdag { name: string, spec: VdagSpec, stages: string[], contextLength: number, createdAt: string }
 
-/** vDAGs this agent owns (table vdags); they are gossiped so any agent can serve them. */
+/** vDAGs, in the mesh's replicated desired state (agent/state): any agent serves a vDAG, whoever created it. */
 export class VdagStore {
-  private readonly db: Db
-  constructor (db: Db) { this.db = db }
-
-  create (spec: VdagSpec, contextLength: number): Vdag {
-    const stages = chainOrder(spec)
-    const now = Date.now()
-    try {
-      this.db.prepare('INSERT INTO vdags (name, spec, created_at) VALUES (?, ?, ?)').run(spec.name, JSON.stringify({ ...spec, contextLength }), now)
-    } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new ConflictError(`vDAG ${spec.name} exists`)
-      throw err
-    }
-    return { name: spec.name, spec: { ...spec, contextLength }, stages, contextLength, createdAt: new Date(now).toISOString() }
+  private readonly state: DesiredState
+  private cached: Vdag[] | null = null
+  constructor (state: DesiredState) {
+    this.state = state
+    state.onChange(keys => { if (keys.some(k => k.startsWith('vdags/'))) this.cached = null })
   }
 
-  list (): Vdag[] {
-    return (this.db.prepare('SELECT name, spec, created_at AS createdAt FROM vdags ORDER BY created_at').all() as Array<{ name: string, spec: string, createdAt: number }>).map(r => {
-      const spec = VdagSpecSchema.parse(JSON.parse(r.spec))
-      return { name: r.name, spec, stages: chainOrder(spec), contextLength: spec.contextLength as number, createdAt: new Date(r.createdAt).toISOString() }
+  async create (spec: VdagSpec, contextLength: number): Promise<Vdag> {
+    const stages = chainOrder(spec)
+    const e = await this.state.put('vdags', spec.name, { ...spec, contextLength }, current => {
+      if (current != null) throw new ConflictError(`vDAG ${spec.name} exists`)
     })
+    return { name: spec.name, spec: { ...spec, contextLength }, stages, contextLength, createdAt: new Date(e.created).toISOString() }
+  }
+
+  /** Every valid vDAG (a stored one that fails today's schema is skipped), parsed once per change. */
+  list (): Vdag[] {
+    this.cached ??= this.state.list<unknown>('vdags').flatMap(e => {
+      const parsed = VdagSpecSchema.safeParse(e.value)
+      if (!parsed.success) return []
+      try {
+        return [{ name: e.id, spec: parsed.data, stages: chainOrder(parsed.data), contextLength: parsed.data.contextLength as number, createdAt: new Date(e.created).toISOString() }]
+      } catch { return [] }
+    })
+    return this.cached
   }
 
   find (name: string): Vdag | undefined {
@@ -81,9 +86,9 @@ export class VdagStore {
     return v
   }
 
-  delete (name: string): void {
+  async delete (name: string): Promise<void> {
     this.get(name)
-    this.db.prepare('DELETE FROM vdags WHERE name = ?').run(name)
+    await this.state.remove('vdags', name)
   }
 
   reports (): VdagReport[] {

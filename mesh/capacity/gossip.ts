@@ -8,9 +8,9 @@ import { CapacityFrameError } from '../errors.ts'
 import { Penalties } from '../penalties.ts'
 import type { RejectReason } from '../errors.ts'
 import {
-  CAPACITY_TOPIC, MAX_LINKS, MAX_PROVIDERS, compareRecords, decodeCapacityRecord, encodeCapacityRecord
+  CAPACITY_TOPIC, MAX_LINKS, MAX_PROVIDERS, MAX_RECONCILES, compareRecords, decodeCapacityRecord, encodeCapacityRecord
 } from './record.ts'
-import type { CapacityRecord, InstanceReport, ProviderStatus, Readings, VdagReport } from './record.ts'
+import type { CapacityRecord, InstanceReport, ProviderStatus, Readings, ReconcileReport, VdagReport } from './record.ts'
 
 export interface CapacityIdentity {
   name: string
@@ -50,6 +50,10 @@ export interface CapacityGossipInit {
   vdags?: () => VdagReport[]
   /** execution providers that load here (and why the others do not), for its record */
   providers?: () => ProviderStatus[]
+  /** digest of the desired state held here, for its record */
+  state?: () => string
+  /** blocks reconciled here, for its record */
+  reconciles?: () => ReconcileReport[]
   observer?: CapacityObserver
   log?: MeshLogger
   now?: () => number
@@ -76,7 +80,7 @@ const MAX_REMEMBERED_PEERS = 4096
  */
 export class CapacityGossip {
   private readonly node: MeshNode
-  private readonly init: Required<Omit<CapacityGossipInit, 'observer' | 'log' | 'now' | 'instances' | 'vdags' | 'providers'>> & Pick<CapacityGossipInit, 'instances' | 'vdags' | 'providers'>
+  private readonly init: Required<Omit<CapacityGossipInit, 'observer' | 'log' | 'now' | 'instances' | 'vdags' | 'providers' | 'state' | 'reconciles'>> & Pick<CapacityGossipInit, 'instances' | 'vdags' | 'providers' | 'state' | 'reconciles'>
   private readonly observer: CapacityObserver
   private readonly log: MeshLogger
   private readonly now: () => number
@@ -195,7 +199,9 @@ export class CapacityGossip {
       instances: (this.init.instances?.() ?? []).slice(0, 64),
       vdags: (this.init.vdags?.() ?? []).slice(0, 16),
       links: this.node.connectedPeers().slice(0, MAX_LINKS),
-      providers: (this.init.providers?.() ?? []).slice(0, MAX_PROVIDERS)
+      providers: (this.init.providers?.() ?? []).slice(0, MAX_PROVIDERS),
+      ...(this.init.state != null ? { state: this.init.state() } : {}),
+      reconciles: (this.init.reconciles?.() ?? []).slice(0, MAX_RECONCILES)
     }
     try {
       const frame = await encodeCapacityRecord(record, this.node.privateKey)

@@ -67,7 +67,9 @@ export const InstanceReportSchema = z.object({
   tokensPerSecond: nonNeg,
   /** load balancing the owner asked for: session affinity and its TTL (s) */
   affinity: z.boolean(),
-  sessionTtl: z.number().int().min(0).max(86_400)
+  sessionTtl: z.number().int().min(0).max(86_400),
+  /** the fence (term) of the reconciler that placed it (absent from older agents) */
+  term: z.number().int().min(0).max(2 ** 40).optional()
 })
 export type InstanceReport = z.infer<typeof InstanceReportSchema>
 
@@ -80,6 +82,17 @@ export const VdagReportSchema = z.object({
   tokenizer: z.object({ type: z.literal('bundle'), url: text(1024), md5: z.string().regex(/^[a-f0-9]{32}$/) }).optional()
 })
 export type VdagReport = z.infer<typeof VdagReportSchema>
+
+/** A block this node reconciles (places and replaces instances of), with its fence and last outcome. */
+export const ReconcileReportSchema = z.object({
+  block: text(64),
+  term: z.number().int().min(0).max(2 ** 40),
+  target: z.number().int().min(0).max(1024),
+  status: z.enum(['pending', 'loading', 'ready', 'failed']),
+  error: text(200).nullable()
+})
+export type ReconcileReport = z.infer<typeof ReconcileReportSchema>
+export const MAX_RECONCILES = 64
 
 /** Providers a record lists, at most, and the length of a reason. */
 export const MAX_PROVIDERS = 8
@@ -114,7 +127,11 @@ export const CapacityRecordSchema = z.object({
   /** peers this node has a live connection to (for topology views; absent from older agents) */
   links: z.array(text(128)).max(MAX_LINKS).default([]),
   /** execution providers probed at start (empty until the probe ends, and from older agents) */
-  providers: z.array(ProviderStatusSchema).max(MAX_PROVIDERS).default([])
+  providers: z.array(ProviderStatusSchema).max(MAX_PROVIDERS).default([]),
+  /** digest of the desired state this node holds (peers with another digest pull from each other) */
+  state: z.string().regex(/^[a-f0-9]{16}$/).optional(),
+  /** blocks this node reconciles, with their fences (absent from older agents) */
+  reconciles: z.array(ReconcileReportSchema).max(MAX_RECONCILES).optional()
 })
 export type CapacityRecord = z.infer<typeof CapacityRecordSchema>
 

@@ -6,14 +6,14 @@ import { parseWith } from '../validate.ts'
 export function registerComponentRoutes (app: FastifyInstance, ctx: ApiContext): void {
   app.post('/api/components', async (req, reply) => {
     const spec = parseWith(ComponentSpecSchema, req.body)
-    const component = ctx.components.create(spec)
+    const component = await ctx.components.create(spec)
     ctx.log.info({ component: component.uri }, 'component created')
     return await reply.status(201).send(component)
   })
   app.get('/api/components', async () => ({ components: ctx.components.list() }))
   app.get<{ Params: { uri: string } }>('/api/components/:uri', async (req) => ctx.components.get(req.params.uri))
   app.delete<{ Params: { uri: string } }>('/api/components/:uri', async (req) => {
-    ctx.components.delete(req.params.uri)
+    await ctx.components.delete(req.params.uri)
     return { deleted: req.params.uri }
   })
 }

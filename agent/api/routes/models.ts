@@ -59,7 +59,7 @@ export function registerModelRoutes (app: FastifyInstance, ctx: ApiContext): voi
       const spec = ComponentSpecSchema.parse(imported.spec)
       const uri = `${spec.name}:${spec.version}`
       const existing = ctx.components.list().find(c => c.uri === uri)
-      const component = existing ?? ctx.components.create(spec)
+      const component = existing ?? await ctx.components.create(spec)
       ctx.log.info({ component: component.uri, source: body.source, cached: imported.cached }, existing != null ? 'model already registered' : 'model added')
       const result = { type: 'done' as const, component, cached: imported.cached, existed: existing != null }
       if (!streaming) return await reply.status(existing != null ? 200 : 201).send(result)

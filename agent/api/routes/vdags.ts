@@ -24,8 +24,8 @@ export function registerVdagRoutes (app: FastifyInstance, ctx: ApiContext): void
     const first = spec.nodes.find(n => !spec.edges.some(e => e.to === n.id))?.block
     let contextLength = spec.contextLength
     if (contextLength == null && first != null && ctx.owner.has(first)) contextLength = ctx.components.get(ctx.owner.get(first).component).spec.contextLength
-    if (contextLength == null) throw new ValidationError('contextLength is required (the first stage block is not owned here)', [{ field: 'contextLength', message: 'required' }])
-    return await reply.status(201).send(ctx.vdags.create(spec, contextLength))
+    if (contextLength == null) throw new ValidationError('contextLength is required (the first stage block is unknown)', [{ field: 'contextLength', message: 'required' }])
+    return await reply.status(201).send(await ctx.vdags.create(spec, contextLength))
   })
   app.get('/api/vdags', async () => ({ vdags: ctx.vdags.list().map(v => ({ ...v, ready: ctx.router.models().includes(v.name) })) }))
   app.get<{ Params: { name: string } }>('/api/vdags/:name', async (req) => {
@@ -33,7 +33,7 @@ export function registerVdagRoutes (app: FastifyInstance, ctx: ApiContext): void
     return { ...v, ready: ctx.router.models().includes(v.name), route: ctx.router.vdagRoute({ name: v.name, stages: v.stages, contextLength: v.contextLength }) }
   })
   app.delete<{ Params: { name: string } }>('/api/vdags/:name', async (req) => {
-    ctx.vdags.delete(req.params.name)
+    await ctx.vdags.delete(req.params.name)
     return { deleted: req.params.name }
   })
 
