@@ -15,6 +15,7 @@ import { runActivationBench, activationMarkdown } from './activations.ts'
 import { runDashboardBench, dashboardMarkdown } from './dashboard.ts'
 import { runRealModelBench, realModelMarkdown } from './real-model.ts'
 import { runGraphProfile, graphMarkdown } from './graph-profile.ts'
+import { runLoadBench, loadMarkdown } from './load.ts'
 
 const { values } = parseArgs({
   options: {
@@ -23,10 +24,10 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false }
   }
 })
-const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,dashboard').split(',').map(s => s.trim()))
+const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,load,dashboard').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'dashboard', 'real', 'graph']
+const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'load', 'dashboard', 'real', 'graph']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -65,6 +66,10 @@ if (only.has('vdag')) {
   const v = await runVdagBench({ quick: values.quick, log })
   const act = await runActivationBench({ quick: values.quick, hidden: 768, log })
   writeSection('vdag', 'vDAG: a model served across peers', `${vdagMarkdown(v)}\n\n### Activation stream: libp2p ÷ raw TCP\n\n${activationMarkdown(act)}`)
+}
+if (only.has('load')) {
+  log('load: 100 concurrent streamed chats through one agent, to a block on 3 agents and to a 3-stage vDAG')
+  writeSection('load', 'Load: 100 concurrent streamed chats through one agent', loadMarkdown(await runLoadBench({ quick: values.quick, log })))
 }
 if (only.has('dashboard')) {
   log('dashboard: live updates over the event stream vs polling')

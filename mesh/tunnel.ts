@@ -5,6 +5,28 @@ import type { MeshNode } from './node.ts'
 import { parsePeerId } from './node.ts'
 import { RemoteError, decodeJson, encodeJson, firstIssue } from './rpc.ts'
 import type { RpcOptions } from './rpc.ts'
+import { PeerStreamSlots, releaseOnClose } from './tensor.ts'
+
+/**
+ * Tunnel streams one connection may carry at once, in each direction (libp2p's defaults are 32
+ * inbound and 64 outbound). One stream is one forwarded request, served by an instance whose
+ * engine decodes at most its block's maxBatch (≤ 256, agent/registry/blocks.ts) sequences at a time
+ * and queues the rest; 256 lets one forwarding peer keep even the largest batch full, while the
+ * server holds at most 256 request bodies (each ≤ maxBodyBytes) per connection. openTunnel never
+ * goes past it: a request beyond it waits for one of that peer's tunnels to close.
+ */
+export const TUNNEL_MAX_STREAMS = 256
+
+const slots = new WeakMap<MeshNode, Map<string, PeerStreamSlots>>()
+
+/** This node's open tunnels of `protocol` per peer (each at most TUNNEL_MAX_STREAMS). */
+export function tunnelSlots (node: MeshNode, protocol: string): PeerStreamSlots {
+  let m = slots.get(node)
+  if (m == null) { m = new Map(); slots.set(node, m) }
+  let s = m.get(protocol)
+  if (s == null) { s = new PeerStreamSlots(TUNNEL_MAX_STREAMS, protocol); m.set(protocol, s) }
+  return s
+}
 
 /**
  * A streamed request/response tunnel over one libp2p stream:
@@ -70,14 +92,27 @@ export async function serveTunnel (node: MeshNode, protocol: string, handler: (r
     } catch (err) {
       if (stream.status === 'open') stream.abort(err as Error)
     }
-  }, { maxInboundStreams: opts.maxInboundStreams ?? 64 })
+  }, {
+    maxInboundStreams: opts.maxInboundStreams ?? TUNNEL_MAX_STREAMS,
+    // libp2p takes a handled protocol's outbound limit from here, not from dialProtocol's options
+    maxOutboundStreams: TUNNEL_MAX_STREAMS
+  })
 }
 
 /** Opens a tunnel to `peer`; the response body streams until the server ends it. Aborting `signal` tears the stream down. */
 export async function openTunnel (node: MeshNode, peer: string, protocol: string, req: TunnelRequest, opts: TunnelOptions & { signal?: AbortSignal } = {}): Promise<TunnelResponse> {
   const maxBody = opts.maxBodyBytes ?? 1024 * 1024
   const signal = opts.signal ?? new AbortController().signal
-  const stream: Stream = await node.libp2p.dialProtocol(parsePeerId(peer), protocol, { signal: AbortSignal.any([signal, AbortSignal.timeout(opts.timeoutMs ?? 15_000)]) })
+  // beyond TUNNEL_MAX_STREAMS to this peer, wait for one of its tunnels to close
+  const release = await tunnelSlots(node, protocol).acquire(peer, signal)
+  let stream: Stream
+  try {
+    stream = await node.libp2p.dialProtocol(parsePeerId(peer), protocol, { signal: AbortSignal.any([signal, AbortSignal.timeout(opts.timeoutMs ?? 15_000)]), maxOutboundStreams: TUNNEL_MAX_STREAMS })
+  } catch (err) {
+    release()
+    throw err
+  }
+  releaseOnClose(stream, release)
   const onAbort = (): void => { stream.abort(new Error('aborted by the client')) }
   signal.addEventListener('abort', onAbort, { once: true })
   try {

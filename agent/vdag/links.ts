@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import type { MeshNode } from '../../mesh/node.ts'
 import { parsePeerId } from '../../mesh/node.ts'
-import { TENSOR_PROTOCOL, TensorChannel, asFloat32, float32Bytes } from '../../mesh/tensor.ts'
+import { PeerStreamSlots, TENSOR_MAX_STREAMS, TENSOR_PROTOCOL, TensorChannel, asFloat32, float32Bytes, releaseOnClose } from '../../mesh/tensor.ts'
 import type { StageEngine } from '../executor/stage-engine.ts'
 import type { StageSampling } from '../executor/stage-protocol.ts'
 import type { TokenLogprob } from '../executor/sampling.ts'
@@ -87,6 +87,15 @@ export class LocalStageLink implements StageLink {
   }
 }
 
+const slots = new WeakMap<MeshNode, PeerStreamSlots>()
+
+/** This node's tensor streams per peer (each at most TENSOR_MAX_STREAMS, the limit the peer's handler accepts). */
+export function tensorSlots (node: MeshNode): PeerStreamSlots {
+  let s = slots.get(node)
+  if (s == null) { s = new PeerStreamSlots(TENSOR_MAX_STREAMS, 'tensor'); slots.set(node, s) }
+  return s
+}
+
 /** A stage on a peer, over /blockmesh/tensor/1.0.0: tokens or activations out, the token back. */
 export class RemoteStageLink implements StageLink {
   private readonly channel: TensorChannel
@@ -98,7 +107,16 @@ export class RemoteStageLink implements StageLink {
   }
 
   static async open (node: MeshNode, hop: RouteHop, seq: string, rest: RouteHop[], opts: { sampling: StageSampling, returnLogits: boolean }, signal?: AbortSignal): Promise<RemoteStageLink> {
-    const stream = await node.libp2p.dialProtocol(parsePeerId(hop.peer), TENSOR_PROTOCOL, { signal: AbortSignal.any([AbortSignal.timeout(15_000), ...(signal != null ? [signal] : [])]) })
+    // one stream per sequence per hop: beyond TENSOR_MAX_STREAMS to this peer, wait for one to close
+    const release = await tensorSlots(node).acquire(hop.peer, signal)
+    let stream
+    try {
+      stream = await node.libp2p.dialProtocol(parsePeerId(hop.peer), TENSOR_PROTOCOL, { signal: AbortSignal.any([AbortSignal.timeout(15_000), ...(signal != null ? [signal] : [])]), maxOutboundStreams: TENSOR_MAX_STREAMS })
+    } catch (err) {
+      release()
+      throw err
+    }
+    releaseOnClose(stream, release)
     const channel = new TensorChannel(stream)
     try {
       await channel.send({ kind: 'open', seq, meta: { block: hop.block, route: rest, sampling: opts.sampling, returnLogits: opts.returnLogits } }, undefined, signal)

@@ -1,6 +1,6 @@
 import type { MeshNode } from '../../mesh/node.ts'
 import type { Penalties } from '../../mesh/penalties.ts'
-import { TENSOR_PROTOCOL, TensorChannel, TensorFrameError, asFloat32, asInt32 } from '../../mesh/tensor.ts'
+import { TENSOR_MAX_STREAMS, TENSOR_PROTOCOL, TensorChannel, TensorFrameError, asFloat32, asInt32 } from '../../mesh/tensor.ts'
 import type { MeshLogger } from '../../mesh/node.ts'
 import { MAX_MASK_BASE64, OpenMetaSchema, openRoute } from './links.ts'
 import type { LocalStages, StageLink } from './links.ts'
@@ -108,5 +108,10 @@ export async function serveTensors (init: TensorServiceInit): Promise<void> {
     } finally {
       link?.close()
     }
-  }, { maxInboundStreams: 256 })
+  }, {
+    // one stream per sequence per hop, both ways (this agent also dials the next stage): see TENSOR_MAX_STREAMS.
+    // libp2p takes a handled protocol's outbound limit from here, not from dialProtocol's options
+    maxInboundStreams: TENSOR_MAX_STREAMS,
+    maxOutboundStreams: TENSOR_MAX_STREAMS
+  })
 }
