@@ -17,7 +17,19 @@ export interface EngineOptions {
 }
 
 
-export interface GenerationResult { reason: FinishReason, promptTokens: number, completionTokens: number, error?: string }
+export interface GenerationResult {
+  reason: FinishReason
+  promptTokens: number
+  completionTokens: number
+  error?: string
+  /** with reason error: an OpenAI-style error code for the client (default generation_failed) */
+  code?: string
+  /**
+   * with reason error: the instance went away under the sequence (its worker exited, its peer or the
+   * stream to it is gone), not a fault of the request, so it can be resumed elsewhere (agent/serving/migrate.ts)
+   */
+  lost?: boolean
+}
 
 /** One running generation: tokens as they come, the outcome when it ends, and a way to stop it. */
 export interface Generation {
@@ -187,7 +199,7 @@ export class ModelEngine extends EventEmitter {
   }
 
   private fail (err: Error): void {
-    this.endAll({ reason: 'error', promptTokens: 0, completionTokens: 0, error: err.message })
+    this.endAll({ reason: 'error', promptTokens: 0, completionTokens: 0, error: err.message, lost: true })
     if (!this.closed) {
       this.closed = true
       this.emit('crashed', err)

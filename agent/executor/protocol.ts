@@ -36,6 +36,12 @@ export interface GenerateParams extends SamplingControls {
   /** tokens that end the sequence (not emitted), e.g. EOS */
   stopTokens: number[]
   constraint?: ConstraintParams
+  /**
+   * A resumed sequence (request migration): the last `resumed` prompt tokens are output an earlier
+   * run already generated. They count for the penalties, the JSON constraint advances over them and
+   * the seeded generator skips their draws, so the sequence goes on as if it had never stopped.
+   */
+  resumed?: number
 }
 
 export interface GenerateRequest extends GenerateParams {

@@ -194,6 +194,18 @@ export class SequenceSampler {
     if (this.repetition !== 1) for (let i = 0; i < prompt.length; i++) this.seen.add(prompt[i])
   }
 
+  /**
+   * A resumed sequence (its prompt ends with tokens an earlier run generated): counts them for the
+   * penalties as if this sampler had picked them. The generator is advanced separately (skipDraws).
+   */
+  resume (generated: ArrayLike<number>): void {
+    for (let i = 0; i < generated.length; i++) {
+      const token = generated[i]
+      if (this.repetition !== 1) this.seen.add(token)
+      if (this.presence !== 0 || this.frequency !== 0) this.counts.set(token, (this.counts.get(token) ?? 0) + 1)
+    }
+  }
+
   next (row: Float32Array, mask: Uint8Array | null = null): SampledToken {
     if (this.plain && mask == null) return { token: sampleToken(row, this.p, this.rng) }
     const logits = Float32Array.from(row)
@@ -207,4 +219,14 @@ export class SequenceSampler {
     if (this.presence !== 0 || this.frequency !== 0) this.counts.set(token, (this.counts.get(token) ?? 0) + 1)
     return logprob != null ? { token, logprob } : { token }
   }
+}
+
+/**
+ * Advances a sequence's generator past `n` tokens it sampled before (a resumed sequence): sampling
+ * draws exactly one number per token when the temperature is above 0, none when greedy. So a seed
+ * reproduces the same tokens after a replay as in one uninterrupted run.
+ */
+export function skipDraws (rng: Rng, p: SamplingParams, n: number): void {
+  if (p.temperature <= 0) return
+  for (let i = 0; i < n; i++) rng.next()
 }

@@ -68,9 +68,9 @@ export class StageEngine extends EventEmitter {
     if (this.closed) throw new EngineError('the stage is unloaded', 'closed')
     const id = this.nextId++
     this.sequences.add(seq)
-    // the sampling settings go with every step (the worker keeps them from the first); the prompt only with the first
+    // the sampling settings go with every step (the worker keeps them from the first); the prompt and history only with the first
     let sampling = opts.sampling
-    if (sampling?.prompt != null && pastLen > 0) { const { prompt: _, ...rest } = sampling; sampling = rest }
+    if ((sampling?.prompt != null || sampling?.history != null) && pastLen > 0) { const { prompt: _, history: __, ...rest } = sampling; sampling = rest }
     const extra = { sampling, returnLogits: opts.returnLogits, ...(opts.mask != null && this.info.last ? { mask: opts.mask } : {}) }
     const msg: ToStageWorker = 'tokens' in input
       ? { type: 'step', id, seq, pastLen, tokens: input.tokens, seqLen: input.tokens.length, ...extra }

@@ -9,8 +9,12 @@ export interface StageWorkerInit {
   maxBatch: number
 }
 
-/** How the last stage picks tokens. `prompt` (for the repetition penalty) is needed on the sequence's first step only. */
-export interface StageSampling extends SamplingControls { temperature: number, topP: number, seed: number, prompt?: number[] }
+/**
+ * How the last stage picks tokens. `prompt` (for the repetition penalty) is needed on the sequence's first step only.
+ * `history`: a resumed sequence (request migration) whose prompt is followed by these already-generated tokens;
+ * they count for the penalties and the generator skips their draws.
+ */
+export interface StageSampling extends SamplingControls { temperature: number, topP: number, seed: number, prompt?: number[], history?: number[] }
 
 export interface StageStepRequest {
   type: 'step'

@@ -11,7 +11,7 @@ import type { Tensor } from 'onnxruntime-node'
 import { createSession } from './providers.ts'
 import { int64 } from './feeds.ts'
 import type { Feeds } from './feeds.ts'
-import { SequenceSampler } from './sampling.ts'
+import { SequenceSampler, skipDraws } from './sampling.ts'
 import { Rng } from '../model/random.ts'
 import { io } from '../model/graph.ts'
 import { HIDDEN_IN, HIDDEN_OUT } from '../splitter/onnx-split.ts'
@@ -56,8 +56,14 @@ function reply (req: StageStepRequest, cache: Cache, out: Record<string, Tensor>
     const start = (row * S + S - 1) * info.vocab
     const last = logits.subarray(start, start + info.vocab)
     const s = req.sampling ?? { temperature: 0, topP: 1, seed: 0 }
-    cache.rng ??= new Rng(s.seed)
-    cache.sampler ??= new SequenceSampler(s, cache.rng, s.prompt)
+    if (cache.sampler == null) {
+      cache.rng = new Rng(s.seed)
+      cache.sampler = new SequenceSampler(s, cache.rng, s.prompt)
+      if (s.history != null && s.history.length > 0) {
+        cache.sampler.resume(s.history)
+        skipDraws(cache.rng, s, s.history.length)
+      }
+    }
     const copy = req.returnLogits === true ? Float32Array.from(last) : undefined
     const { token, logprob } = cache.sampler.next(last, req.mask ?? null)
     send({ type: 'result', id: req.id, seqLen: req.seqLen, token, logits: copy, ...(logprob != null ? { logprob } : {}) }, copy != null ? [copy.buffer as ArrayBuffer] : [])

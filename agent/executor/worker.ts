@@ -13,7 +13,7 @@ import type { Tensor } from 'onnxruntime-node'
 import { createSession } from './providers.ts'
 import { decoderShape, emptyPast, int64, presentAsPast, sequenceFeeds } from './feeds.ts'
 import type { DecoderShape, Feeds } from './feeds.ts'
-import { SequenceSampler, sampleToken } from './sampling.ts'
+import { SequenceSampler, sampleToken, skipDraws } from './sampling.ts'
 import type { TokenLogprob } from './sampling.ts'
 import { JsonConstraint, grammarFor, maskCount, vocabFor } from './json-constraint.ts'
 import { Rng } from '../model/random.ts'
@@ -70,6 +70,17 @@ port.on('message', (m: ToWorker) => {
         const v = vocabTexts.get(c.vocab.key)
         if (v == null) throw new Error(`unknown vocabulary ${c.vocab.key}`)
         seq.constraint = new JsonConstraint(grammarFor(c.vocab.key, c.grammarKey, c.grammar), vocabFor(c.vocab.key, () => v.texts, v.size), m.stopTokens)
+      }
+      const resumed = m.resumed ?? 0
+      if (resumed > 0) {
+        // a migrated sequence: its prompt ends with the output generated so far elsewhere
+        if (!Number.isInteger(resumed) || resumed > m.prompt.length) throw new Error(`resumed (${resumed}) must be a count of the prompt's last tokens`)
+        const generated = m.prompt.slice(m.prompt.length - resumed)
+        sampler.resume(generated)
+        skipDraws(rng, m, resumed)
+        for (const t of generated) {
+          if (seq.constraint != null && !seq.constraint.accept(t)) throw new Error(`constrained decoding: resumed token ${t} does not continue the JSON`)
+        }
       }
     } catch (err) {
       finish(seq, 'error', (err as Error).message)

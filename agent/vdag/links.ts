@@ -34,7 +34,8 @@ export const SamplingSchema = z.object({
   frequencyPenalty: z.number().min(-2).max(2).optional(),
   repetitionPenalty: z.number().gt(0).max(10).optional(),
   topLogprobs: z.number().int().min(0).max(20).optional(),
-  prompt: z.array(z.number().int().min(0).max(0x7fffffff)).max(1 << 20).optional()
+  prompt: z.array(z.number().int().min(0).max(0x7fffffff)).max(1 << 20).optional(),
+  history: z.array(z.number().int().min(0).max(0x7fffffff)).max(1 << 20).optional()
 }).strict()
 
 /** A token's logprob as it comes back from a peer's last stage. */
