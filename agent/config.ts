@@ -31,6 +31,12 @@ export const AgentOptionsSchema = z.object({
   splitters: z.record(z.string().min(1).max(200).regex(/^[A-Za-z0-9][A-Za-z0-9._\/:@-]*$/, 'an image-like name: letters, digits, ".", "_", "/", ":", "@", "-"'), z.string().min(1)).default({}),
   /** ONNX Runtime threads per model (0: ONNX Runtime decides) */
   inferenceThreads: z.number().int().min(0).max(1024).default(0),
+  /** request migration (issue 13): a request whose instance or vDAG stage dies is resumed elsewhere at most this many times */
+  migrationMax: z.number().int().min(0).max(100).default(3),
+  /** request migration: a replay (prompt + tokens generated so far) is at most this many tokens */
+  migrationMaxTokens: z.number().int().min(1).max(1 << 20).default(8192),
+  /** request migration: how long to wait for another ready instance or a stage's replacement */
+  migrationWaitMs: z.number().int().min(0).max(3_600_000).default(60_000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
 })
 export type AgentOptionsInput = z.input<typeof AgentOptionsSchema>

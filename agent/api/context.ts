@@ -12,6 +12,8 @@ import type { VdagStore } from '../vdag/registry.ts'
 import type { TaskService } from '../tasks/service.ts'
 import type { ComponentRegistry } from '../registry/components.ts'
 import type { Tokenizers } from '../model/tokenizers/load.ts'
+import type { GenerateService } from '../serving/generate-service.ts'
+import type { MigrationSettings } from '../serving/migrate.ts'
 
 /** What the HTTP routes may reach of the running agent. */
 export interface ApiContext {
@@ -41,4 +43,8 @@ export interface ApiContext {
   stages: LocalStages
   tasks: TaskService
   log: Logger
+  /** /blockmesh/generate/1.0.0 (token-level generation on peers' instances); absent: requests to peers are tunnelled */
+  generate?: GenerateService
+  /** request migration limits (absent: the defaults) */
+  migration?: MigrationSettings
 }

@@ -19,6 +19,8 @@ export class RawJson { readonly json: string; constructor (json: string) { this.
 /** Server-sent events on the raw response, with backpressure. */
 export class EventStream {
   private readonly raw: ServerResponse
+  private lastWrite = Date.now()
+  private keepAliveTimer: NodeJS.Timeout | undefined
   constructor (reply: FastifyReply, extra: Record<string, string> = {}) {
     reply.hijack()
     this.raw = reply.raw
@@ -31,8 +33,23 @@ export class EventStream {
     })
   }
 
+  /**
+   * Writes an SSE comment line whenever nothing was sent for `ms` (e.g. while a request waits for an
+   * instance to resume on), so proxies and clients do not take the connection for idle. Clients ignore comments.
+   */
+  keepAlive (ms = 10_000): this {
+    clearInterval(this.keepAliveTimer)
+    this.keepAliveTimer = setInterval(() => {
+      if (this.raw.destroyed || this.raw.writableEnded) { clearInterval(this.keepAliveTimer); return }
+      if (Date.now() - this.lastWrite >= ms) { this.lastWrite = Date.now(); this.raw.write(': keep-alive\n\n') }
+    }, Math.max(100, Math.floor(ms / 2)))
+    this.keepAliveTimer.unref()
+    return this
+  }
+
   async send (data: unknown): Promise<void> {
     if (this.raw.destroyed) return
+    this.lastWrite = Date.now()
     const text = typeof data === 'string' ? data : data instanceof RawJson ? data.json : JSON.stringify(data)
     if (!this.raw.write(`data: ${text}\n\n`)) {
       await new Promise<void>(resolve => {
@@ -44,6 +61,7 @@ export class EventStream {
   }
 
   end (): void {
+    clearInterval(this.keepAliveTimer)
     if (!this.raw.destroyed) this.raw.end()
   }
 }

@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto'
 import type { GenerateParams, Generation } from '../executor/engine.ts'
 
-/** Anything that generates tokens: a local engine or a vDAG driver. */
+/** Anything that generates tokens: a local engine, a peer's instance (RemoteEngine), a vDAG driver, or MigratingSource around either of the first two. */
 export interface TokenSource { generate: (params: GenerateParams) => Generation }
 import type { Component } from '../registry/components.ts'
 import type { TextTokenizer } from '../model/tokenizer.ts'
@@ -114,7 +114,11 @@ export async function generateText (engine: TokenSource, component: Component, t
     signal?.removeEventListener('abort', onAbort)
   }
   const result = await g.done
-  if (result.reason === 'error') throw new OpenAIError(500, `generation failed: ${result.error ?? 'unknown error'}`, 'generation_failed')
+  if (result.reason === 'error') {
+    // migration_limit / migration_failed / model_not_ready: the service, not the request (503)
+    const code = result.code ?? 'generation_failed'
+    throw new OpenAIError(code === 'generation_failed' ? 500 : code === 'invalid_request' ? 400 : 503, `generation failed: ${result.error ?? 'unknown error'}`, code)
+  }
   let rest = ''
   if (!stopped) {
     const tail = matcher.push(decoder.end())

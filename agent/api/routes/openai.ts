@@ -16,6 +16,30 @@ import { openTunnel } from '../../../mesh/tunnel.ts'
 import { ModelNotReadyError } from '../../blocks/host.ts'
 import type { LocalServing } from '../../blocks/host.ts'
 import type { Route } from '../../blocks/router.ts'
+import { DEFAULT_MIGRATION_SETTINGS } from '../../serving/migrate.ts'
+import { migrating, peerProtocolsFrom, remoteInstance } from '../../serving/instances.ts'
+import type { InstanceServingContext } from '../../serving/instances.ts'
+
+/** Response header naming the peer whose instance answered (this agent's own for a local one). */
+const SERVED_BY_HEADER = 'x-blockmesh-served-by'
+
+/** Choosing and resuming instances for this agent's requests (null: no generate service, requests to peers are tunnelled). */
+function instanceContext (ctx: ApiContext): InstanceServingContext | null {
+  if (ctx.generate == null) return null
+  return {
+    self: ctx.mesh.peerId.toString(),
+    router: ctx.router,
+    host: ctx.host,
+    gossip: ctx.gossip,
+    components: ctx.components,
+    tokenizers: ctx.tokenizers,
+    generate: ctx.generate,
+    peerProtocols: peerProtocolsFrom(ctx.mesh.libp2p),
+    settings: ctx.migration ?? DEFAULT_MIGRATION_SETTINGS,
+    onMigration: (result) => { ctx.metrics.requestMigrations.inc({ kind: 'instance', result }) },
+    log: ctx.log.child({ mod: 'serving' })
+  }
+}
 
 /** The local instance for a request (503 when it exists here but is not ready). */
 function localServing (ctx: ApiContext, model: string): LocalServing {
@@ -39,7 +63,22 @@ function vdagServing (ctx: ApiContext, model: string, session: string | undefine
     createdAt: new Date(0).toISOString(),
     spec: { name: model, version: 'vdag', runtime: 'onnx', tokenizer: spec?.tokenizer ?? v.tokenizer ?? { type: 'byte' }, contextLength: v.contextLength, defaults: spec?.defaults ?? { maxTokens: 256, temperature: 0.7, topP: 0.95 }, resources: {} }
   }
-  return { engine: new VdagDriver(ctx.mesh, ctx.stages, () => route), component }
+  const settings = ctx.migration ?? DEFAULT_MIGRATION_SETTINGS
+  const log = ctx.log.child({ mod: 'vdag', vdag: model })
+  let first: typeof route | null = route
+  const engine = new VdagDriver(ctx.mesh, ctx.stages, {
+    // the route checked above first; a migrating sequence asks the router again (the vDAG may have been re-placed)
+    route: () => {
+      if (first != null) { const r = first; first = null; return r }
+      const now = ctx.router.vdag(model)
+      return now == null ? null : ctx.router.vdagRoute(now, session)
+    },
+    markFailure: (peer) => { ctx.router.markFailure(peer, 15_000) }
+  }, {
+    ...settings,
+    onMigration: (result) => { ctx.metrics.requestMigrations.inc({ kind: 'stage', result }) }
+  }, (obj, msg) => { log.warn(obj, msg) })
+  return { engine, component }
 }
 
 /** A local, ready onnx engine (not a stage: a stage serves only inside its vDAG). */
@@ -85,7 +124,7 @@ async function forwardRemote (ctx: ApiContext, req: FastifyRequest, reply: Fasti
     const raw = reply.raw
     const headers: Record<string, string> = {}
     for (const k of ['content-type', 'cache-control', INSTANCE_HEADER]) if (res.headers[k] != null) headers[k] = res.headers[k]
-    raw.writeHead(res.status, { ...headers, 'x-blockmesh-served-by': target.peer })
+    raw.writeHead(res.status, { ...headers, [SERVED_BY_HEADER]: target.peer })
     try {
       for await (const chunk of res.body) {
         if (raw.destroyed) break
@@ -156,13 +195,17 @@ function observe (ctx: ApiContext, block: string, r: TextResult): void {
   if (r.completionTokens > 1 && r.decodeMs > 0) ctx.metrics.requestTokensPerSecond.observe({ block }, (r.completionTokens - 1) / (r.decodeMs / 1000))
 }
 
-/** Where a request's tokens come from: a vDAG, a local engine; or null once it is answered elsewhere (a peer, an external system). */
-interface Served { engine: TokenSource & { provider: { name: string } }, component: Component, instanceId: string, gone: AbortController }
+/** Where a request's tokens come from: a vDAG, a block instance here or on a peer; or null once it is answered elsewhere (tunnelled to a peer, an external system). */
+interface Served { engine: TokenSource & { provider: { name: string } }, component: Component, headers: Record<string, string>, gone: AbortController }
 
 /**
  * Routes one /v1 request, the same way for both endpoints: a vDAG of that name is driven from here;
- * otherwise the router picks an instance — on a peer (tunnelled, falling back to a local instance
- * when the peer fails before answering), an external system here (proxied), or a local engine.
+ * otherwise the router picks an instance. An onnx instance, here or on a peer (over
+ * /blockmesh/generate/1.0.0), is a token source wrapped in MigratingSource, so the request is resumed
+ * on another instance if this one dies; a peer's instance that cannot be served token by token (an
+ * external system, an older agent, a tokenizer this agent cannot load) gets the request through the
+ * byte tunnel (falling back to a local instance when the peer fails before answering), and an
+ * external system here is proxied.
  */
 async function serve (ctx: ApiContext, req: FastifyRequest, reply: FastifyReply, path: '/v1/chat/completions' | '/v1/completions', body: { model: string, user?: string | null }): Promise<Served | null> {
   const session = body.user ?? (typeof req.headers['x-session-id'] === 'string' ? req.headers['x-session-id'] : undefined)
@@ -170,10 +213,18 @@ async function serve (ctx: ApiContext, req: FastifyRequest, reply: FastifyReply,
   const vdag = vdagServing(ctx, body.model, session)
   if (vdag != null) {
     ctx.metrics.routedRequests.inc({ target: 'vdag' })
-    return { ...vdag, instanceId: body.model, gone }
+    return { ...vdag, headers: { [INSTANCE_HEADER]: body.model }, gone }
   }
+  const ictx = instanceContext(ctx)
   const r = route(ctx, req, body.model, session)
   if (r.kind === 'remote') {
+    const remote = ictx != null ? await remoteInstance(ictx, body.model, r, gone.signal) : null
+    if (remote != null && ictx != null) {
+      ctx.metrics.routedRequests.inc({ target: 'remote' })
+      const headers = { [INSTANCE_HEADER]: r.instance, [SERVED_BY_HEADER]: r.peer }
+      for (const [k, v] of Object.entries(headers)) void reply.header(k, v)
+      return { engine: migrating(ictx, body.model, session, remote.choice, remote.provider), component: remote.component, headers, gone }
+    }
     try {
       await forwardRemote(ctx, req, reply, path, body, body.model, session, r, gone)
       return null
@@ -190,7 +241,14 @@ async function serve (ctx: ApiContext, req: FastifyRequest, reply: FastifyReply,
     await serving.backend.forward(path, body, body.model, reply.raw, gone.signal)
     return null
   }
-  return { ...localEngine(serving, body.model), instanceId: serving.instance, gone }
+  const local = localEngine(serving, body.model)
+  const self = ctx.mesh.peerId.toString()
+  const headers = { [INSTANCE_HEADER]: serving.instance, [SERVED_BY_HEADER]: self }
+  void reply.header(SERVED_BY_HEADER, self)
+  const engine = ictx != null
+    ? migrating(ictx, body.model, session, { source: local.engine, peer: self, instance: serving.instance }, local.engine.provider.name)
+    : local.engine
+  return { engine, component: local.component, headers, gone }
 }
 
 /**
@@ -233,7 +291,7 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     const extra = controls(body)
     const served = await serve(ctx, req, reply, '/v1/chat/completions', body)
     if (served == null) return
-    const { engine, component, instanceId, gone } = served
+    const { engine, component, headers, gone } = served
     const tokenizer = await ctx.tokenizers.get(component.spec.tokenizer, gone.signal)
     const prompt = tokenizer.chatPrompt(body.messages.map(m => ({ role: m.role, content: messageText(m.content) })))
     const base: TextRequest = {
@@ -267,7 +325,7 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
       id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: fingerprint,
       choices: [{ index, delta, logprobs, finish_reason: finish }]
     })
-    const sse = new EventStream(reply, { [INSTANCE_HEADER]: instanceId })
+    const sse = new EventStream(reply, headers).keepAlive()
     for (let i = 0; i < n; i++) await sse.send(chunk(i, { role: 'assistant', content: '' }, null))
     const deltas = Array.from({ length: n }, (_, i) => chunkTemplate(chunk(i, { content: '\u0000' }, null), '\u0000'))
     try {
@@ -296,7 +354,7 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     const extra = controls(body)
     const served = await serve(ctx, req, reply, '/v1/completions', body)
     if (served == null) return
-    const { engine, component, instanceId, gone } = served
+    const { engine, component, headers, gone } = served
     const tokenizer = await ctx.tokenizers.get(component.spec.tokenizer, gone.signal)
     const promptText = Array.isArray(body.prompt) ? body.prompt[0] : body.prompt
     const prompt = tokenizer.encode(promptText, { bos: true })
@@ -326,7 +384,7 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
         usage: usage(prompt.length, rs)
       }
     }
-    const sse = new EventStream(reply, { [INSTANCE_HEADER]: instanceId })
+    const sse = new EventStream(reply, headers).keepAlive()
     const chunk = (index: number, text: string, finish: string | null, logprobs: object | null = null): object => ({ id, object: 'text_completion', created, model: body.model, choices: [{ index, text, logprobs, finish_reason: finish }] })
     const deltas = Array.from({ length: n }, (_, i) => chunkTemplate(chunk(i, '\u0000', null), '\u0000'))
     try {

@@ -29,6 +29,9 @@ export function registerAgentCommand (program: Command): void {
     .option('--public-api-url <url>', 'this agent\'s API as split Jobs in the cluster reach it')
     .option('--splitter <name=path>', 'register a splitter program for the local runner: container_image NAME runs PATH (repeatable)', splitterArg)
     .option('--inference-threads <n>', 'ONNX Runtime threads per model (0: let it decide)', intArg(0, 1024), 0)
+    .option('--migration-max <n>', 'resume a request whose instance or vDAG stage dies at most this many times', intArg(0, 100), 3)
+    .option('--migration-max-tokens <n>', 'longest replay (prompt + tokens generated so far) a migration may send', intArg(1, 1 << 20), 8192)
+    .option('--migration-wait-ms <ms>', 'how long a migrating request waits for another instance or a stage\'s replacement', intArg(0, 3_600_000), 60_000)
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'info')
     .action(async (opts: Record<string, unknown>) => {
       const agent = await Agent.start({
@@ -51,6 +54,9 @@ export function registerAgentCommand (program: Command): void {
         k8sNamespace: opts.k8sNamespace as string | undefined,
         publicApiUrl: opts.publicApiUrl as string | undefined,
         splitters: opts.splitter as Record<string, string> | undefined,
+        migrationMax: opts.migrationMax as number,
+        migrationMaxTokens: opts.migrationMaxTokens as number,
+        migrationWaitMs: opts.migrationWaitMs as number,
         logLevel: opts.logLevel as 'info'
       })
       const info = agent.info()

@@ -1,0 +1,408 @@
+/**
+ * /blockmesh/generate/1.0.0: token-level generation on a peer's block instance.
+ *
+ * The agent that serves a client (tokenizer, chat template, stop strings, SSE) asks the host of an
+ * onnx instance to run a GenerateParams and gets token ids back, so it always knows the tokens
+ * generated so far and can resume the request on another instance when this one dies
+ * (agent/serving/migrate.ts). One stream per request:
+ *
+ *   client → host   one frame: { v: 1, op: 'generate', block, params } or { v: 1, op: 'describe', block }
+ *   host → client   generate: { t: 'accepted', instance, provider }, then { t: 'tokens', ids, logprobs? }…,
+ *                   then { t: 'done', reason, promptTokens, completionTokens, error?, lost? }
+ *                   describe: { t: 'component', instance, provider, spec } (the instance's component spec,
+ *                   so an agent that does not have the component can load its tokenizer)
+ *                   either, instead: { t: 'error', code, message }
+ *
+ * Frames are length-prefixed JSON, bounded (requests 16 MiB, answers 1 MiB), and validated with zod on
+ * both ends; a request that does not parse is a strike against the peer. Constrained decoding sends the
+ * grammar and the size of the serving agent's vocabulary, never the token texts: the host builds its
+ * vocabulary from its own copy of the tokenizer (and refuses when the sizes differ). The client closing
+ * or aborting the stream cancels the sequence on the host.
+ *
+ * Shaped like js-libp2p's protocol services (ping): `generateService(init)` returns a factory taking the
+ * components, and the service has start/stop (handle/unhandle) and the client calls.
+ */
+import { createHash } from 'node:crypto'
+import { lpStream } from '@libp2p/utils'
+import type { LengthPrefixedStream } from '@libp2p/utils'
+import type { Connection, PeerId, Stream, StreamHandlerOptions } from '@libp2p/interface'
+import { z } from 'zod'
+import { decodeJson, encodeJson, firstIssue } from '../../mesh/rpc.ts'
+import { MeshError } from '../../mesh/errors.ts'
+import { parsePeerId } from '../../mesh/node.ts'
+import type { MeshLogger } from '../../mesh/node.ts'
+import { LogprobSchema } from '../vdag/links.ts'
+import { ComponentSpecSchema } from '../registry/components.ts'
+import type { ComponentSpec } from '../registry/components.ts'
+import type { GenerateParams, Generation } from '../executor/engine.ts'
+import type { GrammarNode } from '../executor/json-constraint.ts'
+import type { TokenLogprob } from '../executor/sampling.ts'
+import type { TextTokenizer } from '../model/tokenizer.ts'
+import type { TokenizerSpec } from '../registry/components.ts'
+import { tokenVocab } from '../openai/json-schema.ts'
+
+export const GENERATE_PROTOCOL = '/blockmesh/generate/1.0.0'
+
+export const MAX_REQUEST_BYTES = 16 * 1024 * 1024
+export const MAX_ANSWER_BYTES = 1024 * 1024
+/** a prompt (with the replayed output of a migrated request) has at most this many tokens */
+export const MAX_PROMPT_TOKENS = 1 << 20
+/** a grammar nests at most this deep (JSON Schema objects/arrays are a few levels) */
+export const MAX_GRAMMAR_DEPTH = 64
+
+const TokenId = z.number().int().min(0).max(0x7fffffff)
+
+const GrammarSchema: z.ZodType<GrammarNode> = z.lazy(() => z.union([
+  z.object({ type: z.literal('any') }).strict(),
+  z.object({ type: z.literal('string') }).strict(),
+  z.object({ type: z.literal('number'), integer: z.boolean() }).strict(),
+  z.object({ type: z.literal('literal'), values: z.array(z.string().max(4096)).min(1).max(1024) }).strict(),
+  z.object({ type: z.literal('object'), props: z.array(z.object({ key: z.string().max(1024), value: GrammarSchema, required: z.boolean() }).strict()).max(1024).nullable() }).strict(),
+  z.object({ type: z.literal('array'), items: GrammarSchema.nullable() }).strict(),
+  z.object({ type: z.literal('union'), options: z.array(GrammarSchema).min(1).max(16) }).strict()
+]))
+
+/** What the host runs: GenerateParams without the vocabulary's texts. */
+export const WireParamsSchema = z.object({
+  prompt: z.array(TokenId).min(1).max(MAX_PROMPT_TOKENS),
+  maxTokens: z.number().int().min(1).max(1 << 24),
+  temperature: z.number().min(0).max(2),
+  topP: z.number().gt(0).max(1),
+  seed: z.number().int().min(0).max(0xffffffff),
+  stopTokens: z.array(TokenId).max(256),
+  presencePenalty: z.number().min(-2).max(2).optional(),
+  frequencyPenalty: z.number().min(-2).max(2).optional(),
+  repetitionPenalty: z.number().gt(0).max(10).optional(),
+  topLogprobs: z.number().int().min(0).max(20).optional(),
+  resumed: z.number().int().min(0).max(MAX_PROMPT_TOKENS).optional(),
+  /** constrained decoding: the grammar, and the size of the client's vocabulary (the host checks its own) */
+  constraint: z.object({ grammar: GrammarSchema, vocabSize: z.number().int().min(1).max(1 << 24) }).strict().optional()
+}).strict().refine(p => (p.resumed ?? 0) <= p.prompt.length, { message: 'resumed counts tokens of the prompt', path: ['resumed'] })
+export type WireParams = z.output<typeof WireParamsSchema>
+
+const Block = z.string().min(1).max(64)
+export const GenerateRequestSchema = z.discriminatedUnion('op', [
+  z.object({ v: z.literal(1), op: z.literal('generate'), block: Block, params: WireParamsSchema }).strict(),
+  z.object({ v: z.literal(1), op: z.literal('describe'), block: Block }).strict()
+])
+export type GenerateRequest = z.output<typeof GenerateRequestSchema>
+
+const Text = (n: number): z.ZodString => z.string().max(n)
+export const AnswerSchema = z.discriminatedUnion('t', [
+  z.object({ t: z.literal('accepted'), instance: Text(64), provider: Text(32) }).strict(),
+  z.object({ t: z.literal('tokens'), ids: z.array(TokenId).min(1).max(4096), logprobs: z.array(LogprobSchema).max(4096).optional() }).strict(),
+  z.object({
+    t: z.literal('done'),
+    reason: z.enum(['stop', 'length', 'cancelled', 'error']),
+    promptTokens: z.number().int().min(0),
+    completionTokens: z.number().int().min(0),
+    error: Text(2000).optional(),
+    lost: z.boolean().optional()
+  }).strict(),
+  z.object({ t: z.literal('component'), instance: Text(64), provider: Text(32), spec: z.unknown() }).strict(),
+  z.object({ t: z.literal('error'), code: Text(64), message: Text(2000) }).strict()
+])
+export type Answer = z.output<typeof AnswerSchema>
+
+/**
+ * A refusal or failure on this protocol. `lost`: the instance (or the way to it) is gone, so the request
+ * may go on elsewhere; otherwise it is the request's own fault (bad_request) and would fail anywhere.
+ */
+export class GenerateError extends MeshError {
+  readonly lost: boolean
+  constructor (code: string, message: string, lost: boolean, options?: ErrorOptions) {
+    super(message, code, options)
+    this.name = 'GenerateError'
+    this.lost = lost
+  }
+}
+
+/** What a host needs of an instance running here (InstanceHost.serving narrowed). */
+export type HostedEngine =
+  | { kind: 'onnx', engine: { generate: (p: GenerateParams) => Generation, provider: { name: string } }, component: { spec: ComponentSpec }, instance: string }
+  | { kind: 'stage' | 'external', component: { spec: ComponentSpec }, instance: string }
+
+export interface GenerateComponents {
+  /** where the protocol is handled: the libp2p node */
+  registrar: { handle: (protocol: string, handler: (stream: Stream, connection: Connection) => void | Promise<void>, options?: StreamHandlerOptions) => Promise<void>, unhandle: (protocol: string) => Promise<void> }
+  /** how the client side dials: the libp2p node */
+  dialer: { dialProtocol: (peer: PeerId, protocol: string, options?: { signal?: AbortSignal }) => Promise<Stream> }
+  /** the instance of `block` running here (throws when there is none or it is not ready) */
+  serving: (block: string) => HostedEngine
+  tokenizers: { get: (spec: TokenizerSpec, signal?: AbortSignal) => Promise<TextTokenizer> }
+  /** a banned peer is served nothing */
+  isBanned?: (peer: string) => boolean
+  /** told about peers that sent a request that does not parse (for strikes) */
+  onInvalid?: (peer: string, reason: string) => void
+  log?: MeshLogger
+}
+
+export interface GenerateServiceInit {
+  protocol?: string
+  /** concurrent requests from one connection */
+  maxInboundStreams?: number
+  maxOutboundStreams?: number
+  /** the request frame must arrive within this */
+  requestTimeoutMs?: number
+  /** how long a dial may take */
+  dialTimeoutMs?: number
+}
+
+/** A generation on a peer, as it streams in. */
+export interface RemoteGeneration {
+  instance: string
+  provider: string
+  /** tokens frames, then one done frame; throws GenerateError (lost) when the stream breaks first */
+  frames: AsyncIterable<Extract<Answer, { t: 'tokens' | 'done' }>>
+  /** closes the stream (the host cancels the sequence) */
+  close: () => void
+}
+
+export interface GenerateService {
+  readonly protocol: string
+  start: () => Promise<void>
+  stop: () => Promise<void>
+  isStarted: () => boolean
+  /** runs `params` on `block`'s instance on `peer` */
+  generate: (peer: string, block: string, params: GenerateParams, options?: { signal?: AbortSignal }) => Promise<RemoteGeneration>
+  /** the component spec of `block`'s instance on `peer` */
+  describe: (peer: string, block: string, options?: { signal?: AbortSignal }) => Promise<{ instance: string, provider: string, spec: ComponentSpec }>
+}
+
+/** The wire form of GenerateParams (the vocabulary's texts stay here). */
+export function wireParams (p: GenerateParams): WireParams {
+  const w: WireParams = { prompt: p.prompt, maxTokens: p.maxTokens, temperature: p.temperature, topP: p.topP, seed: p.seed >>> 0, stopTokens: p.stopTokens }
+  if (p.presencePenalty != null) w.presencePenalty = p.presencePenalty
+  if (p.frequencyPenalty != null) w.frequencyPenalty = p.frequencyPenalty
+  if (p.repetitionPenalty != null) w.repetitionPenalty = p.repetitionPenalty
+  if (p.topLogprobs != null) w.topLogprobs = p.topLogprobs
+  if (p.resumed != null && p.resumed > 0) w.resumed = p.resumed
+  if (p.constraint != null) w.constraint = { grammar: p.constraint.grammar, vocabSize: p.constraint.vocab.size }
+  return w
+}
+
+function depth (v: unknown, limit: number): boolean {
+  // iterative, so a hostile nesting cannot overflow the stack before the schema sees it
+  const stack: Array<[unknown, number]> = [[v, 0]]
+  while (stack.length > 0) {
+    const [x, d] = stack.pop() as [unknown, number]
+    if (d > limit) return false
+    if (x != null && typeof x === 'object') for (const y of Object.values(x)) stack.push([y, d + 1])
+  }
+  return true
+}
+
+class Generate implements GenerateService {
+  readonly protocol: string
+  private readonly components: GenerateComponents
+  private readonly init: GenerateServiceInit
+  private started = false
+
+  constructor (components: GenerateComponents, init: GenerateServiceInit = {}) {
+    this.components = components
+    this.init = init
+    this.protocol = init.protocol ?? GENERATE_PROTOCOL
+    this.handle = this.handle.bind(this)
+  }
+
+  readonly [Symbol.toStringTag] = '@blockmesh/generate'
+
+  async start (): Promise<void> {
+    await this.components.registrar.handle(this.protocol, this.handle, {
+      maxInboundStreams: this.init.maxInboundStreams ?? 256,
+      maxOutboundStreams: this.init.maxOutboundStreams ?? 256
+    })
+    this.started = true
+  }
+
+  async stop (): Promise<void> {
+    await this.components.registrar.unhandle(this.protocol)
+    this.started = false
+  }
+
+  isStarted (): boolean { return this.started }
+
+  // ---------------------------------------------------------------- host side
+
+  private async handle (stream: Stream, connection: Connection): Promise<void> {
+    const peer = connection.remotePeer.toString()
+    const { log } = this.components
+    if (this.components.isBanned?.(peer) === true) { stream.abort(new Error('banned')); return }
+    const abort = new AbortController()
+    stream.addEventListener('close', () => { abort.abort() })
+    const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
+    const send = async (a: Answer): Promise<void> => { await lp.write(encodeJson(a), { signal: abort.signal }) }
+    const refuse = async (code: string, message: string): Promise<void> => {
+      await send({ t: 'error', code, message: message.slice(0, 2000) })
+      await stream.close({ signal: AbortSignal.timeout(5000) })
+    }
+    let req: GenerateRequest
+    try {
+      let raw: unknown
+      try {
+        raw = decodeJson((await lp.read({ signal: AbortSignal.any([abort.signal, AbortSignal.timeout(this.init.requestTimeoutMs ?? 15_000)]) })).subarray())
+      } catch (err) {
+        if (abort.signal.aborted) return
+        throw new GenerateError('bad_request', `unreadable request: ${(err as Error).message}`, false)
+      }
+      if (!depth(raw, MAX_GRAMMAR_DEPTH * 3 + 8)) throw new GenerateError('bad_request', 'the request nests too deep', false)
+      const parsed = GenerateRequestSchema.safeParse(raw)
+      if (!parsed.success) throw new GenerateError('bad_request', firstIssue(parsed.error), false)
+      req = parsed.data
+    } catch (err) {
+      this.components.onInvalid?.(peer, `invalid ${this.protocol} request: ${(err as Error).message}`)
+      log?.warn({ peer, err: (err as Error).message }, 'bad generate request dropped')
+      await refuse('bad_request', (err as Error).message).catch(() => { stream.abort(err as Error) })
+      return
+    }
+    try {
+      let hosted: HostedEngine
+      try {
+        hosted = this.components.serving(req.block)
+      } catch (err) {
+        const e = err as Error & { code?: string }
+        await refuse(e.code === 'model_not_ready' ? 'not_ready' : 'not_found', e.message)
+        return
+      }
+      if (req.op === 'describe') {
+        await send({ t: 'component', instance: hosted.instance, provider: hosted.kind === 'onnx' ? hosted.engine.provider.name : hosted.kind, spec: hosted.component.spec })
+        await stream.close({ signal: AbortSignal.timeout(5000) })
+        return
+      }
+      if (hosted.kind !== 'onnx') { await refuse('not_onnx', `block ${req.block} runs as ${hosted.kind} here; only onnx instances generate over ${this.protocol}`); return }
+      const w = req.params
+      const params: GenerateParams = { prompt: w.prompt, maxTokens: w.maxTokens, temperature: w.temperature, topP: w.topP, seed: w.seed, stopTokens: w.stopTokens }
+      if (w.presencePenalty != null) params.presencePenalty = w.presencePenalty
+      if (w.frequencyPenalty != null) params.frequencyPenalty = w.frequencyPenalty
+      if (w.repetitionPenalty != null) params.repetitionPenalty = w.repetitionPenalty
+      if (w.topLogprobs != null) params.topLogprobs = w.topLogprobs
+      if (w.resumed != null && w.resumed > 0) params.resumed = w.resumed
+      if (w.constraint != null) {
+        let tokenizer: TextTokenizer
+        try {
+          tokenizer = await this.components.tokenizers.get(hosted.component.spec.tokenizer, abort.signal)
+        } catch (err) {
+          await refuse('tokenizer_failed', `the instance's tokenizer does not load here: ${(err as Error).message}`)
+          return
+        }
+        const v = await tokenVocab(tokenizer)
+        if (v.size !== w.constraint.vocabSize) { await refuse('vocab_mismatch', `the client's vocabulary has ${w.constraint.vocabSize} tokens, this instance's ${v.size}`); return }
+        const grammarKey = createHash('sha256').update(JSON.stringify(w.constraint.grammar)).digest('hex').slice(0, 32)
+        params.constraint = { grammar: w.constraint.grammar, grammarKey, vocab: { key: v.key, size: v.size, texts: v.texts } }
+      }
+      let g: Generation
+      try {
+        g = hosted.engine.generate(params)
+      } catch (err) {
+        const e = err as Error & { code?: string }
+        await refuse(e.code === 'bad_request' ? 'bad_request' : 'not_ready', e.message)
+        return
+      }
+      const onAbort = (): void => { g.cancel() }
+      abort.signal.addEventListener('abort', onAbort, { once: true })
+      try {
+        await send({ t: 'accepted', instance: hosted.instance, provider: hosted.engine.provider.name })
+        const withLogprobs = params.topLogprobs != null
+        let n = 0
+        for await (const token of g.tokens) {
+          const lp = withLogprobs ? g.logprobs[n] : undefined
+          n++
+          await send(lp != null ? { t: 'tokens', ids: [token], logprobs: [lp] } : { t: 'tokens', ids: [token] })
+        }
+        const r = await g.done
+        await send({ t: 'done', reason: r.reason, promptTokens: r.promptTokens, completionTokens: r.completionTokens, ...(r.error != null ? { error: r.error.slice(0, 2000) } : {}), ...(r.lost === true ? { lost: true } : {}) })
+        await stream.close({ signal: AbortSignal.timeout(5000) })
+      } finally {
+        abort.signal.removeEventListener('abort', onAbort)
+        if (abort.signal.aborted) g.cancel()
+      }
+    } catch (err) {
+      if (!abort.signal.aborted) log?.warn({ peer, err: (err as Error).message }, 'generate stream failed')
+      if (stream.status === 'open') stream.abort(err as Error)
+    }
+  }
+
+  // ---------------------------------------------------------------- client side
+
+  private async open (peer: string, request: GenerateRequest, signal: AbortSignal | undefined): Promise<{ stream: Stream, lp: LengthPrefixedStream<Stream>, first: Answer }> {
+    let stream: Stream
+    try {
+      stream = await this.components.dialer.dialProtocol(parsePeerId(peer), this.protocol, { signal: AbortSignal.any([AbortSignal.timeout(this.init.dialTimeoutMs ?? 15_000), ...(signal != null ? [signal] : [])]) })
+    } catch (err) {
+      signal?.throwIfAborted()
+      throw new GenerateError('unreachable', `cannot open ${this.protocol} to ${peer}: ${(err as Error).message}`, true, { cause: err })
+    }
+    const lp = lpStream(stream, { maxDataLength: Math.max(MAX_ANSWER_BYTES, MAX_REQUEST_BYTES) })
+    try {
+      await lp.write(encodeJson(request), { signal })
+      const first = await readAnswer(lp, signal)
+      if (first == null) throw new GenerateError('stream_broken', `${peer} closed the stream without answering`, true)
+      if (first.t === 'error') throw new GenerateError(first.code, first.message, first.code !== 'bad_request')
+      return { stream, lp, first }
+    } catch (err) {
+      stream.abort(err as Error)
+      signal?.throwIfAborted()
+      if (err instanceof GenerateError) throw err
+      throw new GenerateError('stream_broken', `the stream to ${peer} broke: ${(err as Error).message}`, true, { cause: err })
+    }
+  }
+
+  async describe (peer: string, block: string, options: { signal?: AbortSignal } = {}): Promise<{ instance: string, provider: string, spec: ComponentSpec }> {
+    const { stream, first } = await this.open(peer, { v: 1, op: 'describe', block }, options.signal)
+    await stream.close().catch(() => {})
+    if (first.t !== 'component') throw new GenerateError('bad_response', `expected the component, got ${first.t}`, true)
+    const spec = ComponentSpecSchema.safeParse(first.spec)
+    if (!spec.success) throw new GenerateError('bad_response', `the peer's component spec does not parse: ${firstIssue(spec.error)}`, true)
+    return { instance: first.instance, provider: first.provider, spec: spec.data }
+  }
+
+  async generate (peer: string, block: string, params: GenerateParams, options: { signal?: AbortSignal } = {}): Promise<RemoteGeneration> {
+    const signal = options.signal
+    const { stream, lp, first } = await this.open(peer, { v: 1, op: 'generate', block, params: wireParams(params) }, signal)
+    if (first.t !== 'accepted') { stream.abort(new Error('unexpected answer')); throw new GenerateError('bad_response', `expected accepted, got ${first.t}`, true) }
+    const close = (): void => { if (stream.status === 'open') stream.abort(new Error('closed by the client')) }
+    async function * frames (): AsyncGenerator<Extract<Answer, { t: 'tokens' | 'done' }>> {
+      try {
+        while (true) {
+          let a: Answer | null
+          try {
+            a = await readAnswer(lp, signal)
+          } catch (err) {
+            signal?.throwIfAborted()
+            throw new GenerateError('stream_broken', `the stream to ${peer} broke: ${(err as Error).message}`, true, { cause: err })
+          }
+          if (a == null) throw new GenerateError('stream_broken', `${peer} ended the stream before the generation was done`, true)
+          if (a.t === 'error') throw new GenerateError(a.code, a.message, a.code !== 'bad_request')
+          if (a.t !== 'tokens' && a.t !== 'done') throw new GenerateError('bad_response', `unexpected ${a.t} frame`, true)
+          yield a
+          if (a.t === 'done') { await stream.close().catch(() => {}); return }
+        }
+      } finally {
+        close()
+      }
+    }
+    return { instance: first.instance, provider: first.provider, frames: frames(), close }
+  }
+}
+
+/** The next answer frame, validated; null when the stream ended cleanly. */
+async function readAnswer (lp: LengthPrefixedStream<Stream>, signal: AbortSignal | undefined): Promise<Answer | null> {
+  let bytes
+  try {
+    bytes = await lp.read({ signal })
+  } catch (err) {
+    if (/end of|EOF|unexpected end/i.test((err as Error).message) && signal?.aborted !== true) return null
+    throw err
+  }
+  if (bytes.byteLength > MAX_ANSWER_BYTES) throw new GenerateError('bad_response', `an answer frame of ${bytes.byteLength} bytes`, true)
+  const parsed = AnswerSchema.safeParse(decodeJson(bytes.subarray()))
+  if (!parsed.success) throw new GenerateError('bad_response', `unexpected answer: ${firstIssue(parsed.error)}`, true)
+  return parsed.data
+}
+
+/** The protocol as a service factory, js-libp2p style: `generateService(init)(components)`. */
+export function generateService (init: GenerateServiceInit = {}): (components: GenerateComponents) => GenerateService {
+  return (components) => new Generate(components, init)
+}
+
+export type { TokenLogprob }

@@ -1,0 +1,140 @@
+import type { CapacityGossip } from '../../mesh/capacity/gossip.ts'
+import { parsePeerId } from '../../mesh/node.ts'
+import type { InstanceHost } from '../blocks/host.ts'
+import type { Route, Router } from '../blocks/router.ts'
+import { componentUri } from '../registry/components.ts'
+import type { Component, ComponentRegistry } from '../registry/components.ts'
+import type { TextTokenizer } from '../model/tokenizer.ts'
+import type { TokenizerSpec } from '../registry/components.ts'
+import type { TokenSource } from '../openai/generate.ts'
+import type { GenerateService } from './generate-service.ts'
+import { RemoteEngine } from './remote-engine.ts'
+import { MigratingSource } from './migrate.ts'
+import type { InstanceChoice, MigrationSettings } from './migrate.ts'
+
+/** What choosing and resuming block instances needs of the agent. */
+export interface InstanceServingContext {
+  /** this agent's peer id */
+  self: string
+  router: Pick<Router, 'pick' | 'markFailure'>
+  host: Pick<InstanceHost, 'serving'>
+  gossip: Pick<CapacityGossip, 'peers'>
+  components: Pick<ComponentRegistry, 'get'>
+  tokenizers: { get: (spec: TokenizerSpec, signal?: AbortSignal) => Promise<TextTokenizer> }
+  generate: Pick<GenerateService, 'generate' | 'describe' | 'protocol'>
+  /** the protocols a peer announced (identify), when known */
+  peerProtocols?: (peer: string) => Promise<string[]>
+  settings: MigrationSettings
+  onMigration?: (result: 'resumed' | 'failed') => void
+  log: { info: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void }
+}
+
+/** How long a peer whose instance was lost is skipped by the router. */
+const LOST_PEER_MS = 15_000
+
+/** Component specs learnt from hosts (describe), by component URI. */
+const described = new Map<string, Component>()
+
+/** The gossiped report of `instance` on `peer`. */
+function reportOf (ctx: InstanceServingContext, peer: string, instance: string): { component: string, provider: string | null } | undefined {
+  return ctx.gossip.peers().find(p => p.record.peerId === peer)?.record.instances.find(i => i.instance === instance)
+}
+
+/**
+ * A block instance on a peer as a token source on this agent, with the component it runs (for the
+ * tokenizer, chat template, context): from this agent's registry when it has the component, else from
+ * the host itself (describe). Null when the token-level path cannot be used — the instance is an
+ * external system, the peer does not speak /blockmesh/generate/1.0.0 (an older agent), its component
+ * cannot be had, or its tokenizer does not load here — and the caller tunnels the request instead
+ * (no migration then; logged).
+ */
+export async function remoteInstance (ctx: InstanceServingContext, block: string, route: Route & { kind: 'remote' }, signal: AbortSignal): Promise<{ choice: InstanceChoice, component: Component, provider: string } | null> {
+  const report = reportOf(ctx, route.peer, route.instance)
+  if (report?.provider === 'external') return null
+  const why = (reason: string): null => {
+    ctx.log.info({ block, peer: route.peer, reason }, 'serving the request through the byte tunnel: no token-level path (no migration if the instance dies)')
+    return null
+  }
+  let component: Component | undefined
+  if (report != null) {
+    try { component = ctx.components.get(report.component) } catch { component = described.get(report.component) }
+  }
+  let speaks = false
+  try { speaks = (await ctx.peerProtocols?.(route.peer))?.includes(ctx.generate.protocol) === true } catch { /* unknown: ask */ }
+  let provider = report?.provider ?? 'remote'
+  if (component == null || !speaks) {
+    try {
+      const d = await ctx.generate.describe(route.peer, block, { signal })
+      const uri = componentUri(d.spec)
+      component ??= { uri, spec: d.spec, createdAt: new Date(0).toISOString() }
+      described.set(uri, component)
+      if (described.size > 256) described.delete(described.keys().next().value as string)
+      provider = d.provider
+    } catch (err) {
+      signal.throwIfAborted()
+      return why(`the host did not describe the instance: ${(err as Error).message}`)
+    }
+  }
+  if (component.spec.runtime !== 'onnx' || provider === 'external') return null
+  try {
+    await ctx.tokenizers.get(component.spec.tokenizer, signal)
+  } catch (err) {
+    signal.throwIfAborted()
+    return why(`the model's tokenizer does not load here: ${(err as Error).message}`)
+  }
+  return { choice: { source: new RemoteEngine(ctx.generate, route.peer, block, provider), peer: route.peer, instance: route.instance }, component, provider }
+}
+
+/**
+ * Another ready instance of `block` for a generation that lost `failed`: the lost peer is skipped by
+ * the router for a while, and the router is asked (every 250 ms, up to settings.waitMs) until it names
+ * an instance other than the lost one.
+ */
+export async function nextInstance (ctx: InstanceServingContext, block: string, session: string | undefined, failed: InstanceChoice, signal: AbortSignal): Promise<InstanceChoice | null> {
+  if (failed.peer !== ctx.self) ctx.router.markFailure(failed.peer, LOST_PEER_MS)
+  const deadline = Date.now() + ctx.settings.waitMs
+  while (Date.now() < deadline) {
+    signal.throwIfAborted()
+    const r = ctx.router.pick(block, session)
+    if (r != null) {
+      const peer = r.kind === 'local' ? ctx.self : r.peer
+      if (!(peer === failed.peer && r.instance === failed.instance)) {
+        if (r.kind === 'remote') {
+          return { source: new RemoteEngine(ctx.generate, r.peer, block, reportOf(ctx, r.peer, r.instance)?.provider ?? 'remote'), peer: r.peer, instance: r.instance }
+        }
+        try {
+          const s = ctx.host.serving(block)
+          if (s.kind === 'onnx') return { source: s.engine, peer: ctx.self, instance: s.instance }
+        } catch { /* not ready after all: ask again */ }
+      }
+    }
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve() }, 250)
+      const onAbort = (): void => { clearTimeout(t); reject(signal.reason) }
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+  return null
+}
+
+/** The token source for a request served by a block instance: `first`, resumed elsewhere if it is lost. */
+export function migrating (ctx: InstanceServingContext, block: string, session: string | undefined, first: InstanceChoice, provider: string): TokenSource & { provider: { name: string } } {
+  return new MigratingSource({
+    first,
+    provider,
+    limits: ctx.settings,
+    next: async (failed, signal) => await nextInstance(ctx, block, session, failed, signal),
+    onMigration: (result, d) => {
+      ctx.onMigration?.(result)
+      if (result === 'resumed') ctx.log.warn({ block, from: `${d.from.instance}@${d.from.peer}`, to: `${d.to?.instance ?? '?'}@${d.to?.peer ?? '?'}`, generated: d.generated, err: d.error }, 'instance lost mid-generation; request resumed on another instance')
+      else ctx.log.warn({ block, from: `${d.from.instance}@${d.from.peer}`, generated: d.generated, err: d.error }, 'instance lost mid-generation; request could not be resumed')
+    }
+  })
+}
+
+/** The protocols `peer` announced, from the libp2p peer store (empty when unknown). */
+export function peerProtocolsFrom (libp2p: { peerStore: { get: (id: ReturnType<typeof parsePeerId>) => Promise<{ protocols: string[] }> } }): (peer: string) => Promise<string[]> {
+  return async (peer) => {
+    try { return (await libp2p.peerStore.get(parsePeerId(peer))).protocols } catch { return [] }
+  }
+}
