@@ -37,9 +37,13 @@ export interface AgentSpec {
   allow?: string[]
   simulateGpus?: string
   extra?: string[]
+  /** Run inside this network namespace (`ip netns exec NS`), e.g. a NetLab host's (test/helpers/netns.ts). */
+  netns?: string
+  /** Address for libp2p (`--listen /ip4/IP/tcp/0`) and the HTTP API (`--api-host IP`); default 127.0.0.1. */
+  listenIp?: string
 }
 
-/** A real agent in its own OS process, on loopback with OS-chosen ports. */
+/** A real agent in its own OS process, on loopback (or a network namespace: spec.netns) with OS-chosen ports. */
 export class AgentProcess {
   readonly spec: AgentSpec
   readonly dir: string
@@ -61,12 +65,13 @@ export class AgentProcess {
   args (): string[] {
     const s = this.spec
     const args = [CLI_ENTRY, 'agent', '--name', s.name, '--cluster', s.cluster ?? 'test',
-      '--listen', '/ip4/127.0.0.1/tcp/0', '--api-port', '0', '--data-dir', this.dir,
+      '--listen', `/ip4/${s.listenIp ?? '127.0.0.1'}/tcp/0`, '--api-port', '0', '--data-dir', this.dir,
       '--heartbeat-ms', String(s.heartbeatMs ?? HEARTBEAT_MS), '--log-level', 'info']
     if (s.bootstrap != null && s.bootstrap.length > 0) args.push('--bootstrap', s.bootstrap.join(','))
     if (s.swarmKey != null) args.push('--swarm-key', s.swarmKey)
     if (s.allow != null && s.allow.length > 0) args.push('--allow', s.allow.join(','))
     if (s.simulateGpus != null) args.push('--simulate-gpus', s.simulateGpus)
+    if (s.listenIp != null) args.push('--api-host', s.listenIp)
     args.push(...(s.extra ?? []))
     return args
   }
@@ -74,7 +79,9 @@ export class AgentProcess {
   async launch (overrides: Partial<AgentSpec> = {}): Promise<void> {
     Object.assign(this.spec, overrides)
     const log = openSync(join(this.dir, 'agent.log'), 'a')
-    this.child = spawn(process.execPath, this.args(), { stdio: ['ignore', log, log, 'ipc'] })
+    // `ip netns exec` execs the command, so the child's pid is the agent's (waitReady checks it)
+    const [cmd, argv] = this.spec.netns != null ? ['ip', ['netns', 'exec', this.spec.netns, process.execPath, ...this.args()]] : [process.execPath, this.args()]
+    this.child = spawn(cmd, argv, { stdio: ['ignore', log, log, 'ipc'] })
     closeSync(log)
     this.info = await waitReady(this.dir, this.child, 60_000)
     this.token = readFileSync(join(this.dir, 'api-token'), 'utf8').trim()
