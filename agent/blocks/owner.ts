@@ -99,6 +99,8 @@ export class BlockOwner {
   private readonly pending = new Map<string, Pending>()
   /** instances asked to stop (draining), not counted while they go, until the time given */
   private readonly stopping = new Map<string, number>()
+  /** instances seen running at the last pass, to notice the ones that vanish with their host */
+  private readonly seen = new Map<string, { block: string, peer: string, peerName: string }>()
   private readonly excluded = new Map<string, Map<string, number>>()
   private readonly refusals = new Map<string, Array<{ filter: string, message: string }>>()
   private readonly failures = new Map<string, string>()
@@ -107,6 +109,7 @@ export class BlockOwner {
   private readonly lastScale = new Map<string, number>()
   private timer: NodeJS.Timeout | undefined
   private running: Promise<void> | null = null
+  private queued: Promise<void> | null = null
   private stopped = true
   private settleUntil = 0
   private readonly unsubscribe: Array<() => void> = []
@@ -242,6 +245,7 @@ export class BlockOwner {
     this.statuses.delete(id)
     this.samples.delete(id)
     for (const [k, p] of this.pending) if (p.block === id) this.pending.delete(k)
+    for (const [k, s] of this.seen) if (s.block === id) this.seen.delete(k)
   }
 
   /** A hosted instance whose block left the desired state is stopped here. */
@@ -330,8 +334,9 @@ export class BlockOwner {
     }
     const own = this.statuses.get(id)
     const derived: BlockStatus = instances.some(i => i.status === 'ready') ? 'ready' : instances.some(i => i.status === 'assigned' || i.status === 'loading') ? 'loading' : 'pending'
-    const status = own?.status ?? remote?.status ?? derived
-    const error = own != null ? own.error : remote?.error ?? null
+    // a ready instance makes the block ready at once; otherwise the reconciler's last word (it knows refusals)
+    const status = derived === 'ready' ? 'ready' : own?.status ?? remote?.status ?? derived
+    const error = status === 'ready' ? null : own != null ? own.error : remote?.error ?? null
     const local = this.init.host.list().find(h => h.block === id)
     return {
       id,
@@ -355,8 +360,13 @@ export class BlockOwner {
 
   // ---- reconciliation
 
+  /** One pass over every block at a time; a call while one runs waits for the next pass (shared by all such callers). */
   private async reconcileAll (): Promise<void> {
-    while (this.running != null) await this.running
+    if (this.queued != null) return await this.queued
+    if (this.running != null) {
+      this.queued = this.running.then(async () => { this.queued = null; await this.reconcileAll() })
+      return await this.queued
+    }
     this.running = (async () => {
       const present = new Set<string>()
       for (const e of this.entries()) {
@@ -408,6 +418,17 @@ export class BlockOwner {
     for (const [instance, until] of this.stopping) if (until <= now) this.stopping.delete(instance)
     const live = (): ReturnType<BlockOwner['reported']> => this.reported(id).filter(r => !this.stopping.has(r.report.instance))
     let reported = live()
+    for (const [instance, s] of this.seen) {
+      if (s.block !== id || reported.some(r => r.report.instance === instance)) continue
+      this.seen.delete(instance)
+      if (this.stopping.has(instance)) continue
+      const gone = s.peer !== this.self && this.init.gossip.peer(s.peer)?.status !== 'live'
+      if (gone) this.exclude(id, s.peer)
+      this.failures.set(id, `instance on ${s.peerName} was lost: ${gone ? 'its peer is gone' : 'its host no longer reports it'}`)
+      this.init.metrics?.instanceReplacements.inc()
+      this.init.log.warn({ block: id, instance, peer: s.peerName }, 'instance lost; replacing it')
+    }
+    for (const r of reported) this.seen.set(r.report.instance, { block: id, peer: r.peer, peerName: r.name })
     for (const [instance, p] of this.pending) {
       if (p.block !== id) continue
       if (reported.some(r => r.report.instance === instance)) this.pending.delete(instance)
