@@ -29,6 +29,7 @@ import type { Connection, PeerId, Stream, StreamHandlerOptions } from '@libp2p/i
 import { z } from 'zod'
 import { decodeJson, encodeJson, firstIssue } from '../../mesh/rpc.ts'
 import { MeshError } from '../../mesh/errors.ts'
+import { PeerStreamSlots, releaseOnClose } from '../../mesh/tensor.ts'
 import { parsePeerId } from '../../mesh/node.ts'
 import type { MeshLogger } from '../../mesh/node.ts'
 import { LogprobSchema } from '../vdag/links.ts'
@@ -43,6 +44,8 @@ import { tokenVocab } from '../openai/json-schema.ts'
 
 export const GENERATE_PROTOCOL = '/blockmesh/generate/1.0.0'
 
+/** streams of this protocol per connection, each way (one per request): a full batch of the largest maxBatch */
+export const GENERATE_MAX_STREAMS = 256
 export const MAX_REQUEST_BYTES = 16 * 1024 * 1024
 export const MAX_ANSWER_BYTES = 1024 * 1024
 /** a prompt (with the replayed output of a migrated request) has at most this many tokens */
@@ -126,7 +129,7 @@ export interface GenerateComponents {
   /** where the protocol is handled: the libp2p node */
   registrar: { handle: (protocol: string, handler: (stream: Stream, connection: Connection) => void | Promise<void>, options?: StreamHandlerOptions) => Promise<void>, unhandle: (protocol: string) => Promise<void> }
   /** how the client side dials: the libp2p node */
-  dialer: { dialProtocol: (peer: PeerId, protocol: string, options?: { signal?: AbortSignal }) => Promise<Stream> }
+  dialer: { dialProtocol: (peer: PeerId, protocol: string, options?: { signal?: AbortSignal, maxOutboundStreams?: number }) => Promise<Stream> }
   /** the instance of `block` running here (throws when there is none or it is not ready) */
   serving: (block: string) => HostedEngine
   tokenizers: { get: (spec: TokenizerSpec, signal?: AbortSignal) => Promise<TextTokenizer> }
@@ -197,10 +200,13 @@ class Generate implements GenerateService {
   private readonly components: GenerateComponents
   private readonly init: GenerateServiceInit
   private started = false
+  /** requests beyond the per-connection stream limit wait for a slot instead of failing */
+  private readonly slots: PeerStreamSlots
 
   constructor (components: GenerateComponents, init: GenerateServiceInit = {}) {
     this.components = components
     this.init = init
+    this.slots = new PeerStreamSlots(init.maxOutboundStreams ?? GENERATE_MAX_STREAMS, 'generate')
     this.protocol = init.protocol ?? GENERATE_PROTOCOL
     this.handle = this.handle.bind(this)
   }
@@ -209,8 +215,8 @@ class Generate implements GenerateService {
 
   async start (): Promise<void> {
     await this.components.registrar.handle(this.protocol, this.handle, {
-      maxInboundStreams: this.init.maxInboundStreams ?? 256,
-      maxOutboundStreams: this.init.maxOutboundStreams ?? 256
+      maxInboundStreams: this.init.maxInboundStreams ?? GENERATE_MAX_STREAMS,
+      maxOutboundStreams: this.init.maxOutboundStreams ?? GENERATE_MAX_STREAMS
     })
     this.started = true
   }
@@ -326,12 +332,16 @@ class Generate implements GenerateService {
 
   private async open (peer: string, request: GenerateRequest, signal: AbortSignal | undefined): Promise<{ stream: Stream, lp: LengthPrefixedStream<Stream>, first: Answer }> {
     let stream: Stream
+    let release: (() => void) | undefined
     try {
-      stream = await this.components.dialer.dialProtocol(parsePeerId(peer), this.protocol, { signal: AbortSignal.any([AbortSignal.timeout(this.init.dialTimeoutMs ?? 15_000), ...(signal != null ? [signal] : [])]) })
+      release = await this.slots.acquire(peer, signal)
+      stream = await this.components.dialer.dialProtocol(parsePeerId(peer), this.protocol, { signal: AbortSignal.any([AbortSignal.timeout(this.init.dialTimeoutMs ?? 15_000), ...(signal != null ? [signal] : [])]), maxOutboundStreams: this.init.maxOutboundStreams ?? GENERATE_MAX_STREAMS })
     } catch (err) {
+      release?.()
       signal?.throwIfAborted()
       throw new GenerateError('unreachable', `cannot open ${this.protocol} to ${peer}: ${(err as Error).message}`, true, { cause: err })
     }
+    releaseOnClose(stream, release)
     const lp = lpStream(stream, { maxDataLength: Math.max(MAX_ANSWER_BYTES, MAX_REQUEST_BYTES) })
     try {
       await lp.write(encodeJson(request), { signal })

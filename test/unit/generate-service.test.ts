@@ -1,0 +1,157 @@
+import { describe, test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { lpStream } from '@libp2p/utils'
+import { MeshNode } from '../../mesh/node.ts'
+import { GENERATE_PROTOCOL, GenerateError, generateService } from '../../agent/serving/generate-service.ts'
+import type { GenerateService, HostedEngine } from '../../agent/serving/generate-service.ts'
+import { RemoteEngine } from '../../agent/serving/remote-engine.ts'
+import type { GenerateParams, Generation, GenerationResult } from '../../agent/executor/engine.ts'
+import { ComponentSpecSchema } from '../../agent/registry/components.ts'
+import { ByteTokenizer } from '../../agent/model/tokenizer.ts'
+import { tokenVocab } from '../../agent/openai/json-schema.ts'
+
+/** A fake engine: p.maxTokens tokens (ids 100, 101, …) every few ms, logprobs when asked; remembers its calls. */
+function fakeEngine (calls: GenerateParams[], cancelled: number[]): Extract<HostedEngine, { kind: 'onnx' }>['engine'] {
+  return {
+    provider: { name: 'cpu' },
+    generate: (p: GenerateParams): Generation => {
+      const id = calls.push(p)
+      let cancel = false
+      const logprobs: Array<{ logprob: number, top: Array<[number, number]> }> = []
+      let resolve!: (r: GenerationResult) => void
+      const done = new Promise<GenerationResult>(r => { resolve = r })
+      return {
+        id,
+        logprobs,
+        done,
+        cancel: () => { cancel = true },
+        tokens: (async function * () {
+          for (let i = 0; i < p.maxTokens; i++) {
+            await new Promise(r => setTimeout(r, 5))
+            if (cancel) { cancelled.push(id); resolve({ reason: 'cancelled', promptTokens: p.prompt.length, completionTokens: i }); return }
+            if (p.topLogprobs != null) logprobs.push({ logprob: -0.5, top: [[100 + i, -0.5], [7, -Infinity]] })
+            yield 100 + i
+          }
+          resolve({ reason: 'length', promptTokens: p.prompt.length, completionTokens: p.maxTokens })
+        })()
+      }
+    }
+  }
+}
+
+describe('/blockmesh/generate/1.0.0 between two libp2p nodes', () => {
+  let a: MeshNode, b: MeshNode
+  let client: GenerateService, server: GenerateService
+  const calls: GenerateParams[] = []
+  const cancelled: number[] = []
+  const invalid: string[] = []
+  const spec = ComponentSpecSchema.parse({ name: 'tiny', version: '1', runtime: 'onnx', model: { url: '/m.onnx', md5: 'a'.repeat(32) }, contextLength: 512 })
+  const params = (over: Partial<GenerateParams> = {}): GenerateParams => ({ prompt: [1, 2, 3], maxTokens: 5, temperature: 0, topP: 1, seed: 9, stopTokens: [0], ...over })
+
+  before(async () => {
+    a = await MeshNode.create({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    b = await MeshNode.create({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    await a.start()
+    await b.start()
+    const engine = fakeEngine(calls, cancelled)
+    server = generateService()({
+      registrar: b.libp2p,
+      dialer: b.libp2p,
+      serving: (block) => {
+        if (block === 'tiny') return { kind: 'onnx', engine, component: { spec }, instance: 'i-1' }
+        if (block === 'ext') return { kind: 'external', component: { spec: { ...spec, runtime: 'external' } }, instance: 'i-2' }
+        throw Object.assign(new Error(`no instance of ${block} here`), { code: 'not_found' })
+      },
+      tokenizers: { get: async () => new ByteTokenizer() },
+      onInvalid: (_peer, reason) => { invalid.push(reason) }
+    })
+    await server.start()
+    client = generateService()({ registrar: a.libp2p, dialer: a.libp2p, serving: () => { throw new Error('none') }, tokenizers: { get: async () => new ByteTokenizer() } })
+    await a.libp2p.dial(b.libp2p.getMultiaddrs()[0])
+  })
+  after(async () => { await client.stop().catch(() => {}); await server.stop().catch(() => {}); await a.stop(); await b.stop() })
+
+  test('describe answers with the instance\'s component spec', async () => {
+    const d = await client.describe(b.peerId.toString(), 'tiny')
+    assert.deepEqual(d, { instance: 'i-1', provider: 'cpu', spec })
+  })
+
+  test('generate streams the token ids, the logprobs and the result; RemoteEngine hands them out as a TokenSource', async () => {
+    const engine = new RemoteEngine(client, b.peerId.toString(), 'tiny', 'cpu')
+    const g = engine.generate(params({ topLogprobs: 1, resumed: 2, presencePenalty: 0.5 }))
+    const got: number[] = []
+    for await (const t of g.tokens) got.push(t)
+    assert.deepEqual(got, [100, 101, 102, 103, 104])
+    assert.deepEqual(await g.done, { reason: 'length', promptTokens: 3, completionTokens: 5 })
+    assert.equal(g.logprobs.length, 5)
+    assert.deepEqual(g.logprobs[0].top, [[100, -0.5], [7, -Infinity]])
+    const seen = calls[calls.length - 1]
+    assert.equal(seen.resumed, 2)
+    assert.equal(seen.presencePenalty, 0.5)
+    assert.equal(seen.seed, 9)
+  })
+
+  test('refusals are typed: unknown block and external instances are "lost" (try elsewhere), a bad request is not', async () => {
+    await assert.rejects(client.generate(b.peerId.toString(), 'nope', params()), (e: unknown) => e instanceof GenerateError && e.code === 'not_found' && e.lost)
+    await assert.rejects(client.generate(b.peerId.toString(), 'ext', params()), (e: unknown) => e instanceof GenerateError && e.code === 'not_onnx' && e.lost)
+    const r = await new RemoteEngine(client, b.peerId.toString(), 'tiny').generate(params({ resumed: 4 })).done
+    assert.equal(r.reason, 'error')
+    assert.notEqual(r.lost, true)
+    assert.match(r.error ?? '', /resumed/)
+    assert.ok(invalid.some(x => /resumed/.test(x)), 'the malformed request was reported (a strike)')
+  })
+
+  test('a frame that is not JSON, or too deep, is refused as bad_request and reported', async () => {
+    const before = invalid.length
+    for (const bytes of [new TextEncoder().encode('{"v": 1, "op": "gen'), new TextEncoder().encode('['.repeat(5000) + ']'.repeat(5000))]) {
+      const stream = await a.libp2p.dialProtocol(b.peerId, GENERATE_PROTOCOL)
+      const lp = lpStream(stream, { maxDataLength: 1 << 20 })
+      await lp.write(bytes)
+      const answer = JSON.parse(new TextDecoder().decode((await lp.read()).subarray()))
+      assert.equal(answer.t, 'error')
+      assert.equal(answer.code, 'bad_request')
+    }
+    assert.equal(invalid.length, before + 2)
+  })
+
+  test('constrained decoding sends the vocabulary size, not its texts; the host builds its own and refuses a different size', async () => {
+    const v = await tokenVocab(new ByteTokenizer())
+    const grammar = { type: 'any' } as const
+    const p = params({ constraint: { grammar, grammarKey: 'k', vocab: { key: v.key, size: v.size, texts: v.texts } } })
+    const g = new RemoteEngine(client, b.peerId.toString(), 'tiny').generate(p)
+    for await (const _ of g.tokens) { /* drain */ }
+    assert.equal((await g.done).reason, 'length')
+    const seen = calls[calls.length - 1].constraint
+    assert.ok(seen != null)
+    assert.deepEqual(seen.grammar, grammar)
+    assert.equal(seen.vocab.size, v.size)
+    assert.equal(seen.vocab.texts?.length, v.texts.length, 'the host built the texts from its own tokenizer')
+    assert.notEqual(seen.grammarKey, 'k', 'the host keys the grammar itself')
+    await assert.rejects(client.generate(b.peerId.toString(), 'tiny', { ...p, constraint: { ...p.constraint!, vocab: { key: 'x', size: v.size + 1 } } }),
+      (e: unknown) => e instanceof GenerateError && e.code === 'vocab_mismatch')
+  })
+
+  test('cancelling on the client cancels the sequence on the host', async () => {
+    const g = new RemoteEngine(client, b.peerId.toString(), 'tiny').generate(params({ maxTokens: 10_000 }))
+    let n = 0
+    for await (const _ of g.tokens) if (++n === 3) g.cancel()
+    assert.equal((await g.done).reason, 'cancelled')
+    const id = calls.length
+    await new Promise<void>((resolve, reject) => {
+      const t0 = Date.now()
+      const check = (): void => { if (cancelled.includes(id)) resolve(); else if (Date.now() - t0 > 10_000) reject(new Error('not cancelled on the host')); else setTimeout(check, 20) }
+      check()
+    })
+  })
+
+  test('the host going away mid-generation ends the generation as lost', async () => {
+    const g = new RemoteEngine(client, b.peerId.toString(), 'tiny').generate(params({ maxTokens: 10_000 }))
+    let n = 0
+    for await (const _ of g.tokens) if (++n === 3) await b.stop()
+    const r = await g.done
+    assert.equal(r.reason, 'error')
+    assert.equal(r.lost, true)
+    assert.ok(n >= 3 && n < 10_000)
+  })
+})
