@@ -19,6 +19,33 @@ export interface DemoOptions {
   simulateGpus?: string
   clusters: string[]
   out?: (line: string) => void
+  /** restarts of agents that crash (defaults: RESTART_POLICY) */
+  restart?: Partial<RestartPolicy>
+}
+
+/**
+ * How the demo supervisor restarts an agent that exits with a non-zero code
+ * or a signal while no stop was asked for: after `baseMs`, doubling with each
+ * quick crash in a row up to `maxMs`. A run of `stableMs` or longer resets the
+ * count; after `maxQuickCrashes` quick crashes in a row it gives up on that agent.
+ */
+export interface RestartPolicy {
+  baseMs: number
+  maxMs: number
+  stableMs: number
+  maxQuickCrashes: number
+}
+
+export const RESTART_POLICY: RestartPolicy = { baseMs: 1000, maxMs: 30_000, stableMs: 60_000, maxQuickCrashes: 8 }
+
+/** The wait before restart attempt `attempt` (1-based): base · 2^(attempt−1), capped at max. */
+export function restartDelay (attempt: number, policy: Pick<RestartPolicy, 'baseMs' | 'maxMs'> = RESTART_POLICY): number {
+  return Math.min(policy.maxMs, policy.baseMs * 2 ** Math.max(0, Math.min(attempt - 1, 30)))
+}
+
+/** "1 s", "30 s", "250 ms" */
+function seconds (ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${Math.round(ms / 100) / 10} s`
 }
 
 /** What serving a model needs of its component spec. */
@@ -31,23 +58,38 @@ export interface DemoAgent {
   dir: string
   child: ChildProcess
   info?: ReadyInfo
+  /** times the supervisor has restarted it */
+  restarts: number
+  /** when its current process started (ms since epoch) */
+  startedAt: number
+  /** crashes in a row, each within `stableMs` of its start */
+  quickCrashes: number
+  /** set once the supervisor has given up on it */
+  gaveUp: boolean
 }
 
 /**
  * Runs a local mesh of N agents, each its own OS process, on loopback.
  * Agent 0 is the others' bootstrap peer. Every child is started with an IPC
  * channel, so it stops by itself if this supervisor dies; stop() sends
- * SIGTERM, waits, then SIGKILLs stragglers.
+ * SIGTERM, waits, then SIGKILLs stragglers. Once started, an agent that
+ * crashes (non-zero exit or a signal, no stop asked for) is restarted with
+ * back-off (RestartPolicy) on its own data dir: same identity, same SQLite.
  */
 export class Demo {
   readonly agents: DemoAgent[] = []
   readonly token: string
   private readonly opts: DemoOptions
+  private readonly policy: RestartPolicy
   private stopping: Promise<void> | undefined
+  /** restarts happen only after start() has brought every agent up */
+  private supervising = false
+  private readonly timers = new Set<NodeJS.Timeout>()
 
   constructor (opts: DemoOptions) {
     this.opts = opts
     this.opts.dataDir = resolve(opts.dataDir)
+    this.policy = { ...RESTART_POLICY, ...opts.restart }
     mkdirSync(this.opts.dataDir, { recursive: true, mode: 0o700 })
     const first = join(this.opts.dataDir, 'agent-0', TOKEN_FILE)
     this.token = existsSync(first) ? readFileSync(first, 'utf8').trim() : randomBytes(32).toString('base64url')
@@ -57,6 +99,15 @@ export class Demo {
     const name = `agent-${index}`
     const cluster = this.opts.clusters[index % this.opts.clusters.length]
     const dir = join(this.opts.dataDir, name)
+    const agent: DemoAgent = { index, name, cluster, dir, child: undefined as unknown as ChildProcess, restarts: 0, startedAt: 0, quickCrashes: 0, gaveUp: false }
+    this.launch(agent, bootstrap)
+    this.agents.push(agent)
+    return agent
+  }
+
+  /** Starts (or restarts) an agent's process on its data dir. */
+  private launch (agent: DemoAgent, bootstrap: string[]): void {
+    const { index, name, cluster, dir } = agent
     mkdirSync(dir, { recursive: true, mode: 0o700 })
     seedToken(dir, this.token)
     rmSync(join(dir, READY_FILE), { force: true })
@@ -75,12 +126,48 @@ export class Demo {
     const log = openSync(join(dir, 'agent.log'), 'a', 0o600)
     const child = spawn(process.execPath, args, { stdio: ['ignore', log, log, 'ipc'] })
     closeSync(log)
-    const agent: DemoAgent = { index, name, cluster, dir, child }
-    child.on('exit', (code, signal) => {
-      if (this.stopping == null) this.opts.out?.(`! ${name} exited (${code ?? signal}); its log: ${join(dir, 'agent.log')}`)
-    })
-    this.agents.push(agent)
-    return agent
+    agent.child = child
+    agent.info = undefined
+    agent.startedAt = Date.now()
+    child.on('exit', (code, signal) => { this.exited(agent, child, code, signal) })
+  }
+
+  /** An agent's process ended: restart it with back-off when it crashed and nobody asked it to stop. */
+  private exited (agent: DemoAgent, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.stopping != null || agent.child !== child) return
+    const how = signal != null ? `signal ${signal}` : `exit code ${code ?? '?'}`
+    const log = join(agent.dir, 'agent.log')
+    const out = this.opts.out ?? (() => {})
+    if (!this.supervising) { out(`! ${agent.name} exited (${how}); its log: ${log}`); return }
+    if (signal == null && code === 0) { out(`! ${agent.name} stopped (exit code 0); not restarting it (only crashes are restarted); its log: ${log}`); return }
+    const upMs = Date.now() - agent.startedAt
+    agent.quickCrashes = upMs >= this.policy.stableMs ? 1 : agent.quickCrashes + 1
+    if (agent.quickCrashes >= this.policy.maxQuickCrashes) {
+      agent.gaveUp = true
+      out(`! ${agent.name} (pid ${child.pid ?? '?'}) crashed (${how}) after ${seconds(upMs)}: ${agent.quickCrashes} crashes in a row, each within ${seconds(this.policy.stableMs)} of its start; giving up on it (see its log: ${log})`)
+      return
+    }
+    const attempt = agent.quickCrashes
+    const delay = restartDelay(attempt, this.policy)
+    out(`! ${agent.name} (pid ${child.pid ?? '?'}) crashed (${how}) after ${seconds(upMs)}; restarting it in ${seconds(delay)} (attempt ${attempt} of ${this.policy.maxQuickCrashes - 1}); its log: ${log}`)
+    const timer = setTimeout(() => {
+      this.timers.delete(timer)
+      if (this.stopping != null) return
+      // whichever agents are up now: agent 0's old address is gone when it is the one restarting
+      const bootstrap = this.agents.flatMap(a => a !== agent && a.info != null && a.child.exitCode == null && a.child.signalCode == null ? a.info.multiaddrs.slice(0, 1) : [])
+      agent.restarts++
+      this.launch(agent, bootstrap)
+      const current = agent.child
+      waitReady(agent.dir, current).then(info => {
+        if (agent.child !== current || this.stopping != null) return
+        agent.info = info
+        out(`${agent.name} restarted (restart ${agent.restarts}): api ${info.apiUrl}  peer ${info.peerId}  pid ${info.pid}`)
+      }, (err: Error) => {
+        // an exit before ready is handled (and counted) by the exit handler
+        if (agent.child === current && this.stopping == null && current.exitCode == null && current.signalCode == null) out(`! ${agent.name}: ${err.message}`)
+      })
+    }, delay)
+    this.timers.add(timer)
   }
 
   async start (): Promise<void> {
@@ -90,6 +177,7 @@ export class Demo {
     const rest = []
     for (let i = 1; i < this.opts.agents; i++) rest.push(this.spawnAgent(i, seed))
     await Promise.all(rest.map(async a => { a.info = await waitReady(a.dir, a.child) }))
+    this.supervising = this.stopping == null
   }
 
   /** A caller of agent 0's API with the demo token: (method, path, body?) → status and JSON body. */
@@ -228,6 +316,8 @@ export class Demo {
 
   async stop (): Promise<void> {
     this.stopping ??= (async () => {
+      for (const t of this.timers) clearTimeout(t)
+      this.timers.clear()
       const alive = this.agents.filter(a => a.child.exitCode == null && a.child.signalCode == null)
       await Promise.all(alive.map(async a => await new Promise<void>(resolve => {
         const kill = setTimeout(() => { a.child.kill('SIGKILL') }, 10_000)

@@ -1,5 +1,5 @@
 import type { Command } from 'commander'
-import { Demo } from '../../demo.ts'
+import { Demo, RESTART_POLICY } from '../../demo.ts'
 import { collect, intArg } from '../args.ts'
 import { parseSimulatedGpus } from '../../hardware/gpus.ts'
 import { DEMO_BLOCK, demoComponent, ensureDemoModel } from '../../demo-model.ts'
@@ -123,6 +123,7 @@ export function registerDemoCommand (program: Command): void {
         out(`the same model split into ${Math.min(3, demo.agents.length)} stages across the agents answers as model "${pipeline}" (same greedy tokens), e.g.:`)
         out(`  curl -s ${demo.agents[demo.agents.length - 1].info?.apiUrl ?? ''}/v1/chat/completions -H "Authorization: Bearer ${demo.token}" -H 'content-type: application/json' -d '{"model": "${pipeline}", "messages": [{"role": "user", "content": "${sample}"}], "max_tokens": 60}'`)
       }
+      out(`an agent that crashes is restarted on its data dir (back-off ${RESTART_POLICY.baseMs / 1000} s doubling to ${RESTART_POLICY.maxMs / 1000} s; gives up after ${RESTART_POLICY.maxQuickCrashes} quick crashes in a row)`)
       out('Ctrl-C stops every agent.')
     })
 }
