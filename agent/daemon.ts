@@ -271,6 +271,7 @@ export class Agent {
       hardware: this.hardware,
       metrics: this.metrics,
       components: this.components,
+      state: this.state,
       tokenizers: this.tokenizers,
       models: { cacheDir: join(this.options.dataDir, 'models'), maxBytes: this.options.maxModelBytes },
       owner: this.owner,

@@ -9,6 +9,7 @@ import type { Router } from '../blocks/router.ts'
 import type { Db } from '../db/database.ts'
 import type { LocalStages } from '../vdag/links.ts'
 import type { VdagStore } from '../vdag/registry.ts'
+import type { DesiredState } from '../state/replica.ts'
 import type { TaskService } from '../tasks/service.ts'
 import type { ComponentRegistry } from '../registry/components.ts'
 import type { Tokenizers } from '../model/tokenizers/load.ts'
@@ -31,13 +32,15 @@ export interface ApiContext {
   tokenizers: Tokenizers
   /** where model add keeps downloads and conversions, and the largest model file accepted */
   models: { cacheDir: string, maxBytes: number }
-  /** blocks this agent owns */
+  /** the mesh's desired state, replicated here */
+  state: DesiredState
+  /** the blocks of the mesh, and the reconciliation of those this agent reconciles */
   owner: BlockOwner
   /** instances this agent runs */
   host: InstanceHost
   router: Router
   db: Db
-  /** vDAGs this agent owns */
+  /** the vDAGs of the mesh */
   vdags: VdagStore
   /** the stage engines running here, by block */
   stages: LocalStages

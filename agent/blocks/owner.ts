@@ -289,17 +289,22 @@ export class BlockOwner {
     return best
   }
 
-  /** The highest term any live agent reports for a block (its reconciler's claim, its hosts' instances). */
-  private seenTerm (block: string, exceptSelf = true): { term: number, peer: string | null } {
-    let best = { term: 0, peer: null as string | null }
+  /**
+   * Terms seen for a block: the highest anywhere (live peers, the last records of expired ones, this
+   * host's instance), which a new claim must exceed; and the highest a live peer claims as reconciler.
+   */
+  private seenTerm (block: string): { term: number, claim: number } {
+    let term = this.init.host.term(block)
+    let claim = 0
     for (const p of this.init.gossip.peers()) {
-      if (p.status !== 'live') continue
-      for (const r of p.record.reconciles ?? []) if (r.block === block && r.term > best.term) best = { term: r.term, peer: p.record.peerId }
-      for (const r of p.record.instances) if (r.block === block && (r.term ?? 0) > best.term) best = { term: r.term ?? 0, peer: null }
+      for (const r of p.record.reconciles ?? []) {
+        if (r.block !== block) continue
+        term = Math.max(term, r.term)
+        if (p.status === 'live') claim = Math.max(claim, r.term)
+      }
+      for (const r of p.record.instances) if (r.block === block) term = Math.max(term, r.term ?? 0)
     }
-    if (!exceptSelf) best = { term: Math.max(best.term, this.init.host.term(block)), peer: best.peer }
-    else if (this.init.host.term(block) > best.term) best = { term: this.init.host.term(block), peer: null }
-    return best
+    return { term, claim }
   }
 
   private view (e: Entry<StoredBlock>): BlockView {
@@ -394,9 +399,9 @@ export class BlockOwner {
     if (Date.now() < this.settleUntil && this.init.gossip.peers().some(p => p.status === 'expired')) return
     const seen = this.seenTerm(id)
     let term = this.terms.get(id)
-    if (term != null && seen.peer != null && seen.term > term) {
+    if (term != null && seen.claim > term) {
       // another live agent claims the block with a higher term: it reconciles, this one steps down
-      this.init.log.info({ block: id, term, theirs: seen.term }, 'a higher term reconciles the block; stepping down')
+      this.init.log.info({ block: id, term, theirs: seen.claim }, 'a higher term reconciles the block; stepping down')
       this.forget(id)
       return
     }

@@ -52,6 +52,13 @@ export function registerMeshRoutes (app: FastifyInstance, ctx: ApiContext): void
     return { ...self, heartbeatMs: ctx.gossip.heartbeatMs, nextSeq: ctx.gossip.nextSeq(), allowList: ctx.mesh.gate.allowList }
   })
 
+  /** The replicated desired state held here: its digest (equal digests, equal states), changes, writers, objects per collection. */
+  app.get('/api/state', async () => ({
+    digest: ctx.state.digest(),
+    changes: ctx.state.changes(),
+    actors: ctx.state.vector().size,
+    objects: Object.fromEntries((['components', 'blocks', 'vdags', 'plans'] as const).map(c => [c, ctx.state.list(c).length]))
+  }))
   app.get('/api/peers', async (req) => {
     const q = parseWith(PeersQuery, req.query, 'query')
     return peersJson(ctx, q.include)
