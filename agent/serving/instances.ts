@@ -34,6 +34,18 @@ const LOST_PEER_MS = 15_000
 
 /** Component specs learnt from hosts (describe), by component URI. */
 const described = new Map<string, Component>()
+/**
+ * Peers that answered on the generate protocol. identify tells peers about a node's protocols when they
+ * connect, and the protocol may be registered a moment after the first connections: those peers are
+ * asked (describe) once, not on every request.
+ */
+const speakers = new Set<string>()
+/** Peers whose describe failed (an older agent, say), until when: tunnelled without asking again meanwhile. */
+const mute = new Map<string, number>()
+const MUTE_MS = 60_000
+const remember = <T>(m: { size: number, delete: (k: T) => boolean, keys: () => IterableIterator<T> }): void => {
+  if (m.size > 1024) m.delete(m.keys().next().value as T)
+}
 
 /** The gossiped report of `instance` on `peer`. */
 function reportOf (ctx: InstanceServingContext, peer: string, instance: string): { component: string, provider: string | null } | undefined {
@@ -55,12 +67,15 @@ export async function remoteInstance (ctx: InstanceServingContext, block: string
     ctx.log.info({ block, peer: route.peer, reason }, 'serving the request through the byte tunnel: no token-level path (no migration if the instance dies)')
     return null
   }
+  if ((mute.get(route.peer) ?? 0) > Date.now()) return null
   let component: Component | undefined
   if (report != null) {
     try { component = ctx.components.get(report.component) } catch { component = described.get(report.component) }
   }
-  let speaks = false
-  try { speaks = (await ctx.peerProtocols?.(route.peer))?.includes(ctx.generate.protocol) === true } catch { /* unknown: ask */ }
+  let speaks = speakers.has(route.peer)
+  if (!speaks) {
+    try { speaks = (await ctx.peerProtocols?.(route.peer))?.includes(ctx.generate.protocol) === true } catch { /* unknown: ask */ }
+  }
   let provider = report?.provider ?? 'remote'
   if (component == null || !speaks) {
     try {
@@ -68,14 +83,25 @@ export async function remoteInstance (ctx: InstanceServingContext, block: string
       const uri = componentUri(d.spec)
       component ??= { uri, spec: d.spec, createdAt: new Date(0).toISOString() }
       described.set(uri, component)
-      if (described.size > 256) described.delete(described.keys().next().value as string)
+      remember(described)
+      speakers.add(route.peer)
+      remember(speakers)
       provider = d.provider
     } catch (err) {
       signal.throwIfAborted()
-      return why(`the host did not describe the instance: ${(err as Error).message}`)
+      const cause = (err as Error).cause as Error | undefined
+      if (cause?.name === 'UnsupportedProtocolError') {
+        mute.set(route.peer, Date.now() + MUTE_MS)
+        remember(mute)
+        return why(`the peer does not speak ${ctx.generate.protocol}`)
+      }
+      if (component == null) return why(`the host did not describe the instance: ${(err as Error).message}`)
+      // the component is known here and the peer is unreachable or its instance not ready right now:
+      // the token-level path still applies, and MigratingSource moves on to another instance
     }
   }
-  if (component.spec.runtime !== 'onnx' || provider === 'external') return null
+  // external systems are proxied by their host; a pipeline stage answers only inside its vDAG (the host says so)
+  if (component.spec.runtime !== 'onnx' || component.spec.stage != null || provider === 'external' || provider === 'stage') return null
   try {
     await ctx.tokenizers.get(component.spec.tokenizer, signal)
   } catch (err) {
