@@ -18,6 +18,8 @@ export const AgentOptionsSchema = z.object({
   allow: z.array(z.string().min(1)).default([]),
   heartbeatMs: z.number().int().min(250).max(60_000).default(2000),
   simulateGpus: z.string().optional(),
+  /** let this agent place blocks on GPUs that peers (or it) declare simulated; off: simulated GPUs are ignored for placement */
+  allowSimulatedGpus: z.boolean().default(false),
   /** refuse model files larger than this */
   maxModelBytes: z.number().int().positive().default(64 * 1024 ** 3),
   /** run blocks with an external system or an init process when a peer (not this agent) places them */

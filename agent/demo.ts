@@ -121,7 +121,8 @@ export class Demo {
       '--heartbeat-ms', String(this.opts.heartbeatMs)
     ]
     if (bootstrap.length > 0) args.push('--bootstrap', bootstrap.join(','))
-    if (this.opts.simulateGpus != null) args.push('--simulate-gpus', this.opts.simulateGpus)
+    // the demo declares these GPUs for its agents to place on (they are still shown as simulated)
+    if (this.opts.simulateGpus != null) args.push('--simulate-gpus', this.opts.simulateGpus, '--allow-simulated-gpus')
     // the child writes its log itself (not through a pipe to us), so it outlives a crash of this supervisor
     const log = openSync(join(dir, 'agent.log'), 'a', 0o600)
     const child = spawn(process.execPath, args, { stdio: ['ignore', log, log, 'ipc'] })

@@ -76,7 +76,14 @@ export interface NodeView {
   load15: number
   /** bytes */
   ramAvailable: number
-  gpus: Array<{ memoryFreeBytes: number | null, memoryTotalBytes: number, utilisation: number | null }>
+  /** the node's GPUs in record order (a placement's gpuIndexes index this list) */
+  gpus: Array<{
+    memoryFreeBytes: number | null
+    memoryTotalBytes: number
+    utilisation: number | null
+    /** declared with --simulate-gpus (or PUT /api/hardware/simulated-gpus): not there; absent means a real GPU */
+    simulated?: boolean
+  }>
   /** instances of the block being placed already on this node */
   instances: number
 }
@@ -100,6 +107,12 @@ export interface PlacementRequest {
   preferCluster?: string
   /** on a tie, prefer this node (the agent placing the block) */
   preferNode?: string
+  /**
+   * use GPUs marked simulated as if they were real (the placing agent runs with
+   * --allow-simulated-gpus: the demo, tests). Default false: simulated GPUs are
+   * ignored, as if absent, and a refusal says when they were all a node had.
+   */
+  allowSimulatedGpus?: boolean
 }
 
 export interface Placement { peerId: string, name: string, gpuIndexes: number[] }

@@ -4,7 +4,9 @@
  * the same request and the same set of nodes (in any order) give the same
  * result. One decision reads every node once to group and total the
  * clusters, once more to test the nodes of the clusters that pass, and sorts
- * only the usable nodes of the chosen cluster.
+ * only the usable nodes of the chosen cluster. GPUs marked simulated count
+ * only when the request allows them (allowSimulatedGpus); otherwise they are
+ * left out as if absent, and a refusal names the nodes that had them.
  */
 import type { NodeView, Placement, PlacementRequest, PlacementResult, Policy } from './policy.ts'
 
@@ -48,9 +50,25 @@ export interface ClusterView {
  * cluster passes the cluster filter or the passing clusters have no usable
  * node; places fewer than asked when no cluster can host them all.
  */
-export function schedule (req: PlacementRequest, nodes: NodeView[]): PlacementResult {
+export function schedule (req: PlacementRequest, allNodes: NodeView[]): PlacementResult {
   const clusterFilter = req.policy.cluster ?? {}
   const limits = nodeLimits(req)
+  const hidden = req.allowSimulatedGpus === true ? new Map<NodeView, HiddenGpus>() : hideSimulatedGpus(allNodes)
+  const nodes = hidden.size === 0 ? allNodes : allNodes.map(n => hidden.get(n)?.view ?? n)
+  const result = decide(req, nodes, clusterFilter, limits)
+  if (hidden.size === 0) return result
+  if (result.ok) {
+    // indexes into the node's own GPU list, simulated ones included
+    const slots = new Map([...hidden.values()].map(h => [h.view.peerId, h.slots]))
+    return { ...result, placements: result.placements.map(p => ({ ...p, gpuIndexes: p.gpuIndexes.map(i => slots.get(p.peerId)?.[i] ?? i) })) }
+  }
+  const usesGpus = limits.gpus > 0 || clusterFilter.minGpus != null || clusterFilter.minFreeGpuMemory != null
+  const counted = groupClusters(nodes, clusterFilter)
+  const note = usesGpus ? simulatedReason([...counted.values()].flatMap(c => c.nodes), hidden) : null
+  return note == null ? result : { ok: false, reasons: [note, ...result.reasons] }
+}
+
+function decide (req: PlacementRequest, nodes: NodeView[], clusterFilter: ClusterFilter, limits: NodeLimits): PlacementResult {
   const groups = groupClusters(nodes, clusterFilter)
   const clusterChecks = clusterChecksFor(clusterFilter)
   const nodeChecks = nodeChecksFor(limits)
@@ -70,6 +88,44 @@ export function schedule (req: PlacementRequest, nodes: NodeView[]): PlacementRe
     return { ok: false, reasons: explain(best.nodes, nodeChecks, nodeScope(best.name)) }
   }
   return { ok: true, cluster: chosen.name, placements: place(chosen.nodes, nodeChecks, limits, count, req.preferNode) }
+}
+
+/** A node seen without its simulated GPUs: `slots[i]` is the index in the node's own list of `view.gpus[i]`. */
+interface HiddenGpus { view: NodeView, slots: number[], simulated: number }
+
+/** For each node with GPUs marked simulated, a view of it without them (keyed by the original). */
+function hideSimulatedGpus (nodes: NodeView[]): Map<NodeView, HiddenGpus> {
+  const hidden = new Map<NodeView, HiddenGpus>()
+  for (const n of nodes) {
+    if (!n.gpus.some(g => g.simulated === true)) continue
+    const slots: number[] = []
+    n.gpus.forEach((g, i) => { if (g.simulated !== true) slots.push(i) })
+    hidden.set(n, { view: { ...n, gpus: slots.map(i => n.gpus[i]) }, slots, simulated: n.gpus.length - slots.length })
+  }
+  return hidden
+}
+
+/** The refusal's note on simulated GPUs left out, for the counted nodes that had some (by name, at most 5 named). */
+function simulatedReason (counted: NodeView[], hidden: Map<NodeView, HiddenGpus>): Reason | null {
+  const byView = new Map([...hidden.values()].map(h => [h.view, h]))
+  const parts: Array<{ label: string, text: string }> = []
+  for (const n of counted) {
+    const h = byView.get(n)
+    if (h == null) continue
+    const label = n.name !== '' ? n.name : n.peerId
+    const total = h.simulated + h.slots.length
+    parts.push({
+      label,
+      text: h.slots.length === 0
+        ? `node ${label}: its only ${total === 1 ? 'GPU is' : `${total} GPUs are`} simulated`
+        : `node ${label}: ${h.simulated} of its ${total} GPUs ${h.simulated === 1 ? 'is' : 'are'} simulated and not counted`
+    })
+  }
+  if (parts.length === 0) return null
+  parts.sort((a, b) => compareText(a.label, b.label) || compareText(a.text, b.text))
+  const shown = parts.slice(0, 5).map(p => p.text)
+  if (parts.length > 5) shown.push(`and ${parts.length - 5} more ${plural(parts.length - 5, 'node')} with simulated GPUs`)
+  return { filter: 'gpu.simulated', message: `${shown.join('; ')}; start the agent with --allow-simulated-gpus to place on them` }
 }
 
 /** Resolves the node filter and the instance's needs into one set of limits. */

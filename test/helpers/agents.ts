@@ -70,7 +70,7 @@ export class AgentProcess {
     if (s.bootstrap != null && s.bootstrap.length > 0) args.push('--bootstrap', s.bootstrap.join(','))
     if (s.swarmKey != null) args.push('--swarm-key', s.swarmKey)
     if (s.allow != null && s.allow.length > 0) args.push('--allow', s.allow.join(','))
-    if (s.simulateGpus != null) args.push('--simulate-gpus', s.simulateGpus)
+    if (s.simulateGpus != null) args.push('--simulate-gpus', s.simulateGpus, '--allow-simulated-gpus')
     if (s.listenIp != null) args.push('--api-host', s.listenIp)
     args.push(...(s.extra ?? []))
     return args

@@ -2,6 +2,9 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { schedule } from '../../agent/scheduler/schedule.ts'
 import { PolicySchema } from '../../agent/scheduler/policy.ts'
+import { nodeViewsFrom } from '../../agent/scheduler/nodes.ts'
+import { CapacityRecordSchema } from '../../mesh/capacity/record.ts'
+import type { CapacityRecord } from '../../mesh/capacity/record.ts'
 import type { InstanceNeeds, NodeView, PlacementRequest, PlacementResult, Policy } from '../../agent/scheduler/policy.ts'
 import { Rng } from '../../agent/model/random.ts'
 
@@ -12,6 +15,10 @@ type Reasons = Extract<PlacementResult, { ok: false }>['reasons']
 
 function gpu (freeGiB: number | null, utilisation: number | null, totalGiB = 80): Gpu {
   return { memoryFreeBytes: freeGiB == null ? null : freeGiB * GiB, memoryTotalBytes: totalGiB * GiB, utilisation }
+}
+
+function simGpu (freeGiB: number, utilisation = 0): Gpu {
+  return { ...gpu(freeGiB, utilisation), simulated: true }
 }
 
 function node (peerId: string, cluster: string, vendor: string, o: { cpus: number, load15: number, ramGiB: number, gpus: Gpu[], instances?: number }): NodeView {
@@ -250,6 +257,90 @@ test('partial placement when fewer nodes qualify than asked; count 0 places noth
   assert.deepEqual(schedule(req(YOLO, 0), []), { ok: true, cluster: '', placements: [] })
 })
 
+const HINT = 'start the agent with --allow-simulated-gpus to place on them'
+
+test('simulated GPUs are ignored (as if absent) unless the request allows them; the refusal says so', () => {
+  const nodes = [node('s1', 'sim', 'v', { cpus: 8, load15: 0, ramGiB: 32, gpus: [simGpu(80), simGpu(70)] })]
+  const needs = { gpuMemory: 10 * GiB, ram: 0, cpus: 0 }
+  const reasons = refused(schedule(req(policy({}, {}), 1, { needs }), nodes))
+  assert.deepEqual(reasons[0], { filter: 'gpu.simulated', message: `node s1: its only 2 GPUs are simulated; ${HINT}` }, 'the cause comes first')
+  assert.match(reason(reasons, 'node.gpus'), /cluster sim has no node with ≥ 1 GPU: best was s1 with 0/, 'counted as absent')
+  assert.deepEqual(placed(schedule(req(policy({}, {}), 1, { needs, allowSimulatedGpus: true }), nodes)), { cluster: 'sim', nodes: ['s1'], gpus: [[0]] })
+  // allowSimulatedGpus: false is the default, and an explicit false is the same
+  assert.deepEqual(schedule(req(policy({}, {}), 1, { needs, allowSimulatedGpus: false }), nodes), schedule(req(policy({}, {}), 1, { needs }), nodes))
+  // work that needs no GPU goes there either way, with no GPU
+  assert.deepEqual(placed(schedule(req(VLLM_CHAT, 1), nodes)), { cluster: 'sim', nodes: ['s1'], gpus: [[]] })
+  // the cluster filter counts no simulated GPU either
+  const one = refused(schedule(req(policy({ minGpus: 1 }, {}), 1), nodes))
+  assert.deepEqual(one.map(r => r.filter), ['gpu.simulated', 'cluster.minGpus'])
+  assert.match(reason(one, 'cluster.minGpus'), /no cluster with ≥ 1 GPUs: best was sim with 0/)
+  assert.equal(placed(schedule(req(policy({ minGpus: 2, minFreeGpuMemory: 150 * GiB }, {}), 1, { allowSimulatedGpus: true }), nodes)).cluster, 'sim')
+  // a refusal for another cause does not mention them
+  assert.deepEqual(refused(schedule(req(policy({}, { minCpus: 64 }), 1), nodes)).map(r => r.filter), ['node.minCpus'])
+})
+
+test('a node with real and simulated GPUs: only the real ones count, and gpuIndexes index the node\'s own list', () => {
+  const mixed = node('m1', 'mix', 'v', { cpus: 8, load15: 0, ramGiB: 32, gpus: [simGpu(80), gpu(20, 10), simGpu(60), gpu(30, 10)] })
+  const needs = { gpuMemory: 10 * GiB, ram: 0, cpus: 0 }
+  assert.deepEqual(placed(schedule(req(policy({}, {}), 1, { needs }), [mixed])).gpus, [[3]])
+  assert.deepEqual(placed(schedule(req(policy({}, { gpus: 2 }), 1, { needs }), [mixed])).gpus, [[1, 3]])
+  assert.deepEqual(placed(schedule(req(policy({}, { gpus: 2 }), 1, { needs, allowSimulatedGpus: true }), [mixed])).gpus, [[0, 2]])
+  const three = refused(schedule(req(policy({}, { gpus: 3 }), 1, { needs }), [mixed]))
+  assert.equal(reason(three, 'gpu.simulated'), `node m1: 2 of its 4 GPUs are simulated and not counted; ${HINT}`)
+  assert.match(reason(three, 'node.gpus'), /best was m1 with 2$/)
+  // the real node wins over the one whose GPUs are all simulated, whatever their free memory
+  const nodes = [node('fake', 'c', 'v', { cpus: 8, load15: 0, ramGiB: 64, gpus: [simGpu(80)] }), node('real', 'c', 'v', { cpus: 8, load15: 0, ramGiB: 8, gpus: [gpu(12, 0)] })]
+  assert.deepEqual(placed(schedule(req(policy({}, {}), 2, { needs }), nodes)).nodes, ['real'])
+  assert.deepEqual(placed(schedule(req(policy({}, {}), 2, { needs, allowSimulatedGpus: true }), nodes)).nodes, ['fake', 'real'])
+  // the simulated node's memory does not make its cluster the best one
+  const two = [...nodes, node('other', 'd', 'v', { cpus: 8, load15: 0, ramGiB: 8, gpus: [gpu(40, 0)] })]
+  assert.deepEqual(placed(schedule(req(policy({}, {}), 1, { needs }), two)), { cluster: 'd', nodes: ['other'], gpus: [[0]] })
+})
+
+test('the simulated-GPU note names at most 5 nodes, those the cluster filter counts, in name order', () => {
+  const nodes = [7, 3, 5, 1, 6, 2, 4].map(i => node(`s${i}`, 'sim', i === 7 ? 'other' : 'v', { cpus: 8, load15: 0, ramGiB: 32, gpus: [simGpu(80)] }))
+  const all = reason(refused(schedule(req(policy({}, { gpus: 1 }), 1), nodes)), 'gpu.simulated')
+  assert.equal(all, `node s1: its only GPU is simulated; node s2: its only GPU is simulated; node s3: its only GPU is simulated; node s4: its only GPU is simulated; node s5: its only GPU is simulated; and 2 more nodes with simulated GPUs; ${HINT}`)
+  const vendor = reason(refused(schedule(req(policy({ vendor: 'other' }, { gpus: 1 }), 1), nodes)), 'gpu.simulated')
+  assert.equal(vendor, `node s7: its only GPU is simulated; ${HINT}`)
+})
+
+test('nodeViewsFrom: capacity records to NodeViews, simulated flag kept per GPU, instances from records and the holding set', () => {
+  const record = (peerId: string, gpus: Array<{ simulated: boolean, free: number | null }>, instances: string[] = []): CapacityRecord => CapacityRecordSchema.parse({
+    v: 1, peerId, name: `name-${peerId}`, cluster: 'c', vendor: 'acme', addrs: [], epoch: 1, seq: 1, ts: 0, heartbeatMs: 1000,
+    readings: {
+      cpu: { count: 4, model: 'x', load1: 1, load5: 1, load15: 0.5, utilisation: 10 },
+      memory: { totalBytes: 16 * GiB, freeBytes: 8 * GiB, availableBytes: 12 * GiB },
+      gpus: gpus.map((g, index) => ({ index, vendor: 'NVIDIA', model: 'A100', memoryTotalBytes: 80 * GiB, memoryFreeBytes: g.free, utilisation: g.free == null ? null : 5, simulated: g.simulated }))
+    },
+    instances: instances.map((block, i) => ({ block, instance: `${block}-${i}`, owner: 'o', status: 'ready', error: null, provider: 'cpu', component: 'm:1', active: 0, queued: 0, tokensPerSecond: 0, affinity: true, sessionTtl: 600 }))
+  })
+  const records = [
+    record('p1', [{ simulated: false, free: 40 * GiB }, { simulated: true, free: 80 * GiB }]),
+    record('p2', [{ simulated: true, free: 80 * GiB }], ['blk']),
+    record('p3', [], ['other'])
+  ]
+  const views = nodeViewsFrom(records, { block: 'blk', holding: new Set(['p3']) })
+  assert.deepEqual(views[0], {
+    peerId: 'p1', name: 'name-p1', cluster: 'c', vendor: 'acme', cpus: 4, load15: 0.5, ramAvailable: 12 * GiB,
+    gpus: [
+      { memoryFreeBytes: 40 * GiB, memoryTotalBytes: 80 * GiB, utilisation: 5, simulated: false },
+      { memoryFreeBytes: 80 * GiB, memoryTotalBytes: 80 * GiB, utilisation: 5, simulated: true }
+    ],
+    instances: 0
+  })
+  assert.deepEqual(views.map(v => [v.peerId, v.instances]), [['p1', 0], ['p2', 1], ['p3', 1]], 'p2 by its record, p3 by the holding set')
+  assert.deepEqual(nodeViewsFrom(records, { block: 'blk' }).map(v => v.instances), [0, 1, 0])
+  assert.deepEqual(nodeViewsFrom(records, { block: 'other', holding: ['p1'] }).map(v => v.instances), [1, 0, 1])
+  assert.deepEqual(nodeViewsFrom(records, { block: 'x', holding: id => id === 'p2' }).map(v => v.instances), [0, 1, 0])
+  assert.deepEqual(nodeViewsFrom([], { block: 'x' }), [])
+  // straight into the scheduler: p2's only GPU is simulated, p1's real one is used
+  const needs = { gpuMemory: 10 * GiB, ram: 0, cpus: 0 }
+  const fresh = nodeViewsFrom(records, { block: 'new' })
+  assert.deepEqual(placed(schedule(req(policy({}, {}), 3, { needs }), fresh)), { cluster: 'c', nodes: ['p1'], gpus: [[0]] })
+  assert.deepEqual(placed(schedule(req(policy({}, {}), 3, { needs, allowSimulatedGpus: true }), fresh)), { cluster: 'c', nodes: ['p1', 'p2'], gpus: [[1], [0]] }, 'p1 first: 120 GiB free with its simulated GPU')
+})
+
 // ---- randomized property check ---------------------------------------------------------------
 
 function pick<T> (rng: Rng, xs: readonly T[]): T { return xs[Math.floor(rng.next() * xs.length)] }
@@ -271,7 +362,7 @@ function randomMesh (rng: Rng, n: number): NodeView[] {
   for (let i = 0; i < n; i++) {
     const gpus: Gpu[] = []
     for (let g = int(rng, 0, 4); g > 0; g--) {
-      gpus.push({ memoryTotalBytes: 80 * GiB, memoryFreeBytes: rng.next() < 0.1 ? null : int(rng, 0, 80) * GiB, utilisation: rng.next() < 0.1 ? null : int(rng, 0, 100) })
+      gpus.push({ memoryTotalBytes: 80 * GiB, memoryFreeBytes: rng.next() < 0.1 ? null : int(rng, 0, 80) * GiB, utilisation: rng.next() < 0.1 ? null : int(rng, 0, 100), ...(rng.next() < 0.25 ? { simulated: true } : {}) })
     }
     out.push({
       peerId: `p${i}`,
@@ -311,7 +402,8 @@ function randomRequest (rng: Rng, nodes: NodeView[]): PlacementRequest {
     count: int(rng, 0, 5),
     exclude: maybe(rng, 0.3, () => nodes.filter(() => rng.next() < 0.2).map(x => x.peerId)),
     preferCluster: maybe(rng, 0.3, () => pick(rng, ['c0', 'c1', 'c2', 'c3'])),
-    preferNode: maybe(rng, 0.3, () => pick(rng, nodes)?.peerId)
+    preferNode: maybe(rng, 0.3, () => pick(rng, nodes)?.peerId),
+    allowSimulatedGpus: maybe(rng, 0.7, () => rng.next() < 0.5)
   }
 }
 
@@ -321,12 +413,16 @@ const brute = {
     const f = r.policy.cluster
     return (f.names == null || f.names.includes(n.cluster)) && (f.vendor == null || n.vendor === f.vendor)
   },
+  /** the GPUs placement may use: simulated ones only when the request allows them */
+  gpus (r: PlacementRequest, n: NodeView): Gpu[] {
+    return n.gpus.filter(g => r.allowSimulatedGpus === true || g.simulated !== true)
+  },
   clusterPasses (r: PlacementRequest, nodes: NodeView[], name: string): boolean {
     const f = r.policy.cluster
     const members = nodes.filter(n => n.cluster === name && brute.counted(r, n))
     if (members.length === 0) return false
-    const gpus = members.reduce((s, n) => s + n.gpus.length, 0)
-    const free = members.reduce((s, n) => s + n.gpus.reduce((t, g) => t + (g.memoryFreeBytes ?? 0), 0), 0)
+    const gpus = members.reduce((s, n) => s + brute.gpus(r, n).length, 0)
+    const free = members.reduce((s, n) => s + brute.gpus(r, n).reduce((t, g) => t + (g.memoryFreeBytes ?? 0), 0), 0)
     const load = members.reduce((s, n) => s + n.load15, 0) / members.length
     return (f.minGpus == null || gpus >= f.minGpus) &&
       (f.minFreeGpuMemory == null || free >= f.minFreeGpuMemory) &&
@@ -338,6 +434,7 @@ const brute = {
   },
   gpuOk (r: PlacementRequest, g: Gpu): boolean {
     const f = r.policy.node
+    if (g.simulated === true && r.allowSimulatedGpus !== true) return false
     const utilOk = f.maxGpuUtilisation == null || (g.utilisation != null && g.utilisation < f.maxGpuUtilisation)
     return utilOk && (g.memoryFreeBytes ?? 0) >= Math.max(f.minFreeGpuMemory ?? 0, r.needs.gpuMemory)
   },
@@ -378,6 +475,7 @@ test('property: 200 random meshes and policies; every placement passes every fil
       assert.ok(r.count > 0, `count 0 is never refused, ${where}`)
       assert.equal(most, 0, `refused although cluster(s) ${JSON.stringify([...capacity])} can host, ${where}`)
       assert.ok(result.reasons.length > 0 && result.reasons.every(x => x.message.length > 0), where)
+      if (r.allowSimulatedGpus === true) assert.ok(result.reasons.every(x => x.filter !== 'gpu.simulated'), `no simulated-GPU note when they are allowed, ${where}`)
       continue
     }
     assert.equal(result.placements.length, Math.min(r.count, most), `as many as the best cluster can host, ${where}`)

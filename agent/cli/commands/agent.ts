@@ -22,6 +22,7 @@ export function registerAgentCommand (program: Command): void {
     .option('--allow <peerId>', 'only these peers may connect (repeat or comma-separate)', collect)
     .option('--heartbeat-ms <ms>', 'capacity gossip interval', intArg(250, 60_000), 2000)
     .option('--simulate-gpus <spec>', 'declare simulated GPUs, e.g. "count=2,model=A100,memory=80GiB,free=60GiB,util=10"')
+    .option('--allow-simulated-gpus', 'place blocks on simulated GPUs (yours and peers\' --simulate-gpus) as if they were real; without it they are ignored for placement')
     .option('--max-model-bytes <size>', 'refuse model files larger than this (e.g. 64GiB)', sizeArg, 64 * 1024 ** 3)
     .option('--accept-remote-processes', 'run blocks with external systems or init processes when peers place them (they run commands and reach URLs of the owner\'s choosing)')
     .option('--kubeconfig <file>', 'run split tasks as Kubernetes Jobs in this cluster (when container_image is not a local splitter program)')
@@ -47,6 +48,7 @@ export function registerAgentCommand (program: Command): void {
         allow: opts.allow as string[] | undefined,
         heartbeatMs: opts.heartbeatMs as number,
         simulateGpus: opts.simulateGpus as string | undefined,
+        allowSimulatedGpus: opts.allowSimulatedGpus === true,
         maxModelBytes: opts.maxModelBytes as number,
         inferenceThreads: opts.inferenceThreads as number,
         acceptRemoteProcesses: opts.acceptRemoteProcesses === true,

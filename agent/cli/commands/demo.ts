@@ -15,7 +15,7 @@ export function registerDemoCommand (program: Command): void {
     .option('--data-dir <dir>', 'where the agents keep their state', '.blockmesh/demo')
     .option('--heartbeat-ms <ms>', 'capacity gossip interval', intArg(250, 60_000), 2000)
     .option('--cluster <label>', 'cluster label(s), assigned round-robin (repeat or comma-separate)', collect)
-    .option('--simulate-gpus <spec>', 'give every agent these simulated GPUs (shown as simulated)')
+    .option('--simulate-gpus <spec>', 'give every agent these simulated GPUs (shown as simulated; the demo\'s agents place blocks on them: --allow-simulated-gpus)')
     .option('--no-model', 'serve no model')
     .option('--no-real-model', 'serve the generated demo model even when SmolLM2 can be had')
     .action(async (opts: { agents: number, basePort: number, dataDir: string, heartbeatMs: number, cluster?: string[], simulateGpus?: string, model: boolean, realModel: boolean }) => {
