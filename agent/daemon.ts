@@ -213,8 +213,8 @@ export class Agent {
       heartbeatMs: options.heartbeatMs,
       readings: () => hardware.readings(),
       instances: () => agentRef?.host.reports(block => metrics.blockRate(block)) ?? [],
-      // every agent holds every vDAG in the desired state: records need not carry them
-      vdags: () => [],
+      // every agent holds every vDAG (desired state); records carry them too, for the dashboard's views of any agent
+      vdags: () => agentRef?.vdags.reports() ?? [],
       state: () => state.digest(),
       reconciles: () => agentRef?.owner.reports() ?? [],
       providers: () => providerProbe.current(),

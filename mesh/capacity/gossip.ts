@@ -93,6 +93,7 @@ export class CapacityGossip {
   private timer: NodeJS.Timeout | undefined
   private nextBeatAt = 0
   private running = false
+  private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => { this.suspect(evt.detail.toString()) }
 
   constructor (node: MeshNode, init: CapacityGossipInit) {
     this.node = node
@@ -155,6 +156,7 @@ export class CapacityGossip {
     const pubsub = this.node.libp2p.services.pubsub
     pubsub.topicValidators.set(CAPACITY_TOPIC, async (source, msg) => await this.validate(source, msg))
     pubsub.subscribe(CAPACITY_TOPIC)
+    this.node.libp2p.addEventListener('peer:disconnect', this.onDisconnect)
     this.running = true
     this.nextBeatAt = this.now()
     await this.beat()
@@ -162,6 +164,7 @@ export class CapacityGossip {
 
   stop (): void {
     this.running = false
+    this.node.libp2p.removeEventListener('peer:disconnect', this.onDisconnect)
     clearTimeout(this.timer)
     const pubsub = this.node.libp2p.services.pubsub
     pubsub.topicValidators.delete(CAPACITY_TOPIC)
@@ -299,6 +302,27 @@ export class CapacityGossip {
     this.observer.rejected?.(reason, from)
     this.observer.penalised?.(from, 1)
     this.penalties.strike(from, `capacity frame ${reason}: ${message}`)
+  }
+
+  /**
+   * A live peer's last connection closed. A process that died (kill -9, crash) closes its sockets at once;
+   * waiting the full expiry (3 heartbeats) would leave its blocks unreconciled that long. So: one redial
+   * after half a heartbeat; if it fails, the peer expires now. A peer that is only reachable through
+   * others comes back live with its next record, as after any expiry.
+   */
+  private suspect (peer: string): void {
+    const view = this.table.get(peer)
+    if (!this.running || view == null || view.status !== 'live') return
+    setTimeout(() => {
+      if (!this.running || this.node.isConnected(peer)) return
+      void this.node.ensureConnected(this.addrsOf(view.record), peer).then(() => {
+        const now = this.table.get(peer)
+        if (!this.running || this.node.isConnected(peer) || now !== view || view.status !== 'live') return
+        this.log.info({ peer, name: view.record.name }, 'peer unreachable since its connection closed')
+        view.expiresAt = this.now()
+        this.sweep()
+      })
+    }, Math.floor(this.init.heartbeatMs / 2)).unref()
   }
 
   private sweep (): void {
