@@ -150,6 +150,7 @@ export class Agent {
     })
     this.owner = new BlockOwner({
       state: init.state,
+      allowSimulatedGpus: init.options.allowSimulatedGpus,
       mesh: init.mesh,
       gossip: init.gossip,
       host: this.host,
@@ -328,12 +329,13 @@ export class Agent {
         return { accepted: false, reason: `${this.options.name} does not run external systems or init processes for peers (start it with --accept-remote-processes)` }
       }
       const hosted = this.host.list().find(h => h.block === req.block)
-      // re-check the node filter against this node's own readings now (the owner saw them a heartbeat ago)
+      // re-check the node filter against this node's own readings now (the owner saw them a heartbeat ago);
+      // whether simulated GPUs may be used is the placer's decision (it refuses them unless allowed there)
       const own = this.owner.nodeViews(req.block).find(n => n.peerId === this.mesh.peerId.toString())
       const res = req.component.resources
       const check = own == null
         ? { ok: false as const, reasons: [{ filter: 'node', message: 'no readings yet' }] }
-        : schedule({ policy: { cluster: {}, node: req.spec.policy.node }, needs: { gpuMemory: (res.gpuMemory as number | undefined) ?? 0, ram: (res.ram as number | undefined) ?? 0, cpus: res.cpus ?? 0 }, count: 1 }, [{ ...own, instances: hosted != null ? 0 : own.instances }])
+        : schedule({ policy: { cluster: {}, node: req.spec.policy.node }, needs: { gpuMemory: (res.gpuMemory as number | undefined) ?? 0, ram: (res.ram as number | undefined) ?? 0, cpus: res.cpus ?? 0 }, count: 1, allowSimulatedGpus: true }, [{ ...own, instances: hosted != null ? 0 : own.instances }])
       if (!check.ok || check.placements.length === 0) {
         return { accepted: false, reason: check.ok ? `${this.options.name} no longer fits the node filter` : check.reasons.map(r => r.message).join('; ') }
       }

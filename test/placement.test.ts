@@ -208,3 +208,24 @@ describe('init processes and autoscaling', () => {
     assert.ok(await owner.metric('blockmesh_autoscale_decisions_total', { block: 'auto', direction: 'down' }) >= 1)
   })
 })
+
+describe('simulated GPUs are used for placement only where the placing agent allows it', () => {
+  test('an agent started without --allow-simulated-gpus refuses to place GPU work on a peer\'s simulated GPUs, and says why', async () => {
+    const sim = await AgentProcess.start({ name: 'sim', simulateGpus: 'count=2,model=A100,memory=80GiB,free=70GiB,util=5' })
+    const strict = await AgentProcess.start({ name: 'strict', bootstrap: [sim.addr] })
+    try {
+      await until(async () => (await strict.peers()).length === 2, 'the mesh to form')
+      const peer = (await strict.peers()).find((p: any) => p.name === 'sim')
+      assert.ok(peer.readings.gpus.length === 2 && peer.readings.gpus.every((g: any) => g.simulated === true), 'the records say simulated')
+      const comp = { name: 'needs-gpu', version: '1', runtime: 'external', external: { url: 'http://127.0.0.1:9/v1', model: 'm' }, resources: { gpuMemory: '16GB' } }
+      assert.equal((await strict.api('/api/components', { method: 'POST', body: comp })).status, 201)
+      const r = await strict.api('/api/blocks', { method: 'POST', body: { id: 'needs-gpu', component: 'needs-gpu:1' } })
+      assert.equal(r.status, 201, JSON.stringify(r.body))
+      assert.equal(r.body.instances.length, 0, 'nothing placed on fake GPUs')
+      assert.equal(r.body.status, 'failed')
+      assert.match(r.body.refusal.map((x: any) => x.message).join('\n'), /simulated.*--allow-simulated-gpus/)
+    } finally {
+      await stopAll([strict, sim])
+    }
+  })
+})

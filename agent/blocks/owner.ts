@@ -6,6 +6,7 @@ import type { CapacityRecord, InstanceReport, ReconcileReport } from '../../mesh
 import { requestJson } from '../../mesh/rpc.ts'
 import { schedule } from '../scheduler/schedule.ts'
 import type { NodeView, Placement } from '../scheduler/policy.ts'
+import { nodeViewsFrom } from '../scheduler/nodes.ts'
 import { BlockSpecSchema, newBlockId } from '../registry/blocks.ts'
 import type { BlockRecord, BlockSpec, BlockSpecInput, BlockStatus } from '../registry/blocks.ts'
 import { ConflictError } from '../registry/components.ts'
@@ -59,8 +60,8 @@ export interface BlockOwnerInit {
   components: ComponentRegistry
   log: Logger
   metrics?: AgentMetrics
-  /** records → scheduler views (simulated GPUs in or out, as the agent's settings say) */
-  nodeViews?: (records: CapacityRecord[], block: string, holding: Set<string>) => NodeView[]
+  /** whether placement may use GPUs that peers declare as simulated (--allow-simulated-gpus: demos and tests) */
+  allowSimulatedGpus?: boolean
   /** an assigned instance that has not shown up in its host's gossip after this long is lost */
   showUpMs?: number
   /** a peer that refused or failed a block is not asked again for it for this long */
@@ -526,25 +527,13 @@ export class BlockOwner {
   nodeViews (block: string): NodeView[] {
     const holding = new Set(this.reported(block).map(r => r.peer))
     for (const p of this.pending.values()) if (p.block === block) holding.add(p.peer)
-    const records = this.records()
-    if (this.init.nodeViews != null) return this.init.nodeViews(records, block, holding)
-    return records.map(r => ({
-      peerId: r.peerId,
-      name: r.name,
-      cluster: r.cluster,
-      vendor: r.vendor,
-      cpus: r.readings.cpu.count,
-      load15: r.readings.cpu.load15,
-      ramAvailable: r.readings.memory.availableBytes,
-      gpus: r.readings.gpus.map(g => ({ memoryFreeBytes: g.memoryFreeBytes, memoryTotalBytes: g.memoryTotalBytes, utilisation: g.utilisation })),
-      instances: holding.has(r.peerId) ? 1 : 0
-    }))
+    return nodeViewsFrom(this.records(), { block, holding })
   }
 
   /** Whether the scheduler finds a node for one more instance off the avoided peers. */
   private canPlaceAway (b: StoredBlock, avoided: Set<string>): boolean {
     const { needs } = this.needs(b)
-    const r = schedule({ policy: b.spec.policy, needs, count: 1, exclude: [...this.excludedPeers(b.spec.id), ...avoided] }, this.nodeViews(b.spec.id))
+    const r = schedule({ policy: b.spec.policy, needs, count: 1, allowSimulatedGpus: this.init.allowSimulatedGpus === true, exclude: [...this.excludedPeers(b.spec.id), ...avoided] }, this.nodeViews(b.spec.id))
     return r.ok && r.placements.length > 0
   }
 
@@ -557,7 +546,7 @@ export class BlockOwner {
     let remaining = count
     const avoided = this.peersRunning(b.spec.avoid ?? [])
     for (let attempt = 0; attempt < 3 && remaining > 0; attempt++) {
-      const base = { policy: b.spec.policy, needs, count: remaining, preferCluster, preferNode: this.self }
+      const base = { policy: b.spec.policy, needs, count: remaining, preferCluster, preferNode: this.self, allowSimulatedGpus: this.init.allowSimulatedGpus === true }
       let result = schedule({ ...base, exclude: [...this.excludedPeers(id), ...avoided] }, this.nodeViews(id))
       if (!result.ok && avoided.length > 0) result = schedule({ ...base, exclude: this.excludedPeers(id) }, this.nodeViews(id))
       this.init.metrics?.schedulingDecisions.inc({ result: result.ok ? 'placed' : 'refused' })
