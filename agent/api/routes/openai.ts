@@ -13,6 +13,7 @@ import { VdagDriver } from '../../vdag/driver.ts'
 import type { Component } from '../../registry/components.ts'
 import { INFER_PROTOCOL, INSTANCE_HEADER, ROUTED_HEADER } from '../../openai/infer-protocol.ts'
 import { openTunnel } from '../../../mesh/tunnel.ts'
+import { StreamsBusyError } from '../../../mesh/tensor.ts'
 import { ModelNotReadyError } from '../../blocks/host.ts'
 import type { LocalServing } from '../../blocks/host.ts'
 import type { Route } from '../../blocks/router.ts'
@@ -115,7 +116,8 @@ async function forwardRemote (ctx: ApiContext, req: FastifyRequest, reply: Fasti
     } catch (err) {
       if (gone.signal.aborted) return
       ctx.log.warn({ peer: target.peer, model, err: (err as Error).message }, 'tunnel to peer failed; trying another instance')
-      ctx.router.markFailure(target.peer)
+      // a peer whose streams all stayed busy is loaded, not broken: other requests may still go there
+      if (!(err instanceof StreamsBusyError)) ctx.router.markFailure(target.peer)
       target = ctx.router.pick(model, session)
       continue
     }
