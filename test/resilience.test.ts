@@ -183,3 +183,49 @@ describe(`a partition with writes on both sides heals to one state (agents on se
     console.log(`# converged ${heartbeats.toFixed(1)} heartbeats after the partition healed`)
   })
 })
+
+describe('a vDAG crowded onto one agent spreads out again when its peer is back', () => {
+  let a: AgentProcess, b: AgentProcess
+  const dir = tempDir('bm-spread-')
+  const m = generateModel({ ...PRESETS.tiny, layers: 2, maxPositions: 1024, seed: 32 }, join(dir, 'tiny2.onnx'))
+  before(async () => {
+    a = await AgentProcess.start({ name: 'sa' })
+    b = await AgentProcess.start({ name: 'sb', bootstrap: [a.addr] })
+    await until(async () => (await a.peers()).length === 2 && (await b.peers()).length === 2, 'the mesh to form')
+    const start = await a.api('/start_model_split_job', { method: 'POST', body: { task_data: { model_name: 'spread', model_download_url: m.path, world_size: 2 }, container_image: 'blockmesh/onnx-splitter', storage_size: '1Gi' } })
+    const task = await until(async () => {
+      const t = (await a.api(`/tasks/${start.body.task_id as string}`)).body.data
+      return t.status === 'complete' || t.status === 'failed' ? t : undefined
+    }, 'the split task', 120_000, 250)
+    assert.equal(task.status, 'complete', task.error)
+    assert.equal((await a.api('/api/vdags/deploy', { method: 'POST', body: { task_id: task.task_id } })).status, 201)
+    await until(async () => (await complete(a, 'spread-pipeline')).status === 200, 'the vDAG to serve', 90_000)
+  })
+  after(async () => { await stopAll([a, b]) })
+
+  const hostsOf = async (x: AgentProcess): Promise<string[][]> => await Promise.all(['spread-pipeline-s0', 'spread-pipeline-s1'].map(async id =>
+    (await x.api(`/api/blocks/${id}`)).body.instances.filter((i: any) => i.status === 'ready').map((i: any) => i.peerId as string)))
+
+  test('kill -9 of one agent crowds both stages onto the other; when it is back, one stage moves to it and requests keep being answered', async () => {
+    const expected = (await complete(a, 'spread-pipeline', 'The gulls', 16)).text
+    const before = await hostsOf(a)
+    assert.notEqual(before[0][0], before[1][0], 'the stages start apart')
+    await b.stop('SIGKILL')
+    await until(async () => { const h = await hostsOf(a); return h[0].length === 1 && h[1].length === 1 && h[0][0] === a.peerId && h[1][0] === a.peerId }, 'both stages on the surviving agent', 60_000)
+    assert.equal((await complete(a, 'spread-pipeline', 'The gulls', 16)).text, expected, 'crowded, it still answers')
+    // requests keep flowing while the stage moves back
+    let flowing = true
+    const answers: Array<{ status: number, text: string }> = []
+    const load = (async () => { while (flowing) answers.push(await complete(a, 'spread-pipeline', 'The gulls', 16)) })()
+    await b.launch()
+    try {
+      await until(async () => { const h = await hostsOf(a); return h[0].length === 1 && h[1].length === 1 && h[0][0] !== h[1][0] }, 'the stages to be apart again', 90_000)
+    } finally {
+      flowing = false
+      await load
+    }
+    assert.ok(answers.length > 0)
+    assert.deepEqual(answers.filter(r => r.status !== 200 || r.text !== expected), [], 'every request during the move answered, the same')
+    assert.equal((await complete(b, 'spread-pipeline', 'The gulls', 16)).text, expected)
+  })
+})
