@@ -168,7 +168,15 @@ export class Agent {
       kubeconfig: init.options.kubeconfig,
       namespace: init.options.k8sNamespace,
       programs: init.options.splitters,
-      log: init.log.child({ mod: 'tasks' })
+      log: init.log.child({ mod: 'tasks' }),
+      // a split task's plan joins the desired state, so any agent can deploy it (POST /api/vdags/deploy {task_id})
+      onComplete: (task) => {
+        const plan = (task.result as { plan?: unknown } | null)?.plan
+        if (plan == null) return
+        init.state.put('plans', task.task_id, { task_id: task.task_id, plan }).catch((err: Error) => {
+          init.log.warn({ task: task.task_id, err: err.message }, 'could not replicate the split plan')
+        })
+      }
     })
     this.stages = (block: string) => {
       const s = this.host.serving(block)

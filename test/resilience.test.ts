@@ -22,6 +22,7 @@ describe('kill -9 of the agent that created the blocks: names stay, reconciliati
   const dir = tempDir('bm-resilience-')
   const m = generateModel({ ...PRESETS.tiny, layers: 2, maxPositions: 1024, seed: 31 }, join(dir, 'tiny2.onnx'))
   let expected = ''
+  let taskId = ''
 
   before(async () => {
     a = await AgentProcess.start({ name: 'a' })
@@ -39,6 +40,7 @@ describe('kill -9 of the agent that created the blocks: names stay, reconciliati
       return t.status === 'complete' || t.status === 'failed' ? t : undefined
     }, 'the split task', 120_000, 250)
     assert.equal(task.status, 'complete', task.error)
+    taskId = task.task_id
     assert.equal((await a.api('/api/vdags/deploy', { method: 'POST', body: { task_id: task.task_id } })).status, 201)
     await until(async () => (await a.api('/v1/models')).body.data.some((d: any) => d.id === 'tiny2-pipeline'), 'the vDAG to serve', 90_000)
     expected = (await complete(a, 'whole')).text
@@ -54,6 +56,11 @@ describe('kill -9 of the agent that created the blocks: names stay, reconciliati
       assert.deepEqual((await x.api('/api/vdags/tiny2-pipeline')).body.stages, ['tiny2-pipeline-s0', 'tiny2-pipeline-s1'])
       assert.equal((await complete(x, 'whole')).text, expected)
     }
+    // the split plan is replicated too: another agent deploys it by the task id it never ran
+    const again = await c.api('/api/vdags/deploy', { method: 'POST', body: { task_id: taskId, name: 'tiny2-again' } })
+    assert.equal(again.status, 201, JSON.stringify(again.body))
+    assert.deepEqual(again.body.blocks.map((x: any) => x.reused), [true, true], 'the running stage blocks are reused')
+    await until(async () => (await complete(b, 'tiny2-again')).status === 200, 'the second vDAG to serve')
   })
 
   test('after kill -9 of the creator, no agent forgets a name; another reconciles and re-places; both models serve again', async () => {

@@ -27,6 +27,8 @@ export interface TaskServiceInit {
   log: Logger
   /** more splitter programs: container_image → script or executable */
   programs?: Record<string, string>
+  /** told once when a task completes (the agent replicates its plan) */
+  onComplete?: (task: Task) => void
 }
 
 /**
@@ -84,7 +86,11 @@ export class TaskService {
   }
 
   update (id: string, u: TaskUpdate): Task {
+    const was = this.store.get(id).status
     const t = this.store.update(id, u)
+    if (was !== 'complete' && t.status === 'complete') {
+      try { this.init.onComplete?.(t) } catch (err) { this.init.log.warn({ task: id, err: (err as Error).message }, 'task completion hook failed') }
+    }
     // a finished task's token is dead at once, not when its runner notices
     if (t.status === 'complete' || t.status === 'failed') this.revoke(id)
     return t

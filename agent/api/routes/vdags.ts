@@ -42,10 +42,15 @@ export function registerVdagRoutes (app: FastifyInstance, ctx: ApiContext): void
     const body = parseWith(DeployBody, req.body)
     let plan: ModelPlan
     if ('task_id' in body) {
-      const task = ctx.tasks.store.get(body.task_id)
-      if (task.status !== 'complete') throw new AgentError(`task ${task.task_id} is ${task.status}; a plan is there once it is complete`, 'task_not_complete', 409)
-      plan = (task.result as { plan?: ModelPlan } | null)?.plan as ModelPlan
-      if (plan == null) throw new ValidationError(`task ${task.task_id} has no plan in its result`)
+      // a task run here, or the replicated plan of one run on any agent
+      const replicated = ctx.state.get<{ plan: ModelPlan }>('plans', body.task_id)?.value.plan
+      if (replicated != null && ctx.tasks.store.find(body.task_id) == null) plan = replicated
+      else {
+        const task = ctx.tasks.store.get(body.task_id)
+        if (task.status !== 'complete') throw new AgentError(`task ${task.task_id} is ${task.status}; a plan is there once it is complete`, 'task_not_complete', 409)
+        plan = (task.result as { plan?: ModelPlan } | null)?.plan as ModelPlan
+        if (plan == null) throw new ValidationError(`task ${task.task_id} has no plan in its result`)
+      }
     } else {
       plan = parseWith(DeployablePlanSchema, body.plan) as unknown as ModelPlan
     }
