@@ -88,6 +88,8 @@ describe('blocks placed by policy across a 4-agent mesh of two clusters (GPUs si
     assert.equal(r.status, 201, JSON.stringify(r.body))
     await until(async () => (await b1.api('/api/blocks/vllm-chat')).body.status === 'ready', 'vllm-chat to be ready')
     for (const via of [b1, a1]) {
+      // an agent other than the host learns the instance is ready from the host's next heartbeat
+      await until(async () => (await chat(via, 'vllm-chat')).status === 200, `${via.spec.name} to route to the ready instance`)
       const answer = await chat(via, 'vllm-chat')
       assert.equal(answer.status, 200, JSON.stringify(answer.body))
       assert.equal(answer.body.choices[0].message.content, 'echo: hello there')
