@@ -66,9 +66,11 @@ export interface HostedView {
   queuedSequences: number
   /** the init process running next to the instance, if any */
   initProcess: { url: string, pid: number } | null
+  /** ms: when it was assigned here */
+  assignedAt: number
 }
 
-interface Row { block_id: string, instance_id: string, owner: string, spec: string, component: string, status: BlockStatus, error: string | null, runtime: string | null, term: number }
+interface Row { block_id: string, instance_id: string, owner: string, spec: string, component: string, status: BlockStatus, error: string | null, runtime: string | null, term: number, created_at: number }
 
 interface Live {
   instance: string
@@ -219,7 +221,8 @@ export class InstanceHost {
       runtime: r.runtime == null ? null : JSON.parse(r.runtime) as BlockRuntime,
       activeSequences: engine?.active ?? 0,
       queuedSequences: engine?.waiting ?? 0,
-      initProcess: entry?.init != null ? { url: entry.init.url, pid: entry.init.pid } : null
+      initProcess: entry?.init != null ? { url: entry.init.url, pid: entry.init.pid } : null,
+      assignedAt: r.created_at
     }
   }
 

@@ -384,6 +384,11 @@ export class BlockOwner {
         }
       }
       for (const id of [...this.terms.keys()]) if (!present.has(id)) this.forget(id)
+      // an instance here whose block is not in the desired state (deleted while this agent was down, and the
+      // delete already applied before it restarted) is stopped; a young one may be waiting for its block's
+      // create to arrive (the order can outrun the gossip), so only after a grace
+      const grace = Math.max(30_000, 10 * this.init.gossip.heartbeatMs)
+      for (const h of this.init.host.list()) if (!present.has(h.block) && Date.now() - h.assignedAt > grace) await this.dropHosted(h.block)
     })().finally(() => { this.running = null })
     await this.running
   }
