@@ -173,6 +173,7 @@ describe(missing == null ? 'dashboard in Chromium against a 3-agent mesh' : `das
     assert.match(await text('[data-testid=placement]'), /Placed 1 of 1: ui-[abc]/)
     const row = page.locator('[data-testid=block-row][data-block=ui-chat]')
     await until(async () => (await row.locator('[data-testid=block-status]').textContent()) === 'ready', 'block ui-chat ready in the list', 60_000)
+    assert.equal(await row.locator('[data-testid=block-reconciler]').textContent(), 'ui-a', 'the agent it was created through reconciles it')
     await row.locator('input[type=number]').fill('3')
     await row.getByRole('button', { name: 'Scale' }).click()
     await row.locator('[role=alert]').filter({ hasText: 'between minInstances (1) and maxInstances (2)' }).waitFor()

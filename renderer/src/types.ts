@@ -121,6 +121,8 @@ export interface Block {
   refusal: Array<{ filter: string, message: string }> | null
   runtime: { provider: string, loadMs: number, modelBytes: number } | null
   createdAt: string
+  /** the agent reconciling the block now, with its fence */
+  reconciler: { peerId: string, name: string, term: number } | null
 }
 
 export interface Task {

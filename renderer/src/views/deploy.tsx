@@ -84,6 +84,7 @@ function BlockRow ({ block, canWrite, onChange }: { block: Block, canWrite: bool
       <td class="mono">{block.component}</td>
       <td><span class={`pill ${block.status}`} data-testid="block-status">{block.status}</span>{block.runtime != null && <span class="muted"> {block.runtime.provider}</span>}</td>
       <td>{block.instances.map(i => <div key={i.instance}>{i.peerName} <span class={`pill ${i.status}`}>{i.status}</span></div>)}<Placement block={{ ...block, instances: [] }} /></td>
+      <td data-testid="block-reconciler">{block.reconciler != null ? <span title={`term ${block.reconciler.term}`}>{block.reconciler.name}</span> : <span class="muted">none yet</span>}</td>
       <td>
         <div class="row">
           <input type="number" min={0} aria-label={`instances of ${block.id}`} class="narrow" value={count} onInput={e => { setCount((e.target as HTMLInputElement).value) }} disabled={!canWrite} />
@@ -223,13 +224,13 @@ export function DeployView () {
         )}
       </form>
       <div class="card">
-        <h2>Blocks owned by this agent</h2>
+        <h2>Blocks of the mesh</h2>
         {poll.error != null && <p class="error" role="alert">Could not load: {poll.error}</p>}
         {blocks.length === 0
           ? <p class="muted">None yet.</p>
           : (
             <table>
-              <thead><tr><th>block</th><th>component</th><th>status</th><th>instances</th><th>actions</th></tr></thead>
+              <thead><tr><th>block</th><th>component</th><th>status</th><th>instances</th><th title="the agent placing and replacing its instances">reconciled by</th><th>actions</th></tr></thead>
               <tbody>{blocks.map(b => <BlockRow key={b.id} block={b} canWrite={canWrite} onChange={() => { poll.reload() }} />)}</tbody>
             </table>)}
       </div>

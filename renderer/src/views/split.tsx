@@ -157,7 +157,7 @@ export function SplitView () {
         <div class="row"><button type="submit" disabled={!canWrite || busy} data-testid="split-submit">Start split task</button></div>
       </form>
       <div class="card">
-        <h2>vDAGs on this agent</h2>
+        <h2>vDAGs of the mesh</h2>
         {vdags.length === 0
           ? <p class="muted">None yet.</p>
           : <ul>{vdags.map(v => <li key={v.name} data-testid="vdag-row"><strong>{v.name}</strong> <span class={`pill ${v.ready ? 'ready' : 'pending'}`}>{v.ready ? 'ready' : 'not ready'}</span> <span class="muted mono">{v.stages.join(' → ')}</span> <button class="link danger" disabled={!canWrite} onClick={() => { void removeVdag(v.name) }}>delete</button></li>)}</ul>}
