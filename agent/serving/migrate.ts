@@ -1,4 +1,5 @@
-import type { GenerateParams, Generation, GenerationResult, TokenLogprob } from '../executor/engine.ts'
+import type { GenerateParams, Generation, GenerationResult } from '../executor/engine.ts'
+import { TokenStream } from '../executor/token-stream.ts'
 import type { TokenSource } from '../openai/generate.ts'
 
 /** One block instance a request can run on: where it is, and its token source. */
@@ -59,18 +60,10 @@ export class MigratingSource implements TokenSource {
 
   generate (params: GenerateParams): Generation {
     const abort = new AbortController()
-    const queue: number[] = []
-    const logprobs: TokenLogprob[] = []
-    let waiter: (() => void) | null = null
-    let ended = false
-    let resolveDone!: (r: GenerationResult) => void
-    const done = new Promise<GenerationResult>(resolve => { resolveDone = resolve })
+    const stream = new TokenStream()
     const generated: number[] = []
     const end = (r: Omit<GenerationResult, 'promptTokens' | 'completionTokens'>): void => {
-      ended = true
-      waiter?.()
-      waiter = null
-      resolveDone({ ...r, promptTokens: params.prompt.length, completionTokens: generated.length })
+      stream.end({ ...r, promptTokens: params.prompt.length, completionTokens: generated.length })
     }
     const { limits, onMigration } = this.init
     const run = async (): Promise<void> => {
@@ -97,12 +90,8 @@ export class MigratingSource implements TokenSource {
           try {
             let i = 0
             for await (const token of inner.tokens) {
-              const lp = inner.logprobs[i++]
-              if (lp != null) logprobs.push(lp)
               generated.push(token)
-              queue.push(token)
-              waiter?.()
-              waiter = null
+              stream.push(token, inner.logprobs[i++])
             }
             r = await inner.done
           } finally {
@@ -138,26 +127,7 @@ export class MigratingSource implements TokenSource {
         choice = next
       }
     }
-    run().catch((err: Error) => { if (!ended) end({ reason: 'error', error: err.message }) })
-    const cancel = (): void => { abort.abort() }
-    return {
-      id: 0,
-      logprobs,
-      done,
-      cancel,
-      tokens: {
-        [Symbol.asyncIterator]: () => ({
-          next: async (): Promise<IteratorResult<number>> => {
-            while (queue.length === 0 && !ended) await new Promise<void>(resolve => { waiter = resolve })
-            if (queue.length > 0) return { value: queue.shift() as number, done: false }
-            return { value: undefined, done: true }
-          },
-          return: async (): Promise<IteratorResult<number>> => {
-            cancel()
-            return { value: undefined, done: true }
-          }
-        })
-      }
-    }
+    run().catch((err: Error) => { if (!stream.ended) end({ reason: 'error', error: err.message }) })
+    return stream.generation(() => { abort.abort() })
   }
 }

@@ -1,4 +1,5 @@
-import type { GenerateParams, Generation, GenerationResult, TokenLogprob } from '../executor/engine.ts'
+import type { GenerateParams, Generation, GenerationResult } from '../executor/engine.ts'
+import { TokenStream } from '../executor/token-stream.ts'
 import type { TokenSource } from '../openai/generate.ts'
 import { GenerateError } from './generate-service.ts'
 import type { GenerateService } from './generate-service.ts'
@@ -27,18 +28,10 @@ export class RemoteEngine implements TokenSource {
 
   generate (params: GenerateParams): Generation {
     const abort = new AbortController()
-    const queue: number[] = []
-    const logprobs: TokenLogprob[] = []
-    let waiter: (() => void) | null = null
-    let ended = false
-    let resolveDone!: (r: GenerationResult) => void
-    const done = new Promise<GenerationResult>(resolve => { resolveDone = resolve })
+    const stream = new TokenStream()
     let received = 0
-    const wake = (): void => { waiter?.(); waiter = null }
     const end = (r: Omit<GenerationResult, 'promptTokens' | 'completionTokens'> & { completionTokens?: number }): void => {
-      ended = true
-      wake()
-      resolveDone({ promptTokens: params.prompt.length, completionTokens: r.completionTokens ?? received, ...r })
+      stream.end({ promptTokens: params.prompt.length, completionTokens: r.completionTokens ?? received, ...r })
     }
     void (async () => {
       try {
@@ -46,12 +39,8 @@ export class RemoteEngine implements TokenSource {
         let final: { reason: GenerationResult['reason'], completionTokens: number, error?: string, lost?: boolean } | null = null
         for await (const f of g.frames) {
           if (f.t === 'done') { final = f; continue } // the frames end right after it, closing the stream cleanly
-          f.ids.forEach((id, i) => {
-            if (f.logprobs?.[i] != null) logprobs.push(f.logprobs[i])
-            queue.push(id)
-          })
+          f.ids.forEach((id, i) => { stream.push(id, f.logprobs?.[i]) })
           received += f.ids.length
-          wake()
         }
         if (abort.signal.aborted) { end({ reason: 'cancelled' }); return }
         if (final == null) { end({ reason: 'error', error: `${this.peer} ended the generation without a result`, lost: true }); return }
@@ -66,25 +55,6 @@ export class RemoteEngine implements TokenSource {
         end({ reason: 'error', error: e.message, lost: e instanceof GenerateError ? e.lost : true, ...(e instanceof GenerateError && !e.lost ? { code: 'invalid_request' } : {}) })
       }
     })()
-    const cancel = (): void => { abort.abort() }
-    return {
-      id: 0,
-      logprobs,
-      done,
-      cancel,
-      tokens: {
-        [Symbol.asyncIterator]: () => ({
-          next: async (): Promise<IteratorResult<number>> => {
-            while (queue.length === 0 && !ended) await new Promise<void>(resolve => { waiter = resolve })
-            if (queue.length > 0) return { value: queue.shift() as number, done: false }
-            return { value: undefined, done: true }
-          },
-          return: async (): Promise<IteratorResult<number>> => {
-            cancel()
-            return { value: undefined, done: true }
-          }
-        })
-      }
-    }
+    return stream.generation(() => { abort.abort() })
   }
 }

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto'
+import { TokenStream } from '../executor/token-stream.ts'
 import type { MeshNode } from '../../mesh/node.ts'
 import { parsePeerId } from '../../mesh/node.ts'
 import { openRoute } from './links.ts'
 import type { LocalStages, RouteHop, StageLink } from './links.ts'
-import type { GenerateParams, Generation, GenerationResult, TokenLogprob } from '../executor/engine.ts'
+import type { GenerateParams, Generation, GenerationResult } from '../executor/engine.ts'
 import type { StageSampling } from '../executor/stage-protocol.ts'
 import { JsonConstraint, grammarFor, maskCount, vocabFor } from '../executor/json-constraint.ts'
 import { DEFAULT_MIGRATION_SETTINGS } from '../serving/migrate.ts'
@@ -67,15 +68,9 @@ export class VdagDriver {
 
   generate (params: GenerateParams, opts: { returnLogits?: boolean, onLogits?: (step: number, logits: Float32Array) => void } = {}): Generation {
     const abort = new AbortController()
-    const queue: number[] = []
-    let waiter: (() => void) | null = null
-    let ended = false
-    let resolveDone!: (r: GenerationResult) => void
-    const done = new Promise<GenerationResult>(resolve => { resolveDone = resolve })
-    const push = (t: number): void => { queue.push(t); waiter?.(); waiter = null }
-    const end = (r: GenerationResult): void => { ended = true; waiter?.(); waiter = null; resolveDone(r) }
+    const stream = new TokenStream()
+    const end = (r: GenerationResult): void => { stream.end(r) }
     const stop = new Set(params.stopTokens)
-    const logprobs: TokenLogprob[] = []
     const sampling: StageSampling = { temperature: params.temperature, topP: params.topP, seed: params.seed >>> 0 }
     if (params.presencePenalty != null && params.presencePenalty !== 0) sampling.presencePenalty = params.presencePenalty
     if (params.frequencyPenalty != null && params.frequencyPenalty !== 0) sampling.frequencyPenalty = params.frequencyPenalty
@@ -117,9 +112,8 @@ export class VdagDriver {
             pastLen += tokens.length
             if (stop.has(out.token)) { end(result({ reason: 'stop' })); return }
             if (constraint != null && !constraint.accept(out.token)) throw new RequestFault(`constrained decoding: the last stage picked token ${out.token}, which does not continue the JSON`)
-            if (out.logprob != null) logprobs.push(out.logprob)
             generated.push(out.token)
-            push(out.token)
+            stream.push(out.token, out.logprob)
             if (constraint?.done === true) { end(result({ reason: 'stop' })); return }
             if (generated.length >= params.maxTokens) { end(result({ reason: 'length' })); return }
             tokens = [out.token]
@@ -153,26 +147,7 @@ export class VdagDriver {
         }
       }
     })()
-    const cancel = (): void => { abort.abort() }
-    return {
-      id: 0,
-      logprobs,
-      done,
-      cancel,
-      tokens: {
-        [Symbol.asyncIterator]: () => ({
-          next: async (): Promise<IteratorResult<number>> => {
-            while (queue.length === 0 && !ended) await new Promise<void>(resolve => { waiter = resolve })
-            if (queue.length > 0) return { value: queue.shift() as number, done: false }
-            return { value: undefined, done: true }
-          },
-          return: async (): Promise<IteratorResult<number>> => {
-            cancel()
-            return { value: undefined, done: true }
-          }
-        })
-      }
-    }
+    return stream.generation(() => { abort.abort() })
   }
 
   /**
