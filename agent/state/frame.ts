@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto'
 import * as A from '@automerge/automerge'
-import { RecordEnvelope } from '@libp2p/peer-record'
-import { peerIdFromPublicKey } from '@libp2p/peer-id'
-import type { PrivateKey, Record as Libp2pRecord } from '@libp2p/interface'
+import type { PrivateKey } from '@libp2p/interface'
+import { EnvelopeError, openEnvelope, sealPayload } from '../../mesh/envelope.ts'
 
 /**
  * Signed changes of the mesh's desired state. A change is one Automerge change (binary), sealed in a
@@ -47,21 +46,9 @@ export function actorFor (peerId: string, epoch: number): string {
   return actorPrefix(peerId) + (epoch >>> 0).toString(16).padStart(8, '0')
 }
 
-class StatePayload implements Libp2pRecord {
-  readonly domain = STATE_DOMAIN
-  readonly codec = STATE_CODEC
-  private readonly bytes: Uint8Array
-  constructor (bytes: Uint8Array) { this.bytes = bytes }
-  marshal (): Uint8Array { return this.bytes }
-  equals (other: Libp2pRecord): boolean {
-    const o = other.marshal()
-    return o.length === this.bytes.length && o.every((b, i) => b === this.bytes[i])
-  }
-}
-
 /** Seals a change (no checks: used by the writer, and by tests that forge frames). */
 export async function sealChange (change: Uint8Array, privateKey: PrivateKey): Promise<Uint8Array> {
-  return (await RecordEnvelope.seal(new StatePayload(change), privateKey)).marshal()
+  return await sealPayload(STATE_DOMAIN, STATE_CODEC, change, privateKey)
 }
 
 export interface OpenedChange {
@@ -83,24 +70,15 @@ export interface OpenedChange {
  */
 export async function openChange (frame: Uint8Array): Promise<OpenedChange> {
   if (frame.length > MAX_STATE_FRAME_BYTES) throw new StateFrameError('oversized', `frame of ${frame.length} bytes exceeds ${MAX_STATE_FRAME_BYTES}`)
-  let envelope: RecordEnvelope
+  let opened: { signer: string, payload: Uint8Array }
   try {
-    envelope = RecordEnvelope.createFromProtobuf(frame)
+    opened = await openEnvelope(frame, STATE_DOMAIN, STATE_CODEC)
   } catch (err) {
-    throw new StateFrameError('bad-envelope', 'frame is not a signed envelope', { cause: err })
+    if (err instanceof EnvelopeError) throw new StateFrameError(err.reason, err.message, { cause: err })
+    throw err
   }
-  if (envelope.payloadType.length !== STATE_CODEC.length || !envelope.payloadType.every((b, i) => b === STATE_CODEC[i])) {
-    throw new StateFrameError('wrong-domain', 'envelope does not carry a desired-state change')
-  }
-  let valid = false
-  try {
-    valid = await envelope.validate(STATE_DOMAIN)
-  } catch (err) {
-    throw new StateFrameError('bad-signature', 'envelope signature could not be checked', { cause: err })
-  }
-  if (!valid) throw new StateFrameError('bad-signature', 'envelope signature does not verify')
-  const writer = peerIdFromPublicKey(envelope.publicKey).toString()
-  const change = envelope.payload
+  const writer = opened.signer
+  const change = opened.payload
   let decoded: ReturnType<typeof A.decodeChange>
   try {
     decoded = A.decodeChange(change)

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import * as A from '@automerge/automerge'
-import { RecordEnvelope } from '@libp2p/peer-record'
+import { envelopePayload } from '../../mesh/envelope.ts'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import type { Db } from '../db/database.ts'
@@ -67,7 +67,7 @@ export class DesiredState {
     const stored = this.store.all()
     if (stored.length > 0) {
       // stored in causal order, each checked when it arrived: only the envelope is opened again
-      ;[this.doc] = A.applyChanges(this.doc, stored.map(s => RecordEnvelope.createFromProtobuf(s.frame).payload))
+      ;[this.doc] = A.applyChanges(this.doc, stored.map(s => envelopePayload(s.frame)))
       for (const s of stored) this.note(s.hash, s.actor, s.seq)
     }
     this.rebuildCache()

@@ -1,7 +1,6 @@
 import { z } from 'zod'
-import { RecordEnvelope } from '@libp2p/peer-record'
-import { peerIdFromPublicKey } from '@libp2p/peer-id'
-import type { PrivateKey, Record as Libp2pRecord } from '@libp2p/interface'
+import type { PrivateKey } from '@libp2p/interface'
+import { EnvelopeError, openEnvelope, sealPayload } from '../envelope.ts'
 import { CapacityFrameError } from '../errors.ts'
 
 /** Frames larger than this are refused before any decoding. */
@@ -140,22 +139,9 @@ export function compareRecords (a: Pick<CapacityRecord, 'epoch' | 'seq'>, b: Pic
   return a.epoch !== b.epoch ? a.epoch - b.epoch : a.seq - b.seq
 }
 
-class CapacityPayload implements Libp2pRecord {
-  readonly domain = CAPACITY_DOMAIN
-  readonly codec = CAPACITY_CODEC
-  private readonly bytes: Uint8Array
-  constructor (bytes: Uint8Array) { this.bytes = bytes }
-  marshal (): Uint8Array { return this.bytes }
-  equals (other: Libp2pRecord): boolean {
-    const o = other.marshal()
-    return o.length === this.bytes.length && o.every((b, i) => b === this.bytes[i])
-  }
-}
-
 /** Seals raw payload bytes as a capacity envelope (no checks on the payload; used by encode and by tests). */
 export async function sealCapacityPayload (payload: Uint8Array, privateKey: PrivateKey): Promise<Uint8Array> {
-  const envelope = await RecordEnvelope.seal(new CapacityPayload(payload), privateKey)
-  return envelope.marshal()
+  return await sealPayload(CAPACITY_DOMAIN, CAPACITY_CODEC, payload, privateKey)
 }
 
 /** Seals a record in a libp2p signed envelope (domain-separated Ed25519 signature). */
@@ -177,26 +163,17 @@ export async function decodeCapacityRecord (frame: Uint8Array): Promise<Capacity
   if (frame.length > MAX_CAPACITY_FRAME_BYTES) {
     throw new CapacityFrameError('oversized', `frame of ${frame.length} bytes exceeds ${MAX_CAPACITY_FRAME_BYTES}`)
   }
-  let envelope: RecordEnvelope
+  let opened: { signer: string, payload: Uint8Array }
   try {
-    envelope = RecordEnvelope.createFromProtobuf(frame)
+    opened = await openEnvelope(frame, CAPACITY_DOMAIN, CAPACITY_CODEC)
   } catch (err) {
-    throw new CapacityFrameError('bad-envelope', 'frame is not a signed envelope', { cause: err })
+    if (err instanceof EnvelopeError) throw new CapacityFrameError(err.reason, err.message, { cause: err })
+    throw err
   }
-  if (!envelope.payloadType.every((b, i) => b === CAPACITY_CODEC[i]) || envelope.payloadType.length !== CAPACITY_CODEC.length) {
-    throw new CapacityFrameError('wrong-domain', 'envelope does not carry a capacity record')
-  }
-  let valid = false
-  try {
-    valid = await envelope.validate(CAPACITY_DOMAIN)
-  } catch (err) {
-    throw new CapacityFrameError('bad-signature', 'envelope signature could not be checked', { cause: err })
-  }
-  if (!valid) throw new CapacityFrameError('bad-signature', 'envelope signature does not verify')
 
   let json: unknown
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(envelope.payload))
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(opened.payload))
   } catch (err) {
     throw new CapacityFrameError('bad-json', 'payload is not UTF-8 JSON', { cause: err })
   }
@@ -205,7 +182,7 @@ export async function decodeCapacityRecord (frame: Uint8Array): Promise<Capacity
     const first = parsed.error.issues[0]
     throw new CapacityFrameError('bad-schema', `payload is not a capacity record: ${first.path.join('.') || '(root)'}: ${first.message}`)
   }
-  const signer = peerIdFromPublicKey(envelope.publicKey).toString()
+  const signer = opened.signer
   if (signer !== parsed.data.peerId) {
     throw new CapacityFrameError('peer-mismatch', `record names ${parsed.data.peerId} but is signed by ${signer}`)
   }
