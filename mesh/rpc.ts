@@ -1,5 +1,7 @@
 import { lpStream } from '@libp2p/utils'
-import type { Stream } from '@libp2p/interface'
+import type { LengthPrefixedStream } from '@libp2p/utils'
+import type { MessageStream, Stream } from '@libp2p/interface'
+import type { Uint8ArrayList } from 'uint8arraylist'
 import type { z } from 'zod'
 import type { MeshNode } from './node.ts'
 import { parsePeerId } from './node.ts'
@@ -37,6 +39,42 @@ export function decodeJson (bytes: Uint8Array): unknown {
   return JSON.parse(dec.decode(bytes))
 }
 
+/** A frame's length prefix is longer than any allowed length needs. */
+export class FrameLengthError extends MeshError {
+  constructor (message: string) {
+    super(message, 'ERR_FRAME_LENGTH')
+    this.name = 'FrameLengthError'
+  }
+}
+
+/**
+ * A length-prefixed view of a stream whose length prefix cannot run on. @libp2p/utils' lpStream reads
+ * the varint a byte at a time and takes "cannot decode yet" for "need more bytes" even past the
+ * longest prefix `maxDataLength` needs, so a peer sending bytes that all have the continuation bit
+ * set was buffered, a byte at a time, until the stream's timeout (or for good where there is none).
+ * This decoder fails as soon as the prefix is longer than that.
+ */
+export function lengthPrefixed<T extends MessageStream> (stream: T, maxDataLength: number): LengthPrefixedStream<T> {
+  let maxLengthLength = 1
+  for (let v = maxDataLength; v >= 128; v = Math.floor(v / 128)) maxLengthLength++
+  return lpStream(stream, {
+    maxDataLength,
+    maxLengthLength,
+    lengthDecoder: (data: Uint8ArrayList): number => {
+      let value = 0
+      let scale = 1
+      for (let i = 0; i < data.byteLength; i++) {
+        const b = data.get(i)
+        value += (b & 0x7f) * scale
+        if (b < 0x80) return value
+        scale *= 128
+      }
+      if (data.byteLength >= maxLengthLength) throw new FrameLengthError(`length prefix longer than ${maxLengthLength} bytes (frames are at most ${maxDataLength} bytes)`)
+      throw new RangeError('incomplete length prefix') // lpStream reads another byte
+    }
+  })
+}
+
 /** Reason text of the first zod issue, for error frames. */
 export function firstIssue (err: z.ZodError): string {
   const i = err.issues[0]
@@ -56,7 +94,7 @@ export async function serveJson<S extends z.ZodType> (node: MeshNode, protocol: 
   await node.libp2p.handle(protocol, async (stream, connection) => {
     const peer = connection.remotePeer.toString()
     const signal = AbortSignal.timeout(timeoutMs)
-    const lp = lpStream(stream, { maxDataLength: maxFrame })
+    const lp = lengthPrefixed(stream, maxFrame)
     const reply = async (body: unknown): Promise<void> => {
       await lp.write(encodeJson(body), { signal })
       await stream.close({ signal })
@@ -95,7 +133,7 @@ export async function requestJson<S extends z.ZodType> (node: MeshNode, peer: st
   const signal = AbortSignal.any([AbortSignal.timeout(opts.timeoutMs ?? 30_000), ...(opts.signal != null ? [opts.signal] : [])])
   const stream: Stream = await node.libp2p.dialProtocol(parsePeerId(peer), protocol, { signal })
   try {
-    const lp = lpStream(stream, { maxDataLength: maxFrame })
+    const lp = lengthPrefixed(stream, maxFrame)
     await lp.write(encodeJson(request), { signal })
     const raw = decodeJson((await lp.read({ signal })).subarray()) as { ok?: boolean, result?: unknown, error?: { code?: string, message?: string } }
     await stream.close({ signal }).catch(() => {})
