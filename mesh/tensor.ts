@@ -1,8 +1,7 @@
-import { lpStream } from '@libp2p/utils'
 import type { LengthPrefixedStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import { z } from 'zod'
-import { decodeJson, encodeJson, firstIssue } from './rpc.ts'
+import { decodeJson, encodeJson, firstIssue, lengthPrefixed } from './rpc.ts'
 import { MeshError } from './errors.ts'
 
 /** libp2p protocol carrying activations between pipeline stages. */
@@ -157,7 +156,7 @@ export class TensorChannel {
   constructor (stream: Stream, maxBytes = 64 * 1024 * 1024) {
     this.stream = stream
     this.maxBytes = maxBytes
-    this.lp = lpStream(stream, { maxDataLength: maxBytes })
+    this.lp = lengthPrefixed(stream, maxBytes)
   }
 
   async send (header: TensorHeader, payload?: Uint8Array, signal?: AbortSignal): Promise<void> {
@@ -169,14 +168,14 @@ export class TensorChannel {
     else await this.lp.write(encodeJson(header), { signal })
   }
 
-  /** The next message; throws TensorFrameError on anything malformed or oversized. */
+  /** The next message; throws TensorFrameError on anything malformed or oversized ('stream ended' when the stream ends). */
   async recv (signal?: AbortSignal): Promise<TensorMessage> {
+    const bytes = await this.readFrame('tensor header', signal)
     let raw: unknown
     try {
-      raw = decodeJson((await this.lp.read({ signal })).subarray())
+      raw = decodeJson(bytes)
     } catch (err) {
-      if (signal?.aborted === true) throw err
-      if (/unexpected end|EOF|end of input|stream ended/i.test((err as Error).message) || this.stream.readStatus !== 'readable') throw new TensorFrameError('stream ended')
+      // a complete frame that is not JSON is malformed, even when JSON.parse says "unexpected end"
       throw new TensorFrameError(`unreadable tensor header: ${(err as Error).message}`)
     }
     const parsed = TensorHeaderSchema.safeParse(raw)
@@ -185,9 +184,22 @@ export class TensorChannel {
     const expected = payloadBytes(h)
     if (expected > this.maxBytes) throw new TensorFrameError(`tensor of ${expected} bytes is over the ${this.maxBytes}-byte limit`)
     if (expected === 0) return { header: h, payload: null }
-    const payload = (await this.lp.read({ signal })).subarray()
+    const payload = await this.readFrame('tensor payload', signal)
     if (payload.length !== expected) throw new TensorFrameError(`payload of ${payload.length} bytes does not match ${h.dtype ?? ''}[${(h.shape ?? []).join(',')}] (${expected} bytes)`)
     return { header: h, payload }
+  }
+
+  /** One frame's bytes. The stream ending (between frames or inside one) is 'stream ended'; a bad length prefix is malformed. */
+  private async readFrame (what: string, signal?: AbortSignal): Promise<Uint8Array> {
+    try {
+      return (await this.lp.read({ signal })).subarray()
+    } catch (err) {
+      if (signal?.aborted === true) throw err
+      const e = err as Error & { code?: string }
+      const badLength = e.name === 'InvalidDataLengthError' || e.name === 'InvalidDataLengthLengthError' || e.name === 'InvalidMessageLengthError' || e.code === 'ERR_FRAME_LENGTH'
+      if (!badLength && (/unexpected end|EOF|end of input|stream ended/i.test(e.message) || this.stream.readStatus !== 'readable')) throw new TensorFrameError('stream ended')
+      throw new TensorFrameError(`unreadable ${what}: ${e.message}`)
+    }
   }
 
   async close (): Promise<void> {
