@@ -15,6 +15,17 @@ export interface TensorServiceInit {
 }
 
 /**
+ * `signal`, also aborted after `ms` unless clear() is called first. Not AbortSignal.timeout: on Node 22,
+ * AbortSignal.any over a timeout signal keeps both signals (and the abort reason, whose stack holds
+ * the stream) alive until the timer fires, so every step kept its stream for 120 s after the end.
+ */
+function withTimeout (signal: AbortSignal, ms: number): { signal: AbortSignal, clear: () => void } {
+  const timer = new AbortController()
+  const t = setTimeout(() => { timer.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')) }, ms)
+  return { signal: AbortSignal.any([signal, timer.signal]), clear: () => { clearTimeout(t) } }
+}
+
+/**
  * Serves /blockmesh/tensor/1.0.0: an upstream (a vDAG driver or the previous
  * stage) opens a stream for one sequence, naming the stage block here and
  * the rest of the route; each step it sends tokens or activations, this
@@ -38,7 +49,8 @@ export async function serveTensors (init: TensorServiceInit): Promise<void> {
     stream.addEventListener('close', () => { abort.abort() })
     let link: StageLink | null = null
     try {
-      const first = await channel.recv(AbortSignal.any([abort.signal, AbortSignal.timeout(15_000)]))
+      const opening = withTimeout(abort.signal, 15_000)
+      const first = await channel.recv(opening.signal).finally(opening.clear)
       const meta = OpenMetaSchema.safeParse(first.header.meta)
       if (first.header.kind !== 'open' || first.header.seq == null || !meta.success) throw new TensorFrameError('expected an open message with block, route and sampling')
       const seq = first.header.seq
@@ -85,7 +97,8 @@ export async function serveTensors (init: TensorServiceInit): Promise<void> {
           input = { step: h.step, pastLen, hidden: Float32Array.from(asFloat32(msg.payload)), seqLen: shape[1], mask }
         }
         try {
-          const out = await link.step(input, AbortSignal.any([abort.signal, AbortSignal.timeout(init.stepTimeoutMs ?? 120_000)]))
+          const stepping = withTimeout(abort.signal, init.stepTimeoutMs ?? 120_000)
+          const out = await link.step(input, stepping.signal).finally(stepping.clear)
           const logits = out.logits
           const meta = out.logprob != null ? { token: out.token, logprob: out.logprob } : { token: out.token }
           await channel.send(logits != null
