@@ -1,6 +1,7 @@
 /**
  * npm run bench [-- --only gossip,stream,dashboard] [--sizes 3,10,20] [--quick]
- * (`real`, the real-model comparison with llama.cpp, runs only when named: --only real)
+ * (`real`, the real-model comparison with llama.cpp, and `resilience`, kill -9 / migration / desired-state
+ * convergence over real agents (~7 min), run only when named: --only real,resilience)
  * Runs the benchmarks and writes their sections of BENCHMARKS.md.
  */
 import { parseArgs } from 'node:util'
@@ -16,6 +17,7 @@ import { runDashboardBench, dashboardMarkdown } from './dashboard.ts'
 import { runRealModelBench, realModelMarkdown } from './real-model.ts'
 import { runGraphProfile, graphMarkdown } from './graph-profile.ts'
 import { runLoadBench, loadMarkdown } from './load.ts'
+import { runResilienceBench, resilienceMarkdown } from './resilience.ts'
 
 const { values } = parseArgs({
   options: {
@@ -27,7 +29,7 @@ const { values } = parseArgs({
 const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,load,dashboard').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'load', 'dashboard', 'real', 'graph']
+const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'load', 'dashboard', 'real', 'graph', 'resilience']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -78,6 +80,11 @@ if (only.has('dashboard')) {
 if (only.has('graph')) {
   log('graph: where a converted model\'s decode step spends its time, per conversion mode (ORT profiler)')
   writeSection('graph', 'Converted models: decode step by operator and conversion mode', graphMarkdown(await runGraphProfile({ quick: values.quick, log })))
+}
+if (only.has('resilience')) {
+  const sizes = values.sizes.split(',').map(Number).filter(n => Number.isInteger(n) && n >= 2)
+  log(`resilience: kill -9, request migration, desired-state convergence for ${sizes.join(', ')} agents and after a partition, replication at rest`)
+  writeSection('resilience', 'Resilience: kill -9, request migration, desired-state convergence', resilienceMarkdown(await runResilienceBench({ quick: values.quick, sizes, log })))
 }
 if (only.has('real')) {
   log('real: SmolLM2-135M and Gemma 3 270M GGUFs, Blockmesh vs llama.cpp (llama-cpp-python server), same threads')
