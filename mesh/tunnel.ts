@@ -1,9 +1,8 @@
-import { lpStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import { z } from 'zod'
 import type { MeshNode } from './node.ts'
 import { parsePeerId } from './node.ts'
-import { RemoteError, decodeJson, encodeJson, firstIssue } from './rpc.ts'
+import { RemoteError, decodeJson, encodeJson, firstIssue, lengthPrefixed } from './rpc.ts'
 import type { RpcOptions } from './rpc.ts'
 import { PeerStreamSlots, releaseOnClose } from './tensor.ts'
 
@@ -64,11 +63,14 @@ export async function serveTunnel (node: MeshNode, protocol: string, handler: (r
   const chunk = opts.chunkBytes ?? 64 * 1024
   await node.libp2p.handle(protocol, async (stream, connection) => {
     const peer = connection.remotePeer.toString()
+    // one controller and a cleared timer: AbortSignal.timeout would keep every closed stream in memory until it fired
     const abort = new AbortController()
-    const timeout = AbortSignal.timeout(opts.timeoutMs ?? 30 * 60_000)
-    const signal = AbortSignal.any([abort.signal, timeout])
-    stream.addEventListener('close', () => { abort.abort() })
-    const lp = lpStream(stream, { maxDataLength: Math.max(maxBody, 64 * 1024) })
+    const signal = abort.signal
+    const timer = setTimeout(() => { abort.abort(new Error('tunnel timed out')) }, opts.timeoutMs ?? 30 * 60_000)
+    timer.unref()
+    stream.addEventListener('close', () => { clearTimeout(timer); abort.abort() })
+    // a length prefix that never ends is refused at once (lpStream would wait for more bytes)
+    const lp = lengthPrefixed(stream, Math.max(maxBody, 64 * 1024))
     try {
       let head: z.output<typeof TunnelRequestSchema>
       let body: Uint8Array
@@ -116,7 +118,7 @@ export async function openTunnel (node: MeshNode, peer: string, protocol: string
   const onAbort = (): void => { stream.abort(new Error('aborted by the client')) }
   signal.addEventListener('abort', onAbort, { once: true })
   try {
-    const lp = lpStream(stream, { maxDataLength: Math.max(maxBody, 64 * 1024) })
+    const lp = lengthPrefixed(stream, Math.max(maxBody, 64 * 1024))
     await lp.write(encodeJson({ target: req.target, headers: req.headers }))
     await lp.write(req.body)
     const head = ResponseHeadSchema.safeParse(decodeJson((await lp.read({ signal })).subarray()))

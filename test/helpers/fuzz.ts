@@ -353,5 +353,6 @@ export class Tally {
   private readonly counts = new Map<string, number>()
   add (label: string): void { this.counts.set(label, (this.counts.get(label) ?? 0) + 1) }
   get total (): number { let n = 0; for (const v of this.counts.values()) n += v; return n }
+  count (label: string): number { return this.counts.get(label) ?? 0 }
   toString (): string { return [...this.counts].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k}=${v}`).join(' ') }
 }
