@@ -12,7 +12,7 @@ import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
-import { componentSpec, deploy, tinyModel } from './helpers/models.ts'
+import { componentSpec, deploy, splitAndDeploy, tinyModel } from './helpers/models.ts'
 import { generateModel } from '../agent/model/generate.ts'
 import { PRESETS } from '../agent/model/spec.ts'
 
@@ -181,18 +181,7 @@ describe('a completion through a 3-stage vDAG whose middle stage dies mid-genera
     a = await AgentProcess.start({ name: 'a', cluster: 'front' })
     ;[b, c, d] = await Promise.all(['b', 'c', 'd'].map(async name => await AgentProcess.start({ name, cluster: 'back', bootstrap: [a.addr] })))
     await until(async () => (await a.peers()).length === 4, 'the mesh to form')
-    const start = await a.api('/start_model_split_job', {
-      method: 'POST',
-      body: { task_data: { model_name: 'tiny3', model_download_url: m.path, world_size: 3, model_split_config: { block: { policy: { cluster: { names: ['back'] } } } } }, container_image: 'blockmesh/onnx-splitter', storage_size: '1Gi' }
-    })
-    assert.equal(start.status, 201, JSON.stringify(start.body))
-    const task = await until(async () => {
-      const t = (await a.api(`/tasks/${start.body.task_id as string}`)).body.data
-      return t.status === 'complete' || t.status === 'failed' ? t : undefined
-    }, 'the split task to finish', 120_000, 250)
-    assert.equal(task.status, 'complete', task.error)
-    const deployed = await a.api('/api/vdags/deploy', { method: 'POST', body: { task_id: task.task_id } })
-    assert.equal(deployed.status, 201, JSON.stringify(deployed.body))
+    await splitAndDeploy(a, { modelName: 'tiny3', modelPath: m.path, worldSize: 3, config: { block: { policy: { cluster: { names: ['back'] } } } } })
     await until(async () => (await a.api('/v1/models')).body.data.some((x: any) => x.id === vdag), 'the vDAG to be served', 90_000)
   })
   after(async () => { await stopAll([a, b, c, d]) })

@@ -11,6 +11,7 @@ import { AgentProcess, HEARTBEAT_MS, stopAll, tempDir, until } from './helpers/a
 import { generateModel } from '../agent/model/generate.ts'
 import { PRESETS } from '../agent/model/spec.ts'
 import { NetLab } from './helpers/netns.ts'
+import { splitAndDeploy } from './helpers/models.ts'
 
 async function complete (agent: AgentProcess, model: string, prompt = 'The gulls', maxTokens = 8): Promise<{ status: number, text: string }> {
   const r = await agent.api('/v1/completions', { method: 'POST', body: { model, prompt, max_tokens: maxTokens, temperature: 0 } })
@@ -33,15 +34,7 @@ describe('kill -9 of the agent that created the blocks: names stay, reconciliati
     assert.equal(created.status, 201, JSON.stringify(created.body))
     assert.equal(created.body.instances[0]?.peerId, a.peerId, 'placed on its creator first (preferNode: self)')
     // a 2-stage vDAG of the same model, split by a real split task
-    const start = await a.api('/start_model_split_job', { method: 'POST', body: { task_data: { model_name: 'tiny2', model_download_url: m.path, world_size: 2 }, container_image: 'blockmesh/onnx-splitter', storage_size: '1Gi' } })
-    assert.equal(start.status, 201, JSON.stringify(start.body))
-    const task = await until(async () => {
-      const t = (await a.api(`/tasks/${start.body.task_id as string}`)).body.data
-      return t.status === 'complete' || t.status === 'failed' ? t : undefined
-    }, 'the split task', 120_000, 250)
-    assert.equal(task.status, 'complete', task.error)
-    taskId = task.task_id
-    assert.equal((await a.api('/api/vdags/deploy', { method: 'POST', body: { task_id: task.task_id } })).status, 201)
+    taskId = (await splitAndDeploy(a, { modelName: 'tiny2', modelPath: m.path, worldSize: 2 })).task_id
     await until(async () => (await a.api('/v1/models')).body.data.some((d: any) => d.id === 'tiny2-pipeline'), 'the vDAG to serve', 90_000)
     expected = (await complete(a, 'whole')).text
   })
@@ -199,13 +192,7 @@ describe('a vDAG crowded onto one agent spreads out again when its peer is back'
     a = await AgentProcess.start({ name: 'sa' })
     b = await AgentProcess.start({ name: 'sb', bootstrap: [a.addr] })
     await until(async () => (await a.peers()).length === 2 && (await b.peers()).length === 2, 'the mesh to form')
-    const start = await a.api('/start_model_split_job', { method: 'POST', body: { task_data: { model_name: 'spread', model_download_url: m.path, world_size: 2 }, container_image: 'blockmesh/onnx-splitter', storage_size: '1Gi' } })
-    const task = await until(async () => {
-      const t = (await a.api(`/tasks/${start.body.task_id as string}`)).body.data
-      return t.status === 'complete' || t.status === 'failed' ? t : undefined
-    }, 'the split task', 120_000, 250)
-    assert.equal(task.status, 'complete', task.error)
-    assert.equal((await a.api('/api/vdags/deploy', { method: 'POST', body: { task_id: task.task_id } })).status, 201)
+    await splitAndDeploy(a, { modelName: 'spread', modelPath: m.path, worldSize: 2 })
     await until(async () => (await complete(a, 'spread-pipeline')).status === 200, 'the vDAG to serve', 90_000)
   })
   after(async () => { await stopAll([a, b]) })

@@ -31,3 +31,20 @@ export async function deploy (agent: AgentProcess, component: Record<string, unk
     return r.body.status === 'ready' || r.body.status === 'failed' ? r.body : undefined
   }, `block ${b.body.id as string} to load`, 60_000, 100)
 }
+
+/** Runs a real split task (the built-in ONNX splitter, local runner) on `agent` and deploys its plan as a vDAG; returns the task. */
+export async function splitAndDeploy (agent: AgentProcess, opts: { modelName: string, modelPath: string, worldSize: number, config?: Record<string, unknown> }): Promise<any> {
+  const start = await agent.api('/start_model_split_job', {
+    method: 'POST',
+    body: { task_data: { model_name: opts.modelName, model_download_url: opts.modelPath, world_size: opts.worldSize, ...(opts.config != null ? { model_split_config: opts.config } : {}) }, container_image: 'blockmesh/onnx-splitter', storage_size: '1Gi' }
+  })
+  if (start.status !== 201) throw new Error(`split: ${start.status} ${JSON.stringify(start.body)}`)
+  const task = await until(async () => {
+    const t = (await agent.api(`/tasks/${start.body.task_id as string}`)).body.data
+    return t.status === 'complete' || t.status === 'failed' ? t : undefined
+  }, 'the split task to finish', 120_000, 250)
+  if (task.status !== 'complete') throw new Error(`split task failed: ${task.error as string}`)
+  const deployed = await agent.api('/api/vdags/deploy', { method: 'POST', body: { task_id: task.task_id } })
+  if (deployed.status !== 201) throw new Error(`deploy: ${deployed.status} ${JSON.stringify(deployed.body)}`)
+  return task
+}
