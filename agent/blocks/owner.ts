@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { MeshNode } from '../../mesh/node.ts'
 import type { CapacityGossip } from '../../mesh/capacity/gossip.ts'
@@ -16,6 +16,8 @@ import { ASSIGN_PROTOCOL, AssignResponseSchema } from './assign.ts'
 import type { AssignRequest, AssignResponse } from './assign.ts'
 import { NotFoundError, ValidationError } from '../errors.ts'
 import type { AgentMetrics } from '../metrics.ts'
+import { Autoscaler, autoscaleMetric } from './autoscaler.ts'
+import { reconcilerOf, seenTerms } from './election.ts'
 import type { DesiredState, Entry } from '../state/replica.ts'
 
 export type InstanceStatus = 'assigned' | 'loading' | 'ready' | 'failed' | 'lost'
@@ -70,11 +72,6 @@ export interface BlockOwnerInit {
   drainMs?: number
 }
 
-/** Rendezvous weight of a peer for a block: the highest live one reconciles the block when its creator is gone. */
-function weight (block: string, peer: string): string {
-  return createHash('sha256').update(block).update('\u0000').update(peer).digest('hex')
-}
-
 /**
  * Blocks of the whole mesh and their reconciliation.
  *
@@ -106,8 +103,7 @@ export class BlockOwner {
   private readonly refusals = new Map<string, Array<{ filter: string, message: string }>>()
   private readonly failures = new Map<string, string>()
   private readonly statuses = new Map<string, { status: BlockStatus, error: string | null }>()
-  private readonly samples = new Map<string, Array<[number, number]>>()
-  private readonly lastScale = new Map<string, number>()
+  private readonly autoscaler = new Autoscaler()
   private timer: NodeJS.Timeout | undefined
   private running: Promise<void> | null = null
   private queued: Promise<void> | null = null
@@ -244,7 +240,7 @@ export class BlockOwner {
     this.refusals.delete(id)
     this.failures.delete(id)
     this.statuses.delete(id)
-    this.samples.delete(id)
+    this.autoscaler.forget(id)
     for (const [k, p] of this.pending) if (p.block === id) this.pending.delete(k)
     for (const [k, s] of this.seen) if (s.block === id) this.seen.delete(k)
   }
@@ -277,35 +273,13 @@ export class BlockOwner {
     return out
   }
 
-  /** Who reconciles a block: its creator while live, else the live agent of highest rendezvous weight. */
+  /** Who reconciles a block now (agent/blocks/election.ts). */
   reconcilerOf (block: string, createdBy: string): string {
-    const live = [this.self, ...this.init.gossip.peers().filter(p => p.status === 'live').map(p => p.record.peerId)]
-    if (live.includes(createdBy)) return createdBy
-    let best = this.self
-    let bestW = weight(block, best)
-    for (const p of live) {
-      const w = weight(block, p)
-      if (w > bestW) { best = p; bestW = w }
-    }
-    return best
+    return reconcilerOf(block, createdBy, this.self, this.init.gossip.peers())
   }
 
-  /**
-   * Terms seen for a block: the highest anywhere (live peers, the last records of expired ones, this
-   * host's instance), which a new claim must exceed; and the highest a live peer claims as reconciler.
-   */
   private seenTerm (block: string): { term: number, claim: number } {
-    let term = this.init.host.term(block)
-    let claim = 0
-    for (const p of this.init.gossip.peers()) {
-      for (const r of p.record.reconciles ?? []) {
-        if (r.block !== block) continue
-        term = Math.max(term, r.term)
-        if (p.status === 'live') claim = Math.max(claim, r.term)
-      }
-      for (const r of p.record.instances) if (r.block === block) term = Math.max(term, r.term ?? 0)
-    }
-    return { term, claim }
+    return seenTerms(block, this.init.host.term(block), this.init.gossip.peers())
   }
 
   private view (e: Entry<StoredBlock>): BlockView {
@@ -623,44 +597,24 @@ export class BlockOwner {
 
   // ---- autoscaling
 
-  /** The block's metric now: per ready instance (queue depth, tokens/s) or per CPU of their nodes (load). */
+  /** The block's autoscaling metric now (null without autoscaling or ready instances). */
   metric (b: { spec: BlockSpec }): number | null {
-    const spec = b.spec
-    const metric = spec.autoscaling?.metric
-    const ready = this.reported(spec.id).filter(x => x.report.status === 'ready')
-    if (metric == null || ready.length === 0) return null
-    const values = ready.map(x => metric === 'queueDepth'
-      ? x.report.queued
-      : metric === 'tokensPerSecond'
-        ? x.report.tokensPerSecond
-        : (x.record?.readings.cpu.load1 ?? 0) / Math.max(1, x.record?.readings.cpu.count ?? 1))
-    return values.reduce((a, v) => a + v, 0) / values.length
+    const metric = b.spec.autoscaling?.metric
+    if (metric == null) return null
+    return autoscaleMetric(metric, this.reported(b.spec.id).filter(x => x.report.status === 'ready'))
   }
 
   private async autoscale (e: Entry<StoredBlock>): Promise<void> {
     const b = e.value
     const a = b.spec.autoscaling
     if (a == null) return
-    const value = this.metric({ ...b, spec: { ...b.spec, id: e.id } })
+    const value = this.metric({ spec: { ...b.spec, id: e.id } })
     if (value == null) return
-    const now = Date.now()
-    const window = a.window * 1000
-    const hb = this.init.gossip.heartbeatMs
-    const s = (this.samples.get(e.id) ?? []).filter(([t]) => t >= now - window - 2 * hb)
-    s.push([now, value])
-    this.samples.set(e.id, s)
     this.init.metrics?.autoscaleMetric.set({ block: e.id }, value)
-    const covered = s[0][0] <= now - window + hb / 2
-    const inWindow = s.filter(([t]) => t >= now - window - hb / 2)
-    if (!covered || now - (this.lastScale.get(e.id) ?? 0) < a.cooldown * 1000) return
     const target = this.target(b)
-    let next = target
-    if (inWindow.every(([, v]) => v > a.scaleUpAbove) && target < b.spec.maxInstances) next = target + 1
-    else if (inWindow.every(([, v]) => v < a.scaleDownBelow) && target > b.spec.minInstances) next = target - 1
-    if (next === target) return
+    const next = this.autoscaler.decide(e.id, a, value, target, { min: b.spec.minInstances, max: b.spec.maxInstances }, this.init.gossip.heartbeatMs)
+    if (next == null) return
     await this.setTarget(e.id, next)
-    this.lastScale.set(e.id, now)
-    this.samples.set(e.id, [])
     this.init.metrics?.autoscaleDecisions.inc({ block: e.id, direction: next > target ? 'up' : 'down' })
     this.init.log.info({ block: e.id, metric: a.metric, value, from: target, to: next }, next > target ? 'autoscale up' : 'autoscale down')
   }
