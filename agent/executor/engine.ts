@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import { TokenStream } from './token-stream.ts'
 import { Worker } from 'node:worker_threads'
 import { providerOrder } from './providers.ts'
 import type { GpuPresence, ProviderPreference, ProviderReport } from './providers.ts'
@@ -53,12 +54,8 @@ export class EngineError extends Error {
 }
 
 interface Pending {
-  queue: number[]
-  logprobs: TokenLogprob[]
-  waiter: (() => void) | null
-  ended: boolean
+  stream: TokenStream
   firstToken: boolean
-  resolve: (r: GenerationResult) => void
 }
 
 /**
@@ -127,36 +124,20 @@ export class ModelEngine extends EventEmitter {
   generate (params: GenerateParams): Generation {
     if (this.closed) throw new EngineError('the model is unloaded', 'closed')
     const id = this.nextId++
-    let resolve!: (r: GenerationResult) => void
-    const done = new Promise<GenerationResult>(r => { resolve = r })
     const c = params.constraint
     if (c != null && !this.vocabs.has(c.vocab.key)) {
       if (c.vocab.texts == null) throw new EngineError(`vocabulary ${c.vocab.key} has no texts`, 'bad_request')
       this.post({ type: 'vocab', key: c.vocab.key, size: c.vocab.size, texts: c.vocab.texts })
       this.vocabs.add(c.vocab.key)
     }
-    const p: Pending = { queue: [], logprobs: [], waiter: null, ended: false, firstToken: false, resolve }
+    const p: Pending = { stream: new TokenStream(), firstToken: false }
     this.live.set(id, p)
     if (c != null) {
       this.post({ type: 'generate', id, ...params, constraint: { grammar: c.grammar, grammarKey: c.grammarKey, vocab: { key: c.vocab.key, size: c.vocab.size } } })
     } else {
       this.post({ type: 'generate', id, ...params })
     }
-    const cancel = (): void => { if (this.live.has(id)) this.post({ type: 'cancel', id }) }
-    const tokens: AsyncIterable<number> = {
-      [Symbol.asyncIterator]: () => ({
-        next: async (): Promise<IteratorResult<number>> => {
-          while (p.queue.length === 0 && !p.ended) await new Promise<void>(r => { p.waiter = r })
-          if (p.queue.length > 0) return { value: p.queue.shift() as number, done: false }
-          return { value: undefined, done: true }
-        },
-        return: async (): Promise<IteratorResult<number>> => {
-          cancel()
-          return { value: undefined, done: true }
-        }
-      })
-    }
-    return { id, tokens, logprobs: p.logprobs, done, cancel }
+    return { ...p.stream.generation(() => { if (this.live.has(id)) this.post({ type: 'cancel', id }) }), id }
   }
 
   async close (): Promise<void> {
@@ -178,23 +159,19 @@ export class ModelEngine extends EventEmitter {
 
   private onMessage (m: FromWorker): void {
     if (m.type === 'step') {
-      if (m.logprobs != null) for (const [id, lp] of m.logprobs) this.live.get(id)?.logprobs.push(lp)
+      if (m.logprobs != null) for (const [id, lp] of m.logprobs) this.live.get(id)?.stream.logprobs.push(lp)
       for (const [id, token] of m.tokens) {
         const p = this.live.get(id)
         if (p == null) continue
         p.firstToken = true
-        p.queue.push(token)
-        p.waiter?.()
-        p.waiter = null
+        p.stream.push(token)
       }
       this.emit('step', { kind: m.kind, batch: m.batch, ms: m.ms, tokens: m.tokens.length } satisfies StepEvent)
     } else if (m.type === 'done') {
       const p = this.live.get(m.id)
       if (p == null) return
       this.live.delete(m.id)
-      p.ended = true
-      p.waiter?.()
-      p.resolve({ reason: m.reason, promptTokens: m.promptTokens, completionTokens: m.completionTokens, error: m.error })
+      p.stream.end({ reason: m.reason, promptTokens: m.promptTokens, completionTokens: m.completionTokens, error: m.error })
     }
   }
 
@@ -207,11 +184,7 @@ export class ModelEngine extends EventEmitter {
   }
 
   private endAll (r: GenerationResult): void {
-    for (const p of this.live.values()) {
-      p.ended = true
-      p.waiter?.()
-      p.resolve(r)
-    }
+    for (const p of this.live.values()) p.stream.end(r)
     this.live.clear()
   }
 }
