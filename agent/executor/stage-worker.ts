@@ -14,9 +14,8 @@ import type { Feeds } from './feeds.ts'
 import { SequenceSampler, skipDraws } from './sampling.ts'
 import { Rng } from '../model/random.ts'
 import { io } from '../model/graph.ts'
-import { HIDDEN_IN, HIDDEN_OUT } from '../splitter/onnx-split.ts'
-import { stageFeeds, stagePresent, stageShape } from '../splitter/stage-io.ts'
-import type { StageShape } from '../splitter/stage-io.ts'
+import { HIDDEN_IN, HIDDEN_OUT, stageFeeds, stagePresent, stageShape } from './stage-io.ts'
+import type { StageShape } from './stage-io.ts'
 import type { FromStageWorker, StageInfo, StageStepRequest, StageWorkerInit, ToStageWorker } from './stage-protocol.ts'
 
 /** rng/sampler: the last stage's, made on the sequence's first step from its sampling settings */

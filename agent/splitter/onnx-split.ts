@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto'
 import { DT, decodeModel, encodeModel, onnx, valueInfo } from '../model/onnx.ts'
 import type { IModelProto, INodeProto, ITensorProto, IValueInfoProto, ModelProto } from '../model/onnx.ts'
+import { HIDDEN_IN, HIDDEN_OUT } from '../executor/stage-io.ts'
+
+export { HIDDEN_IN, HIDDEN_OUT }
 
 /**
  * Cuts a decoder ONNX model into pipeline stages by layer ranges. Works on
@@ -15,8 +18,6 @@ import type { IModelProto, INodeProto, ITensorProto, IValueInfoProto, ModelProto
  * stage reads the shape of hidden_states instead (same [batch, seq] prefix).
  */
 
-export const HIDDEN_IN = 'hidden_states'
-export const HIDDEN_OUT = 'hidden_states_out'
 
 export class SplitError extends Error {
   readonly code = 'split_failed'

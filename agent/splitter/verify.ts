@@ -4,7 +4,7 @@ import { decoderShape, emptyPast, presentAsPast, sequenceFeeds } from '../execut
 import type { Feeds } from '../executor/feeds.ts'
 import { argmax } from '../executor/sampling.ts'
 import { io } from '../model/graph.ts'
-import { HIDDEN_OUT, stageFeeds, stagePresent, stageShape } from './stage-io.ts'
+import { HIDDEN_OUT, stageFeeds, stagePresent, stageShape } from '../executor/stage-io.ts'
 
 export interface Verification {
   /** max |stage chain − monolithic| over the prompt's logits (prefill) */

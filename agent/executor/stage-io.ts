@@ -1,9 +1,16 @@
 import ort from 'onnxruntime-node'
 import type { Tensor } from 'onnxruntime-node'
 import { io } from '../model/graph.ts'
-import { int64 } from '../executor/feeds.ts'
-import type { Feeds } from '../executor/feeds.ts'
-import { HIDDEN_IN, HIDDEN_OUT } from './onnx-split.ts'
+import { int64 } from './feeds.ts'
+import type { Feeds } from './feeds.ts'
+
+/**
+ * The stage IO contract: a split stage's graph reads `hidden_states` (every stage but the first) and
+ * writes `hidden_states_out` (every stage but the last). The splitter writes graphs to it, the stage
+ * worker runs them; it lives with the executor so that the splitter depends on the executor, never back.
+ */
+export const HIDDEN_IN = 'hidden_states'
+export const HIDDEN_OUT = 'hidden_states_out'
 
 /** What a stage needs to know to build its feeds. */
 export interface StageShape {
@@ -55,4 +62,3 @@ export function stagePresent (shape: StageShape, out: Record<string, Tensor>): F
   return feeds
 }
 
-export { HIDDEN_OUT }
