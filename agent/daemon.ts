@@ -30,7 +30,8 @@ import { serveTunnel } from '../mesh/tunnel.ts'
 import type { TunnelResponse } from '../mesh/tunnel.ts'
 import { INFER_PROTOCOL, INSTANCE_HEADER, ROUTED_HEADER, TUNNELLED_PATHS } from './openai/infer-protocol.ts'
 import { VdagStore } from './vdag/registry.ts'
-import { serveTensors } from './vdag/service.ts'
+import { pipelineService } from './vdag/pipeline.ts'
+import type { PipelineService } from './vdag/pipeline.ts'
 import type { LocalStages } from './vdag/links.ts'
 import { TaskService } from './tasks/service.ts'
 import { Penalties } from '../mesh/penalties.ts'
@@ -95,6 +96,8 @@ export class Agent {
   private api: FastifyInstance | undefined
   /** /blockmesh/generate/1.0.0: token-level generation for peers serving requests (request migration) */
   private generate: GenerateService | undefined
+  /** /blockmesh/pipeline/1.0.0: this agent's pipeline stages and the vDAG sequences it drives */
+  private pipeline: PipelineService | undefined
   private apiUrl = ''
   private persistTimer: NodeJS.Timeout | undefined
   private readonly peerStore: PeerStore
@@ -319,7 +322,8 @@ export class Agent {
    */
   private async serveProtocols (): Promise<void> {
     const strike = (peer: string, reason: string): void => { this.penalties.strike(peer, reason) }
-    await serveTensors({ node: this.mesh, local: this.stages, penalties: this.penalties, log: this.log.child({ mod: 'tensor' }) })
+    this.pipeline = pipelineService({ local: this.stages, offences: this.penalties, log: this.log.child({ mod: 'pipeline' }) })({ self: this.mesh.peerId.toString(), libp2p: this.mesh.libp2p, isBanned: peer => this.mesh.gate.isBanned(peer) })
+    await this.pipeline.start()
     this.generate = generateService()({ registrar: this.mesh.libp2p, dialer: this.mesh.libp2p, serving: block => this.host.serving(block), tokenizers: this.tokenizers, isBanned: peer => this.mesh.gate.isBanned(peer), onInvalid: strike, log: this.log.child({ mod: 'generate' }) })
     await this.generate.start()
     await serveJson(this.mesh, ASSIGN_PROTOCOL, AssignRequestSchema, async (req, { peer }): Promise<AssignResponse> => {
@@ -422,6 +426,7 @@ export class Agent {
     await this.host.stopAll().catch((err: Error) => { this.log.warn({ err: err.message }, 'stopping instances failed') })
     await this.api?.close().catch(() => {})
     await this.generate?.stop().catch(() => {})
+    await this.pipeline?.stop().catch(() => {})
     this.persistPeers()
     await this.mesh.stop().catch((err: Error) => { this.log.warn({ err: err.message }, 'mesh stop failed') })
     this.db.close()

@@ -134,6 +134,32 @@ describe('a model split into 3 stages, served across 3 agent processes', () => {
     assert.deepEqual(together, alone)
   })
 
+  test('8 concurrent streams through the ring pipeline: every stream\'s greedy tokens are the whole model\'s', async () => {
+    const prompts = Array.from({ length: 8 }, (_, i) => `Stream ${i}: the ${['harbour', 'gulls', 'tide', 'lamp'][i % 4]}`)
+    const stream = async (via: AgentProcess, model: string, prompt: string): Promise<string> => {
+      const res = await fetch(`${via.url}/v1/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${via.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model, prompt, max_tokens: 32, temperature: 0, stream: true })
+      })
+      assert.equal(res.status, 200)
+      return (await res.text()).split('\n').filter(l => l.startsWith('data: {')).map(l => JSON.parse(l.slice(6)).choices[0]?.text ?? '').join('')
+    }
+    const alone: string[] = []
+    for (const p of prompts) alone.push((await complete(c, 'whole', p, 32)).text)
+    const together = await Promise.all(prompts.map(async p => await stream(c, 'tiny3-pipeline', p)))
+    assert.deepEqual(together, alone)
+    assert.ok(alone.every(t => t.length > 0))
+  })
+
+  test('a prompt longer than a prefill chunk goes through in chunks and answers like the whole model', async () => {
+    const long = 'The harbour town woke slowly. '.repeat(20) // 600 bytes: 601 tokens, three chunks
+    const [split, whole] = [await complete(a, 'tiny3-pipeline', long, 16), await complete(a, 'whole', long, 16)]
+    assert.equal(split.status, 200, JSON.stringify(split.body))
+    assert.equal(split.body.usage.prompt_tokens, 601)
+    assert.equal(split.text, whole.text)
+  })
+
   test('logprobs, penalties, n choices and JSON constraints work through the vDAG as on the whole model', async () => {
     const ask = async (model: string, extra: Record<string, unknown>): Promise<any> => {
       const r = await b.api('/v1/completions', { method: 'POST', body: { model, prompt: 'The harbour town', max_tokens: 16, temperature: 0, ...extra } })
@@ -198,12 +224,15 @@ describe('a model split into 3 stages, served across 3 agent processes', () => {
     }
   })
 
-  test('malformed or oversized tensor frames are rejected and the peer dropped; the agent keeps serving', async () => {
+  test('malformed or oversized pipeline frames are rejected and the peer dropped; the agent keeps serving', async () => {
     const hosted = (await a.api('/api/instances')).body.instances.find((i: any) => i.block.startsWith('tiny3-pipeline-s'))
     const r = spawnSync(process.execPath, [ROGUE, a.addr, hosted.block, 'garbage,oversized,bad-shape,garbage'], { encoding: 'utf8', timeout: 60_000 })
     const reports = r.stdout.trim().split('\n').map(l => JSON.parse(l))
     assert.deepEqual(reports.slice(0, 3).map((x: any) => x.kind), ['garbage', 'oversized', 'bad-shape'])
     assert.ok(reports.slice(0, 3).every((x: any) => x.result !== 'answered'), JSON.stringify(reports))
+    // not frames at all: the stream is dropped; a well-formed step that breaks the protocol is answered with an error
+    assert.equal(reports[0].result, 'aborted', JSON.stringify(reports[0]))
+    assert.equal(reports[1].result, 'aborted', JSON.stringify(reports[1]))
     assert.notEqual(reports[3].result, 'answered', 'after three strikes the peer is banned')
     assert.ok(await a.metric('blockmesh_peer_strikes_total') >= 3)
     assert.ok(await a.metric('blockmesh_peers_banned_total') >= 1)

@@ -64,14 +64,20 @@ export class StageEngine extends EventEmitter {
 
   get waiting (): number { return this.pending.size }
 
-  async step (seq: string, input: { tokens: number[] } | { hidden: Float32Array, seqLen: number }, pastLen: number, opts: { sampling?: StageSampling, returnLogits?: boolean, mask?: Uint8Array } = {}): Promise<StageOutput> {
+  async step (seq: string, input: { tokens: number[] } | { hidden: Float32Array, seqLen: number }, pastLen: number, opts: { sampling?: StageSampling, returnLogits?: boolean, mask?: Uint8Array, sample?: boolean, microBatches?: number } = {}): Promise<StageOutput> {
     if (this.closed) throw new EngineError('the stage is unloaded', 'closed')
     const id = this.nextId++
     this.sequences.add(seq)
     // the sampling settings go with every step (the worker keeps them from the first); the prompt and history only with the first
     let sampling = opts.sampling
     if ((sampling?.prompt != null || sampling?.history != null) && pastLen > 0) { const { prompt: _, history: __, ...rest } = sampling; sampling = rest }
-    const extra = { sampling, returnLogits: opts.returnLogits, ...(opts.mask != null && this.info.last ? { mask: opts.mask } : {}) }
+    const extra = {
+      sampling,
+      returnLogits: opts.returnLogits,
+      ...(opts.mask != null && this.info.last ? { mask: opts.mask } : {}),
+      ...(opts.sample === false ? { sample: false } : {}),
+      ...(opts.microBatches != null && opts.microBatches > 1 ? { microBatches: opts.microBatches } : {})
+    }
     const msg: ToStageWorker = 'tokens' in input
       ? { type: 'step', id, seq, pastLen, tokens: input.tokens, seqLen: input.tokens.length, ...extra }
       : { type: 'step', id, seq, pastLen, hidden: input.hidden, seqLen: input.seqLen, ...extra }

@@ -33,6 +33,14 @@ export interface StageStepRequest {
   returnLogits?: boolean
   /** last stage: only these tokens may be sampled (a bitset over token ids; constrained decoding) */
   mask?: Uint8Array
+  /** last stage: run the step but sample nothing (a chunk of a long prompt before its last one); answers token -1 */
+  sample?: boolean
+  /**
+   * The number of stages of the sequence's pipeline: with k stages, a stage batches at most 1/k of
+   * the sequences it holds, so the sequences move round the ring in k groups and every stage has a
+   * group to work on (micro-batches), instead of all of them in lock-step with k−1 stages idle.
+   */
+  microBatches?: number
 }
 
 export type ToStageWorker = StageStepRequest | { type: 'drop', seq: string } | { type: 'close' }

@@ -16,10 +16,10 @@ import { Rng } from '../model/random.ts'
 import { io } from '../model/graph.ts'
 import { HIDDEN_IN, HIDDEN_OUT, stageFeeds, stagePresent, stageShape } from './stage-io.ts'
 import type { StageShape } from './stage-io.ts'
-import type { FromStageWorker, StageInfo, StageStepRequest, StageWorkerInit, ToStageWorker } from './stage-protocol.ts'
+import type { FromStageWorker, StageInfo, StageSampling, StageStepRequest, StageWorkerInit, ToStageWorker } from './stage-protocol.ts'
 
-/** rng/sampler: the last stage's, made on the sequence's first step from its sampling settings */
-interface Cache { kv: Feeds | null, length: number, rng: Rng | null, sampler: SequenceSampler | null }
+/** rng/sampler: the last stage's, made on the sequence's first sampled step from the sampling settings of its first step */
+interface Cache { kv: Feeds | null, length: number, rng: Rng | null, sampler: SequenceSampler | null, sampling: StageSampling | null }
 
 const port = parentPort
 if (port == null) throw new Error('stage-worker.ts runs as a worker thread')
@@ -43,18 +43,19 @@ port.on('message', (m: ToStageWorker) => {
 
 function cacheOf (seq: string): Cache {
   let c = caches.get(seq)
-  if (c == null) { c = { kv: null, length: 0, rng: null, sampler: null }; caches.set(seq, c) }
+  if (c == null) { c = { kv: null, length: 0, rng: null, sampler: null, sampling: null }; caches.set(seq, c) }
   return c
 }
 
 /** Sends one sequence's output: the hidden state rows, or (last stage) the sampled token. */
 function reply (req: StageStepRequest, cache: Cache, out: Record<string, Tensor>, row: number, rows: number): void {
   if (info.last) {
+    if (req.sample === false) { send({ type: 'result', id: req.id, seqLen: req.seqLen, token: -1 }); return }
     const logits = out[io.logits].data as Float32Array
     const S = out[io.logits].dims[1]
     const start = (row * S + S - 1) * info.vocab
     const last = logits.subarray(start, start + info.vocab)
-    const s = req.sampling ?? { temperature: 0, topP: 1, seed: 0 }
+    const s = cache.sampling ?? req.sampling ?? { temperature: 0, topP: 1, seed: 0 }
     if (cache.sampler == null) {
       cache.rng = new Rng(s.seed)
       cache.sampler = new SequenceSampler(s, cache.rng, s.prompt)
@@ -77,6 +78,7 @@ function reply (req: StageStepRequest, cache: Cache, out: Record<string, Tensor>
 
 async function runOne (req: StageStepRequest): Promise<void> {
   const cache = cacheOf(req.seq)
+  cache.sampling ??= req.sampling ?? null
   if (cache.length !== req.pastLen) throw new Error(`sequence ${req.seq}: ${cache.length} positions cached here, the request says ${req.pastLen}`)
   const x = info.first
     ? { tokens: req.tokens as number[] }
@@ -149,11 +151,14 @@ async function loop (): Promise<void> {
       wake = null
       continue
     }
-    // single-token steps of distinct sequences that have a cache go together; anything else alone
+    // single-token steps of distinct sequences that have a cache go together; anything else alone.
+    // A pipeline's stage takes at most its share of the sequences it holds (see microBatches).
+    const groups = Math.max(1, ...queue.map(r => r.microBatches ?? 1))
+    const cap = Math.min(init.maxBatch, Math.max(1, Math.ceil(caches.size / groups)))
     const batch: StageStepRequest[] = []
     const rest: StageStepRequest[] = []
     for (const r of queue.splice(0)) {
-      const batchable = r.seqLen === 1 && (caches.get(r.seq)?.length ?? 0) > 0 && !batch.some(b => b.seq === r.seq) && batch.length < init.maxBatch
+      const batchable = r.seqLen === 1 && (caches.get(r.seq)?.length ?? 0) > 0 && !batch.some(b => b.seq === r.seq) && batch.length < cap
       ;(batchable ? batch : rest).push(r)
     }
     queue.unshift(...rest.slice(1))

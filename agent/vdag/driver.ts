@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto'
 import { TokenStream } from '../executor/token-stream.ts'
 import type { MeshNode } from '../../mesh/node.ts'
 import { parsePeerId } from '../../mesh/node.ts'
-import { openRoute } from './links.ts'
-import type { LocalStages, RouteHop, StageLink } from './links.ts'
+import { pipelineOf } from './pipeline.ts'
+import type { LocalStages, RouteHop, StageLink } from './pipeline.ts'
 import type { GenerateParams, Generation, GenerationResult } from '../executor/engine.ts'
 import type { StageSampling } from '../executor/stage-protocol.ts'
 import { JsonConstraint, grammarFor, maskCount, vocabFor } from '../executor/json-constraint.ts'
@@ -31,8 +31,12 @@ export interface MigrationLimits extends MigrationSettings {
 /** A failure that replaying cannot fix (the request's own: its JSON constraint). */
 class RequestFault extends Error {}
 
-/** How long a peer that did not answer a ping is skipped by the router. */
-const DEAD_PEER_MS = 15_000
+/**
+ * A prompt longer than this goes through the pipeline in chunks of this many tokens (the last stage
+ * samples only after the last chunk), so a long prompt holds each stage for one chunk at a time and
+ * the decoding steps of other sequences run in between.
+ */
+export const PREFILL_CHUNK = 256
 
 /**
  * Runs a generation across the stages of a vDAG: one link chain per
@@ -99,10 +103,16 @@ export class VdagDriver {
         let link: StageLink | undefined
         try {
           const resumed = generated.length > 0
-          link = await openRoute(this.node, this.local, route, seq, { sampling: resumed ? { ...sampling, history: [...generated] } : sampling, returnLogits: opts.returnLogits === true }, abort.signal)
+          link = pipelineOf(this.node.libp2p).open(route, seq, { sampling: resumed ? { ...sampling, history: [...generated] } : sampling, returnLogits: opts.returnLogits === true })
           // a replay starts a new sequence: everything from position 0
           let tokens = resumed ? [...params.prompt, ...generated] : params.prompt
           let pastLen = 0
+          while (tokens.length > PREFILL_CHUNK) {
+            const chunk = tokens.slice(0, PREFILL_CHUNK)
+            await link.step({ step: generated.length, pastLen, tokens: chunk, seqLen: chunk.length, sample: false }, abort.signal)
+            pastLen += chunk.length
+            tokens = tokens.slice(PREFILL_CHUNK)
+          }
           for (;;) {
             const step = generated.length
             const mask = constraint?.allowed(params.maxTokens - generated.length)

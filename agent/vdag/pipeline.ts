@@ -1,0 +1,509 @@
+import { z } from 'zod'
+import { FLAG_NO_SAMPLE, bytesOf, float32s, int32s } from '../../mesh/pipeline-frame.ts'
+import type { PipelineFrame } from '../../mesh/pipeline-frame.ts'
+import { PeerLinks } from '../../mesh/pipeline-link.ts'
+import type { PeerLinkComponents, PeerLinkError } from '../../mesh/pipeline-link.ts'
+import type { MeshLogger } from '../../mesh/node.ts'
+import { MeshError } from '../../mesh/errors.ts'
+import { EngineError } from '../executor/engine.ts'
+import type { StageEngine } from '../executor/stage-engine.ts'
+import type { StageSampling } from '../executor/stage-protocol.ts'
+import type { TokenLogprob } from '../executor/sampling.ts'
+
+/** One hop of a pipeline's route: the stage block and the peer running it. */
+export interface RouteHop { peer: string, block: string }
+
+/** Where stage engines of blocks running here are found (throws when there is none). */
+export type LocalStages = (block: string) => StageEngine
+
+export interface StageStepInput {
+  /** the request's step (tokens generated so far; informative) */
+  step: number
+  pastLen: number
+  tokens?: number[]
+  hidden?: Float32Array
+  seqLen: number
+  /** for the last stage: the tokens it may sample (bitset; constrained decoding) */
+  mask?: Uint8Array
+  /** false: a prompt chunk before the last; the last stage samples nothing and answers token -1 */
+  sample?: boolean
+}
+
+export interface StageStepResult { token: number, logits?: Float32Array, logprob?: TokenLogprob }
+
+/** A sequence's pipeline as its driver sees it: feed a step, get the sampled token back. */
+export interface StageLink {
+  step: (input: StageStepInput, signal?: AbortSignal) => Promise<StageStepResult>
+  close: () => void
+}
+
+export const SamplingSchema = z.object({
+  temperature: z.number().min(0).max(2),
+  topP: z.number().gt(0).max(1),
+  seed: z.number().int().min(0).max(0xffffffff),
+  presencePenalty: z.number().min(-2).max(2).optional(),
+  frequencyPenalty: z.number().min(-2).max(2).optional(),
+  repetitionPenalty: z.number().gt(0).max(10).optional(),
+  topLogprobs: z.number().int().min(0).max(20).optional(),
+  prompt: z.array(z.number().int().min(0).max(0x7fffffff)).max(1 << 20).optional(),
+  history: z.array(z.number().int().min(0).max(0x7fffffff)).max(1 << 20).optional()
+}).strict()
+
+/** A token's logprob as it comes back from a peer's last stage. */
+export const LogprobSchema = z.object({
+  logprob: z.number().nullable().transform(v => v ?? -Infinity),
+  top: z.array(z.tuple([z.number().int().min(0), z.number().nullable().transform(v => v ?? -Infinity)])).max(20)
+}).strict()
+
+/** A mask travels in a step frame's meta, base64 (at most 2^24 tokens). */
+export const MAX_MASK_BASE64 = 4 * Math.ceil((1 << 21) / 3)
+
+const HopSchema = z.object({ peer: z.string().min(1).max(128), block: z.string().min(1).max(64) }).strict()
+
+/** What a sequence's first step tells each stage: its block, the hops after it, where tokens go, how to sample. */
+export const OpenSchema = z.object({
+  block: z.string().min(1).max(64),
+  route: z.array(HopSchema).max(31),
+  origin: z.string().min(1).max(128),
+  sampling: SamplingSchema,
+  returnLogits: z.boolean(),
+  stages: z.number().int().min(1).max(32)
+}).strict()
+export type OpenMeta = z.output<typeof OpenSchema>
+
+const StepMetaSchema = z.object({ open: OpenSchema.optional(), mask: z.string().max(MAX_MASK_BASE64).optional() }).strict()
+const ResultMetaSchema = z.object({ logprob: LogprobSchema.optional() }).strict()
+const ErrorMetaSchema = z.object({ message: z.string().max(4000), code: z.string().max(64) }).strict()
+const DropMetaSchema = z.object({}).strict()
+
+/** A stage on the route answered a step with an error (its engine failed, it has no such stage, …). */
+export class StageFailedError extends MeshError {
+  readonly remoteCode: string
+  constructor (message: string, remoteCode: string) {
+    super(message, 'ERR_STAGE_FAILED')
+    this.name = 'StageFailedError'
+    this.remoteCode = remoteCode
+  }
+}
+
+/** A peer on the route disconnected (or its stream broke) while a step was under way. */
+export class StagePeerLostError extends MeshError {
+  readonly peer: string
+  constructor (peer: string, message: string, options?: ErrorOptions) {
+    super(message, 'ERR_STAGE_PEER_LOST', options)
+    this.name = 'StagePeerLostError'
+    this.peer = peer
+  }
+}
+
+/** A step got no answer in time. */
+export class StepTimeoutError extends MeshError {
+  constructor (message: string) {
+    super(message, 'ERR_STEP_TIMEOUT')
+    this.name = 'StepTimeoutError'
+  }
+}
+
+/** A step message between stages (in-process for a local hop, a frame for a remote one). */
+interface StepMsg {
+  seq: string
+  /** the hop of the route this step is for (0: the first stage) */
+  hop: number
+  /** wire step: a counter per sequence, for matching answers */
+  step: number
+  pastLen: number
+  rows: number
+  tokens?: Int32Array | number[]
+  hidden?: Float32Array
+  mask?: Uint8Array
+  sample: boolean
+  open?: OpenMeta
+}
+interface ResultMsg { seq: string, step: number, token: number, logprob?: TokenLogprob, logits?: Float32Array }
+interface ErrorMsg { seq: string, step: number, message: string, code: string }
+
+/** A sequence's state at a stage here. */
+interface StageSeq {
+  seq: string
+  hop: number
+  engine: StageEngine
+  open: OpenMeta
+  /** the peer that sends this stage its steps */
+  from: string
+  busy: boolean
+  /** the next hop has been sent the sequence's open */
+  forwarded: boolean
+  lastStep: number
+  touched: number
+  dropped: boolean
+}
+
+/** A driver's step waiting for its answer. */
+interface Waiting {
+  step: number
+  peers: Set<string>
+  resolve: (r: StageStepResult) => void
+  reject: (err: Error) => void
+}
+
+export interface PipelineServiceInit {
+  local: LocalStages
+  /** offences of peers (malformed frames, protocol violations): the agent's one peer score */
+  offences: { strike: (peer: string, reason: string) => unknown }
+  log: MeshLogger
+  /** a driver's step with no answer within this fails (and the request migrates) */
+  stepTimeoutMs?: number
+  /** a stage forgets a sequence untouched this long (its driver vanished without a drop) */
+  idleMs?: number
+  /** sequences one upstream peer may hold open on this agent's stages */
+  maxSequencesPerPeer?: number
+}
+
+export interface PipelineComponents extends PeerLinkComponents {
+  /** this agent's peer id */
+  self: string
+}
+
+const services = new WeakMap<object, PipelineService>()
+
+/** The pipeline service started for a libp2p node (drivers on this agent use it). */
+export function pipelineOf (libp2p: object): PipelineService {
+  const s = services.get(libp2p)
+  if (s == null) throw new MeshError('no pipeline service runs on this node', 'ERR_NO_PIPELINE')
+  return s
+}
+
+/**
+ * Pipeline stages in a ring over /blockmesh/pipeline/1.0.0. A driver sends a sequence's step to the
+ * first stage; each stage runs it and sends its activations straight on to the next stage; the last
+ * stage sends the sampled token straight back to the driver. So a token crosses N links for N stages
+ * (the nested call chain it replaces crossed 2(N−1) and held every stage's stream while later stages
+ * worked). All sequences between two peers share one stream (mesh/pipeline-link.ts); a stage runs the
+ * steps of different sequences as they come, batching those that wait together, and with k stages
+ * takes at most 1/k of its sequences per batch so the groups keep every stage busy (micro-batches).
+ *
+ * A sequence's first step carries, for each stage, the block, the rest of the route, the driver (its
+ * origin) and the sampling settings. Failures go to the driver as error frames; a peer that drops out
+ * fails the steps that were waiting on it (the driver then migrates the sequence, see driver.ts) and
+ * frees the sequences it fed. A malformed frame or a protocol violation costs the sender a strike.
+ */
+export class PipelineService {
+  readonly self: string
+  private readonly init: PipelineServiceInit
+  private readonly components: PipelineComponents
+  readonly links: PeerLinks
+  private readonly seqs = new Map<string, StageSeq>()
+  private readonly perPeer = new Map<string, number>()
+  private readonly waiting = new Map<string, Waiting>()
+  private sweeper: NodeJS.Timeout | undefined
+
+  constructor (components: PipelineComponents, init: PipelineServiceInit) {
+    this.components = components
+    this.init = init
+    this.self = components.self
+    this.links = new PeerLinks(components, {
+      onFrame: (peer, frame) => { this.onFrame(peer, frame) },
+      onInvalid: (peer, reason) => { this.init.offences.strike(peer, reason) },
+      onPeerLost: (peer, _frames, err) => { this.peerLost(peer, err) },
+      log: init.log
+    })
+  }
+
+  async start (): Promise<void> {
+    await this.links.start()
+    services.set(this.components.libp2p, this)
+    const idle = this.init.idleMs ?? 10 * 60_000
+    this.sweeper = setInterval(() => { this.sweep(idle) }, Math.min(60_000, idle))
+    this.sweeper.unref()
+  }
+
+  async stop (): Promise<void> {
+    clearInterval(this.sweeper)
+    if (services.get(this.components.libp2p) === this) services.delete(this.components.libp2p)
+    for (const w of this.waiting.values()) w.reject(new StagePeerLostError(this.self, 'the pipeline service stopped'))
+    this.waiting.clear()
+    for (const s of this.seqs.values()) this.forget(s, false)
+    await this.links.stop()
+  }
+
+  /** Sequences held by stages here, and driver steps waiting. */
+  stats (): { sequences: number, waiting: number } {
+    return { sequences: this.seqs.size, waiting: this.waiting.size }
+  }
+
+  // ------------------------------------------------------------------ driver side
+
+  /** A sequence through `route`, driven from here. Nothing is sent until the first step (which opens every stage). */
+  open (route: RouteHop[], seq: string, opts: { sampling: StageSampling, returnLogits: boolean }): StageLink {
+    if (route.length === 0) throw new MeshError('empty route', 'ERR_EMPTY_ROUTE')
+    let wire = 0
+    let opened = false
+    let closed = false
+    const peers = new Set(route.map(h => h.peer))
+    const openFor = (hop: number): OpenMeta => ({ block: route[hop].block, route: route.slice(hop + 1), origin: this.self, sampling: opts.sampling, returnLogits: opts.returnLogits, stages: route.length })
+    return {
+      step: async (input, signal) => {
+        if (closed) throw new MeshError('the sequence is closed', 'ERR_SEQUENCE_CLOSED')
+        if (this.waiting.has(seq)) throw new MeshError(`sequence ${seq} already has a step under way`, 'ERR_STEP_BUSY')
+        signal?.throwIfAborted()
+        const step = wire++
+        const msg: StepMsg = {
+          seq,
+          hop: 0,
+          step,
+          pastLen: input.pastLen,
+          rows: input.seqLen,
+          sample: input.sample !== false,
+          ...(input.tokens != null ? { tokens: input.tokens } : { hidden: input.hidden }),
+          ...(input.mask != null ? { mask: input.mask } : {}),
+          ...(opened ? {} : { open: openFor(0) })
+        }
+        opened = true
+        return await new Promise<StageStepResult>((resolve, reject) => {
+          const timeoutMs = this.init.stepTimeoutMs ?? 120_000
+          const finish = (): void => {
+            clearTimeout(timer)
+            signal?.removeEventListener('abort', onAbort)
+            if (this.waiting.get(seq) === entry) this.waiting.delete(seq)
+          }
+          const entry: Waiting = {
+            step,
+            peers,
+            resolve: (r) => { finish(); resolve(r) },
+            reject: (err) => { finish(); reject(err) }
+          }
+          const onAbort = (): void => { entry.reject(signal?.reason as Error) }
+          const timer = setTimeout(() => { entry.reject(new StepTimeoutError(`no answer from the pipeline within ${Math.round(timeoutMs / 1000)} s`)) }, timeoutMs)
+          signal?.addEventListener('abort', onAbort, { once: true })
+          this.waiting.set(seq, entry)
+          this.dispatchStep(route[0].peer, msg)
+        })
+      },
+      close: () => {
+        if (closed) return
+        closed = true
+        const w = this.waiting.get(seq)
+        if (w != null) { this.waiting.delete(seq); w.reject(new MeshError('the sequence is closed', 'ERR_SEQUENCE_CLOSED')) }
+        if (opened) this.dispatchDrop(route[0].peer, seq, 0)
+      }
+    }
+  }
+
+  private onResult (from: string, msg: ResultMsg): void {
+    const w = this.waiting.get(msg.seq)
+    // a late answer to a step that timed out or whose sequence moved on is ignored; only a peer of the route answers
+    if (w == null || w.step !== msg.step || (from !== this.self && !w.peers.has(from))) return
+    w.resolve(msg.logprob != null ? { token: msg.token, logits: msg.logits, logprob: msg.logprob } : { token: msg.token, logits: msg.logits })
+  }
+
+  private onError (from: string, msg: ErrorMsg): void {
+    const w = this.waiting.get(msg.seq)
+    if (w != null) {
+      if (w.step === msg.step && (from === this.self || w.peers.has(from))) w.reject(new StageFailedError(msg.message, msg.code))
+      return
+    }
+    // an error from a stage this agent fed (it did not know the sequence's driver): pass it on to the driver
+    for (const s of this.seqs.values()) {
+      if (s.seq === msg.seq && s.open.route[0]?.peer === from) { this.sendError(s.open.origin, { ...msg, step: s.lastStep }); this.forget(s, false) }
+    }
+  }
+
+  // ------------------------------------------------------------------ stage side
+
+  private onStep (from: string, msg: StepMsg): void {
+    const key = `${msg.seq}/${msg.hop}`
+    let s = this.seqs.get(key)
+    if (s == null) {
+      if (msg.open == null) {
+        // forgotten here (idle, or this agent restarted): whoever sent it passes the error on to the driver
+        this.sendError(from, { seq: msg.seq, step: msg.step, message: `no sequence ${msg.seq} at hop ${msg.hop} here (forgotten or never opened)`, code: 'unknown_sequence' })
+        return
+      }
+      const open = msg.open
+      let engine: StageEngine
+      try {
+        engine = this.init.local(open.block)
+      } catch (err) {
+        this.sendError(open.origin, { seq: msg.seq, step: msg.step, message: `stage ${open.block} is not served on ${this.self}: ${(err as Error).message}`, code: 'stage_unavailable' })
+        return
+      }
+      const held = this.perPeer.get(from) ?? 0
+      if (held >= (this.init.maxSequencesPerPeer ?? 4096)) {
+        this.sendError(open.origin, { seq: msg.seq, step: msg.step, message: `peer ${from} already holds ${held} sequences on this agent's stages`, code: 'too_many_sequences' })
+        return
+      }
+      this.perPeer.set(from, held + 1)
+      s = { seq: msg.seq, hop: msg.hop, engine, open, from, busy: false, forwarded: false, lastStep: msg.step, touched: Date.now(), dropped: false }
+      this.seqs.set(key, s)
+    } else if (s.busy) {
+      this.violation(from, `a second step for sequence ${msg.seq} while one is under way`)
+      return
+    }
+    const info = s.engine.info
+    const input = info.first
+      ? (msg.tokens != null && msg.tokens.length === msg.rows && msg.rows > 0 ? { tokens: Array.from(msg.tokens) } : null)
+      : (msg.hidden != null && msg.rows > 0 && msg.hidden.length === msg.rows * info.hiddenSize ? { hidden: msg.hidden, seqLen: msg.rows } : null)
+    if (input == null) {
+      this.violation(from, info.first ? 'the first stage takes int32 token ids, one per row' : `this stage takes float32 activations of ${info.hiddenSize} per row`)
+      this.sendError(s.open.origin, { seq: msg.seq, step: msg.step, message: 'malformed step input', code: 'bad_step' })
+      return
+    }
+    const stage = s
+    stage.busy = true
+    stage.touched = Date.now()
+    stage.lastStep = msg.step
+    stage.engine.step(msg.seq, input, msg.pastLen, {
+      sampling: stage.open.sampling,
+      returnLogits: stage.open.returnLogits,
+      mask: msg.mask,
+      sample: msg.sample,
+      microBatches: stage.open.stages
+    }).then(out => {
+      stage.busy = false
+      if (stage.dropped) return
+      if ('token' in out) {
+        this.sendResult(stage.open.origin, { seq: msg.seq, step: msg.step, token: out.token, logprob: out.logprob, logits: out.logits })
+        return
+      }
+      const next = stage.open.route[0]
+      if (next == null) { this.sendError(stage.open.origin, { seq: msg.seq, step: msg.step, message: 'this stage produces activations but the route has no next stage', code: 'bad_route' }); return }
+      const forward: StepMsg = { seq: msg.seq, hop: msg.hop + 1, step: msg.step, pastLen: msg.pastLen, rows: out.seqLen, hidden: out.hidden, sample: msg.sample, ...(msg.mask != null ? { mask: msg.mask } : {}) }
+      if (!stage.forwarded) {
+        forward.open = { ...stage.open, block: next.block, route: stage.open.route.slice(1) }
+        stage.forwarded = true
+      }
+      this.dispatchStep(next.peer, forward)
+    }, (err: Error) => {
+      stage.busy = false
+      if (stage.dropped) return
+      this.sendError(stage.open.origin, { seq: msg.seq, step: msg.step, message: err.message.slice(0, 2000), code: err instanceof EngineError ? err.code : 'stage_failed' })
+    })
+  }
+
+  private onDrop (seq: string, hop: number): void {
+    const s = this.seqs.get(`${seq}/${hop}`)
+    if (s != null) this.forget(s, true)
+  }
+
+  /** Frees a sequence here; `forward`: tell the next stage too (when it was ever sent the sequence). */
+  private forget (s: StageSeq, forward: boolean): void {
+    const key = `${s.seq}/${s.hop}`
+    if (this.seqs.get(key) !== s) return
+    this.seqs.delete(key)
+    s.dropped = true
+    const held = (this.perPeer.get(s.from) ?? 1) - 1
+    if (held > 0) this.perPeer.set(s.from, held)
+    else this.perPeer.delete(s.from)
+    s.engine.drop(s.seq)
+    const next = s.open.route[0]
+    if (forward && s.forwarded && next != null) this.dispatchDrop(next.peer, s.seq, s.hop + 1)
+  }
+
+  private sweep (idleMs: number): void {
+    const before = Date.now() - idleMs
+    for (const s of [...this.seqs.values()]) if (!s.busy && s.touched < before) this.forget(s, true)
+  }
+
+  /**
+   * `peer` is gone (disconnected, or its stream failed): steps this agent drives through it fail;
+   * sequences it fed here are freed (with their later stages); sequences whose next stage it ran
+   * fail at their driver.
+   */
+  private peerLost (peer: string, err: PeerLinkError): void {
+    for (const w of [...this.waiting.values()]) {
+      if (w.peers.has(peer)) w.reject(new StagePeerLostError(peer, `peer ${peer} of the route is gone: ${err.message}`, { cause: err }))
+    }
+    for (const s of [...this.seqs.values()]) {
+      if (s.from === peer || s.open.origin === peer) this.forget(s, true)
+      else if (s.open.route[0]?.peer === peer) {
+        this.sendError(s.open.origin, { seq: s.seq, step: s.lastStep, message: `the next stage's peer ${peer} is gone: ${err.message}`, code: 'peer_lost' })
+        this.forget(s, false)
+      }
+    }
+  }
+
+  private violation (peer: string, reason: string): void {
+    if (peer === this.self) return
+    this.init.offences.strike(peer, `pipeline: ${reason}`)
+    this.init.log.warn({ peer, reason }, 'pipeline protocol violation')
+  }
+
+  // ------------------------------------------------------------------ delivery
+
+  private dispatchStep (peer: string, msg: StepMsg): void {
+    if (peer === this.self) { this.onStep(this.self, msg); return }
+    const meta: Record<string, unknown> = {}
+    if (msg.open != null) meta.open = msg.open
+    if (msg.mask != null) meta.mask = Buffer.from(msg.mask.buffer, msg.mask.byteOffset, msg.mask.byteLength).toString('base64')
+    const payload = msg.tokens != null ? bytesOf(msg.tokens instanceof Int32Array ? msg.tokens : Int32Array.from(msg.tokens)) : bytesOf(msg.hidden as Float32Array)
+    this.send(peer, { kind: 'step', seq: msg.seq, step: msg.step, pastLen: msg.pastLen, rows: msg.rows, token: msg.hop, flags: msg.sample ? 0 : FLAG_NO_SAMPLE, dtype: msg.tokens != null ? 'int32' : 'float32', meta: Object.keys(meta).length > 0 ? meta : null, payload })
+  }
+
+  private sendResult (peer: string, msg: ResultMsg): void {
+    if (peer === this.self) { this.onResult(this.self, msg); return }
+    this.send(peer, { kind: 'result', seq: msg.seq, step: msg.step, pastLen: 0, rows: msg.logits != null ? msg.logits.length : 0, token: msg.token, flags: 0, dtype: msg.logits != null ? 'float32' : null, meta: msg.logprob != null ? { logprob: msg.logprob } : null, payload: msg.logits != null ? bytesOf(msg.logits) : null })
+  }
+
+  private sendError (peer: string, msg: ErrorMsg): void {
+    if (peer === this.self) { this.onError(this.self, msg); return }
+    this.send(peer, { kind: 'error', seq: msg.seq, step: msg.step, pastLen: 0, rows: 0, token: -1, flags: 0, dtype: null, meta: { message: msg.message, code: msg.code }, payload: null })
+  }
+
+  private dispatchDrop (peer: string, seq: string, hop: number): void {
+    if (peer === this.self) { this.onDrop(seq, hop); return }
+    this.send(peer, { kind: 'drop', seq, step: 0, pastLen: 0, rows: 0, token: hop, flags: 0, dtype: null, meta: null, payload: null })
+  }
+
+  private send (peer: string, frame: PipelineFrame): void {
+    this.links.send(peer, frame).catch((err: Error) => { this.init.log.warn({ peer, err: err.message }, 'pipeline frame not sent') })
+  }
+
+  /** A frame from a peer, checked and turned into a message. */
+  private onFrame (peer: string, f: PipelineFrame): void {
+    switch (f.kind) {
+      case 'step': {
+        const meta = StepMetaSchema.safeParse(f.meta ?? {})
+        if (!meta.success) { this.violation(peer, `step meta: ${meta.error.issues[0]?.message ?? 'invalid'}`); return }
+        if (f.dtype == null || f.payload == null) { this.violation(peer, 'a step without a tensor'); return }
+        if (f.token < 0 || f.token > 31) { this.violation(peer, `hop ${f.token} out of range`); return }
+        const msg: StepMsg = {
+          seq: f.seq,
+          hop: f.token,
+          step: f.step,
+          pastLen: f.pastLen,
+          rows: f.rows,
+          sample: (f.flags & FLAG_NO_SAMPLE) === 0,
+          ...(f.dtype === 'int32' ? { tokens: int32s(f.payload) } : { hidden: float32s(f.payload) }),
+          ...(meta.data.mask != null ? { mask: new Uint8Array(Buffer.from(meta.data.mask, 'base64')) } : {}),
+          ...(meta.data.open != null ? { open: meta.data.open } : {})
+        }
+        if (msg.tokens != null && msg.tokens.some(t => t < 0)) { this.violation(peer, 'negative token id'); return }
+        this.onStep(peer, msg)
+        return
+      }
+      case 'result': {
+        const meta = ResultMetaSchema.safeParse(f.meta ?? {})
+        if (!meta.success || (f.dtype != null && f.dtype !== 'float32')) { this.violation(peer, 'result meta or logits malformed'); return }
+        this.onResult(peer, { seq: f.seq, step: f.step, token: f.token, ...(meta.data.logprob != null ? { logprob: meta.data.logprob } : {}), ...(f.payload != null ? { logits: Float32Array.from(float32s(f.payload)) } : {}) })
+        return
+      }
+      case 'error': {
+        const meta = ErrorMetaSchema.safeParse(f.meta ?? {})
+        if (!meta.success) { this.violation(peer, 'error meta malformed'); return }
+        this.onError(peer, { seq: f.seq, step: f.step, message: meta.data.message, code: meta.data.code })
+        return
+      }
+      case 'drop': {
+        if (!DropMetaSchema.safeParse(f.meta ?? {}).success || f.payload != null) { this.violation(peer, 'drop frame malformed'); return }
+        const s = this.seqs.get(`${f.seq}/${f.token}`)
+        // only the peer that feeds a sequence may drop it
+        if (s != null && s.from === peer) this.onDrop(f.seq, f.token)
+      }
+    }
+  }
+}
+
+/** js-libp2p style factory: `pipelineService(init)(components)`. */
+export function pipelineService (init: PipelineServiceInit): (components: PipelineComponents) => PipelineService {
+  return (components) => new PipelineService(components, init)
+}

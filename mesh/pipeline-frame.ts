@@ -1,0 +1,202 @@
+import { Uint8ArrayList } from 'uint8arraylist'
+import { MeshError } from './errors.ts'
+
+/**
+ * Frames of /blockmesh/pipeline/1.0.0: the messages pipeline stages pass around a ring (a step's
+ * tokens or activations forward, the sampled token back to the sequence's driver, errors to the
+ * driver, drops forward). Many sequences share one stream per pair of peers, so every frame names
+ * its sequence.
+ *
+ * Wire format: an unsigned varint length, then the frame: a fixed 32-byte little-endian header
+ *
+ *   0  u8  version (1)        1  u8  kind          2  u8  dtype        3  u8  flags
+ *   4  8 bytes sequence id    12 u32 step          16 u32 pastLen      20 u32 rows
+ *   24 i32 token              28 u32 meta length
+ *
+ * then `meta length` bytes of UTF-8 JSON (an object: what a sequence's first step carries, a
+ * mask, a logprob, an error), then the payload: the tensor's raw little-endian bytes. Binary rather
+ * than JSON headers: a decode step's hop is a few hundred bytes of header work per token, and a
+ * fixed header costs nothing to parse.
+ */
+export const PIPELINE_PROTOCOL = '/blockmesh/pipeline/1.0.0'
+export const FRAME_VERSION = 1
+export const HEADER_BYTES = 32
+/** Largest frame (header + meta + payload): a prompt's activations of a big model fit. */
+export const MAX_FRAME_BYTES = 64 * 1024 * 1024
+/** Largest meta: the first step's sampling settings carry the prompt for the repetition penalty. */
+export const MAX_META_BYTES = 16 * 1024 * 1024
+
+export type FrameKind = 'step' | 'result' | 'error' | 'drop'
+const KINDS: FrameKind[] = ['step', 'result', 'error', 'drop']
+export type FrameDType = 'int32' | 'float32'
+const DTYPES: Array<FrameDType | null> = [null, 'int32', 'float32']
+
+/** flags: the last stage runs the step but samples nothing (a prompt chunk before the last). */
+export const FLAG_NO_SAMPLE = 1
+
+export interface PipelineFrame {
+  kind: FrameKind
+  /** 16 hex digits */
+  seq: string
+  step: number
+  pastLen: number
+  /** positions in a step's tensor (its sequence length) */
+  rows: number
+  /** a result's token (-1: none, a prompt chunk's acknowledgement) */
+  token: number
+  flags: number
+  dtype: FrameDType | null
+  meta: Record<string, unknown> | null
+  payload: Uint8Array | null
+}
+
+export class PipelineFrameError extends MeshError {
+  constructor (message: string) {
+    super(message, 'ERR_PIPELINE_FRAME')
+    this.name = 'PipelineFrameError'
+  }
+}
+
+const enc = new TextEncoder()
+const dec = new TextDecoder('utf-8', { fatal: true })
+const SEQ = /^[0-9a-f]{16}$/
+
+function varint (n: number): Uint8Array {
+  const out: number[] = []
+  while (n >= 0x80) { out.push((n & 0x7f) | 0x80); n = Math.floor(n / 128) }
+  out.push(n)
+  return Uint8Array.from(out)
+}
+
+/** The frame's bytes with their length prefix, as a list of chunks (the payload is not copied). */
+export function encodeFrame (f: PipelineFrame): Uint8Array[] {
+  if (!SEQ.test(f.seq)) throw new PipelineFrameError(`sequence id ${f.seq} is not 16 hex digits`)
+  const meta = f.meta != null ? enc.encode(JSON.stringify(f.meta)) : null
+  if ((meta?.length ?? 0) > MAX_META_BYTES) throw new PipelineFrameError(`frame meta of ${meta?.length ?? 0} bytes is over ${MAX_META_BYTES}`)
+  const payload = f.payload
+  if ((payload == null || payload.length === 0) !== (f.dtype == null)) throw new PipelineFrameError('a frame has a payload exactly when it has a dtype')
+  const header = new Uint8Array(HEADER_BYTES + (meta?.length ?? 0))
+  const v = new DataView(header.buffer)
+  v.setUint8(0, FRAME_VERSION)
+  v.setUint8(1, KINDS.indexOf(f.kind))
+  v.setUint8(2, DTYPES.indexOf(f.dtype))
+  v.setUint8(3, f.flags)
+  for (let i = 0; i < 8; i++) header[4 + i] = parseInt(f.seq.slice(2 * i, 2 * i + 2), 16)
+  v.setUint32(12, f.step, true)
+  v.setUint32(16, f.pastLen, true)
+  v.setUint32(20, f.rows, true)
+  v.setInt32(24, f.token, true)
+  v.setUint32(28, meta?.length ?? 0, true)
+  if (meta != null) header.set(meta, HEADER_BYTES)
+  const total = header.length + (payload?.length ?? 0)
+  if (total > MAX_FRAME_BYTES) throw new PipelineFrameError(`frame of ${total} bytes is over the ${MAX_FRAME_BYTES}-byte limit`)
+  return payload != null && payload.length > 0 ? [varint(total), header, payload] : [varint(total), header]
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'))
+
+/** One frame's fields from its bytes (without the length prefix); PipelineFrameError on anything malformed. */
+export function decodeFrame (bytes: Uint8Array): PipelineFrame {
+  if (bytes.length < HEADER_BYTES) throw new PipelineFrameError(`frame of ${bytes.length} bytes is shorter than its ${HEADER_BYTES}-byte header`)
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  if (v.getUint8(0) !== FRAME_VERSION) throw new PipelineFrameError(`frame version ${v.getUint8(0)} (this agent speaks ${FRAME_VERSION})`)
+  const kind = KINDS[v.getUint8(1)]
+  if (kind == null) throw new PipelineFrameError(`unknown frame kind ${v.getUint8(1)}`)
+  const dtypeCode = v.getUint8(2)
+  if (dtypeCode >= DTYPES.length) throw new PipelineFrameError(`unknown dtype ${dtypeCode}`)
+  const dtype = DTYPES[dtypeCode]
+  let seq = ''
+  for (let i = 0; i < 8; i++) seq += HEX[bytes[4 + i]]
+  const metaLength = v.getUint32(28, true)
+  if (metaLength > MAX_META_BYTES || HEADER_BYTES + metaLength > bytes.length) throw new PipelineFrameError(`meta of ${metaLength} bytes does not fit the ${bytes.length}-byte frame`)
+  let meta: Record<string, unknown> | null = null
+  if (metaLength > 0) {
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(dec.decode(bytes.subarray(HEADER_BYTES, HEADER_BYTES + metaLength)))
+    } catch (err) {
+      throw new PipelineFrameError(`unreadable frame meta: ${(err as Error).message}`)
+    }
+    if (parsed == null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new PipelineFrameError('frame meta is not a JSON object')
+    meta = parsed as Record<string, unknown>
+  }
+  const payload = bytes.subarray(HEADER_BYTES + metaLength)
+  if ((payload.length === 0) !== (dtype == null)) throw new PipelineFrameError(dtype == null ? `${payload.length} payload bytes without a dtype` : `a ${dtype} frame without a payload`)
+  if (payload.length % 4 !== 0) throw new PipelineFrameError(`payload of ${payload.length} bytes is not whole ${dtype ?? ''} values`)
+  return {
+    kind,
+    seq,
+    step: v.getUint32(12, true),
+    pastLen: v.getUint32(16, true),
+    rows: v.getUint32(20, true),
+    token: v.getInt32(24, true),
+    flags: v.getUint8(3),
+    dtype,
+    meta,
+    payload: payload.length > 0 ? payload : null
+  }
+}
+
+/**
+ * Splits a byte stream into frames as bytes arrive (synchronously: no awaited read per length byte).
+ * Holds at most one incomplete frame; a length prefix over MAX_FRAME_BYTES, or one that runs on past
+ * the bytes that limit needs, is a PipelineFrameError.
+ */
+export class FrameDecoder {
+  private readonly buffer = new Uint8ArrayList()
+  private readonly maxFrame: number
+  private readonly maxPrefix: number
+
+  constructor (maxFrame = MAX_FRAME_BYTES) {
+    this.maxFrame = maxFrame
+    let n = 1
+    for (let v = maxFrame; v >= 128; v = Math.floor(v / 128)) n++
+    this.maxPrefix = n
+  }
+
+  /** Bytes held for a frame not yet complete. */
+  get buffered (): number { return this.buffer.byteLength }
+
+  /** Appends bytes; returns the frames now complete, in order. */
+  push (chunk: Uint8Array | Uint8ArrayList): PipelineFrame[] {
+    this.buffer.append(chunk)
+    const out: PipelineFrame[] = []
+    for (;;) {
+      let length = 0
+      let scale = 1
+      let prefix = 0
+      let complete = false
+      for (; prefix < this.buffer.byteLength && prefix < this.maxPrefix; prefix++) {
+        const b = this.buffer.get(prefix)
+        length += (b & 0x7f) * scale
+        scale *= 128
+        if (b < 0x80) { complete = true; prefix++; break }
+      }
+      if (!complete) {
+        if (this.buffer.byteLength >= this.maxPrefix) throw new PipelineFrameError(`length prefix longer than ${this.maxPrefix} bytes`)
+        return out
+      }
+      if (length > this.maxFrame) throw new PipelineFrameError(`frame of ${length} bytes is over the ${this.maxFrame}-byte limit`)
+      if (this.buffer.byteLength < prefix + length) return out
+      const bytes = this.buffer.subarray(prefix, prefix + length)
+      this.buffer.consume(prefix + length)
+      out.push(decodeFrame(bytes))
+    }
+  }
+}
+
+/** A frame's payload as int32 values (a view when aligned). */
+export function int32s (bytes: Uint8Array): Int32Array {
+  if (bytes.byteOffset % 4 === 0) return new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
+  return new Int32Array(new Uint8Array(bytes).buffer)
+}
+
+/** A frame's payload as float32 values (a view when aligned, else a copy). */
+export function float32s (bytes: Uint8Array): Float32Array {
+  if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
+  return new Float32Array(new Uint8Array(bytes).buffer)
+}
+
+export function bytesOf (a: Float32Array | Int32Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
+}
