@@ -22,10 +22,8 @@ import { Tokenizers } from './model/tokenizers/load.ts'
 import { InstanceHost } from './blocks/host.ts'
 import { BlockOwner } from './blocks/owner.ts'
 import { Router } from './blocks/router.ts'
-import { ASSIGN_PROTOCOL, AssignRequestSchema } from './blocks/assign.ts'
-import type { AssignResponse } from './blocks/assign.ts'
-import { schedule } from './scheduler/schedule.ts'
-import { serveJson } from '../mesh/rpc.ts'
+import { assignService } from './blocks/assign-service.ts'
+import type { AssignService } from './blocks/assign-service.ts'
 import { serveTunnel } from '../mesh/tunnel.ts'
 import type { TunnelResponse } from '../mesh/tunnel.ts'
 import { INFER_PROTOCOL, INSTANCE_HEADER, ROUTED_HEADER, TUNNELLED_PATHS } from './openai/infer-protocol.ts'
@@ -96,6 +94,8 @@ export class Agent {
   private api: FastifyInstance | undefined
   /** /blockmesh/generate/1.0.0: token-level generation for peers serving requests (request migration) */
   private generate: GenerateService | undefined
+  /** /blockmesh/assign/1.0.0: peers reconciling blocks order instances started and stopped here */
+  private assign: AssignService | undefined
   /** /blockmesh/pipeline/1.0.0: this agent's pipeline stages and the vDAG sequences it drives */
   private pipeline: PipelineService | undefined
   private apiUrl = ''
@@ -326,33 +326,8 @@ export class Agent {
     await this.pipeline.start()
     this.generate = generateService()({ registrar: this.mesh.libp2p, dialer: this.mesh.libp2p, serving: block => this.host.serving(block), tokenizers: this.tokenizers, isBanned: peer => this.mesh.gate.isBanned(peer), onInvalid: strike, log: this.log.child({ mod: 'generate' }) })
     await this.generate.start()
-    await serveJson(this.mesh, ASSIGN_PROTOCOL, AssignRequestSchema, async (req, { peer }): Promise<AssignResponse> => {
-      if (req.op === 'stop') {
-        const held = this.host.term(req.block)
-        if (held > req.term) return { accepted: false, reason: `stale reconciler: term ${req.term} < ${held} held for block ${req.block}` }
-        const hosted = this.host.list().find(h => h.block === req.block && h.instance === req.instance)
-        if (hosted == null) return { accepted: false, reason: `no instance ${req.instance} here` }
-        // a drained stop answers at once; the instance finishes its sequences, then unloads
-        const stopping = this.host.stop(req.block, req.instance, { drainMs: req.drain ? 60_000 : 0 })
-        if (req.drain) { void stopping.catch(() => {}); return { accepted: true } }
-        return { accepted: await stopping }
-      }
-      if ((req.component.runtime === 'external' || req.component.init != null) && !this.options.acceptRemoteProcesses) {
-        return { accepted: false, reason: `${this.options.name} does not run external systems or init processes for peers (start it with --accept-remote-processes)` }
-      }
-      const hosted = this.host.list().find(h => h.block === req.block)
-      // re-check the node filter against this node's own readings now (the owner saw them a heartbeat ago);
-      // whether simulated GPUs may be used is the placer's decision (it refuses them unless allowed there)
-      const own = this.owner.nodeViews(req.block).find(n => n.peerId === this.mesh.peerId.toString())
-      const res = req.component.resources
-      const check = own == null
-        ? { ok: false as const, reasons: [{ filter: 'node', message: 'no readings yet' }] }
-        : schedule({ policy: { cluster: {}, node: req.spec.policy.node }, needs: { gpuMemory: (res.gpuMemory as number | undefined) ?? 0, ram: (res.ram as number | undefined) ?? 0, cpus: res.cpus ?? 0 }, count: 1, allowSimulatedGpus: true }, [{ ...own, instances: hosted != null ? 0 : own.instances }])
-      if (!check.ok || check.placements.length === 0) {
-        return { accepted: false, reason: check.ok ? `${this.options.name} no longer fits the node filter` : check.reasons.map(r => r.message).join('; ') }
-      }
-      return this.owner.acceptHere(req.block, req.instance, { ...req.spec, id: req.block }, req.component, peer, req.term)
-    }, { onInvalid: strike, maxFrameBytes: 256 * 1024 })
+    this.assign = assignService({ name: this.options.name, acceptRemoteProcesses: this.options.acceptRemoteProcesses })({ node: this.mesh, host: this.host, nodeViews: block => this.owner.nodeViews(block), onInvalid: strike })
+    await this.assign.start()
 
     await serveTunnel(this.mesh, INFER_PROTOCOL, async (req, { peer, signal }): Promise<TunnelResponse> => {
       if (!TUNNELLED_PATHS.has(req.target)) {
@@ -426,6 +401,7 @@ export class Agent {
     await this.host.stopAll().catch((err: Error) => { this.log.warn({ err: err.message }, 'stopping instances failed') })
     await this.api?.close().catch(() => {})
     await this.generate?.stop().catch(() => {})
+    await this.assign?.stop().catch(() => {})
     await this.pipeline?.stop().catch(() => {})
     this.persistPeers()
     await this.mesh.stop().catch((err: Error) => { this.log.warn({ err: err.message }, 'mesh stop failed') })
