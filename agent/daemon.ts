@@ -12,7 +12,7 @@ import type { Db } from './db/database.ts'
 import { PeerStore } from './db/peer-store.ts'
 import { HardwareMonitor } from './hardware/monitor.ts'
 import { parseSimulatedGpus } from './hardware/gpus.ts'
-import { AgentMetrics } from './metrics.ts'
+import { AgentMetrics, watchPeerScore } from './metrics.ts'
 import { buildApi } from './api/server.ts'
 import { createLogger } from './log.ts'
 import type { Logger } from './log.ts'
@@ -32,7 +32,7 @@ import { pipelineService } from './vdag/pipeline.ts'
 import type { PipelineService } from './vdag/pipeline.ts'
 import type { LocalStages } from './vdag/links.ts'
 import { TaskService } from './tasks/service.ts'
-import { Penalties } from '../mesh/penalties.ts'
+import type { Penalties } from '../mesh/penalties.ts'
 import { ModelNotReadyError } from './blocks/host.ts'
 import { ProviderProbe } from './executor/provider-probe.ts'
 import { generateService } from './serving/generate-service.ts'
@@ -135,11 +135,9 @@ export class Agent {
       log: init.log.child({ mod: 'host' }),
       metrics: init.metrics
     })
-    this.penalties = new Penalties(init.mesh, {
-      log: init.log.child({ mod: 'penalties' }),
-      onStrike: (_peer, reason) => { init.metrics.peerStrikes.inc({ kind: reason.split(':')[0].slice(0, 40) }) },
-      onBan: () => { init.metrics.peersBanned.inc() }
-    })
+    // the mesh node's one peer score: offences on every protocol (gossip included) add up to one ban
+    this.penalties = init.mesh.score
+    watchPeerScore(init.metrics, this.penalties)
     this.stateSync = stateSync({
       node: init.mesh,
       state: init.state,
@@ -230,7 +228,8 @@ export class Agent {
       state: () => state.digest(),
       reconciles: () => agentRef?.owner.reports() ?? [],
       providers: () => providerProbe.current(),
-      observer: metrics.gossipObserver(),
+      // a ban is counted once, by the peer score's listener (watchPeerScore), whichever protocol caused it
+      observer: { ...metrics.gossipObserver(), banned: undefined },
       log: logger.child({ mod: 'gossip' })
     })
     const agent = new Agent({ options, log: logger, db, mesh, gossip, hardware, metrics, token, epoch, providerProbe, state })
@@ -321,7 +320,7 @@ export class Agent {
    * tunnel (a peer forwards an OpenAI request to an instance running here).
    */
   private async serveProtocols (): Promise<void> {
-    const strike = (peer: string, reason: string): void => { this.penalties.strike(peer, reason) }
+    const strike = (...offence: Parameters<Penalties['strike']>): void => { this.penalties.strike(...offence) }
     this.pipeline = pipelineService({ local: this.stages, offences: this.penalties, log: this.log.child({ mod: 'pipeline' }) })({ self: this.mesh.peerId.toString(), libp2p: this.mesh.libp2p, isBanned: peer => this.mesh.gate.isBanned(peer) })
     await this.pipeline.start()
     this.generate = generateService()({ registrar: this.mesh.libp2p, dialer: this.mesh.libp2p, serving: block => this.host.serving(block), tokenizers: this.tokenizers, isBanned: peer => this.mesh.gate.isBanned(peer), onInvalid: strike, log: this.log.child({ mod: 'generate' }) })

@@ -153,3 +153,23 @@ export class AgentMetrics {
     }
   }
 }
+
+/**
+ * Counts the offences and bans of the node's one peer score (mesh/peer-score.ts), whatever the protocol:
+ * blockmesh_peer_strikes_total{kind} and blockmesh_peers_banned_total as before, plus
+ * blockmesh_peer_offences_total{offence} (oversized, malformed, forged) and blockmesh_peers_scored (peers whose
+ * score has not decayed away). Call once per agent (the metrics register in its registry); returns the
+ * function that stops the counting.
+ */
+export function watchPeerScore (metrics: AgentMetrics, score: import('../mesh/peer-score.ts').PeerScore): () => void {
+  const registers = [metrics.registry]
+  const offences = new Counter({ name: 'blockmesh_peer_offences_total', help: 'Offences by peers on any protocol, by weight class (oversized, malformed, forged)', labelNames: ['offence'], registers })
+  new Gauge({ name: 'blockmesh_peers_scored', help: 'Peers with a peer score above zero (an offence not yet decayed away)', registers, collect () { this.set(score.size) } })
+  return score.observe({
+    onStrike: (_peer, reason, offence) => {
+      metrics.peerStrikes.inc({ kind: reason.split(':')[0].slice(0, 40) })
+      offences.inc({ offence })
+    },
+    onBan: () => { metrics.peersBanned.inc() }
+  })
+}

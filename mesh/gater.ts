@@ -1,26 +1,55 @@
 import type { ConnectionGater, PeerId } from '@libp2p/interface'
 
+/** Past this many bans held, expired ones are swept at the next ban (a Sybil peer can be banned under many IDs). */
+const SWEEP_BANS_ABOVE = 1024
+
+export interface PeerGateInit {
+  allow?: string[] | null
+  /** closes every connection of a peer just banned (the mesh node's libp2p hang-up) */
+  disconnect?: (peer: string) => void | Promise<void>
+  now?: () => number
+}
+
 /**
  * Decides who may connect: an optional allow-list of peer IDs, plus
  * temporary bans for peers that misbehaved (malformed frames and so on).
- * The same object answers the libp2p connection gater's questions.
+ * A ban also disconnects the peer at once. The same object answers the
+ * libp2p connection gater's questions, so a banned peer cannot come back.
  */
 export class PeerGate {
   private readonly allow: Set<string> | null
   private readonly bans = new Map<string, number>()
   private readonly now: () => number
+  private readonly disconnect: ((peer: string) => void | Promise<void>) | undefined
 
-  constructor (init: { allow?: string[] | null, now?: () => number } = {}) {
+  constructor (init: PeerGateInit = {}) {
     this.allow = init.allow != null && init.allow.length > 0 ? new Set(init.allow) : null
     this.now = init.now ?? Date.now
+    this.disconnect = init.disconnect
   }
 
   get allowList (): string[] | null {
     return this.allow == null ? null : [...this.allow]
   }
 
+  /** Bans `peer` for `ms` and closes its connections. */
   ban (peer: string, ms: number): void {
+    if (this.bans.size >= SWEEP_BANS_ABOVE) this.sweep()
     this.bans.set(peer, this.now() + ms)
+    try {
+      void Promise.resolve(this.disconnect?.(peer)).catch(() => {})
+    } catch { /* a peer that cannot be hung up on is still banned */ }
+  }
+
+  /** Peers banned now. */
+  get banned (): number {
+    this.sweep()
+    return this.bans.size
+  }
+
+  private sweep (): void {
+    const now = this.now()
+    for (const [peer, until] of this.bans) if (until <= now) this.bans.delete(peer)
   }
 
   isBanned (peer: string): boolean {

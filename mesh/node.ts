@@ -17,6 +17,8 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { PeerGate } from './gater.ts'
 import { InvalidMultiaddrError, InvalidPeerIdError } from './errors.ts'
+import { PeerScore } from './peer-score.ts'
+import type { PeerScoreInit } from './peer-score.ts'
 
 export type MeshServices = {
   identify: Identify
@@ -49,6 +51,8 @@ export interface MeshNodeInit {
   gossip?: Partial<GossipsubOpts>
   /** How often unconnected bootstrap addresses are dialled again. */
   redialMs?: number
+  /** The peer score's weights and limits (mesh/peer-score.ts); it logs through `log`. */
+  score?: Omit<PeerScoreInit, 'log'>
   log?: MeshLogger
 }
 
@@ -79,12 +83,15 @@ export function fastMessageId (msg: { from?: Uint8Array, seqno?: Uint8Array, dat
 
 /**
  * A libp2p 3 node with TCP, Noise, Yamux, identify, ping and gossipsub;
- * optional private network (pnet) and allow-list gate; a bootstrap dialer
- * that keeps reconnecting to its seeds.
+ * optional private network (pnet) and allow-list gate; the one peer score
+ * every protocol reports offences to (a ban goes through the gate, which
+ * disconnects); a bootstrap dialer that keeps reconnecting to its seeds.
  */
 export class MeshNode {
   readonly libp2p: MeshLibp2p
   readonly gate: PeerGate
+  /** Offences of peers on every protocol of this node add up here; at the threshold the peer is banned. */
+  readonly score: PeerScore
   readonly privateKey: PrivateKey
   private readonly bootstrap: Multiaddr[]
   private readonly redialMs: number
@@ -97,10 +104,11 @@ export class MeshNode {
   private readonly seeds = new Map<string, { addrs: Multiaddr[], until: number }>()
   private stopped = false
 
-  private constructor (libp2p: MeshLibp2p, privateKey: PrivateKey, gate: PeerGate, bootstrap: Multiaddr[], redialMs: number, log: MeshLogger) {
+  private constructor (libp2p: MeshLibp2p, privateKey: PrivateKey, gate: PeerGate, bootstrap: Multiaddr[], redialMs: number, log: MeshLogger, score: Omit<PeerScoreInit, 'log'> = {}) {
     this.libp2p = libp2p
     this.privateKey = privateKey
     this.gate = gate
+    this.score = new PeerScore(this, { ...score, log })
     this.bootstrap = bootstrap
     this.redialMs = redialMs
     this.log = log
@@ -110,7 +118,9 @@ export class MeshNode {
     const listen = init.listen.map(a => parseMultiaddr(a).toString())
     const bootstrap = (init.bootstrap ?? []).map(parseMultiaddr)
     for (const p of init.allow ?? []) parsePeerId(p)
-    const gate = new PeerGate({ allow: init.allow })
+    let node: MeshLibp2p | undefined
+    // a ban closes the peer's connections at once; the gater then refuses it until the ban ends
+    const gate = new PeerGate({ allow: init.allow, disconnect: async (peer) => { await node?.hangUp(parsePeerId(peer)) } })
     const libp2p = await createLibp2p({
       privateKey: init.privateKey,
       start: false,
@@ -139,7 +149,8 @@ export class MeshNode {
         })
       }
     })
-    return new MeshNode(libp2p, init.privateKey, gate, bootstrap, init.redialMs ?? 3000, init.log ?? silentLogger)
+    node = libp2p
+    return new MeshNode(libp2p, init.privateKey, gate, bootstrap, init.redialMs ?? 3000, init.log ?? silentLogger, init.score)
   }
 
   get peerId (): PeerId {

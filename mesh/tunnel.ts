@@ -1,9 +1,10 @@
-import type { Stream } from '@libp2p/interface'
+import type { Connection, Startable, Stream } from '@libp2p/interface'
 import { z } from 'zod'
 import type { MeshNode } from './node.ts'
 import { parsePeerId } from './node.ts'
-import { RemoteError, decodeJson, encodeJson, firstIssue, lengthPrefixed } from './rpc.ts'
-import type { RpcOptions } from './rpc.ts'
+import { Exchange, InFlightExchanges, decodeJson, encodeJson, firstIssue, lengthPrefixed, reportOffence, requestFault } from './rpc.ts'
+import type { ProtocolComponents, RpcOptions } from './rpc.ts'
+import { FrameError, FrameTooLargeError, MalformedFrameError, RemoteError, StreamAbortedError, TruncatedFrameError } from './errors.ts'
 import { PeerStreamSlots, releaseOnClose } from './tensor.ts'
 
 /**
@@ -58,34 +59,84 @@ export interface TunnelOptions extends RpcOptions {
   chunkBytes?: number
 }
 
-export async function serveTunnel (node: MeshNode, protocol: string, handler: (req: TunnelRequest, ctx: { peer: string, signal: AbortSignal }) => Promise<TunnelResponse>, opts: TunnelOptions = {}): Promise<void> {
-  const maxBody = opts.maxBodyBytes ?? 1024 * 1024
-  const chunk = opts.chunkBytes ?? 64 * 1024
-  await node.libp2p.handle(protocol, async (stream, connection) => {
+export type TunnelHandler = (req: TunnelRequest, ctx: { peer: string, signal: AbortSignal }) => Promise<TunnelResponse>
+
+export interface TunnelInit extends TunnelOptions {
+  protocol: string
+  handler: TunnelHandler
+}
+
+/**
+ * The server side of a tunnel protocol as a libp2p service (js-libp2p's ping shape): start() handles the
+ * protocol, stop() unhandles it and aborts the tunnels in flight (their handlers' signals abort). A request
+ * that breaks the rules (a head that fails TunnelRequestSchema, a body over maxBodyBytes, a broken frame, or
+ * none within timeoutMs) is an offence of the peer and its stream is reset. Bounded: at most
+ * maxInboundStreams (TUNNEL_MAX_STREAMS) tunnels per connection, each frame at most max(maxBodyBytes, 64 KiB).
+ */
+export class TunnelService implements Startable {
+  readonly protocol: string
+  private readonly components: ProtocolComponents
+  private readonly init: TunnelInit
+  private readonly inFlight = new InFlightExchanges()
+  private started = false
+
+  constructor (components: ProtocolComponents, init: TunnelInit) {
+    this.components = components
+    this.init = init
+    this.protocol = init.protocol
+    this.handle = this.handle.bind(this)
+  }
+
+  readonly [Symbol.toStringTag] = '@blockmesh/tunnel'
+
+  async start (): Promise<void> {
+    await this.components.registrar.handle(this.protocol, this.handle, {
+      maxInboundStreams: this.init.maxInboundStreams ?? TUNNEL_MAX_STREAMS,
+      // libp2p takes a handled protocol's outbound limit from here, not from dialProtocol's options
+      maxOutboundStreams: TUNNEL_MAX_STREAMS
+    })
+    this.started = true
+  }
+
+  async stop (): Promise<void> {
+    this.started = false
+    await this.components.registrar.unhandle(this.protocol)
+    this.inFlight.stopAll()
+  }
+
+  isStarted (): boolean { return this.started }
+
+  private async handle (stream: Stream, connection: Connection): Promise<void> {
     const peer = connection.remotePeer.toString()
-    // one controller and a cleared timer: AbortSignal.timeout would keep every closed stream in memory until it fired
-    const abort = new AbortController()
-    const signal = abort.signal
-    const timer = setTimeout(() => { abort.abort(new Error('tunnel timed out')) }, opts.timeoutMs ?? 30 * 60_000)
-    timer.unref()
-    stream.addEventListener('close', () => { clearTimeout(timer); abort.abort() })
+    const { protocol } = this
+    const maxBody = this.init.maxBodyBytes ?? 1024 * 1024
+    const chunk = this.init.chunkBytes ?? 64 * 1024
+    const exchange = new Exchange(stream, this.init.timeoutMs ?? 30 * 60_000, `a ${protocol} tunnel`)
+    const untrack = this.inFlight.track(exchange)
+    const { signal } = exchange
     // a length prefix that never ends is refused at once (lpStream would wait for more bytes)
     const lp = lengthPrefixed(stream, Math.max(maxBody, 64 * 1024))
     try {
       let head: z.output<typeof TunnelRequestSchema>
       let body: Uint8Array
       try {
-        const parsed = TunnelRequestSchema.safeParse(decodeJson((await lp.read({ signal })).subarray()))
-        if (!parsed.success) throw new Error(firstIssue(parsed.error))
+        const headBytes = await lp.readFrame({ signal })
+        if (headBytes == null) throw new TruncatedFrameError('the stream ended before the request head')
+        const parsed = TunnelRequestSchema.safeParse(decodeJson(headBytes))
+        if (!parsed.success) throw new MalformedFrameError(firstIssue(parsed.error))
         head = parsed.data
-        body = (await lp.read({ signal })).subarray()
-        if (body.length > maxBody) throw new Error(`body of ${body.length} bytes is over ${maxBody}`)
+        const bodyBytes = await lp.readFrame({ signal })
+        if (bodyBytes == null) throw new TruncatedFrameError('the stream ended before the request body')
+        if (bodyBytes.length > maxBody) throw new FrameTooLargeError(`body of ${bodyBytes.length} bytes is over ${maxBody}`)
+        body = bodyBytes
       } catch (err) {
-        opts.onInvalid?.(peer, `invalid ${protocol} request: ${(err as Error).message}`)
-        stream.abort(new Error('invalid request'))
+        const fault = requestFault(err, exchange, `${protocol} request`)
+        if (fault == null) throw err
+        reportOffence(this.components, this.init, peer, `invalid ${protocol} request: ${fault.message}`, fault.offence)
+        if (stream.status === 'open') stream.abort(fault)
         return
       }
-      const res = await handler({ ...head, body }, { peer, signal })
+      const res = await this.init.handler({ ...head, body }, { peer, signal })
       await lp.write(encodeJson({ status: res.status, headers: res.headers }), { signal })
       for await (const part of res.body) {
         for (let i = 0; i < part.length; i += chunk) await lp.write(part.subarray(i, i + chunk), { signal })
@@ -93,12 +144,25 @@ export async function serveTunnel (node: MeshNode, protocol: string, handler: (r
       await stream.close({ signal })
     } catch (err) {
       if (stream.status === 'open') stream.abort(err as Error)
+    } finally {
+      untrack()
     }
-  }, {
-    maxInboundStreams: opts.maxInboundStreams ?? TUNNEL_MAX_STREAMS,
-    // libp2p takes a handled protocol's outbound limit from here, not from dialProtocol's options
-    maxOutboundStreams: TUNNEL_MAX_STREAMS
-  })
+  }
+}
+
+/** The protocol as a service factory, js-libp2p style: `tunnelService(init)(components)`. */
+export function tunnelService (init: TunnelInit): (components: ProtocolComponents) => TunnelService {
+  return (components) => new TunnelService(components, init)
+}
+
+/**
+ * Serves a tunnel protocol on `node` (TunnelService, started). Kept for callers written before the services;
+ * offences go to `opts.onInvalid` where given, else to the node's peer score.
+ */
+export async function serveTunnel (node: MeshNode, protocol: string, handler: TunnelHandler, opts: TunnelOptions = {}): Promise<TunnelService> {
+  const service = tunnelService({ ...opts, protocol, handler })({ registrar: node.libp2p, score: node.score })
+  await service.start()
+  return service
 }
 
 /** Opens a tunnel to `peer`; the response body streams until the server ends it. Aborting `signal` tears the stream down. */
@@ -115,29 +179,34 @@ export async function openTunnel (node: MeshNode, peer: string, protocol: string
     throw err
   }
   releaseOnClose(stream, release)
-  const onAbort = (): void => { stream.abort(new Error('aborted by the client')) }
+  const onAbort = (): void => { stream.abort(new StreamAbortedError('aborted by the client')) }
   signal.addEventListener('abort', onAbort, { once: true })
   try {
     const lp = lengthPrefixed(stream, Math.max(maxBody, 64 * 1024))
-    await lp.write(encodeJson({ target: req.target, headers: req.headers }))
-    await lp.write(req.body)
-    const head = ResponseHeadSchema.safeParse(decodeJson((await lp.read({ signal })).subarray()))
+    await lp.write(encodeJson({ target: req.target, headers: req.headers }), { signal })
+    await lp.write(req.body, { signal })
+    let head
+    try {
+      const bytes = await lp.readFrame({ signal })
+      if (bytes == null) throw new TruncatedFrameError(`${peer} closed the tunnel without answering`)
+      head = ResponseHeadSchema.safeParse(decodeJson(bytes))
+    } catch (err) {
+      if (!(err instanceof FrameError)) throw err
+      throw new RemoteError('bad_response', `unreadable tunnel answer: ${err.message}`, { cause: err })
+    }
     if (!head.success) throw new RemoteError('bad_response', `unexpected tunnel answer: ${firstIssue(head.error)}`)
     async function * body (): AsyncGenerator<Uint8Array> {
       try {
         while (true) {
-          let frame
-          try {
-            frame = await lp.read({ signal })
-          } catch (err) {
-            if (stream.readStatus === 'closed' || /end of|EOF|unexpected end/i.test((err as Error).message)) return
-            throw err
-          }
-          yield frame.subarray()
+          // null: the server ended the stream between frames, which is the end of the body; a frame cut short,
+          // a reset or an abort rejects (the answer is incomplete)
+          const frame = await lp.readFrame({ signal })
+          if (frame == null) return
+          yield frame
         }
       } finally {
         signal.removeEventListener('abort', onAbort)
-        if (stream.status === 'open') stream.abort(new Error('reader done'))
+        if (stream.status === 'open') stream.abort(new StreamAbortedError('reader done'))
       }
     }
     return { status: head.data.status, headers: head.data.headers, body: body() }

@@ -5,8 +5,10 @@ import type { PeerId } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import type { MeshNode } from '../../mesh/node.ts'
 import type { CapacityGossip } from '../../mesh/capacity/gossip.ts'
-import type { Penalties } from '../../mesh/penalties.ts'
-import { requestJson, serveJson } from '../../mesh/rpc.ts'
+import type { PeerScore } from '../../mesh/peer-score.ts'
+import { offenceOf } from '../../mesh/errors.ts'
+import { jsonRpcService, requestJson } from '../../mesh/rpc.ts'
+import type { JsonRpcService } from '../../mesh/rpc.ts'
 import { StateFrameError } from './frame.ts'
 import type { DesiredState } from './replica.ts'
 
@@ -32,7 +34,8 @@ export interface StateSyncComponents {
   node: MeshNode
   state: DesiredState
   gossip: CapacityGossip
-  penalties: Penalties
+  /** the node's one peer score (mesh/peer-score.ts; the name is from when it was the Penalties table) */
+  penalties: PeerScore
   log: Logger
   /** changes applied, by how they came; frames refused, by reason */
   observer?: { applied?: (via: 'gossip' | 'sync' | 'local') => void, rejected?: (reason: string) => void, synced?: (peer: string, changes: number) => void }
@@ -45,8 +48,9 @@ export interface StateSyncComponents {
  *   differs from ours, we ask it (at most once per heartbeat per peer) for the changes we lack, page by page.
  *   The peer does the same towards us, so both converge. A peer back from a partition or a restart catches
  *   up the same way. At rest the cost is the 16-character digest in each heartbeat.
- * A frame that fails its checks (signature, actor bound to signer, allowed operations, bounds) is a strike
- * against the peer that sent it, through the agent's one Penalties table.
+ * A frame that fails its checks (signature, actor bound to signer, allowed operations, bounds) is an offence
+ * of the peer that sent it, in the node's one peer score (a forged signature or writer weighs more than an
+ * oversized frame); so is a sync request that does not parse.
  */
 export class StateSync {
   private readonly c: StateSyncComponents
@@ -54,6 +58,10 @@ export class StateSync {
   private readonly pulling = new Set<string>()
   private unsubscribe: Array<() => void> = []
   private running = false
+  /** the pull side's server, a libp2p protocol service */
+  private rpc: JsonRpcService<typeof SyncRequestSchema> | undefined
+  /** aborts the pulls in flight when the service stops */
+  private stopping = new AbortController()
 
   constructor (components: StateSyncComponents) {
     this.c = components
@@ -64,10 +72,19 @@ export class StateSync {
     const pubsub = node.libp2p.services.pubsub
     pubsub.topicValidators.set(STATE_TOPIC, async (source, msg) => await this.validate(source, msg))
     pubsub.subscribe(STATE_TOPIC)
-    await serveJson(node, STATE_SYNC_PROTOCOL, SyncRequestSchema, async (req) => {
-      const { frames, more } = state.missingFor(new Map(Object.entries(req.have)), RESPONSE_BUDGET, RESPONSE_MAX_CHANGES)
-      return { frames: frames.map(f => Buffer.from(f).toString('base64')), more }
-    }, { maxFrameBytes: 2 * RESPONSE_BUDGET, timeoutMs: 30_000, maxInboundStreams: 8, onInvalid: (peer, reason) => { this.c.penalties.strike(peer, reason) } })
+    this.stopping = new AbortController()
+    this.rpc = jsonRpcService({
+      protocol: STATE_SYNC_PROTOCOL,
+      schema: SyncRequestSchema,
+      handler: async (req) => {
+        const { frames, more } = state.missingFor(new Map(Object.entries(req.have)), RESPONSE_BUDGET, RESPONSE_MAX_CHANGES)
+        return { frames: frames.map(f => Buffer.from(f).toString('base64')), more }
+      },
+      maxFrameBytes: 2 * RESPONSE_BUDGET,
+      timeoutMs: 30_000,
+      maxInboundStreams: 8
+    })({ registrar: node.libp2p, score: this.c.penalties })
+    await this.rpc.start()
     this.unsubscribe.push(state.onLocalWrite(frame => {
       this.c.observer?.applied?.('local')
       pubsub.publish(STATE_TOPIC, frame).catch((err: Error) => {
@@ -83,12 +100,14 @@ export class StateSync {
 
   async stop (): Promise<void> {
     this.running = false
+    this.stopping.abort()
     for (const u of this.unsubscribe) u()
     this.unsubscribe = []
     const pubsub = this.c.node.libp2p.services.pubsub
     pubsub.topicValidators.delete(STATE_TOPIC)
     try { pubsub.unsubscribe(STATE_TOPIC) } catch { /* stopped */ }
-    await this.c.node.libp2p.unhandle(STATE_SYNC_PROTOCOL).catch(() => {})
+    await this.rpc?.stop().catch(() => {})
+    this.rpc = undefined
   }
 
   /** Pulls from a peer now unless a pull from it ran within the last heartbeat. */
@@ -101,14 +120,15 @@ export class StateSync {
     })
   }
 
-  /** Fetches every change the peer has and we lack; returns how many were applied. */
+  /** Fetches every change the peer has and we lack; returns how many were applied. Stopping the service aborts it. */
   async pull (peer: string, signal?: AbortSignal): Promise<number> {
     this.pulling.add(peer)
     let applied = 0
+    const aborted = signal != null ? AbortSignal.any([signal, this.stopping.signal]) : this.stopping.signal
     try {
       for (let page = 0; page < 1000; page++) {
         const have = Object.fromEntries(this.c.state.vector())
-        const res = await requestJson(this.c.node, peer, STATE_SYNC_PROTOCOL, { have }, SyncResponseSchema, { maxFrameBytes: 2 * RESPONSE_BUDGET, timeoutMs: 30_000, signal })
+        const res = await requestJson(this.c.node, peer, STATE_SYNC_PROTOCOL, { have }, SyncResponseSchema, { maxFrameBytes: 2 * RESPONSE_BUDGET, timeoutMs: 30_000, signal: aborted })
         let progressed = false
         for (const b64 of res.frames) {
           const r = await this.receive(Buffer.from(b64, 'base64'), peer, 'sync')
@@ -131,7 +151,7 @@ export class StateSync {
     } catch (err) {
       if (!(err instanceof StateFrameError)) throw err
       this.c.observer?.rejected?.(err.reason)
-      this.c.penalties.strike(from, `state frame ${err.reason}: ${err.message}`)
+      this.c.penalties.strike(from, `state frame ${err.reason}: ${err.message}`, offenceOf(err.reason))
       return 'rejected'
     }
   }
@@ -139,7 +159,7 @@ export class StateSync {
   private async validate (source: PeerId, msg: Message): Promise<TopicValidatorResult> {
     const from = source.toString()
     if (msg.type !== 'signed') {
-      this.c.penalties.strike(from, 'unsigned state gossip message')
+      this.c.penalties.strike(from, 'unsigned state gossip message', 'malformed')
       return TopicValidatorResult.Reject
     }
     const r = await this.receive(msg.data, from, 'gossip')

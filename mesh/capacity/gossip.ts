@@ -4,9 +4,9 @@ import type { PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { MeshNode, MeshLogger } from '../node.ts'
 import { parseMultiaddr, silentLogger } from '../node.ts'
-import { CapacityFrameError } from '../errors.ts'
-import { Penalties } from '../penalties.ts'
+import { CapacityFrameError, offenceOf } from '../errors.ts'
 import type { RejectReason } from '../errors.ts'
+import type { PeerScore } from '../peer-score.ts'
 import {
   CAPACITY_TOPIC, MAX_LINKS, MAX_PROVIDERS, MAX_RECONCILES, compareRecords, decodeCapacityRecord, encodeCapacityRecord
 } from './record.ts'
@@ -25,7 +25,9 @@ export interface CapacityObserver {
   rejected?: (reason: RejectReason | 'unsigned', source: string) => void
   ignored?: (reason: 'stale' | 'self', source: string) => void
   heartbeatLag?: (ms: number) => void
-  penalised?: (peer: string, strikes: number) => void
+  /** a rejected frame cost its forwarder; `score`: the peer's score after it (0 once banned) */
+  penalised?: (peer: string, score: number) => void
+  /** a rejected frame got its forwarder banned (the score's own listeners hear of every ban, whatever the protocol) */
   banned?: (peer: string) => void
   expired?: (peer: string) => void
 }
@@ -37,10 +39,11 @@ export interface CapacityGossipInit {
   heartbeatMs?: number
   /** A peer expires after this many heartbeats (its own interval) without a record. */
   expiryHeartbeats?: number
-  /** Rejected frames from one peer, within strikeWindowMs, before it is disconnected and banned. */
-  maxStrikes?: number
-  strikeWindowMs?: number
-  banMs?: number
+  /**
+   * Where a rejected frame counts against its forwarder: the node's one peer score (the default), so bad
+   * gossip and bad requests on other protocols add up to one ban.
+   */
+  score?: PeerScore
   /** Direct connections the gossip opens to peers it hears of, at most. */
   maxAutoDial?: number
   readings: () => Readings
@@ -76,16 +79,17 @@ const MAX_REMEMBERED_PEERS = 4096
  * Publishes this node's signed capacity record every heartbeat on a
  * gossipsub topic, validates every inbound record (size, signature, schema,
  * signer = named peer, freshness), keeps the table of peers with expiry,
- * and penalises then bans peers that send bad frames.
+ * and reports peers that forward bad frames to the node's one peer score
+ * (which bans them through the gate).
  */
 export class CapacityGossip {
   private readonly node: MeshNode
-  private readonly init: Required<Omit<CapacityGossipInit, 'observer' | 'log' | 'now' | 'instances' | 'vdags' | 'providers' | 'state' | 'reconciles'>> & Pick<CapacityGossipInit, 'instances' | 'vdags' | 'providers' | 'state' | 'reconciles'>
+  private readonly init: Required<Omit<CapacityGossipInit, 'observer' | 'log' | 'now' | 'score' | 'instances' | 'vdags' | 'providers' | 'state' | 'reconciles'>> & Pick<CapacityGossipInit, 'instances' | 'vdags' | 'providers' | 'state' | 'reconciles'>
   private readonly observer: CapacityObserver
   private readonly log: MeshLogger
   private readonly now: () => number
   private readonly table = new Map<string, PeerView>()
-  private readonly penalties: Penalties
+  private readonly score: PeerScore
   private readonly listeners = new Set<(peer: string, view: PeerView) => void>()
   private readonly waitingDial = new Map<string, number>()
   private seq = 0
@@ -100,23 +104,13 @@ export class CapacityGossip {
     this.init = {
       heartbeatMs: 2000,
       expiryHeartbeats: 3,
-      maxStrikes: 3,
-      strikeWindowMs: 60_000,
-      banMs: 10 * 60_000,
       maxAutoDial: 64,
       ...init
     }
     this.observer = init.observer ?? {}
     this.log = init.log ?? silentLogger
     this.now = init.now ?? Date.now
-    this.penalties = new Penalties(node, {
-      maxStrikes: this.init.maxStrikes,
-      windowMs: this.init.strikeWindowMs,
-      banMs: this.init.banMs,
-      log: this.log,
-      now: this.now,
-      onBan: (peer) => { this.observer.banned?.(peer) }
-    })
+    this.score = init.score ?? node.score
   }
 
   get heartbeatMs (): number { return this.init.heartbeatMs }
@@ -228,6 +222,7 @@ export class CapacityGossip {
     try {
       record = await decodeCapacityRecord(msg.data)
     } catch (err) {
+      // decodeCapacityRecord throws CapacityFrameError for every refusal; anything else is a frame it could not even open
       const reason = err instanceof CapacityFrameError ? err.reason : 'bad-envelope'
       this.reject(reason, from, (err as Error).message)
       return TopicValidatorResult.Reject
@@ -300,8 +295,9 @@ export class CapacityGossip {
 
   private reject (reason: RejectReason | 'unsigned', from: string, message: string): void {
     this.observer.rejected?.(reason, from)
-    this.observer.penalised?.(from, 1)
-    this.penalties.strike(from, `capacity frame ${reason}: ${message}`)
+    const banned = this.score.strike(from, `capacity frame ${reason}: ${message}`, offenceOf(reason))
+    this.observer.penalised?.(from, this.score.score(from))
+    if (banned) this.observer.banned?.(from)
   }
 
   /**
