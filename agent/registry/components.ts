@@ -1,24 +1,9 @@
 import { z } from 'zod'
 import type { DesiredState } from '../state/replica.ts'
 import { AgentError, NotFoundError } from '../errors.ts'
-import { parseSize } from '../hardware/gpus.ts'
+import { SizeSchema } from '../units.ts'
 
 const slug = z.string().min(1).max(64).regex(/^[a-z0-9][a-z0-9._-]*$/, 'lowercase letters, digits, ".", "_" and "-", starting with a letter or digit')
-
-/** A byte count as a number or a size string ("2GiB", "512MiB"). */
-export const SizeSchema = z.union([z.number(), z.string().max(64)], { error: 'a size: bytes as a number, or a string such as "16GiB"' })
-  .transform((v, ctx) => {
-    // one transform for both forms, so a bad value gets the size parser's own message, not the union's "Invalid input"
-    if (typeof v === 'number') {
-      if (Number.isInteger(v) && v >= 0) return v
-      ctx.addIssue({ code: 'custom', message: 'a size in bytes is a whole number ≥ 0' })
-      return z.NEVER
-    }
-    try { return parseSize(v) } catch (err) {
-      ctx.addIssue({ code: 'custom', message: (err as Error).message })
-      return z.NEVER
-    }
-  })
 
 const ArtifactUrl = z.string().min(1).max(4096)
 const Md5 = z.string().regex(/^[a-fA-F0-9]{32}$/, '32 hex digits').transform(s => s.toLowerCase())

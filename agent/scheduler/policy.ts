@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { SizeSchema } from '../registry/components.ts'
+import { SizeSchema } from '../units.ts'
 
 /**
  * Where a block's instances may run (seed 000): a cluster filter chooses
