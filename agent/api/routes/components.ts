@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import type { ApiContext } from '../context.ts'
 import { ComponentSpecSchema } from '../../registry/components.ts'
 import { parseWith } from '../validate.ts'
+import type { Component, ComponentsAnswer, DeletedAnswer } from '../../../contracts/api.ts'
 
 export function registerComponentRoutes (app: FastifyInstance, ctx: ApiContext): void {
   app.post('/api/components', async (req, reply) => {
@@ -10,9 +11,9 @@ export function registerComponentRoutes (app: FastifyInstance, ctx: ApiContext):
     ctx.log.info({ component: component.uri }, 'component created')
     return await reply.status(201).send(component)
   })
-  app.get('/api/components', async () => ({ components: ctx.components.list() }))
-  app.get<{ Params: { uri: string } }>('/api/components/:uri', async (req) => ctx.components.get(req.params.uri))
-  app.delete<{ Params: { uri: string } }>('/api/components/:uri', async (req) => {
+  app.get('/api/components', async (): Promise<ComponentsAnswer> => ({ components: ctx.components.list() }))
+  app.get<{ Params: { uri: string } }>('/api/components/:uri', async (req): Promise<Component> => ctx.components.get(req.params.uri))
+  app.delete<{ Params: { uri: string } }>('/api/components/:uri', async (req): Promise<DeletedAnswer> => {
     await ctx.components.delete(req.params.uri)
     return { deleted: req.params.uri }
   })

@@ -3,6 +3,7 @@ import { z } from 'zod'
 import type { ApiContext } from '../context.ts'
 import { SimulatedGpuListSchema, parseSimulatedGpus } from '../../hardware/gpus.ts'
 import { parseWith } from '../validate.ts'
+import type { Readings } from '../../../contracts/api.ts'
 
 const SimulatedBody = z.union([
   z.object({ gpus: SimulatedGpuListSchema }).strict(),
@@ -10,7 +11,7 @@ const SimulatedBody = z.union([
 ])
 
 export function registerHardwareRoutes (app: FastifyInstance, ctx: ApiContext): void {
-  app.get('/api/hardware', async () => ctx.hardware.readings())
+  app.get('/api/hardware', async (): Promise<Readings> => ctx.hardware.readings())
 
   app.get('/api/hardware/simulated-gpus', async () => ({ gpus: ctx.hardware.simulatedGpus() }))
 

@@ -3,16 +3,9 @@ import { z } from 'zod'
 import type { ApiContext } from '../context.ts'
 import type { PeerView } from '../../../mesh/capacity/gossip.ts'
 import type { CapacityRecord } from '../../../mesh/capacity/record.ts'
+import type { NodeAnswer, PeerJson, PeersAnswer, StateAnswer } from '../../../contracts/api.ts'
 import { parseWith } from '../validate.ts'
 import { NotFoundError } from '../../errors.ts'
-
-export interface PeerJson extends Omit<CapacityRecord, 'v' | 'ts'> {
-  self: boolean
-  status: 'live' | 'expired'
-  connected: boolean
-  lastSeen: string
-  lastSeenAgoMs: number
-}
 
 export function peerJson (ctx: ApiContext, record: CapacityRecord, lastSeen: number, status: PeerView['status'], self: boolean): PeerJson {
   const { v: _v, ts: _ts, ...rest } = record
@@ -32,7 +25,7 @@ export function selfJson (ctx: ApiContext): PeerJson | null {
 }
 
 /** This node first, then the peers it knows, by cluster and name (what GET /api/peers answers). */
-export function peersJson (ctx: ApiContext, include: 'live' | 'all'): { self: string, heartbeatMs: number, peers: PeerJson[] } {
+export function peersJson (ctx: ApiContext, include: 'live' | 'all'): PeersAnswer {
   const self = selfJson(ctx)
   const peers = ctx.gossip.peers()
     .filter(p => include === 'all' || p.status === 'live')
@@ -46,25 +39,25 @@ const PeersQuery = z.object({
 }).strict()
 
 export function registerMeshRoutes (app: FastifyInstance, ctx: ApiContext): void {
-  app.get('/api/node', async () => {
+  app.get('/api/node', async (): Promise<NodeAnswer> => {
     const self = selfJson(ctx)
     if (self == null) throw new NotFoundError('no capacity record published yet')
     return { ...self, heartbeatMs: ctx.gossip.heartbeatMs, nextSeq: ctx.gossip.nextSeq(), allowList: ctx.mesh.gate.allowList }
   })
 
   /** The replicated desired state held here: its digest (equal digests, equal states), changes, writers, objects per collection. */
-  app.get('/api/state', async () => ({
+  app.get('/api/state', async (): Promise<StateAnswer> => ({
     digest: ctx.state.digest(),
     changes: ctx.state.changes(),
     actors: ctx.state.vector().size,
     objects: Object.fromEntries((['components', 'blocks', 'vdags', 'plans'] as const).map(c => [c, ctx.state.list(c).length]))
   }))
-  app.get('/api/peers', async (req) => {
+  app.get('/api/peers', async (req): Promise<PeersAnswer> => {
     const q = parseWith(PeersQuery, req.query, 'query')
     return peersJson(ctx, q.include)
   })
 
-  app.get<{ Params: { id: string } }>('/api/peers/:id', async (req) => {
+  app.get<{ Params: { id: string } }>('/api/peers/:id', async (req): Promise<PeerJson> => {
     if (req.params.id === ctx.mesh.peerId.toString()) {
       const self = selfJson(ctx)
       if (self != null) return self

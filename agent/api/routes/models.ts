@@ -3,10 +3,10 @@ import type { FastifyInstance } from 'fastify'
 import type { ApiContext } from '../context.ts'
 import { parseWith } from '../validate.ts'
 import { ComponentSpecSchema } from '../../registry/components.ts'
-import type { Component } from '../../registry/components.ts'
 import { importModel } from '../../model/import.ts'
 import type { ImportProgress } from '../../model/import.ts'
 import { AgentError } from '../../errors.ts'
+import type { AddModelEvent, ModelsAnswer } from '../../../contracts/api.ts'
 
 export const AddModelBodySchema = z.object({
   /** a local .gguf, a Hugging Face ONNX export directory, hf://ORG/REPO[@REV][/PATH], ollama://NAME[:TAG], or an http(s) URL of a GGUF */
@@ -19,19 +19,13 @@ export const AddModelBodySchema = z.object({
 }).strict()
 export type AddModelBody = z.output<typeof AddModelBodySchema>
 
-/** One line of the NDJSON answer of POST /api/models when progress is asked for. */
-export type AddModelEvent =
-  | { type: 'progress', progress: ImportProgress }
-  | { type: 'done', component: Component, cached: boolean, existed: boolean }
-  | { type: 'error', error: { code: string, message: string } }
-
 /**
  * Models as components: POST /api/models onboards a model from a source (download, conversion) and
  * registers it; with `Accept: application/x-ndjson` the answer streams progress lines, then the result.
  * Adding the same model again returns the existing component.
  */
 export function registerModelRoutes (app: FastifyInstance, ctx: ApiContext): void {
-  app.get('/api/models', async () => ({
+  app.get('/api/models', async (): Promise<ModelsAnswer> => ({
     models: ctx.components.list().filter(c => c.spec.modelInfo != null || c.spec.model != null).map(c => ({ uri: c.uri, name: c.spec.name, version: c.spec.version, createdAt: c.createdAt, contextLength: c.spec.contextLength ?? null, info: c.spec.modelInfo ?? null }))
   }))
 

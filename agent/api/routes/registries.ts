@@ -7,17 +7,7 @@ import { parseWith } from '../validate.ts'
 import { DOCUMENT_LIMITS } from '../../registry/documents.ts'
 import { CreateSplitRunnerSchema, SplitRunnerRegistry } from '../../registry/split-runners.ts'
 import { ModelLayerSchema, ModelLayerRegistry } from '../../registry/model-layers.ts'
-
-/** Error body of the seed 002 registry routes. */
-export interface RegistryErrorBody {
-  success: false
-  error: string
-  code: string
-  details?: Array<{ field: string, message: string }>
-}
-
-/** Success body of the seed 002 registry routes. */
-export interface RegistrySuccessBody<T> { success: true, data: T }
+import type { RegistryErrorBody, RegistrySuccessBody } from '../../../contracts/api.ts'
 
 function ok<T> (data: T): RegistrySuccessBody<T> {
   return { success: true, data }

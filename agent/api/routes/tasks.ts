@@ -4,6 +4,7 @@ import { StartSplitJobSchema, TaskUpdateSchema } from '../../tasks/store.ts'
 import { parseWith } from '../validate.ts'
 import type { AgentError } from '../../errors.ts'
 import { registryErrorBody } from './registries.ts'
+import type { SplitJobStarted, TaskAnswer, TasksAnswer } from '../../../contracts/api.ts'
 
 /**
  * The split runner's routes (seed 002): POST /start_model_split_job, and the
@@ -20,11 +21,11 @@ export function registerTaskRoutes (app: FastifyInstance, ctx: ApiContext): void
     scope.post('/start_model_split_job', async (req, reply) => {
       const job = parseWith(StartSplitJobSchema, req.body)
       const task = ctx.tasks.start(job)
-      return await reply.status(201).send({ success: true, task_id: task.task_id })
+      return await reply.status(201).send({ success: true, task_id: task.task_id } satisfies SplitJobStarted)
     })
-    scope.get('/tasks', async () => ({ success: true, data: ctx.tasks.store.list() }))
-    scope.get<{ Params: { id: string } }>('/tasks/:id', async (req) => ({ success: true, data: ctx.tasks.store.get(req.params.id) }))
-    scope.put<{ Params: { id: string } }>('/tasks/:id', async (req) => {
+    scope.get('/tasks', async (): Promise<TasksAnswer> => ({ success: true, data: ctx.tasks.store.list() }))
+    scope.get<{ Params: { id: string } }>('/tasks/:id', async (req): Promise<TaskAnswer> => ({ success: true, data: ctx.tasks.store.get(req.params.id) }))
+    scope.put<{ Params: { id: string } }>('/tasks/:id', async (req): Promise<TaskAnswer> => {
       const update = parseWith(TaskUpdateSchema, req.body)
       return { success: true, data: ctx.tasks.update(req.params.id, update) }
     })

@@ -8,6 +8,7 @@ import type { ModelPlan } from '../../splitter/plan.ts'
 import { DeployablePlanSchema } from '../../splitter/plan.ts'
 import { parseWith } from '../validate.ts'
 import { AgentError, NotFoundError, ValidationError } from '../../errors.ts'
+import type { DeletedAnswer, VdagAnswer, VdagDeployAnswer, VdagsAnswer } from '../../../contracts/api.ts'
 
 const DeployBody = z.union([
   z.object({ task_id: z.string().min(1).max(64), name: z.string().min(1).max(64).optional() }).strict(),
@@ -27,12 +28,12 @@ export function registerVdagRoutes (app: FastifyInstance, ctx: ApiContext): void
     if (contextLength == null) throw new ValidationError('contextLength is required (the first stage block is unknown)', [{ field: 'contextLength', message: 'required' }])
     return await reply.status(201).send(await ctx.vdags.create(spec, contextLength))
   })
-  app.get('/api/vdags', async () => ({ vdags: ctx.vdags.list().map(v => ({ ...v, ready: ctx.router.models().includes(v.name) })) }))
-  app.get<{ Params: { name: string } }>('/api/vdags/:name', async (req) => {
+  app.get('/api/vdags', async (): Promise<VdagsAnswer> => ({ vdags: ctx.vdags.list().map(v => ({ ...v, ready: ctx.router.models().includes(v.name) })) }))
+  app.get<{ Params: { name: string } }>('/api/vdags/:name', async (req): Promise<VdagAnswer> => {
     const v = ctx.vdags.get(req.params.name)
     return { ...v, ready: ctx.router.models().includes(v.name), route: ctx.router.vdagRoute({ name: v.name, stages: v.stages, contextLength: v.contextLength }) }
   })
-  app.delete<{ Params: { name: string } }>('/api/vdags/:name', async (req) => {
+  app.delete<{ Params: { name: string } }>('/api/vdags/:name', async (req): Promise<DeletedAnswer> => {
     await ctx.vdags.delete(req.params.name)
     return { deleted: req.params.name }
   })
@@ -55,7 +56,7 @@ export function registerVdagRoutes (app: FastifyInstance, ctx: ApiContext): void
       plan = parseWith(DeployablePlanSchema, body.plan) as unknown as ModelPlan
     }
     const res = await deployPlan(plan, { owner: ctx.owner, components: ctx.components, vdags: ctx.vdags, router: ctx.router, gossip: ctx.gossip, host: ctx.host }, { vdagName: body.name })
-    return await reply.status(201).send(res)
+    return await reply.status(201).send(res satisfies VdagDeployAnswer)
   })
 
   /**

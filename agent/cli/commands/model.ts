@@ -10,9 +10,7 @@ import { formatBytes, table } from '../format.ts'
 import { needToken, print, withTarget } from '../target.ts'
 import type { TargetOpts } from '../target.ts'
 import { AgentError } from '../../errors.ts'
-import type { AddModelEvent } from '../../api/routes/models.ts'
-import type { ImportProgress } from '../../model/import.ts'
-import type { ModelInfo } from '../../registry/components.ts'
+import type { AddModelEvent, ImportProgress, ModelInfo, ModelsAnswer } from '../../../contracts/api.ts'
 
 interface AddOpts extends TargetOpts { name?: string, file?: string, variant?: string, weights?: string, contextLength?: number }
 
@@ -66,7 +64,7 @@ export function registerModelCommand (program: Command): void {
   withTarget(model.command('list').description('models registered on the agent, with what they are'))
     .action(async (opts: TargetOpts) => {
       const res = await fetch(`${opts.api}/api/models`).catch((err: Error) => { throw new AgentError(`cannot reach the agent API at ${opts.api}: ${err.message}`, 'unreachable', 1) })
-      const body = await res.json() as { models: Array<{ uri: string, contextLength: number | null, info: ModelInfo | null }> }
+      const body = await res.json() as ModelsAnswer
       print(opts, body, () => table(['COMPONENT', 'ARCH', 'PARAMS', 'QUANT', 'CONTEXT', 'VOCAB', 'TEMPLATE', 'SOURCE'], body.models.map(m => [
         m.uri, m.info?.architecture ?? '-', m.info != null ? `${(m.info.parameters / 1e6).toFixed(0)}M` : '-', m.info?.quantization ?? '-', String(m.contextLength ?? '-'),
         String(m.info?.vocabSize ?? '-'), m.info == null ? '-' : m.info.chatTemplate ? 'yes' : 'fallback', m.info?.source ?? '-'])))

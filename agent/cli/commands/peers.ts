@@ -2,7 +2,7 @@ import type { Command } from 'commander'
 import { DEFAULT_API, urlArg } from '../args.ts'
 import { apiGet } from '../client.ts'
 import { formatBytes, formatAge, table } from '../format.ts'
-import type { PeerJson } from '../../api/routes/mesh.ts'
+import type { PeerJson, PeersAnswer } from '../../../contracts/api.ts'
 import { summarizeProviders } from '../../executor/provider-probe.ts'
 
 export function peersTable (peers: PeerJson[]): string {
@@ -37,7 +37,7 @@ export function registerPeersCommand (program: Command): void {
     .option('--all', 'include expired peers')
     .option('--json', 'print the API answer as JSON')
     .action(async (opts: { api: string, all?: boolean, json?: boolean }) => {
-      const body = await apiGet<{ peers: PeerJson[] }>(opts.api, `/api/peers?include=${opts.all === true ? 'all' : 'live'}`)
+      const body = await apiGet<PeersAnswer>(opts.api, `/api/peers?include=${opts.all === true ? 'all' : 'live'}`)
       if (opts.json === true) {
         process.stdout.write(JSON.stringify(body, null, 2) + '\n')
         return

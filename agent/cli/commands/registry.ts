@@ -6,8 +6,7 @@ import type { TargetOpts } from '../target.ts'
 import { apiRequest } from '../client.ts'
 import { table } from '../format.ts'
 import { ValidationError } from '../../errors.ts'
-import type { BlockView } from '../../blocks/owner.ts'
-import type { Component } from '../../registry/components.ts'
+import type { BlocksAnswer, BlockView, Component, ComponentsAnswer } from '../../../contracts/api.ts'
 
 /** Relative local model paths in a spec file are relative to the file, not to where the CLI runs. */
 function absoluteModelUrl (spec: unknown, file: string): unknown {
@@ -45,7 +44,7 @@ export function registerComponentCommand (program: Command): void {
       print(opts, c, () => `created component ${c.uri}`)
     })
   withTarget(cmd.command('list').description('list components')).action(async (opts: TargetOpts) => {
-    const body = await apiRequest<{ components: Component[] }>(opts.api, '/api/components')
+    const body = await apiRequest<ComponentsAnswer>(opts.api, '/api/components')
     print(opts, body, () => table(['URI', 'RUNTIME', 'CONTEXT', 'MODEL / ENDPOINT'], body.components.map(c => [
       c.uri, c.spec.runtime, c.spec.contextLength != null ? String(c.spec.contextLength) : '-',
       c.spec.model?.url ?? (c.spec.external != null ? `${c.spec.external.url ?? '(init process)'} (${c.spec.external.model})` : '-')
@@ -75,7 +74,7 @@ export function registerBlockCommand (program: Command): void {
       print(opts, b, () => `${placement(b)}\nfollow it with: blockmesh block get ${b.id}`)
     })
   withTarget(cmd.command('list').description('list blocks')).action(async (opts: TargetOpts) => {
-    const body = await apiRequest<{ blocks: BlockView[] }>(opts.api, '/api/blocks')
+    const body = await apiRequest<BlocksAnswer>(opts.api, '/api/blocks')
     print(opts, body, () => blockRows(body.blocks))
   })
   withTarget(cmd.command('get').description('show one block').argument('<id>')).action(async (id: string, opts: TargetOpts) => {

@@ -8,10 +8,7 @@ import type { TargetOpts } from '../target.ts'
 import { AgentError, ValidationError } from '../../errors.ts'
 import { ensureGeneratedModel } from '../../model/cache.ts'
 import { PRESETS } from '../../model/spec.ts'
-import type { Task } from '../../tasks/store.ts'
-import type { Component } from '../../registry/components.ts'
-import type { Vdag } from '../../vdag/registry.ts'
-import type { DeployResult } from '../../vdag/deploy.ts'
+import type { ComponentsAnswer, SplitJobStarted, Task, TaskAnswer, TasksAnswer, Vdag, VdagAnswer, VdagDeployAnswer, VdagsAnswer } from '../../../contracts/api.ts'
 
 /** Where `blockmesh split --model PRESET` keeps the models it generates (shared with npm start). */
 export const MODELS_DIR = '.blockmesh/models'
@@ -51,7 +48,7 @@ function planSummary (t: Task): string {
 async function waitFor (api: string, id: string, onChange: (t: Task) => void): Promise<Task> {
   let last = ''
   for (;;) {
-    const t = (await apiRequest<{ data: Task }>(api, `/tasks/${encodeURIComponent(id)}`)).data
+    const t = (await apiRequest<TaskAnswer>(api, `/tasks/${encodeURIComponent(id)}`)).data
     const line = taskLine(t)
     if (line !== last) { onChange(t); last = line }
     if (t.status === 'complete' || t.status === 'failed') return t
@@ -96,7 +93,7 @@ export function registerSplitCommands (program: Command): void {
           name ??= opts.model.replace(/^.*\//, '').replace(/\.onnx$/i, '')
         } else {
           // a component registered on the agent (blockmesh model add): its model file, MD5, tokenizer and context
-          const { components } = await apiRequest<{ components: Component[] }>(opts.api, '/api/components')
+          const { components } = await apiRequest<ComponentsAnswer>(opts.api, '/api/components')
           const c = components.filter(x => x.spec.name === opts.model || x.uri === opts.model).at(-1)
           if (c == null || c.spec.model == null) {
             throw new ValidationError(`--model: ${JSON.stringify(opts.model)} is neither a preset (${Object.keys(PRESETS).join(', ')}, demo-100m), an .onnx file, nor a model component on the agent (see blockmesh model list)`)
@@ -122,7 +119,7 @@ export function registerSplitCommands (program: Command): void {
       }
       if (opts.vdagName != null) config.vdag_name = opts.vdagName
       const token = needToken(opts)
-      const started = await apiRequest<{ task_id: string }>(opts.api, '/start_model_split_job', {
+      const started = await apiRequest<SplitJobStarted>(opts.api, '/start_model_split_job', {
         method: 'POST',
         token,
         body: { task_data: { model_name: name.replace(/[^A-Za-z0-9._-]/g, '-'), model_download_url: url, world_size: opts.worldSize, model_split_config: config }, container_image: opts.image, storage_size: opts.storage }
@@ -138,13 +135,13 @@ export function registerSplitCommands (program: Command): void {
         print(opts, t, () => planSummary(t))
         return
       }
-      const d = await apiRequest<DeployResult>(opts.api, '/api/vdags/deploy', { method: 'POST', token, body: { task_id: t.task_id, ...(opts.vdagName != null ? { name: opts.vdagName } : {}) } })
+      const d = await apiRequest<VdagDeployAnswer>(opts.api, '/api/vdags/deploy', { method: 'POST', token, body: { task_id: t.task_id, ...(opts.vdagName != null ? { name: opts.vdagName } : {}) } })
       print(opts, { task: t, deployed: d }, () => `${planSummary(t)}\ndeployed vDAG ${d.vdag.name}: ${d.blocks.map(b => `${b.id}${b.reused ? ' (reused)' : ''}`).join(' → ')}\nask it: curl ${opts.api}/v1/chat/completions -H "Authorization: Bearer $BLOCKMESH_TOKEN" -H 'content-type: application/json' -d '{"model":"${d.vdag.name}","messages":[{"role":"user","content":"Hello"}]}'`)
     })
 
   const task = program.command('task').description('tasks: split tasks and their results')
   withTarget(task.command('list').description('list tasks, newest first')).action(async (opts: TargetOpts) => {
-    const body = await apiRequest<{ data: Task[] }>(opts.api, '/tasks')
+    const body = await apiRequest<TasksAnswer>(opts.api, '/tasks')
     print(opts, body.data, () => table(['ID', 'TYPE', 'STATUS', 'PROGRESS', 'RUNNER', 'MODEL', 'WORLD', 'CREATED', 'MESSAGE / ERROR'], body.data.map(t => [
       t.task_id, t.task_type, t.status, `${Math.round(t.progress * 100)}%`, t.runner, t.task_data.model_name, String(t.task_data.world_size), t.created_at, ((t.error ?? t.message ?? '').split('\n')[0] ?? '').slice(0, 60)
     ])))
@@ -153,18 +150,18 @@ export function registerSplitCommands (program: Command): void {
     .action(async (id: string, opts: TargetOpts & { wait?: boolean }) => {
       const t = opts.wait === true
         ? await waitFor(opts.api, id, t => { if (opts.json !== true) process.stderr.write(taskLine(t) + '\n') })
-        : (await apiRequest<{ data: Task }>(opts.api, `/tasks/${encodeURIComponent(id)}`)).data
+        : (await apiRequest<TaskAnswer>(opts.api, `/tasks/${encodeURIComponent(id)}`)).data
       print(opts, t, () => [taskLine(t), `runner ${t.runner}, image ${t.container_image}, model ${t.task_data.model_name} (${t.task_data.model_download_url}), world size ${t.task_data.world_size}`, planSummary(t)].filter(Boolean).join('\n'))
       if (opts.wait === true && t.status === 'failed') process.exitCode = 1
     })
 
   const vdag = program.command('vdag').description('vDAGs: blocks chained and served as one model')
   withTarget(vdag.command('list').description('list vDAGs')).action(async (opts: TargetOpts) => {
-    const body = await apiRequest<{ vdags: Array<Vdag & { ready: boolean }> }>(opts.api, '/api/vdags')
+    const body = await apiRequest<VdagsAnswer>(opts.api, '/api/vdags')
     print(opts, body, () => vdagRows(body.vdags))
   })
   withTarget(vdag.command('get').description('show a vDAG and the route a request takes now').argument('<name>')).action(async (name: string, opts: TargetOpts) => {
-    const v = await apiRequest<unknown>(opts.api, `/api/vdags/${encodeURIComponent(name)}`)
+    const v = await apiRequest<VdagAnswer>(opts.api, `/api/vdags/${encodeURIComponent(name)}`)
     print({ ...opts, json: true }, v, () => '')
   })
   withTarget(vdag.command('delete').description('delete a vDAG (its stage blocks stay; delete them with blockmesh block delete)').argument('<name>')).action(async (name: string, opts: TargetOpts) => {
@@ -173,7 +170,7 @@ export function registerSplitCommands (program: Command): void {
   })
   withTarget(vdag.command('deploy').description('deploy a complete split task\'s model plan: stage blocks (reused when running) and the vDAG').argument('<task-id>').option('--name <name>', 'serve it under this name'))
     .action(async (id: string, opts: TargetOpts & { name?: string }) => {
-      const d = await apiRequest<DeployResult>(opts.api, '/api/vdags/deploy', { method: 'POST', token: needToken(opts), body: { task_id: id, ...(opts.name != null ? { name: opts.name } : {}) } })
+      const d = await apiRequest<VdagDeployAnswer>(opts.api, '/api/vdags/deploy', { method: 'POST', token: needToken(opts), body: { task_id: id, ...(opts.name != null ? { name: opts.name } : {}) } })
       print(opts, d, () => `deployed vDAG ${d.vdag.name}: ${d.blocks.map(b => `${b.id}${b.reused ? ' (reused)' : ''}`).join(' → ')}`)
     })
 }
