@@ -1,5 +1,5 @@
 import { Store } from './store.ts'
-import type { Peer, PeersMessage, Sample } from './types.ts'
+import type { EventsHello, EventsPeers, Peer, Sample } from './types.ts'
 
 export interface LiveState {
   connected: boolean
@@ -42,12 +42,12 @@ export class Live {
       }
     })
     es.addEventListener('hello', (e) => {
-      const m = parse<PeersMessage & { history: Record<string, Sample[]> }>(e)
+      const m = parse<EventsHello>(e)
       if (m == null) return
       this.state.set({ connected: true, self: m.self, heartbeatMs: m.heartbeatMs, peers: m.peers, history: m.history ?? {}, updatedAt: Date.now() })
     })
     es.addEventListener('peers', (e) => {
-      const m = parse<PeersMessage & { samples: Record<string, Sample> }>(e)
+      const m = parse<EventsPeers>(e)
       if (m == null) return
       this.state.update(s => {
         const history = { ...s.history }

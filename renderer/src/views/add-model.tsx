@@ -1,12 +1,10 @@
 import { useState } from 'preact/hooks'
 import { headersFor, errorOf, messageOf } from '../api.ts'
 import { Field } from '../components/field.tsx'
-import type { Component } from '../types.ts'
+import type { AddModelEvent, Component, ImportProgress } from '../types.ts'
 import { bytes } from '../format.ts'
 
-type Progress = { phase: 'download', file: string, receivedBytes: number, totalBytes: number | null } | { phase: string, done: number, total: number }
-
-function progressText (p: Progress): string {
+function progressText (p: ImportProgress): string {
   if ('receivedBytes' in p) return `downloading ${p.file.replace(/^.*\//, '')}: ${bytes(p.receivedBytes)}${p.totalBytes != null ? ` of ${bytes(p.totalBytes)}` : ''}`
   return `${p.phase} ${p.done}/${p.total}`
 }
@@ -54,7 +52,7 @@ export function AddModel ({ canWrite, onAdded }: { canWrite: boolean, onAdded: (
           const line = buf.slice(0, nl).trim()
           buf = buf.slice(nl + 1)
           if (line === '') continue
-          const ev = JSON.parse(line) as { type: 'progress', progress: Progress } | { type: 'done', component: Component, existed: boolean } | { type: 'error', error: { message: string } }
+          const ev = JSON.parse(line) as AddModelEvent
           if (ev.type === 'progress') setStatus(progressText(ev.progress))
           else if (ev.type === 'error') throw new Error(ev.error.message)
           else {

@@ -2,7 +2,7 @@ import { useEffect, useState } from 'preact/hooks'
 import { api, ApiError, messageOf } from '../api.ts'
 import { useStore } from '../store.ts'
 import { auth } from '../auth.ts'
-import type { Component, Task, Vdag } from '../types.ts'
+import type { Component, Task, Vdag, VdagDeployAnswer } from '../types.ts'
 import { Field } from '../components/field.tsx'
 import { usePoll } from '../poll.ts'
 import { numberOrText } from '../form.ts'
@@ -31,7 +31,7 @@ function TaskCard ({ task, canWrite, onChange }: { task: Task, canWrite: boolean
     setBusy(true)
     setError(null)
     try {
-      const r = await api<{ vdag: { name: string }, blocks: Array<{ id: string, reused: boolean }> }>('/api/vdags/deploy', { method: 'POST', body: { task_id: task.task_id, ...(name.trim() !== '' ? { name: name.trim() } : {}) } })
+      const r = await api<VdagDeployAnswer>('/api/vdags/deploy', { method: 'POST', body: { task_id: task.task_id, ...(name.trim() !== '' ? { name: name.trim() } : {}) } })
       setDeployed(`vDAG ${r.vdag.name}: ${r.blocks.map(b => `${b.id}${b.reused ? ' (reused)' : ''}`).join(' → ')}`)
       onChange()
     } catch (err) { setError(messageOf(err)) } finally { setBusy(false) }
