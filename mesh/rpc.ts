@@ -268,6 +268,8 @@ export class JsonRpcService<S extends z.ZodType> implements Startable {
       }
       try {
         const result = await this.init.handler(parsed.data, { peer, signal })
+        // past the time limit, or the service stopped: the exchange is over, whatever the handler made of it
+        signal.throwIfAborted()
         await reply({ ok: true, result })
       } catch (err) {
         if (signal.aborted) throw err
