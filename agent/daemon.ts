@@ -24,9 +24,9 @@ import { BlockOwner } from './blocks/owner.ts'
 import { Router } from './blocks/router.ts'
 import { assignService } from './blocks/assign-service.ts'
 import type { AssignService } from './blocks/assign-service.ts'
-import { serveTunnel } from '../mesh/tunnel.ts'
-import type { TunnelResponse } from '../mesh/tunnel.ts'
-import { INFER_PROTOCOL, INSTANCE_HEADER, ROUTED_HEADER, TUNNELLED_PATHS } from './openai/infer-protocol.ts'
+import { tunnelServer } from './serving/tunnel-server.ts'
+import type { TunnelServer } from './serving/tunnel-server.ts'
+import { openAIServing } from './serving/openai-serving.ts'
 import { VdagStore } from './vdag/registry.ts'
 import { pipelineService } from './vdag/pipeline.ts'
 import type { PipelineService } from './vdag/pipeline.ts'
@@ -94,6 +94,8 @@ export class Agent {
   private api: FastifyInstance | undefined
   /** /blockmesh/generate/1.0.0: token-level generation for peers serving requests (request migration) */
   private generate: GenerateService | undefined
+  /** /blockmesh/infer/1.0.0: OpenAI requests peers tunnel to instances here */
+  private tunnel: TunnelServer | undefined
   /** /blockmesh/assign/1.0.0: peers reconciling blocks order instances started and stopped here */
   private assign: AssignService | undefined
   /** /blockmesh/pipeline/1.0.0: this agent's pipeline stages and the vDAG sequences it drives */
@@ -328,31 +330,14 @@ export class Agent {
     this.assign = assignService({ name: this.options.name, acceptRemoteProcesses: this.options.acceptRemoteProcesses })({ node: this.mesh, host: this.host, nodeViews: block => this.owner.nodeViews(block), onInvalid: strike })
     await this.assign.start()
 
-    await serveTunnel(this.mesh, INFER_PROTOCOL, async (req, { peer, signal }): Promise<TunnelResponse> => {
-      if (!TUNNELLED_PATHS.has(req.target)) {
-        const error = new TextEncoder().encode(JSON.stringify({ error: { message: `not tunnelled: ${req.target}`, type: 'invalid_request_error', param: null, code: 'not_found' } }))
-        return { status: 404, headers: { 'content-type': 'application/json' }, body: (async function * () { yield error })() }
-      }
-      const res = await fetch(this.apiUrl + req.target, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          authorization: `Bearer ${this.token}`,
-          [ROUTED_HEADER]: '1',
-          'x-forwarded-peer': peer,
-          ...(req.headers['x-session-id'] != null ? { 'x-session-id': req.headers['x-session-id'] } : {})
-        },
-        body: Buffer.from(req.body),
-        signal
-      })
-      const headers: Record<string, string> = {}
-      for (const k of ['content-type', 'cache-control', INSTANCE_HEADER]) { const v = res.headers.get(k); if (v != null) headers[k] = v }
-      async function * body (): AsyncGenerator<Uint8Array> {
-        if (res.body == null) return
-        for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) yield chunk
-      }
-      return { status: res.status, headers, body: body() }
-    }, { onInvalid: strike, maxBodyBytes: 1024 * 1024 })
+    // the inference tunnel: a peer's request for an instance here, served directly by the OpenAI serving
+    this.tunnel = tunnelServer()({
+      registrar: this.mesh.libp2p,
+      serving: openAIServing({ mesh: this.mesh, gossip: this.gossip, router: this.router, host: this.host, owner: this.owner, components: this.components, state: this.state, vdags: this.vdags, stages: this.stages, tokenizers: this.tokenizers, generate: this.generate, migration: { max: this.options.migrationMax, maxTokens: this.options.migrationMaxTokens, waitMs: this.options.migrationWaitMs }, metrics: this.metrics, log: this.log }),
+      onInvalid: strike,
+      log: this.log.child({ mod: 'tunnel' })
+    })
+    await this.tunnel.start()
   }
 
   info (): ReadyInfo {
@@ -400,6 +385,7 @@ export class Agent {
     await this.host.stopAll().catch((err: Error) => { this.log.warn({ err: err.message }, 'stopping instances failed') })
     await this.api?.close().catch(() => {})
     await this.generate?.stop().catch(() => {})
+    await this.tunnel?.stop().catch(() => {})
     await this.assign?.stop().catch(() => {})
     await this.pipeline?.stop().catch(() => {})
     this.persistPeers()

@@ -46,6 +46,7 @@ export class AgentMetrics {
   readonly stateChanges: Counter<'via'>
   readonly stateRejected: Counter<'reason'>
   readonly reconcilerClaims: Counter
+  readonly httpRequests: Counter<'method' | 'route'>
   private readonly engines = new Map<string, ModelEngine>()
   private readonly windows = new Map<string, TokenWindow>()
 
@@ -104,6 +105,7 @@ export class AgentMetrics {
     this.peerStrikes = new Counter({ name: 'blockmesh_peer_strikes_total', help: 'Offences by peers on the agent\'s protocols (malformed or oversized frames), by kind', labelNames: ['kind'], registers })
     this.stateChanges = new Counter({ name: 'blockmesh_state_changes_total', help: 'Desired-state changes applied here, by how they came (local write, gossip, anti-entropy sync)', labelNames: ['via'], registers })
     this.stateRejected = new Counter({ name: 'blockmesh_state_changes_rejected_total', help: 'Desired-state frames refused, by reason', labelNames: ['reason'], registers })
+    this.httpRequests = new Counter({ name: 'blockmesh_http_requests_total', help: 'Requests to the HTTP API, by method and route pattern (none: no route matched)', labelNames: ['method', 'route'], registers })
     this.reconcilerClaims = new Counter({ name: 'blockmesh_reconciler_claims_total', help: 'Blocks this agent started reconciling (a new term: created here, or taken over)', registers })
     this.requestMigrations = new Counter({ name: 'blockmesh_request_migrations_total', help: 'Requests whose block instance (kind instance) or vDAG stage (kind stage) died mid-generation: resumed elsewhere, or failed (over the limits, nothing to resume on)', labelNames: ['kind', 'result'], registers })
     this.heartbeatLag = new Histogram({

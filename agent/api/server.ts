@@ -13,7 +13,7 @@ import { registerComponentRoutes } from './routes/components.ts'
 import { registerModelRoutes } from './routes/models.ts'
 import { registerBlockRoutes } from './routes/blocks.ts'
 import { registerOpenAIRoutes } from './routes/openai.ts'
-import { OpenAIError, openAIErrorBody } from '../openai/errors.ts'
+import { openAIErrorBody, openAIErrorFrom } from '../openai/errors.ts'
 import { registerRegistryRoutes } from './routes/registries.ts'
 import { registerTaskRoutes } from './routes/tasks.ts'
 import { registerVdagRoutes } from './routes/vdags.ts'
@@ -39,6 +39,8 @@ export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<Fast
   const loopback = isLoopbackAddress(opts.host)
 
   app.addHook('onRequest', async (req, reply) => {
+    // by route pattern, so the label stays bounded (paths carry ids)
+    ctx.metrics.httpRequests.inc({ method: req.method, route: req.routeOptions.url ?? 'none' })
     reply.header('content-security-policy', CSP)
     reply.header('x-content-type-options', 'nosniff')
     reply.header('referrer-policy', 'no-referrer')
@@ -58,12 +60,10 @@ export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<Fast
 
   app.setErrorHandler((err: FastifyError | AgentError, req, reply) => {
     if (req.url.startsWith('/v1/')) {
-      // OpenAI clients expect OpenAI's error shape
-      const status = err instanceof AgentError ? err.status : typeof err.statusCode === 'number' && err.statusCode >= 400 ? err.statusCode : 500
-      if (status >= 500 && !(err instanceof AgentError)) req.log.error({ err }, 'request failed')
-      const code = err instanceof OpenAIError ? (err.code === err.type ? null : err.code) : err instanceof AgentError ? (err.code === 'unauthorized' ? 'invalid_api_key' : err.code) : status === 413 ? 'body_too_large' : null
-      const message = status >= 500 && !(err instanceof AgentError) ? 'internal error' : err.message
-      void reply.status(status).send(openAIErrorBody(status, message, code, err instanceof OpenAIError ? err.param : null))
+      // OpenAI clients expect OpenAI's error shape (the inference tunnel answers with the same)
+      const e = openAIErrorFrom(err)
+      if (e.internal) req.log.error({ err }, 'request failed')
+      void reply.status(e.status).send(e.body)
       return
     }
     if (err instanceof AgentError) {

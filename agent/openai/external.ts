@@ -1,6 +1,8 @@
-import type { ServerResponse } from 'node:http'
 import { AgentError } from '../errors.ts'
 import { openAIErrorBody } from './errors.ts'
+import { writeWhole } from '../serving/sink.ts'
+import type { ResponseSink } from '../serving/sink.ts'
+import { SseWriter } from '../serving/sse.ts'
 
 /** An OpenAI-compatible server the agent does not run itself (vLLM, another agent, a hosted API). */
 export interface ExternalTarget {
@@ -76,28 +78,12 @@ async function readBounded (body: ReadableStream<Uint8Array> | null, max: number
   return Buffer.concat(parts).toString('utf8')
 }
 
-/** Writes a whole JSON (or other) body, unless the client is gone. */
-function sendWhole (res: ServerResponse, status: number, contentType: string, text: string): void {
-  if (res.destroyed) return
-  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text) })
-  res.end(text)
-}
-
-function sendError (res: ServerResponse, status: number, message: string, code: string): void {
-  sendWhole(res, status, 'application/json', JSON.stringify(openAIErrorBody(status, message, code)))
-}
-
-/** Waits until `res` can take more, or is closed. */
-async function drained (res: ServerResponse): Promise<void> {
-  await new Promise<void>(resolve => {
-    const done = (): void => { res.off('drain', done); res.off('close', done); resolve() }
-    res.on('drain', done)
-    res.on('close', done)
-  })
+function sendError (res: ResponseSink, headers: Record<string, string>, status: number, message: string, code: string): void {
+  writeWhole(res, status, headers, JSON.stringify(openAIErrorBody(status, message, code)), 'application/json')
 }
 
 /** The client left before an answer was sent: nothing more to say to it. */
-function gone (res: ServerResponse): { status: number, streamed: boolean } {
+function gone (res: ResponseSink): { status: number, streamed: boolean } {
   if (!res.destroyed) res.destroy()
   return { status: 499, streamed: false }
 }
@@ -192,7 +178,8 @@ export class ExternalBackend {
 
   /**
    * Forwards one POST /v1/chat/completions or /v1/completions body and writes
-   * the answer to `res` (a raw response nobody has written to yet).
+   * the answer to `res` (a raw HTTP response nobody has written to yet, or a
+   * tunnel stream), with `headers` added to the upstream's.
    * `body.model` is replaced by target.model; in the answer (JSON or each SSE
    * `data:` event) `model` is replaced by `publicModel`. Streams pass through
    * event by event with backpressure; if `signal` aborts or `res` closes early
@@ -204,7 +191,7 @@ export class ExternalBackend {
    * `upstream_response_too_large`. Returns the status sent (499 when the client
    * left before any was) and whether the answer was streamed.
    */
-  async forward (path: '/v1/chat/completions' | '/v1/completions', body: Record<string, unknown>, publicModel: string, res: ServerResponse, signal?: AbortSignal): Promise<{ status: number, streamed: boolean }> {
+  async forward (path: '/v1/chat/completions' | '/v1/completions', body: Record<string, unknown>, publicModel: string, res: ResponseSink, signal?: AbortSignal, headers: Record<string, string> = {}): Promise<{ status: number, streamed: boolean }> {
     const upstream = new AbortController()
     const onClientGone = (): void => { upstream.abort(new Error('client went away')) }
     const onClose = (): void => { if (!res.writableFinished) onClientGone() }
@@ -229,10 +216,10 @@ export class ExternalBackend {
       } catch (err) {
         if (clientGone()) return gone(res)
         if (timedOut) {
-          sendError(res, 504, `the external system at ${this.base} did not answer within ${this.requestTimeoutMs} ms`, 'upstream_timeout')
+          sendError(res, headers, 504, `the external system at ${this.base} did not answer within ${this.requestTimeoutMs} ms`, 'upstream_timeout')
           return { status: 504, streamed: false }
         }
-        sendError(res, 502, `cannot reach the external system at ${this.base}: ${describe(err)}`, 'upstream_unreachable')
+        sendError(res, headers, 502, `cannot reach the external system at ${this.base}: ${describe(err)}`, 'upstream_unreachable')
         return { status: 502, streamed: false }
       } finally {
         clearTimeout(timer)
@@ -240,10 +227,10 @@ export class ExternalBackend {
       const contentType = up.headers.get('content-type') ?? 'application/json'
       const ok = up.status >= 200 && up.status < 300
       if (ok && /^text\/event-stream/i.test(contentType)) {
-        await this.pipeEvents(up, contentType, publicModel, res, clientGone)
+        await this.pipeEvents(up, contentType, publicModel, res, headers, clientGone)
         return { status: up.status, streamed: true }
       }
-      return await this.relayWhole(up, contentType, ok, publicModel, res, clientGone)
+      return await this.relayWhole(up, contentType, ok, publicModel, res, headers, clientGone)
     } finally {
       clearTimeout(timer)
       res.off('close', onClose)
@@ -252,7 +239,7 @@ export class ExternalBackend {
   }
 
   /** A non-streamed answer: read (bounded), `model` rewritten, written whole. */
-  private async relayWhole (up: Response, contentType: string, ok: boolean, publicModel: string, res: ServerResponse, clientGone: () => boolean): Promise<{ status: number, streamed: boolean }> {
+  private async relayWhole (up: Response, contentType: string, ok: boolean, publicModel: string, res: ResponseSink, headers: Record<string, string>, clientGone: () => boolean): Promise<{ status: number, streamed: boolean }> {
     const declared = Number(up.headers.get('content-length') ?? NaN)
     let text: string
     try {
@@ -264,9 +251,9 @@ export class ExternalBackend {
     } catch (err) {
       if (clientGone()) return gone(res)
       if (err instanceof TooLarge) {
-        sendError(res, 502, `the external system's answer is larger than ${MAX_JSON_BYTES} bytes`, 'upstream_response_too_large')
+        sendError(res, headers, 502, `the external system's answer is larger than ${MAX_JSON_BYTES} bytes`, 'upstream_response_too_large')
       } else {
-        sendError(res, 502, `the external system at ${this.base} broke off its answer: ${describe(err)}`, 'upstream_unreachable')
+        sendError(res, headers, 502, `the external system at ${this.base} broke off its answer: ${describe(err)}`, 'upstream_unreachable')
       }
       return { status: 502, streamed: false }
     }
@@ -274,33 +261,25 @@ export class ExternalBackend {
     let isJson = true
     try { parsed = JSON.parse(text) } catch { isJson = false }
     if (!ok) {
-      if (isJson) sendWhole(res, up.status, contentType, text)
-      else sendError(res, up.status, `the external system answered ${up.status}${text.trim() !== '' ? `: ${text.trim().slice(0, 500)}` : ''}`, 'upstream_error')
+      if (isJson) writeWhole(res, up.status, headers, text, contentType)
+      else sendError(res, headers, up.status, `the external system answered ${up.status}${text.trim() !== '' ? `: ${text.trim().slice(0, 500)}` : ''}`, 'upstream_error')
       return { status: up.status, streamed: false }
     }
     if (!isJson) {
-      sendError(res, 502, `the external system answered ${up.status} with a body that is not JSON (content-type ${contentType})`, 'upstream_invalid_response')
+      sendError(res, headers, 502, `the external system answered ${up.status} with a body that is not JSON (content-type ${contentType})`, 'upstream_invalid_response')
       return { status: 502, streamed: false }
     }
     const rewritten = withModel(parsed, publicModel)
-    sendWhole(res, up.status, contentType, rewritten == null ? text : JSON.stringify(rewritten))
+    writeWhole(res, up.status, headers, rewritten == null ? text : JSON.stringify(rewritten), contentType)
     return { status: up.status, streamed: false }
   }
 
   /** A streamed answer: SSE events forwarded one by one as they arrive, each rewritten. */
-  private async pipeEvents (up: Response, contentType: string, publicModel: string, res: ServerResponse, clientGone: () => boolean): Promise<void> {
+  private async pipeEvents (up: Response, contentType: string, publicModel: string, res: ResponseSink, headers: Record<string, string>, clientGone: () => boolean): Promise<void> {
     if (res.destroyed) { await up.body?.cancel().catch(() => {}); return }
-    res.writeHead(up.status, {
-      'content-type': contentType,
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no'
-    })
-    const write = async (text: string): Promise<void> => {
-      if (res.destroyed) return
-      if (!res.write(text)) await drained(res)
-    }
-    if (up.body == null) { res.end(); return }
+    const sse = new SseWriter(res, { status: up.status, headers: { ...headers, 'content-type': contentType } })
+    const write = async (frame: string): Promise<void> => { await sse.sendFrame(frame) }
+    if (up.body == null) { sse.end(); return }
     const reader = up.body.getReader()
     const decoder = new TextDecoder('utf-8')
     let partial = '' // the unfinished last line
@@ -328,7 +307,7 @@ export class ExternalBackend {
         if (res.destroyed) break
         if (eventChars + partial.length > MAX_EVENT_CHARS) {
           await reader.cancel().catch(() => {})
-          await write(`data: ${JSON.stringify(openAIErrorBody(502, `an event from the external system is larger than ${MAX_EVENT_CHARS} characters`, 'upstream_event_too_large'))}\n\n`)
+          await sse.send(openAIErrorBody(502, `an event from the external system is larger than ${MAX_EVENT_CHARS} characters`, 'upstream_event_too_large'))
           return
         }
       }
@@ -337,11 +316,11 @@ export class ExternalBackend {
       if (event.length > 0) await write(rewriteEvent(event, publicModel))
     } catch (err) {
       if (!clientGone()) {
-        await write(`data: ${JSON.stringify(openAIErrorBody(502, `the external system at ${this.base} broke off its stream: ${describe(err)}`, 'upstream_unreachable'))}\n\n`)
+        await sse.send(openAIErrorBody(502, `the external system at ${this.base} broke off its stream: ${describe(err)}`, 'upstream_unreachable'))
       }
     } finally {
       if (res.destroyed) await reader.cancel().catch(() => {})
-      if (!res.destroyed) res.end()
+      sse.end()
     }
   }
 }

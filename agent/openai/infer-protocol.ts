@@ -9,3 +9,6 @@ export const ROUTED_HEADER = 'x-blockmesh-routed'
 
 /** Response header naming the instance that served the request (local or remote). */
 export const INSTANCE_HEADER = 'x-blockmesh-instance'
+
+/** Response header naming the peer whose instance answered (this agent's own for a local one). */
+export const SERVED_BY_HEADER = 'x-blockmesh-served-by'

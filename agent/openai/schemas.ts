@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { OpenAIError } from './errors.ts'
 
 /** choices per request */
 export const MAX_N = 8
@@ -77,4 +78,13 @@ export function stopList (s: string | string[] | null | undefined): string[] {
 export function messageText (content: z.output<typeof ChatMessageSchema>['content']): string {
   if (content == null) return ''
   return typeof content === 'string' ? content : content.map(p => p.text).join('')
+}
+
+/** A request body checked against an endpoint's schema; the first problem is a 400 naming its field (OpenAI's `param`). */
+export function parseRequest<T> (schema: { safeParse: (v: unknown) => { success: true, data: T } | { success: false, error: { issues: Array<{ path: PropertyKey[], message: string }> } } }, body: unknown): T {
+  const r = schema.safeParse(body)
+  if (r.success) return r.data
+  const first = r.error.issues[0]
+  const param = first.path.map(String).join('.') || null
+  throw new OpenAIError(400, `${param ?? 'body'}: ${first.message}`, null, 'invalid_request_error', param)
 }

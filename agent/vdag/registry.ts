@@ -47,10 +47,15 @@ export function chainOrder (spec: Pick<VdagSpec, 'nodes' | 'edges'>): string[] {
 
 export interface Vdag { name: string, spec: VdagSpec, stages: string[], contextLength: number, createdAt: string }
 
-/** vDAGs, in the mesh's replicated desired state (agent/state): any agent serves a vDAG, whoever created it. */
+/**
+ * vDAGs, in the mesh's replicated desired state (agent/state): any agent serves a vDAG, whoever created it.
+ * Every request asks whether its model is a vDAG (the router reads reports() for each), so the stored
+ * specs are parsed with zod once per change of the vDAGs, not per call: list, the by-name index and the
+ * reports are kept until the desired state changes a `vdags/` key.
+ */
 export class VdagStore {
   private readonly state: DesiredState
-  private cached: Vdag[] | null = null
+  private cached: { list: Vdag[], byName: Map<string, Vdag>, reports: VdagReport[] } | null = null
   constructor (state: DesiredState) {
     this.state = state
     state.onChange(keys => { if (keys.some(k => k.startsWith('vdags/'))) this.cached = null })
@@ -66,18 +71,11 @@ export class VdagStore {
 
   /** Every valid vDAG (a stored one that fails today's schema is skipped), parsed once per change. */
   list (): Vdag[] {
-    this.cached ??= this.state.list<unknown>('vdags').flatMap(e => {
-      const parsed = VdagSpecSchema.safeParse(e.value)
-      if (!parsed.success) return []
-      try {
-        return [{ name: e.id, spec: parsed.data, stages: chainOrder(parsed.data), contextLength: parsed.data.contextLength as number, createdAt: new Date(e.created).toISOString() }]
-      } catch { return [] }
-    })
-    return this.cached
+    return this.current().list
   }
 
   find (name: string): Vdag | undefined {
-    return this.list().find(x => x.name === name)
+    return this.current().byName.get(name)
   }
 
   get (name: string): Vdag {
@@ -91,7 +89,22 @@ export class VdagStore {
     await this.state.remove('vdags', name)
   }
 
+  /** What the capacity record and the router carry of each vDAG (shared arrays: do not change them). */
   reports (): VdagReport[] {
-    return this.list().map(v => ({ name: v.name, stages: v.stages, contextLength: v.contextLength, ...(v.spec.tokenizer.type === 'bundle' && v.spec.tokenizer.url.length <= 1024 ? { tokenizer: v.spec.tokenizer } : {}) }))
+    return this.current().reports
+  }
+
+  private current (): NonNullable<VdagStore['cached']> {
+    if (this.cached != null) return this.cached
+    const list = this.state.list<unknown>('vdags').flatMap(e => {
+      const parsed = VdagSpecSchema.safeParse(e.value)
+      if (!parsed.success) return []
+      try {
+        return [{ name: e.id, spec: parsed.data, stages: chainOrder(parsed.data), contextLength: parsed.data.contextLength as number, createdAt: new Date(e.created).toISOString() }]
+      } catch { return [] }
+    })
+    const reports = list.map(v => ({ name: v.name, stages: v.stages, contextLength: v.contextLength, ...(v.spec.tokenizer.type === 'bundle' && v.spec.tokenizer.url.length <= 1024 ? { tokenizer: v.spec.tokenizer } : {}) }))
+    this.cached = { list, byName: new Map(list.map(v => [v.name, v])), reports }
+    return this.cached
   }
 }

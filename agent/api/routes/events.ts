@@ -1,7 +1,8 @@
-import type { ServerResponse } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import type { ApiContext } from '../context.ts'
 import { CSP } from '../csp.ts'
+import { eventStream } from '../sse.ts'
+import type { SseWriter } from '../../serving/sse.ts'
 import { AgentError } from '../../errors.ts'
 import { StatsHistory } from '../../stats/history.ts'
 import type { StatsSample } from '../../stats/history.ts'
@@ -23,7 +24,7 @@ export interface EventsOptions {
 export function registerEventRoutes (app: FastifyInstance, ctx: ApiContext, opts: EventsOptions = {}): void {
   const maxClients = opts.maxClients ?? 32
   const history = new StatsHistory({ perPeer: opts.historyPerPeer ?? 300 })
-  const clients = new Set<ServerResponse>()
+  const clients = new Set<SseWriter>()
 
   const sampleAll = (): Record<string, StatsSample> => {
     const fresh: Record<string, StatsSample> = {}
@@ -40,10 +41,9 @@ export function registerEventRoutes (app: FastifyInstance, ctx: ApiContext, opts
     return fresh
   }
 
-  const send = (res: ServerResponse, event: string, data: unknown): void => {
-    // one write per event; a client that does not read is dropped rather than buffered without bound
-    if (res.writableLength > 4 * 1024 * 1024) { clients.delete(res); res.destroy(); return }
-    res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
+  const send = (sse: SseWriter, event: string, data: unknown): void => {
+    // one write per event, not waited on; a client that does not read is dropped rather than buffered without bound
+    if (!sse.post(data, event, 4 * 1024 * 1024)) clients.delete(sse)
   }
 
   /** Samples what is new and sends it to every open stream. */
@@ -51,14 +51,14 @@ export function registerEventRoutes (app: FastifyInstance, ctx: ApiContext, opts
     const samples = sampleAll()
     if (clients.size === 0 || Object.keys(samples).length === 0) return
     const body = { ...peersJson(ctx, 'live'), samples }
-    for (const res of clients) send(res, 'peers', body)
+    for (const sse of clients) send(sse, 'peers', body)
   }
   const timer = setInterval(tick, ctx.gossip.heartbeatMs)
   timer.unref()
 
   app.addHook('preClose', async () => {
     clearInterval(timer)
-    for (const res of clients) res.end()
+    for (const sse of clients) sse.end()
     clients.clear()
   })
 
@@ -76,21 +76,14 @@ export function registerEventRoutes (app: FastifyInstance, ctx: ApiContext, opts
     }
     // records that came since the last tick: into the history (for this client's hello) and to the open streams
     tick()
-    reply.hijack()
-    const res = reply.raw
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache, no-transform',
-      connection: 'keep-alive',
-      'content-security-policy': CSP,
-      'x-content-type-options': 'nosniff',
-      'x-accel-buffering': 'no'
+    const sse = eventStream(reply, {
+      headers: { 'cache-control': 'no-cache, no-transform', 'content-security-policy': CSP, 'x-content-type-options': 'nosniff' }
     })
-    clients.add(res)
+    clients.add(sse)
     // the response's 'close' fires when the client goes away (or the stream is ended here)
-    res.on('close', () => { clients.delete(res) })
-    res.write(`retry: ${Math.max(1000, ctx.gossip.heartbeatMs)}\n\n`)
+    sse.onClose(() => { clients.delete(sse) })
+    sse.retry(Math.max(1000, ctx.gossip.heartbeatMs))
     const now = peersJson(ctx, 'live')
-    send(res, 'hello', { ...now, history: history.all(now.peers.map(p => p.peerId)) })
+    send(sse, 'hello', { ...now, history: history.all(now.peers.map(p => p.peerId)) })
   })
 }

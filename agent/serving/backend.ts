@@ -1,0 +1,257 @@
+/**
+ * What serves one OpenAI request, and the choice of it.
+ *
+ * Five backends behind one interface (shaped like vLLM's engine client: the serving above does not
+ * care where tokens come from):
+ *   local    a ready onnx instance on this agent
+ *   peer     a peer's onnx instance, token by token over /blockmesh/generate/1.0.0
+ *   vdag     a split model, driven stage by stage from here (VdagDriver)
+ *        — these three are token sources: the serving tokenizes, samples' text, streams (openai-serving.ts);
+ *          local and peer ones are wrapped in MigratingSource, so a request whose instance dies goes on elsewhere
+ *   external an external OpenAI-compatible system run as an instance here, proxied
+ *   tunnel   a peer's instance that cannot be served token by token (an external system there, an older
+ *            agent, a tokenizer that does not load here): the request goes through the byte tunnel and the
+ *            answer, streamed or not, comes back as it was written there
+ *        — these two take the request as a whole and write the answer themselves.
+ *
+ * chooseBackend() routes: a vDAG of that name first; else the router's pick; a peer's instance token by
+ * token when possible, else through the tunnel (another instance when the tunnel fails before
+ * answering); else this agent's own instance. Failures are OpenAIErrors (404 unknown model, 503 nothing
+ * ready or reachable), the rest are return values.
+ */
+import type { Logger } from 'pino'
+import type { MeshNode } from '../../mesh/node.ts'
+import type { CapacityGossip } from '../../mesh/capacity/gossip.ts'
+import type { AgentMetrics } from '../metrics.ts'
+import type { BlockOwner } from '../blocks/owner.ts'
+import { ModelNotReadyError } from '../blocks/host.ts'
+import type { InstanceHost, LocalServing } from '../blocks/host.ts'
+import type { Route, Router } from '../blocks/router.ts'
+import type { Component } from '../registry/components.ts'
+import type { Tokenizers } from '../model/tokenizers/load.ts'
+import type { VdagStore } from '../vdag/registry.ts'
+import type { LocalStages } from '../vdag/links.ts'
+import { VdagDriver } from '../vdag/driver.ts'
+import type { TokenSource } from '../openai/generate.ts'
+import { OpenAIError, modelNotFound } from '../openai/errors.ts'
+import { INSTANCE_HEADER, SERVED_BY_HEADER } from '../openai/infer-protocol.ts'
+import type { GenerateService } from './generate-service.ts'
+import { DEFAULT_MIGRATION_SETTINGS } from './migrate.ts'
+import type { MigrationSettings } from './migrate.ts'
+import { migrating, peerProtocolsFrom, remoteInstance } from './instances.ts'
+import type { InstanceServingContext } from './instances.ts'
+import type { ResponseSink } from './sink.ts'
+import type { CommonBody, EndpointPath } from './endpoints.ts'
+import { openPeerTunnel } from './tunnel-client.ts'
+
+/** What serving requests needs of the agent (the HTTP API's context has all of it). */
+export interface ServingDeps {
+  mesh: MeshNode
+  gossip: CapacityGossip
+  router: Router
+  host: Pick<InstanceHost, 'serving'>
+  owner: Pick<BlockOwner, 'has' | 'get'>
+  /** components by URI (a ComponentCache on the request path) */
+  components: { get: (uri: string) => Component }
+  vdags: Pick<VdagStore, 'find'>
+  stages: LocalStages
+  tokenizers: Pick<Tokenizers, 'get'>
+  /** token-level generation on peers' instances; absent: requests to peers are tunnelled */
+  generate?: GenerateService
+  /** request migration limits (absent: the defaults) */
+  migration?: MigrationSettings
+  metrics: AgentMetrics
+  log: Logger
+}
+
+export type BackendKind = 'local' | 'peer' | 'vdag' | 'external' | 'tunnel'
+
+interface BackendBase {
+  readonly kind: BackendKind
+  /** response headers: the instance that serves (x-blockmesh-instance) and the agent it runs on (x-blockmesh-served-by) */
+  readonly headers: Record<string, string>
+}
+
+/** Tokens from an engine, here or on peers: the serving makes the OpenAI answer. */
+export interface TokenBackend extends BackendBase {
+  readonly kind: 'local' | 'peer' | 'vdag'
+  readonly engine: TokenSource & { provider: { name: string } }
+  /** the model's component (tokenizer, chat template, context, defaults); a vDAG's is made up from its spec */
+  readonly component: Component
+}
+
+/** The request as a whole to a system that answers it itself: its answer is written onto the sink as it comes. */
+export interface ProxyBackend extends BackendBase {
+  readonly kind: 'external' | 'tunnel'
+  forward: (sink: ResponseSink) => Promise<void>
+}
+
+export type Backend = TokenBackend | ProxyBackend
+
+/** Whether the backend takes the request whole (TypeScript does not narrow a union by a discriminant that is itself a union). */
+export function isProxy (b: Backend): b is ProxyBackend {
+  return b.kind === 'external' || b.kind === 'tunnel'
+}
+
+/** One request, as routing sees it. */
+export interface BackendRequest {
+  path: EndpointPath
+  /** the validated body (what a proxy forwards) */
+  body: CommonBody
+  /** session affinity key: `user`, else the x-session-id header */
+  session?: string
+  /** arrived through the tunnel: served here, never routed again */
+  routed: boolean
+  /** aborts when the client goes away */
+  signal: AbortSignal
+}
+
+/** Choosing and resuming instances for this agent's requests (null: no generate service, requests to peers are tunnelled). */
+export function instanceContext (deps: ServingDeps): InstanceServingContext | null {
+  if (deps.generate == null) return null
+  return {
+    self: deps.mesh.peerId.toString(),
+    router: deps.router,
+    host: deps.host,
+    gossip: deps.gossip,
+    components: deps.components,
+    tokenizers: deps.tokenizers,
+    generate: deps.generate,
+    peerProtocols: peerProtocolsFrom(deps.mesh.libp2p),
+    settings: deps.migration ?? DEFAULT_MIGRATION_SETTINGS,
+    onMigration: (result) => { deps.metrics.requestMigrations.inc({ kind: 'instance', result }) },
+    log: deps.log.child({ mod: 'serving' })
+  }
+}
+
+/** Routes requests to backends; one per agent (holds the instance context built once). */
+export class BackendRouter {
+  private readonly deps: ServingDeps
+  private readonly instances: InstanceServingContext | null
+  private readonly self: string
+
+  constructor (deps: ServingDeps) {
+    this.deps = deps
+    this.instances = instanceContext(deps)
+    this.self = deps.mesh.peerId.toString()
+  }
+
+  /** The backend for a request (see the module comment for the order). */
+  async choose (req: BackendRequest): Promise<Backend> {
+    const model = req.body.model
+    const vdag = this.vdag(model, req.session)
+    if (vdag != null) {
+      this.deps.metrics.routedRequests.inc({ target: 'vdag' })
+      return vdag
+    }
+    let r = this.route(model, req.session, req.routed)
+    // a peer's instance: token by token, else through the tunnel; a tunnel that fails before answering gets one more pick
+    for (let attempt = 0; r.kind === 'remote'; attempt++) {
+      const peer = await this.peer(model, req.session, r, req.signal)
+      if (peer != null) {
+        this.deps.metrics.routedRequests.inc({ target: 'remote' })
+        return peer
+      }
+      const tunnel = await openPeerTunnel(this.deps, req, r)
+      if (tunnel != null) {
+        this.deps.metrics.routedRequests.inc({ target: 'remote' })
+        return tunnel
+      }
+      const next = this.deps.router.pick(model, req.session)
+      if (next == null || (attempt >= 1 && next.kind === 'remote')) throw new OpenAIError(503, `no reachable instance of ${model}`, 'model_not_ready')
+      r = next
+    }
+    this.deps.metrics.routedRequests.inc({ target: 'local' })
+    return this.local(model, req)
+  }
+
+  /** Where the router sends a request (a tunnelled one stays here); 503/404 when there is nowhere. */
+  private route (model: string, session: string | undefined, routed: boolean): Route {
+    if (routed) return { kind: 'local', instance: '' }
+    const r = this.deps.router.pick(model, session)
+    if (r != null) return r
+    if (this.deps.owner.has(model)) {
+      const b = this.deps.owner.get(model)
+      throw new OpenAIError(503, `block ${model} has no ready instance (${b.status}${b.error != null ? `: ${b.error}` : ''})`, 'model_not_ready')
+    }
+    if (this.deps.router.known(model)) throw new OpenAIError(503, `no instance of ${model} is ready yet`, 'model_not_ready')
+    throw modelNotFound(model)
+  }
+
+  /** A peer's instance token by token (with migration), or null when that path does not apply to it. */
+  private async peer (model: string, session: string | undefined, r: Route & { kind: 'remote' }, signal: AbortSignal): Promise<TokenBackend | null> {
+    const ictx = this.instances
+    if (ictx == null) return null
+    const remote = await remoteInstance(ictx, model, r, signal)
+    if (remote == null) return null
+    return {
+      kind: 'peer',
+      engine: migrating(ictx, model, session, remote.choice, remote.provider),
+      component: remote.component,
+      headers: { [INSTANCE_HEADER]: r.instance, [SERVED_BY_HEADER]: r.peer }
+    }
+  }
+
+  /** This agent's own instance of `model`: an onnx engine (with migration), or an external system proxied. */
+  private local (model: string, req: BackendRequest): Backend {
+    const serving = localServing(this.deps, model)
+    const headers = { [INSTANCE_HEADER]: serving.instance, [SERVED_BY_HEADER]: this.self }
+    if (serving.kind === 'external') {
+      const { backend } = serving
+      return { kind: 'external', headers, forward: async (sink) => { await backend.forward(req.path, req.body, model, sink, req.signal, headers) } }
+    }
+    if (serving.kind === 'stage') throw new OpenAIError(400, `${model} is one stage of a split model; ask for its vDAG's model name`, 'model_is_stage', 'invalid_request_error', 'model')
+    if (serving.kind !== 'onnx') throw new OpenAIError(500, 'unexpected serving kind', 'internal_error')
+    const ictx = this.instances
+    const engine = ictx != null
+      ? migrating(ictx, model, req.session, { source: serving.engine, peer: this.self, instance: serving.instance }, serving.engine.provider.name)
+      : serving.engine
+    return { kind: 'local', engine, component: serving.component, headers }
+  }
+
+  /** A vDAG served through a driver on this agent, or null when `model` is no vDAG. */
+  private vdag (model: string, session: string | undefined): TokenBackend | null {
+    const { router } = this.deps
+    const v = router.vdag(model)
+    if (v == null) return null
+    const route = router.vdagRoute(v, session)
+    if (route == null) throw new OpenAIError(503, `vDAG ${model} has a stage with no ready instance`, 'model_not_ready')
+    const spec = this.deps.vdags.find(model)?.spec
+    const component: Component = {
+      uri: `vdag:${model}`,
+      createdAt: new Date(0).toISOString(),
+      spec: { name: model, version: 'vdag', runtime: 'onnx', tokenizer: spec?.tokenizer ?? v.tokenizer ?? { type: 'byte' }, contextLength: v.contextLength, defaults: spec?.defaults ?? { maxTokens: 256, temperature: 0.7, topP: 0.95 }, resources: {} }
+    }
+    const settings = this.deps.migration ?? DEFAULT_MIGRATION_SETTINGS
+    const log = this.deps.log.child({ mod: 'vdag', vdag: model })
+    let first: typeof route | null = route
+    const driver = new VdagDriver(this.deps.mesh, this.deps.stages, {
+      // the route checked above first; a migrating sequence asks the router again (the vDAG may have been re-placed)
+      route: () => {
+        if (first != null) { const r = first; first = null; return r }
+        const now = router.vdag(model)
+        return now == null ? null : router.vdagRoute(now, session)
+      },
+      markFailure: (peer) => { router.markFailure(peer, 15_000) }
+    }, {
+      ...settings,
+      onMigration: (result) => { this.deps.metrics.requestMigrations.inc({ kind: 'stage', result }) }
+    }, (obj, msg) => { log.warn(obj, msg) })
+    return {
+      kind: 'vdag',
+      engine: { provider: { name: 'vdag' }, generate: params => driver.generate(params) },
+      component,
+      headers: { [INSTANCE_HEADER]: model }
+    }
+  }
+}
+
+/** The local instance for a request (503 when it exists here but is not ready). */
+function localServing (deps: ServingDeps, model: string): LocalServing {
+  try {
+    return deps.host.serving(model)
+  } catch (err) {
+    if (err instanceof ModelNotReadyError) throw new OpenAIError(503, err.message, 'model_not_ready')
+    throw modelNotFound(model)
+  }
+}
