@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { SseWriter } from '../serving/sse.ts'
-import type { SseWriterOptions } from '../serving/sse.ts'
+import { SseWriter } from '../http/sse.ts'
+import type { SseWriterOptions } from '../http/sse.ts'
 
 /**
  * Fastify's side of server-sent events: the reply is taken from Fastify (hijacked) and the stream is

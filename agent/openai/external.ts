@@ -1,8 +1,8 @@
 import { AgentError } from '../errors.ts'
 import { openAIErrorBody } from './errors.ts'
-import { writeWhole } from '../serving/sink.ts'
-import type { ResponseSink } from '../serving/sink.ts'
-import { SseWriter } from '../serving/sse.ts'
+import { writeWhole } from '../http/sink.ts'
+import type { ResponseSink } from '../http/sink.ts'
+import { SseWriter } from '../http/sse.ts'
 
 /** An OpenAI-compatible server the agent does not run itself (vLLM, another agent, a hosted API). */
 export interface ExternalTarget {

@@ -40,7 +40,7 @@ import { DEFAULT_MIGRATION_SETTINGS } from './migrate.ts'
 import type { MigrationSettings } from './migrate.ts'
 import { migrating, peerProtocolsFrom, remoteInstance } from './instances.ts'
 import type { InstanceServingContext } from './instances.ts'
-import type { ResponseSink } from './sink.ts'
+import type { ResponseSink } from '../http/sink.ts'
 import type { CommonBody, EndpointPath } from './endpoints.ts'
 import { openPeerTunnel } from './tunnel-client.ts'
 

@@ -22,8 +22,8 @@ import { BackendRouter, isProxy } from './backend.ts'
 import type { ServingDeps, TokenBackend } from './backend.ts'
 import { ComponentCache } from './catalog.ts'
 import type { CommonBody, Endpoint, Prompt } from './endpoints.ts'
-import { RawJson, SseWriter, chunkTemplate } from './sse.ts'
-import type { ResponseSink } from './sink.ts'
+import { RawJson, SseWriter, chunkTemplate } from '../http/sse.ts'
+import type { ResponseSink } from '../http/sink.ts'
 
 /** An answer: a whole JSON body, or one that writes itself (status line, headers, body) onto a sink. */
 export type ServingResponse =

@@ -8,7 +8,7 @@ import { StreamsBusyError } from '../../mesh/tensor.ts'
 import type { Route } from '../blocks/router.ts'
 import { INFER_PROTOCOL, INSTANCE_HEADER, SERVED_BY_HEADER } from '../openai/infer-protocol.ts'
 import type { BackendRequest, ProxyBackend, ServingDeps } from './backend.ts'
-import { writeChunk } from './sink.ts'
+import { writeChunk } from '../http/sink.ts'
 
 /** Headers of the peer's answer passed on to the client (the rest are the peer's own business). */
 const RELAYED_HEADERS = ['content-type', 'cache-control', INSTANCE_HEADER]

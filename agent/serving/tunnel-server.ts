@@ -19,7 +19,7 @@ import { OpenAIError, openAIErrorBody, openAIErrorFrom } from '../openai/errors.
 import { endpointAt } from './endpoints.ts'
 import type { CommonBody, Endpoint } from './endpoints.ts'
 import type { OpenAIServing } from './openai-serving.ts'
-import { TunnelSink, writeWhole } from './sink.ts'
+import { TunnelSink, writeWhole } from '../http/sink.ts'
 
 /** Largest tunnelled request body: the HTTP API's own body limit. */
 export const TUNNEL_MAX_BODY_BYTES = 1024 * 1024
