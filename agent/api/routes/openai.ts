@@ -3,7 +3,7 @@
  * OpenAI serving (agent/serving/openai-serving.ts: backend choice, generation, streaming), and the
  * answer written — a JSON body through Fastify, a stream onto the raw response.
  */
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { ApiContext } from '../context.ts'
 import { clientGone } from '../sse.ts'
 import { modelNotFound } from '../../openai/errors.ts'
@@ -51,32 +51,32 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
     return modelCard(ctx, components, req.params.model)
   })
 
-  const route = (ep: Endpoint<CommonBody>): void => {
-    app.post(ep.path, async (req, reply) => {
-      const body = ep.parse(req.body)
-      const gone = clientGone(req, reply)
-      const header = req.headers['x-session-id']
-      let res
-      try {
-        res = await serving.serve(ep, body, {
-          session: body.user ?? (typeof header === 'string' ? header : undefined),
-          // x-blockmesh-routed: 1 asks for this agent's own instance, as a tunnelled request gets
-          routed: req.headers[ROUTED_HEADER] === '1',
-          signal: gone.signal
-        })
-      } catch (err) {
-        // the client left while the request was routed: no one to answer
-        if (gone.signal.aborted) { reply.hijack(); reply.raw.destroy(); return }
-        throw err
-      }
-      if (res.kind === 'json') {
-        void reply.headers(res.headers)
-        return res.body
-      }
-      reply.hijack()
-      await res.writeTo(reply.raw)
-    })
+  /** The handler of one endpoint: parse, serve, write. */
+  const handler = (ep: Endpoint<CommonBody>) => async (req: FastifyRequest, reply: FastifyReply): Promise<object | undefined> => {
+    const body = ep.parse(req.body)
+    const gone = clientGone(req, reply)
+    const header = req.headers['x-session-id']
+    let res
+    try {
+      res = await serving.serve(ep, body, {
+        session: body.user ?? (typeof header === 'string' ? header : undefined),
+        // x-blockmesh-routed: 1 asks for this agent's own instance, as a tunnelled request gets
+        routed: req.headers[ROUTED_HEADER] === '1',
+        signal: gone.signal
+      })
+    } catch (err) {
+      // the client left while the request was routed: no one to answer
+      if (gone.signal.aborted) { reply.hijack(); reply.raw.destroy(); return }
+      throw err
+    }
+    if (res.kind === 'json') {
+      void reply.headers(res.headers)
+      return res.body
+    }
+    reply.hijack()
+    await res.writeTo(reply.raw)
   }
-  route(CHAT)
-  route(COMPLETIONS)
+  // paths written out: the fuzz test (test/fuzz-http.test.ts) finds the routes in the sources
+  app.post('/v1/chat/completions', handler(CHAT))
+  app.post('/v1/completions', handler(COMPLETIONS))
 }
