@@ -23,6 +23,13 @@ import { SseWriter } from '../agent/http/sse.ts'
 import { TunnelSink } from '../agent/http/sink.ts'
 import { CHAT, COMPLETIONS } from '../agent/serving/endpoints.ts'
 import { OpenAIError } from '../agent/openai/errors.ts'
+import { OpenAIServing } from '../agent/serving/openai-serving.ts'
+import type { ServingDeps } from '../agent/serving/backend.ts'
+import { AgentMetrics } from '../agent/metrics.ts'
+import { createLogger } from '../agent/log.ts'
+import { ByteTokenizer } from '../agent/model/tokenizer.ts'
+import { TokenStream } from '../agent/executor/token-stream.ts'
+import type { GenerateParams } from '../agent/executor/engine.ts'
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/openai-server.ts', import.meta.url))
 const SERVED_BY = 'x-blockmesh-served-by'
@@ -219,5 +226,85 @@ describe('serving layer units', () => {
     assert.throws(() => CHAT.parse({ model: 'm', messages: [{ role: 'user', content: 'hi' }], top_logprobs: 2 }), (err: unknown) => err instanceof OpenAIError && err.param === 'top_logprobs')
     assert.throws(() => COMPLETIONS.parse({ model: 'm', prompt: ['a', 'b'] }), (err: unknown) => err instanceof OpenAIError && err.param === 'prompt')
     assert.equal(COMPLETIONS.parse({ model: 'm', prompt: 'a' }).model, 'm')
+  })
+})
+
+describe('OpenAIServing without Fastify (a fake engine on this agent)', () => {
+  const tokenizer = new ByteTokenizer()
+  const seen: GenerateParams[] = []
+  /** Says "hello" in bytes, one token at a time, then stops at max_tokens or with EOS. */
+  const engine = {
+    provider: { name: 'fake' },
+    generate (params: GenerateParams) {
+      seen.push(params)
+      const s = new TokenStream()
+      const text = [...Buffer.from('hello')]
+      const n = Math.min(text.length, params.maxTokens)
+      setImmediate(() => {
+        for (let i = 0; i < n; i++) s.push(text[i])
+        s.end({ reason: n < text.length ? 'length' : 'stop', promptTokens: params.prompt.length, completionTokens: n })
+      })
+      return s.generation(() => {})
+    }
+  }
+  const component = { uri: 'fake:1', createdAt: new Date(0).toISOString(), spec: { name: 'fake', version: '1', runtime: 'onnx', tokenizer: { type: 'byte' }, contextLength: 512, defaults: { maxTokens: 16, temperature: 0, topP: 1 }, resources: {} } }
+  const deps = {
+    mesh: { peerId: { toString: () => 'self-peer' }, libp2p: {} },
+    gossip: { peers: () => [] },
+    router: {
+      vdag: () => undefined,
+      pick: (model: string) => model === 'fake' ? { kind: 'local', instance: 'i1' } : null,
+      known: () => false,
+      markFailure: () => {}
+    },
+    host: { serving: () => ({ kind: 'onnx', engine, component, instance: 'i1' }) },
+    owner: { has: () => false, get: () => { throw new Error('no block') } },
+    components: { get: () => component },
+    vdags: { find: () => undefined },
+    stages: () => { throw new Error('no stages') },
+    tokenizers: { get: async () => tokenizer },
+    metrics: new AgentMetrics(() => 0),
+    log: createLogger('silent')
+  } as unknown as ServingDeps
+  const serving = new OpenAIServing(deps)
+  const signal = new AbortController().signal
+
+  test('chat, whole: a JSON body with the answer, usage and the headers naming the instance', async () => {
+    const res = await serving.serve(CHAT, CHAT.parse({ model: 'fake', messages: [{ role: 'user', content: 'hi' }] }), { signal })
+    assert.equal(res.kind, 'json')
+    assert.deepEqual(res.headers, { [INSTANCE]: 'i1', [SERVED_BY]: 'self-peer' })
+    const body = (res as { body: any }).body
+    assert.equal(body.object, 'chat.completion')
+    assert.equal(body.system_fingerprint, 'blockmesh-fake')
+    assert.deepEqual(body.choices, [{ index: 0, message: { role: 'assistant', content: 'hello' }, logprobs: null, finish_reason: 'stop' }])
+    assert.deepEqual(body.usage, { prompt_tokens: tokenizer.chatPrompt([{ role: 'user', content: 'hi' }]).length, completion_tokens: 5, total_tokens: tokenizer.chatPrompt([{ role: 'user', content: 'hi' }]).length + 5 })
+  })
+
+  test('completions, streamed, n=2: SSE onto a sink, each choice whole, finish, usage, [DONE]', async () => {
+    const res = await serving.serve(COMPLETIONS, COMPLETIONS.parse({ model: 'fake', prompt: 'say', n: 2, seed: 7, max_tokens: 3, stream: true, stream_options: { include_usage: true } }), { signal })
+    assert.equal(res.kind, 'stream')
+    const sink = new TunnelSink()
+    const writing = (res as { writeTo: (s: TunnelSink) => Promise<void> }).writeTo(sink)
+    assert.equal((await sink.head).headers[SERVED_BY], 'self-peer')
+    let text = ''
+    for await (const chunk of sink) text += (chunk as Buffer).toString('utf8')
+    await writing
+    const data = events(text)
+    assert.equal(data.at(-1), '[DONE]')
+    const chunks = data.slice(0, -1).map(d => JSON.parse(d))
+    for (const i of [0, 1]) {
+      const mine = chunks.filter(c => c.choices[0]?.index === i)
+      assert.equal(mine.map(c => c.choices[0].text).join(''), 'hel')
+      assert.equal(mine.at(-1).choices[0].finish_reason, 'length')
+    }
+    assert.deepEqual(chunks.at(-1).usage, { prompt_tokens: 4, completion_tokens: 6, total_tokens: 10 })
+    assert.equal(chunks.at(-1).system_fingerprint, undefined)
+    // choice i samples with seed + i
+    assert.deepEqual(seen.slice(-2).map(p => p.seed).sort(), [7, 8])
+  })
+
+  test('an unknown model, a prompt over the context: OpenAIErrors thrown before any answer', async () => {
+    await assert.rejects(serving.serve(CHAT, CHAT.parse({ model: 'nope', messages: [{ role: 'user', content: 'hi' }] }), { signal }), (err: unknown) => err instanceof OpenAIError && err.status === 404 && err.code === 'model_not_found')
+    await assert.rejects(serving.serve(COMPLETIONS, COMPLETIONS.parse({ model: 'fake', prompt: 'x'.repeat(600) }), { signal }), (err: unknown) => err instanceof OpenAIError && err.status === 400 && err.code === 'context_length_exceeded')
   })
 })

@@ -6,12 +6,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { ApiContext } from '../context.ts'
 import { clientGone } from '../sse.ts'
-import { modelNotFound } from '../../openai/errors.ts'
+import { modelNotFound, openAIErrorFrom } from '../../openai/errors.ts'
 import { ROUTED_HEADER } from '../../openai/infer-protocol.ts'
 import { CHAT, COMPLETIONS } from '../../serving/endpoints.ts'
 import type { CommonBody, Endpoint } from '../../serving/endpoints.ts'
 import { OpenAIServing } from '../../serving/openai-serving.ts'
 import { ComponentCache } from '../../serving/catalog.ts'
+import { writeWhole } from '../../http/sink.ts'
 
 /**
  * A /v1/models entry: OpenAI's fields (created = when the model's component was registered, owned_by =
@@ -74,7 +75,15 @@ export function registerOpenAIRoutes (app: FastifyInstance, ctx: ApiContext): vo
       return res.body
     }
     reply.hijack()
-    await res.writeTo(reply.raw)
+    try {
+      await res.writeTo(reply.raw)
+    } catch (err) {
+      // the writers answer their own failures (an error event, an upstream's error); this is a bug's last resort
+      req.log.error({ err }, 'answer failed')
+      if (reply.raw.headersSent) { reply.raw.destroy(); return }
+      const e = openAIErrorFrom(err)
+      writeWhole(reply.raw, e.status, {}, JSON.stringify(e.body))
+    }
   }
   // paths written out: the fuzz test (test/fuzz-http.test.ts) finds the routes in the sources
   app.post('/v1/chat/completions', handler(CHAT))
