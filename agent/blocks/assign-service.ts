@@ -13,7 +13,8 @@
  */
 import type { z } from 'zod'
 import type { MeshNode } from '../../mesh/node.ts'
-import { serveJson } from '../../mesh/rpc.ts'
+import { jsonRpcService } from '../../mesh/rpc.ts'
+import type { JsonRpcService, RpcOptions } from '../../mesh/rpc.ts'
 import { schedule } from '../scheduler/schedule.ts'
 import type { NodeView } from '../scheduler/policy.ts'
 import type { BlockSpec } from '../registry/blocks.ts'
@@ -37,13 +38,13 @@ export interface AssignServiceInit {
 }
 
 export interface AssignComponents {
-  /** where the protocol is handled: the mesh node */
+  /** where the protocol is handled: the mesh node (its peer score takes the offences unless onInvalid is given) */
   node: MeshNode
   host: InstanceHost
   /** live nodes as the scheduler sees them for a block (BlockOwner.nodeViews): this node's own readings */
   nodeViews: (block: string) => NodeView[]
-  /** told about peers that sent an order that does not parse (for strikes) */
-  onInvalid?: (peer: string, reason: string) => void
+  /** told about peers that sent an order that does not parse, with what it costs them */
+  onInvalid?: RpcOptions['onInvalid']
 }
 
 export interface AssignService {
@@ -72,6 +73,7 @@ class Assign implements AssignService {
   readonly protocol = ASSIGN_PROTOCOL
   private readonly init: AssignServiceInit
   private readonly components: AssignComponents
+  private rpc: JsonRpcService<typeof AssignRequestSchema> | undefined
   private started = false
 
   constructor (components: AssignComponents, init: AssignServiceInit) {
@@ -83,15 +85,21 @@ class Assign implements AssignService {
 
   async start (): Promise<void> {
     const { node, onInvalid } = this.components
-    await serveJson(node, this.protocol, AssignRequestSchema, async (req, { peer }): Promise<AssignResponse> => {
-      return req.op === 'stop' ? await this.stopOrder(req) : this.startOrder(req, peer)
-    }, { onInvalid, maxFrameBytes: this.init.maxFrameBytes ?? 256 * 1024 })
+    this.rpc = jsonRpcService({
+      protocol: this.protocol,
+      schema: AssignRequestSchema,
+      handler: async (req, { peer }): Promise<AssignResponse> => req.op === 'stop' ? await this.stopOrder(req) : this.startOrder(req, peer),
+      onInvalid,
+      maxFrameBytes: this.init.maxFrameBytes ?? 256 * 1024
+    })({ registrar: node.libp2p, score: node.score })
+    await this.rpc.start()
     this.started = true
   }
 
+  /** Unhandles the protocol and aborts the orders in flight. */
   async stop (): Promise<void> {
-    await this.components.node.libp2p.unhandle(this.protocol)
     this.started = false
+    await this.rpc?.stop()
   }
 
   isStarted (): boolean { return this.started }
