@@ -157,10 +157,12 @@ export class FrameDecoder {
   /** Bytes held for a frame not yet complete. */
   get buffered (): number { return this.buffer.byteLength }
 
-  /** Appends bytes; returns the frames now complete, in order. */
-  push (chunk: Uint8Array | Uint8ArrayList): PipelineFrame[] {
+  /**
+   * Appends bytes and yields the frames now complete, in order. A malformed frame throws when the
+   * iteration reaches it, after the frames before it were yielded (a lazy generator: iterate it).
+   */
+  * push (chunk: Uint8Array | Uint8ArrayList): Generator<PipelineFrame, void, undefined> {
     this.buffer.append(chunk)
-    const out: PipelineFrame[] = []
     for (;;) {
       let length = 0
       let scale = 1
@@ -174,13 +176,13 @@ export class FrameDecoder {
       }
       if (!complete) {
         if (this.buffer.byteLength >= this.maxPrefix) throw new PipelineFrameError(`length prefix longer than ${this.maxPrefix} bytes`)
-        return out
+        return
       }
       if (length > this.maxFrame) throw new PipelineFrameError(`frame of ${length} bytes is over the ${this.maxFrame}-byte limit`)
-      if (this.buffer.byteLength < prefix + length) return out
+      if (this.buffer.byteLength < prefix + length) return
       const bytes = this.buffer.subarray(prefix, prefix + length)
       this.buffer.consume(prefix + length)
-      out.push(decodeFrame(bytes))
+      yield decodeFrame(bytes)
     }
   }
 }

@@ -33,8 +33,10 @@ export interface PeerLinksInit {
   onFrame: (peer: string, frame: PipelineFrame) => void
   /** `peer` sent bytes that are not frames (the stream is dropped): for the peer score */
   onInvalid: (peer: string, reason: string) => void
-  /** frames to `peer` could not be sent (a failed dial, a closed stream), or its connection is gone */
-  onPeerLost: (peer: string, frames: PipelineFrame[], err: PeerLinkError) => void
+  /** frames to `peer` could not be sent (a failed dial, a stream that broke or closed under them) */
+  onSendFailed: (peer: string, frames: PipelineFrame[], err: PeerLinkError) => void
+  /** every connection to `peer` is gone */
+  onPeerLost: (peer: string, err: PeerLinkError) => void
   log: MeshLogger
   /** how long a dial may take */
   dialTimeoutMs?: number
@@ -71,7 +73,12 @@ export class PeerLinks {
   private readonly out = new Map<string, Outbound>()
   private readonly inbound = new Set<Stream>()
   private started = false
-  private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => { this.lost(evt.detail.toString(), new PeerLinkError(evt.detail.toString(), 'the peer disconnected')) }
+  private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
+    const peer = evt.detail.toString()
+    const err = new PeerLinkError(peer, 'the peer disconnected')
+    this.lost(peer, err)
+    this.init.onPeerLost(peer, err)
+  }
 
   constructor (components: PeerLinkComponents, init: PeerLinksInit) {
     this.components = components
@@ -181,7 +188,7 @@ export class PeerLinks {
       for (const w of o.drained.splice(0)) w()
       if (o.stream != null && o.stream.status === 'open') o.stream.abort(err)
     }
-    this.init.onPeerLost(peer, o?.frames ?? [], err)
+    this.init.onSendFailed(peer, o?.frames ?? [], err)
   }
 
   private accept (stream: Stream, connection: Connection): void {
@@ -192,25 +199,29 @@ export class PeerLinks {
     this.read(stream, peer)
   }
 
+  /**
+   * Cuts the stream's bytes into frames and hands them on. A frame that is malformed, or that the
+   * handler finds breaks the protocol (it throws PipelineFrameError), costs the peer a strike and ends
+   * the stream: nothing after it is read. The peer closing its side closes ours.
+   */
   private read (stream: Stream, peer: string): void {
     const decoder = new FrameDecoder()
+    let dead = false
+    stream.addEventListener('remoteCloseWrite', () => { void stream.close().catch(() => {}) })
     stream.addEventListener('message', (evt) => {
-      let frames: PipelineFrame[]
+      if (dead) return
       try {
-        frames = decoder.push(evt.data)
+        for (const f of decoder.push(evt.data)) this.init.onFrame(peer, f)
       } catch (err) {
-        if (!(err instanceof PipelineFrameError)) throw err
+        dead = true
+        if (!(err instanceof PipelineFrameError)) {
+          this.init.log.warn({ peer, err: (err as Error).message }, 'pipeline frame handler failed')
+          stream.abort(err as Error)
+          return
+        }
         this.init.onInvalid(peer, `pipeline frame: ${err.message}`)
         this.init.log.warn({ peer, err: err.message }, 'bad pipeline stream dropped')
         stream.abort(err)
-        return
-      }
-      for (const f of frames) {
-        try {
-          this.init.onFrame(peer, f)
-        } catch (err) {
-          this.init.log.warn({ peer, err: (err as Error).message }, 'pipeline frame handler failed')
-        }
       }
     })
   }

@@ -34,15 +34,14 @@ import { MeshNode } from '../mesh/node.ts'
 import { Penalties } from '../mesh/penalties.ts'
 import { serveJson } from '../mesh/rpc.ts'
 import { serveTunnel, TunnelRequestSchema } from '../mesh/tunnel.ts'
-import { TENSOR_PROTOCOL, TensorHeaderSchema } from '../mesh/tensor.ts'
+import { MAX_FRAME_BYTES, PIPELINE_PROTOCOL, decodeFrame } from '../mesh/pipeline-frame.ts'
 import { CapacityGossip } from '../mesh/capacity/gossip.ts'
 import { CAPACITY_TOPIC, CapacityRecordSchema, MAX_CAPACITY_FRAME_BYTES, compareRecords, sealCapacityPayload } from '../mesh/capacity/record.ts'
 import type { CapacityRecord } from '../mesh/capacity/record.ts'
 import { ASSIGN_PROTOCOL, AssignRequestSchema } from '../agent/blocks/assign.ts'
 import { INFER_PROTOCOL, TUNNELLED_PATHS } from '../agent/openai/infer-protocol.ts'
-import { serveTensors } from '../agent/vdag/service.ts'
-import { MAX_MASK_BASE64, OpenMetaSchema } from '../agent/vdag/links.ts'
-import type { LocalStages } from '../agent/vdag/links.ts'
+import { DropMetaSchema, ErrorMetaSchema, MAX_HOP, ResultMetaSchema, StepMetaSchema, pipelineService } from '../agent/vdag/pipeline.ts'
+import type { LocalStages } from '../agent/vdag/pipeline.ts'
 import type { StageEngine } from '../agent/executor/stage-engine.ts'
 import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
 import * as Automerge from '@automerge/automerge'
@@ -230,194 +229,204 @@ const tunnelTarget: StreamTarget<TunnelCase> = {
   }
 }
 
-// ------------------------------------------------------------------ tensor stream
+// ------------------------------------------------------------------ pipeline stream
 
 const HIDDEN = 8
-const TENSOR_MAX_FRAME = 64 * MiB
-const DTYPE_BYTES: Record<string, number> = { float32: 4, int64: 8, int32: 4 }
+const HEADER = 32
 
-/** Stage engines of two ready blocks: 'stage-first' takes token ids, 'stage-last' activations; both answer a token. */
+/**
+ * Stage engines of two ready blocks: 'stage-first' takes token ids, 'stage-last' activations. A step
+ * stays under way until its sequence is dropped (so "a second step while one is under way" is a
+ * violation whatever the timing), and every step that reaches an engine is counted.
+ */
 const STAGES = ['stage-first', 'stage-last']
+let stepsReached = 0
+const underWay = new Map<string, () => void>()
 const stageEngines: LocalStages = (block: string) => {
   const info = block === STAGES[0] ? { first: true, last: false } : block === STAGES[1] ? { first: false, last: true } : null
   if (info == null) throw new Error(`block ${block} is not a ready stage here`)
-  return { info: { ...info, layers: [0], hiddenSize: HIDDEN, vocab: 16 }, step: async () => ({ token: 3 }), drop () {} } as unknown as StageEngine
+  return {
+    info: { ...info, layers: [0], hiddenSize: HIDDEN, vocab: 16 },
+    step: async (seq: string) => {
+      stepsReached++
+      return await new Promise((_resolve, reject) => { underWay.set(`${block}/${seq}`, () => { reject(new Error('dropped')) }) })
+    },
+    drop (seq: string) { const r = underWay.get(`${block}/${seq}`); underWay.delete(`${block}/${seq}`); r?.() }
+  } as unknown as StageEngine
 }
 
-interface TensorFrame { bytes: Uint8Array, framing: Framing }
-interface TensorCase extends StreamCase { frames: TensorFrame[] }
+interface PipeFrame { bytes: Uint8Array, framing: Framing }
+interface PipeCase extends StreamCase { frames: PipeFrame[] }
 
-function tensorMessage (header: Record<string, unknown>, payload?: Uint8Array): TensorFrame[] {
-  const frames = [{ bytes: utf8(JSON.stringify(header)), framing: { kind: 'ok' as const } }]
-  if (payload != null) frames.push({ bytes: payload, framing: { kind: 'ok' } })
-  return frames
+const KIND_CODE: Record<string, number> = { step: 0, result: 1, error: 2, drop: 3 }
+const DTYPE_CODE: Record<string, number> = { none: 0, int32: 1, float32: 2 }
+
+/** A frame's bytes (without its length prefix) built field by field, so the fuzzer can put anything in any field. */
+function rawFrame (f: { kind: number, dtype: number, flags?: number, seq: number, step?: number, pastLen?: number, rows?: number, token?: number, meta?: Uint8Array, payload?: Uint8Array }): Uint8Array {
+  const meta = f.meta ?? new Uint8Array(0)
+  const payload = f.payload ?? new Uint8Array(0)
+  const b = new Uint8Array(HEADER + meta.length + payload.length)
+  const v = new DataView(b.buffer)
+  v.setUint8(0, 1); v.setUint8(1, f.kind); v.setUint8(2, f.dtype); v.setUint8(3, f.flags ?? 0)
+  v.setBigUint64(4, BigInt(f.seq))
+  v.setUint32(12, f.step ?? 0, true); v.setUint32(16, f.pastLen ?? 0, true); v.setUint32(20, f.rows ?? 0, true)
+  v.setInt32(24, f.token ?? 0, true); v.setUint32(28, meta.length, true)
+  b.set(meta, HEADER); b.set(payload, HEADER + meta.length)
+  return b
 }
 
 const sampling = { temperature: 0, topP: 1, seed: 0 }
 
-/** A valid conversation: an open for a stage, then steps of the right dtype and shape. */
-function tensorConversation (self: () => string): fc.Arbitrary<{ frames: TensorFrame[], headers: Array<Record<string, unknown>> }> {
-  return fc.record({
+/** Valid frames: steps that open sequences at a stage here (or a block that is not), steps of unknown sequences, results, errors, drops. */
+function pipeConversation (self: () => string): fc.Arbitrary<PipeFrame[]> {
+  // a few sequence ids recur (a second step while one is under way, drops of open sequences), most are fresh
+  const step = fc.record({
+    seq: fc.oneof({ weight: 1, arbitrary: fc.integer({ min: 1, max: 6 }) }, { weight: 3, arbitrary: fc.integer({ min: 7, max: 1_000_000 }) }),
+    hop: fc.integer({ min: 0, max: 2 }),
     block: fc.constantFrom('stage-first', 'stage-last', 'stage-first', 'stage-last', 'no-such-block'),
-    route: fc.constantFrom<Array<() => Array<{ peer: string, block: string }>>>(() => [], () => [], () => [{ peer: self(), block: 'stage-last' }], () => [{ peer: 'not-a-peer', block: 'stage-last' }], () => [{ peer: self(), block: 'missing' }]),
-    steps: fc.array(fc.record({ len: fc.integer({ min: 1, max: 6 }), pastLen: fc.nat(4096), mask: fc.option(fc.base64String({ maxLength: 16 }), { freq: 4 }) }), { maxLength: 3 }),
-    returnLogits: fc.boolean()
-  }).map(({ block, route, steps, returnLogits }) => {
-    const headers: Array<Record<string, unknown>> = []
-    const frames: TensorFrame[] = []
-    const open = { kind: 'open', seq: 'seq-1', meta: { block, route: route(), sampling, returnLogits } }
-    headers.push(open)
-    frames.push(...tensorMessage(open))
-    steps.forEach((s, i) => {
-      const first = block === 'stage-first'
-      const meta = s.mask != null ? { pastLen: s.pastLen, mask: s.mask } : { pastLen: s.pastLen }
-      const h = first
-        ? { kind: 'step', seq: 'seq-1', step: i, dtype: 'int32', shape: [s.len], meta }
-        : { kind: 'step', seq: 'seq-1', step: i, dtype: 'float32', shape: [1, s.len, HIDDEN], meta }
-      headers.push(h)
-      frames.push(...tensorMessage(h, new Uint8Array(first ? 4 * s.len : 4 * s.len * HIDDEN)))
-    })
-    return { frames, headers }
+    open: fc.boolean(),
+    rows: fc.integer({ min: 1, max: 6 }),
+    pastLen: fc.nat(4096),
+    mask: fc.option(fc.base64String({ maxLength: 16 }), { freq: 4 }),
+    returnLogits: fc.boolean(),
+    noSample: fc.boolean()
+  }).map(x => {
+    const first = x.block !== 'stage-last'
+    const meta: Record<string, unknown> = {}
+    if (x.open) meta.open = { block: x.block, route: x.block === 'stage-first' ? [{ peer: self(), block: 'stage-last' }] : [], origin: self(), sampling, returnLogits: x.returnLogits, stages: 2 }
+    if (x.mask != null) meta.mask = x.mask
+    const payload = first ? new Uint8Array(4 * x.rows) : new Uint8Array(4 * x.rows * HIDDEN)
+    return rawFrame({ kind: 0, dtype: first ? DTYPE_CODE.int32 : DTYPE_CODE.float32, flags: x.noSample ? 1 : 0, seq: x.seq, step: 0, pastLen: x.pastLen, rows: x.rows, token: x.hop, meta: Object.keys(meta).length > 0 ? utf8(JSON.stringify(meta)) : undefined, payload })
   })
+  const other = fc.oneof(
+    fc.record({ seq: fc.nat(100), token: fc.integer({ min: -1, max: 15 }), logprob: fc.boolean() }).map(x => rawFrame({ kind: 1, dtype: 0, seq: x.seq, token: x.token, meta: x.logprob ? utf8(JSON.stringify({ logprob: { logprob: -0.5, top: [[1, -0.5]] } })) : undefined })),
+    fc.record({ seq: fc.nat(100), message: fc.string({ maxLength: 40 }) }).map(x => rawFrame({ kind: 2, dtype: 0, seq: x.seq, meta: utf8(JSON.stringify({ message: x.message, code: 'x' })) })),
+    fc.record({ seq: fc.integer({ min: 1, max: 6 }), hop: fc.integer({ min: 0, max: 2 }) }).map(x => rawFrame({ kind: 3, dtype: 0, seq: x.seq, token: x.hop }))
+  )
+  return fc.array(fc.oneof({ weight: 3, arbitrary: step }, { weight: 1, arbitrary: other }), { minLength: 1, maxLength: 4 }).map(list => list.map(bytes => ({ bytes, framing: { kind: 'ok' as const } })))
 }
 
-/** A conversation with 1–2 of its frames mutated (or cut short, or bad framing), or raw garbage. */
-function tensorCases (self: () => string): fc.Arbitrary<TensorCase> {
-  const mutation = fc.record({
-    at: fc.nat(16),
-    how: fc.oneof(
-      { weight: 5, arbitrary: fc.constant('header-json' as const) },
-      { weight: 2, arbitrary: fc.constant('frame-bytes' as const) },
-      { weight: 1, arbitrary: fc.constant('broken-text' as const) },
-      { weight: 2, arbitrary: fc.constant('payload-length' as const) },
-      { weight: 2, arbitrary: fc.constant('framing' as const) },
-      { weight: 1, arbitrary: fc.constant('cut' as const) },
-      { weight: 1, arbitrary: fc.constant('drop-frame' as const) }
-    ),
-    seed: fc.nat()
-  })
-  const mutated = fc.tuple(tensorConversation(self), fc.array(mutation, { minLength: 1, maxLength: 2 })).chain(([conv, ms]) => {
-    // each mutation draws what it needs from its own arbitrary
+/** A conversation with 1–2 frames mutated (bytes, meta JSON, payload length, framing), cut short, or garbage. */
+function pipeCases (self: () => string): fc.Arbitrary<PipeCase> {
+  const mutation = fc.record({ at: fc.nat(16), how: fc.constantFrom('bytes', 'bytes', 'meta', 'meta', 'payload-length', 'framing', 'cut', 'drop-frame') })
+  const mutated = fc.tuple(pipeConversation(self), fc.array(mutation, { minLength: 1, maxLength: 2 })).chain(([frames, ms]) => {
     const steps = ms.map(m => {
-      const i = m.at % conv.frames.length
-      const isHeader = (() => { let k = 0; for (const h of conv.headers) { if (k === i) return h; k += (h.dtype != null ? 2 : 1) } return undefined })()
+      const i = m.at % frames.length
+      const f = frames[i].bytes
+      const metaLen = new DataView(f.buffer, f.byteOffset).getUint32(28, true)
       switch (m.how) {
-        case 'header-json': return (isHeader != null ? mutatedJson(isHeader) : mutatedJson({ kind: 'step' })).map(x => ({ i, f: { bytes: utf8(JSON.stringify(x.value) ?? 'null'), framing: { kind: 'ok' as const } }, how: `header-json:${x.how}` }))
-        case 'frame-bytes': return mutatedBytes(conv.frames[i].bytes).map(x => ({ i, f: { bytes: x.bytes, framing: { kind: 'ok' as const } }, how: `bytes:${x.how}` }))
-        case 'broken-text': return fc.oneof(brokenJsonText.map(utf8), notUtf8).map(b => ({ i, f: { bytes: b, framing: { kind: 'ok' as const } }, how: 'broken-text' }))
-        case 'payload-length': return fc.integer({ min: -64, max: 64 }).filter(d => d !== 0).map(d => ({ i, f: { bytes: new Uint8Array(Math.max(0, conv.frames[i].bytes.length + d)), framing: { kind: 'ok' as const } }, how: 'payload-length' }))
-        case 'framing': return badFraming(TENSOR_MAX_FRAME).map(framing => ({ i, f: { bytes: conv.frames[i].bytes, framing }, how: `framing:${framing.kind}` }))
-        case 'cut': return fc.constant({ i, f: null, how: 'cut' })
-        case 'drop-frame': return fc.constant({ i, f: undefined, how: 'drop-frame' })
+        case 'bytes': return mutatedBytes(f).map(x => ({ i, f: { bytes: x.bytes, framing: { kind: 'ok' as const } } as PipeFrame | null | undefined, how: `bytes:${x.how}` }))
+        case 'meta': {
+          const meta = metaLen > 0 ? JSON.parse(dec.decode(f.subarray(HEADER, HEADER + metaLen))) : {}
+          return fc.oneof(mutatedJson(meta).map(x => utf8(JSON.stringify(x.value) ?? 'null')), brokenJsonText.map(utf8), notUtf8).map(mb => {
+            const b = new Uint8Array(HEADER + mb.length + f.length - HEADER - metaLen)
+            b.set(f.subarray(0, HEADER)); new DataView(b.buffer).setUint32(28, mb.length, true); b.set(mb, HEADER); b.set(f.subarray(HEADER + metaLen), HEADER + mb.length)
+            return { i, f: { bytes: b, framing: { kind: 'ok' as const } } as PipeFrame | null | undefined, how: 'meta' }
+          })
+        }
+        case 'payload-length': return fc.integer({ min: -64, max: 64 }).filter(d => d !== 0).map(d => {
+          const b = new Uint8Array(Math.max(HEADER + metaLen, f.length + d))
+          b.set(f.subarray(0, Math.min(f.length, b.length)))
+          return { i, f: { bytes: b, framing: { kind: 'ok' as const } } as PipeFrame | null | undefined, how: 'payload-length' }
+        })
+        case 'framing': return badFraming(PIPE_MAX_FRAME).map(framing => ({ i, f: { bytes: f, framing } as PipeFrame | null | undefined, how: `framing:${framing.kind}` }))
+        case 'cut': return fc.constant({ i, f: null as PipeFrame | null | undefined, how: 'cut' })
+        default: return fc.constant({ i, f: undefined as PipeFrame | null | undefined, how: 'drop-frame' })
       }
-      throw new Error('unreachable')
     })
     return fc.tuple(...steps).map(list => {
-      let frames = [...conv.frames]
+      let out = [...frames]
       const hows: string[] = []
       for (const m of list.sort((a, b) => b.i - a.i)) {
         hows.push(m.how)
-        if (m.f === null) frames = frames.slice(0, m.i) // the stream ends before this frame
-        else if (m.f === undefined) frames.splice(m.i, 1)
-        else if (m.i < frames.length) frames[m.i] = m.f
+        if (m.f === null) out = out.slice(0, m.i)
+        else if (m.f === undefined) out.splice(m.i, 1)
+        else if (m.i < out.length) out[m.i] = m.f
       }
-      // a frame whose length cannot be right ends the stream: nothing after it is a frame of its own
-      const bad = frames.findIndex(f => f.framing.kind !== 'ok' && f.framing.kind !== 'zero')
-      if (bad >= 0) frames = frames.slice(0, bad + 1)
-      return { frames, hows }
+      const bad = out.findIndex(f => f.framing.kind !== 'ok' && f.framing.kind !== 'zero')
+      if (bad >= 0) out = out.slice(0, bad + 1)
+      return { frames: out, hows }
     })
   })
   const garbage = fc.oneof(fc.uint8Array({ maxLength: 512 }), notUtf8).map(b => ({ frames: [{ bytes: b, framing: { kind: 'ok' as const } }], hows: ['garbage-frame'] }))
   return fc.oneof(
     { weight: 16, arbitrary: mutated },
     { weight: 1, arbitrary: garbage },
-    { weight: 2, arbitrary: tensorConversation(self).map(c => ({ frames: c.frames, hows: ['valid'] })) },
-    { weight: 1, arbitrary: fc.constant({ frames: [] as TensorFrame[], hows: ['empty-stream'] }) }
-  ).map(({ frames, hows }): TensorCase => {
+    { weight: 3, arbitrary: pipeConversation(self).map(frames => ({ frames, hows: ['valid'] })) },
+    { weight: 1, arbitrary: fc.constant({ frames: [] as PipeFrame[], hows: ['empty-stream'] }) }
+  ).map(({ frames, hows }): PipeCase => {
     const last = frames[frames.length - 1]
-    return {
-      frames,
-      bytes: concat(frames.map(f => frame(f.bytes, f.framing))),
-      keepOpen: last != null && refusedAtOnce(last.framing),
-      label: hows.map(h => h.split(/[:+]/).slice(0, 2).join(':')).join('+')
-    }
+    return { frames, bytes: concat(frames.map(f => frame(f.bytes, f.framing))), keepOpen: last != null && refusedAtOnce(last.framing), label: hows.map(h => h.split(/[:+]/).slice(0, 2).join(':')).join('+') }
   })
 }
 
+const PIPE_MAX_FRAME = MAX_FRAME_BYTES
+/** Sequences (block/seq) opened at a stage by earlier cases and not dropped: their steps are still under way. */
+const pipeOpen = new Map<string, string>()
+
 /**
- * The tensor protocol's rules (docs/decisions.md "Tensor frames", agent/vdag/service.ts):
- * every frame has a length prefix within 64 MiB; a header is UTF-8 JSON fitting TensorHeaderSchema; a
- * header with dtype and shape is followed by a payload frame of exactly dtype × shape bytes. The first
- * message opens the sequence (kind open, a seq, meta fitting OpenMetaSchema); a stage that is not
- * here, or a route that cannot be opened, is refused without fault. Then each message is a step of
- * that sequence (step number, integer pastLen ≥ 0, a base64 mask string if any, a tensor: int32 [S] for a
- * first stage, float32 [1, S, hidden] for the others) answered with a result. Breaking any rule is a
- * strike; the stream ending before the open message is complete is one too; after it, an end of
- * stream (the client went away) is not.
+ * The pipeline protocol's rules (mesh/pipeline-frame.ts, agent/vdag/pipeline.ts): every frame has a
+ * length prefix within 64 MiB and decodes (decodeFrame: version, kind, dtype, meta a JSON object,
+ * payload whole values, present exactly with a dtype). Per kind: a step's meta fits StepMetaSchema, it
+ * has a tensor, its hop is ≤ MAX_HOP and its token ids are ≥ 0; a step of a sequence whose step is
+ * under way at that hop is a violation; a step that opens a sequence at a stage here must carry the
+ * stage's input (int32 ids, one per row, for a first stage; float32 rows × hidden otherwise); a step
+ * of an unknown sequence without an open, or for a block not here, is answered with an error frame
+ * without fault. Results, errors and drops must fit their meta schemas. The first violation is one
+ * strike and ends the stream; the stream ending is never one.
  */
-function tensorVerdict (c: TensorCase, ctx: VerdictContext): Verdict {
-  let phase: 'open' | 'step' = 'open'
-  let seq = ''
-  let stage = ''
-  const kinds: string[] = []
-  const done = (strike: boolean): Verdict => strike ? { strike: true } : { strike: false, check: (ex) => { assert.deepEqual(readFrames(ex.received).map(f => (parseJson(f) as { value: { kind: string } }).value.kind), kinds) } }
-  let i = 0
-  const next = (): TensorFrame | 'end' | 'bad' => {
-    const f = c.frames[i++]
-    if (f == null || f.framing.kind === 'short') return 'end'
-    if (f.framing.kind === 'over' || f.framing.kind === 'overlong') return 'bad'
-    return f.framing.kind === 'zero' ? { bytes: new Uint8Array(0), framing: f.framing } : f
+function pipeVerdict (c: PipeCase, ctx: VerdictContext, sender: () => string): Verdict {
+  // judged for an agent without stages (the over-the-wire sample): nothing is ever open there
+  const open = ctx.stages.length > 0 ? pipeOpen : new Map<string, string>()
+  let reached = 0
+  const done = (strike: boolean): Verdict => {
+    if (strike) return { strike: true }
+    const before = stepsReached
+    return { strike: false, check: () => { assert.equal(stepsReached, before + reached, 'every valid step of an open sequence reaches its stage') } }
   }
-  while (true) {
-    const hf = next()
-    if (hf === 'end') return done(phase === 'open')
-    if (hf === 'bad') return done(true)
-    const j = parseJson(hf.bytes)
-    const parsed = j.ok ? TensorHeaderSchema.safeParse(j.value) : null
-    if (parsed == null || !parsed.success) return done(true)
-    const h = parsed.data
-    const need = h.dtype != null && h.shape != null ? h.shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[h.dtype] : 0
-    if (need > TENSOR_MAX_FRAME) return done(true)
-    let payload: Uint8Array | null = null
-    if (need > 0) {
-      const pf = next()
-      if (pf === 'end') return done(phase === 'open')
-      if (pf === 'bad' || pf.bytes.length !== need) return done(true)
-      payload = pf.bytes
+  for (const f of c.frames) {
+    if (f.framing.kind === 'short') return done(false)
+    if (f.framing.kind === 'over' || f.framing.kind === 'overlong') return done(true)
+    let d
+    try { d = decodeFrame(f.framing.kind === 'zero' ? new Uint8Array(0) : f.bytes) } catch { return done(true) }
+    if (d.kind === 'step') {
+      const meta = StepMetaSchema.safeParse(d.meta ?? {})
+      if (!meta.success || d.payload == null || d.dtype == null || d.token < 0 || d.token > MAX_HOP) return done(true)
+      const ids = d.dtype === 'int32' ? new Int32Array(new Uint8Array(d.payload).buffer) : null
+      if (ids != null && ids.some(t => t < 0)) return done(true)
+      const key = `${d.seq}/${d.token}`
+      if (open.has(key)) return done(true)
+      const o = meta.data.open
+      if (o == null || !ctx.stages.includes(o.block)) continue
+      const first = o.block === STAGES[0]
+      const ok = first ? d.dtype === 'int32' && d.rows > 0 && d.payload.length === 4 * d.rows : d.dtype === 'float32' && d.rows > 0 && d.payload.length === 4 * d.rows * HIDDEN
+      if (!ok) return done(true)
+      open.set(key, sender())
+      reached++
+    } else if (d.kind === 'result') {
+      if (!ResultMetaSchema.safeParse(d.meta ?? {}).success || (d.dtype != null && d.dtype !== 'float32')) return done(true)
+    } else if (d.kind === 'error') {
+      if (!ErrorMetaSchema.safeParse(d.meta ?? {}).success || d.payload != null) return done(true)
+    } else {
+      if (!DropMetaSchema.safeParse(d.meta ?? {}).success || d.payload != null) return done(true)
+      const key = `${d.seq}/${d.token}`
+      if (open.get(key) === sender()) open.delete(key)
     }
-    if (phase === 'open') {
-      const meta = OpenMetaSchema.safeParse(h.meta)
-      if (h.kind !== 'open' || h.seq == null || !meta.success) return done(true)
-      const hops = [{ peer: ctx.self, block: meta.data.block }, ...meta.data.route]
-      if (hops.some(hop => hop.peer !== ctx.self || !ctx.stages.includes(hop.block))) {
-        kinds.push('refused')
-        return done(false)
-      }
-      kinds.push('opened')
-      phase = 'step'
-      seq = h.seq
-      stage = meta.data.block
-      continue
-    }
-    const pastLen = h.meta?.pastLen
-    if (h.kind !== 'step' || h.seq !== seq || h.step == null || typeof pastLen !== 'number' || !Number.isInteger(pastLen) || pastLen < 0 || payload == null) return done(true)
-    const mask = h.meta?.mask
-    if (mask !== undefined && (typeof mask !== 'string' || mask.length > MAX_MASK_BASE64)) return done(true)
-    const shape = h.shape ?? []
-    if (stage === STAGES[0] ? (h.dtype !== 'int32' || shape.length !== 1 || shape[0] < 1) : (h.dtype !== 'float32' || shape.length !== 3 || shape[0] !== 1 || shape[1] < 1 || shape[2] !== HIDDEN)) return done(true)
-    kinds.push('result')
   }
+  return done(false)
 }
 
 let selfId = ''
-const tensorTarget: StreamTarget<TensorCase> = {
-  name: 'tensor stream',
-  protocol: TENSOR_PROTOCOL,
+let currentSender = ''
+const pipelineTarget: StreamTarget<PipeCase> = {
+  name: 'pipeline stream',
+  protocol: PIPELINE_PROTOCOL,
   serve: async ({ node, penalties }) => {
-    await serveTensors({ node, local: stageEngines, penalties, log: { debug () {}, info () {}, warn () {} } })
+    const service = pipelineService({ local: stageEngines, offences: penalties, log: { debug () {}, info () {}, warn () {} } })({ self: node.peerId.toString(), libp2p: node.libp2p, isBanned: peer => node.gate.isBanned(peer) })
+    await service.start()
   },
-  cases: tensorCases(() => selfId),
-  verdict: tensorVerdict
+  cases: pipeCases(() => selfId),
+  verdict: (c, ctx) => pipeVerdict(c, ctx, () => currentSender)
 }
 
 // ------------------------------------------------------------------ EXTENSION POINT (stream protocols)
@@ -452,7 +461,7 @@ const stateSyncTarget = jsonRpcTarget({
   reached: () => stateReached
 })
 
-const STREAM_TARGETS: Array<StreamTarget<any>> = [assignTarget, tunnelTarget, tensorTarget, stateSyncTarget]
+const STREAM_TARGETS: Array<StreamTarget<any>> = [assignTarget, tunnelTarget, pipelineTarget, stateSyncTarget]
 
 // ------------------------------------------------------------------ capacity gossip (a topic validator)
 
@@ -568,6 +577,7 @@ describe(`mesh protocols in process: ${FRAMES} generated and mutated frames each
       await fc.assert(fc.asyncProperty(target.cases, async (c: StreamCase) => {
         const peer = senders.current
         const id = peer.toString()
+        currentSender = id
         const before = strikes.get(id)?.length ?? 0
         const verdict = target.verdict(c, { self: selfId, stages: STAGES })
         const { client, server } = await link.open()
@@ -860,7 +870,7 @@ const WIRE_FRAMES_PER_BATCH = 3
 const WIRE_TARGETS: WireTarget[] = [
   { name: 'assign RPC', send: sendOnStreams(ASSIGN_PROTOCOL), frames: wireFrames(assignTarget) },
   { name: 'inference tunnel', send: sendOnStreams(INFER_PROTOCOL), frames: wireFrames(tunnelTarget) },
-  { name: 'tensor stream', send: sendOnStreams(TENSOR_PROTOCOL), frames: wireFrames(tensorTarget) },
+  { name: 'pipeline stream', send: sendOnStreams(PIPELINE_PROTOCOL), frames: wireFrames(pipelineTarget) },
   { name: 'state sync', send: sendOnStreams(STATE_SYNC_PROTOCOL), frames: wireFrames(stateSyncTarget) },
   {
     name: 'capacity gossip',

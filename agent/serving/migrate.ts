@@ -1,6 +1,8 @@
 import type { GenerateParams, Generation, GenerationResult } from '../executor/engine.ts'
 import { TokenStream } from '../executor/token-stream.ts'
 import type { TokenSource } from '../openai/generate.ts'
+import { DEFAULT_MIGRATION_SETTINGS } from '../request-migration.ts'
+import type { MigrationSettings } from '../request-migration.ts'
 
 /** One block instance a request can run on: where it is, and its token source. */
 export interface InstanceChoice {
@@ -10,16 +12,8 @@ export interface InstanceChoice {
   instance: string
 }
 
-export interface MigrationSettings {
-  /** migrations of one generation, at most (0: none) */
-  max: number
-  /** a replay (prompt + tokens generated so far) is at most this many tokens */
-  maxTokens: number
-  /** how long to wait for another ready instance (or a stage's replacement) */
-  waitMs: number
-}
-
-export const DEFAULT_MIGRATION_SETTINGS: MigrationSettings = { max: 3, maxTokens: 8192, waitMs: 60_000 }
+export { DEFAULT_MIGRATION_SETTINGS }
+export type { MigrationSettings }
 
 export interface MigratingInit {
   first: InstanceChoice

@@ -7,8 +7,8 @@ import type { LocalStages, RouteHop, StageLink } from './pipeline.ts'
 import type { GenerateParams, Generation, GenerationResult } from '../executor/engine.ts'
 import type { StageSampling } from '../executor/stage-protocol.ts'
 import { JsonConstraint, grammarFor, maskCount, vocabFor } from '../executor/json-constraint.ts'
-import { DEFAULT_MIGRATION_SETTINGS } from '../serving/migrate.ts'
-import type { MigrationSettings } from '../serving/migrate.ts'
+import { DEFAULT_MIGRATION_SETTINGS } from '../request-migration.ts'
+import type { MigrationSettings } from '../request-migration.ts'
 
 /** Where a driver gets its routes: one ready instance per stage now (null: a stage has none). */
 export interface RouteSource {

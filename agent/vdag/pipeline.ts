@@ -1,5 +1,6 @@
 import { z } from 'zod'
-import { FLAG_NO_SAMPLE, bytesOf, float32s, int32s } from '../../mesh/pipeline-frame.ts'
+import { FLAG_NO_SAMPLE, PipelineFrameError, bytesOf, float32s, int32s } from '../../mesh/pipeline-frame.ts'
+import { parsePeerId } from '../../mesh/node.ts'
 import type { PipelineFrame } from '../../mesh/pipeline-frame.ts'
 import { PeerLinks } from '../../mesh/pipeline-link.ts'
 import type { PeerLinkComponents, PeerLinkError } from '../../mesh/pipeline-link.ts'
@@ -58,23 +59,30 @@ export const LogprobSchema = z.object({
 /** A mask travels in a step frame's meta, base64 (at most 2^24 tokens). */
 export const MAX_MASK_BASE64 = 4 * Math.ceil((1 << 21) / 3)
 
-const HopSchema = z.object({ peer: z.string().min(1).max(128), block: z.string().min(1).max(64) }).strict()
+/** Hops a route may have after the first. */
+export const MAX_HOP = 31
+
+const isPeerId = (s: string): boolean => { try { parsePeerId(s); return true } catch { return false } }
+const PeerIdSchema = z.string().min(1).max(128).refine(isPeerId, { message: 'not a peer id' })
+const HopSchema = z.object({ peer: PeerIdSchema, block: z.string().min(1).max(64) }).strict()
 
 /** What a sequence's first step tells each stage: its block, the hops after it, where tokens go, how to sample. */
 export const OpenSchema = z.object({
   block: z.string().min(1).max(64),
-  route: z.array(HopSchema).max(31),
-  origin: z.string().min(1).max(128),
+  route: z.array(HopSchema).max(MAX_HOP),
+  origin: PeerIdSchema,
   sampling: SamplingSchema,
   returnLogits: z.boolean(),
   stages: z.number().int().min(1).max(32)
 }).strict()
 export type OpenMeta = z.output<typeof OpenSchema>
 
-const StepMetaSchema = z.object({ open: OpenSchema.optional(), mask: z.string().max(MAX_MASK_BASE64).optional() }).strict()
-const ResultMetaSchema = z.object({ logprob: LogprobSchema.optional() }).strict()
-const ErrorMetaSchema = z.object({ message: z.string().max(4000), code: z.string().max(64) }).strict()
-const DropMetaSchema = z.object({}).strict()
+/** The meta of each frame kind (a frame without meta is checked as `{}`). */
+export const StepMetaSchema = z.object({ open: OpenSchema.optional(), mask: z.string().max(MAX_MASK_BASE64).optional() }).strict()
+export const ResultMetaSchema = z.object({ logprob: LogprobSchema.optional() }).strict()
+export const ErrorMetaSchema = z.object({ message: z.string().max(4000), code: z.string().max(64) }).strict()
+export const DropMetaSchema = z.object({}).strict()
+
 
 /** A stage on the route answered a step with an error (its engine failed, it has no such stage, …). */
 export class StageFailedError extends MeshError {
@@ -204,7 +212,8 @@ export class PipelineService {
     this.links = new PeerLinks(components, {
       onFrame: (peer, frame) => { this.onFrame(peer, frame) },
       onInvalid: (peer, reason) => { this.init.offences.strike(peer, reason) },
-      onPeerLost: (peer, _frames, err) => { this.peerLost(peer, err) },
+      onSendFailed: (peer, _frames, err) => { this.unreachable(peer, err) },
+      onPeerLost: (peer, err) => { this.peerLost(peer, err) },
       log: init.log
     })
   }
@@ -302,7 +311,8 @@ export class PipelineService {
       if (w.step === msg.step && (from === this.self || w.peers.has(from))) w.reject(new StageFailedError(msg.message, msg.code))
       return
     }
-    // an error from a stage this agent fed (it did not know the sequence's driver): pass it on to the driver
+    // an error from a stage on a peer this agent fed (it did not know the sequence's driver): pass it on to the driver
+    if (from === this.self) return
     for (const s of this.seqs.values()) {
       if (s.seq === msg.seq && s.open.route[0]?.peer === from) { this.sendError(s.open.origin, { ...msg, step: s.lastStep }); this.forget(s, false) }
     }
@@ -310,14 +320,15 @@ export class PipelineService {
 
   // ------------------------------------------------------------------ stage side
 
-  private onStep (from: string, msg: StepMsg): void {
+  /** Runs a step of a stage here; returns what the sender did wrong (a protocol violation), if anything. */
+  private onStep (from: string, msg: StepMsg): string | null {
     const key = `${msg.seq}/${msg.hop}`
     let s = this.seqs.get(key)
     if (s == null) {
       if (msg.open == null) {
         // forgotten here (idle, or this agent restarted): whoever sent it passes the error on to the driver
         this.sendError(from, { seq: msg.seq, step: msg.step, message: `no sequence ${msg.seq} at hop ${msg.hop} here (forgotten or never opened)`, code: 'unknown_sequence' })
-        return
+        return null
       }
       const open = msg.open
       let engine: StageEngine
@@ -325,28 +336,28 @@ export class PipelineService {
         engine = this.init.local(open.block)
       } catch (err) {
         this.sendError(open.origin, { seq: msg.seq, step: msg.step, message: `stage ${open.block} is not served on ${this.self}: ${(err as Error).message}`, code: 'stage_unavailable' })
-        return
+        return null
       }
       const held = this.perPeer.get(from) ?? 0
       if (held >= (this.init.maxSequencesPerPeer ?? 4096)) {
         this.sendError(open.origin, { seq: msg.seq, step: msg.step, message: `peer ${from} already holds ${held} sequences on this agent's stages`, code: 'too_many_sequences' })
-        return
+        return null
       }
       this.perPeer.set(from, held + 1)
       s = { seq: msg.seq, hop: msg.hop, engine, open, from, busy: false, forwarded: false, lastStep: msg.step, touched: Date.now(), dropped: false }
       this.seqs.set(key, s)
     } else if (s.busy) {
-      this.violation(from, `a second step for sequence ${msg.seq} while one is under way`)
-      return
+      return `a second step for sequence ${msg.seq} while one is under way`
     }
     const info = s.engine.info
     const input = info.first
       ? (msg.tokens != null && msg.tokens.length === msg.rows && msg.rows > 0 ? { tokens: Array.from(msg.tokens) } : null)
       : (msg.hidden != null && msg.rows > 0 && msg.hidden.length === msg.rows * info.hiddenSize ? { hidden: msg.hidden, seqLen: msg.rows } : null)
     if (input == null) {
-      this.violation(from, info.first ? 'the first stage takes int32 token ids, one per row' : `this stage takes float32 activations of ${info.hiddenSize} per row`)
-      this.sendError(s.open.origin, { seq: msg.seq, step: msg.step, message: 'malformed step input', code: 'bad_step' })
-      return
+      const why = info.first ? 'the first stage takes int32 token ids, one per row' : `this stage takes float32 activations of ${info.hiddenSize} per row`
+      this.sendError(s.open.origin, { seq: msg.seq, step: msg.step, message: `malformed step input: ${why}`, code: 'bad_step' })
+      this.forget(s, true)
+      return why
     }
     const stage = s
     stage.busy = true
@@ -378,6 +389,7 @@ export class PipelineService {
       if (stage.dropped) return
       this.sendError(stage.open.origin, { seq: msg.seq, step: msg.step, message: err.message.slice(0, 2000), code: err instanceof EngineError ? err.code : 'stage_failed' })
     })
+    return null
   }
 
   private onDrop (seq: string, hop: number): void {
@@ -405,9 +417,25 @@ export class PipelineService {
   }
 
   /**
-   * `peer` is gone (disconnected, or its stream failed): steps this agent drives through it fail;
-   * sequences it fed here are freed (with their later stages); sequences whose next stage it ran
-   * fail at their driver.
+   * Frames could not reach `peer` (a failed dial, a broken stream): steps this agent drives through it
+   * fail, and so do sequences whose next stage it runs (at their driver). Sequences it feeds here stay:
+   * it may still reach this agent.
+   */
+  private unreachable (peer: string, err: PeerLinkError): void {
+    for (const w of [...this.waiting.values()]) {
+      if (w.peers.has(peer)) w.reject(new StagePeerLostError(peer, `peer ${peer} of the route cannot be reached: ${err.message}`, { cause: err }))
+    }
+    for (const s of [...this.seqs.values()]) {
+      if (s.open.route[0]?.peer === peer && s.open.origin !== peer) {
+        this.sendError(s.open.origin, { seq: s.seq, step: s.lastStep, message: `the next stage's peer ${peer} cannot be reached: ${err.message}`, code: 'peer_lost' })
+        this.forget(s, false)
+      }
+    }
+  }
+
+  /**
+   * `peer` disconnected: as unreachable(), and the sequences it fed here (or drove) are freed, with
+   * their later stages.
    */
   private peerLost (peer: string, err: PeerLinkError): void {
     for (const w of [...this.waiting.values()]) {
@@ -422,16 +450,15 @@ export class PipelineService {
     }
   }
 
-  private violation (peer: string, reason: string): void {
-    if (peer === this.self) return
-    this.init.offences.strike(peer, `pipeline: ${reason}`)
-    this.init.log.warn({ peer, reason }, 'pipeline protocol violation')
-  }
 
   // ------------------------------------------------------------------ delivery
 
   private dispatchStep (peer: string, msg: StepMsg): void {
-    if (peer === this.self) { this.onStep(this.self, msg); return }
+    if (peer === this.self) {
+      const wrong = this.onStep(this.self, msg)
+      if (wrong != null) this.init.log.warn({ seq: msg.seq, err: wrong }, 'pipeline step refused')
+      return
+    }
     const meta: Record<string, unknown> = {}
     if (msg.open != null) meta.open = msg.open
     if (msg.mask != null) meta.mask = Buffer.from(msg.mask.buffer, msg.mask.byteOffset, msg.mask.byteLength).toString('base64')
@@ -458,14 +485,20 @@ export class PipelineService {
     this.links.send(peer, frame).catch((err: Error) => { this.init.log.warn({ peer, err: err.message }, 'pipeline frame not sent') })
   }
 
-  /** A frame from a peer, checked and turned into a message. */
+  /**
+   * A frame from a peer, checked and turned into a message. Anything that breaks the protocol throws
+   * PipelineFrameError: the link strikes the peer and drops the stream (see PeerLinks.read).
+   */
   private onFrame (peer: string, f: PipelineFrame): void {
+    const bad = (why: string): never => { throw new PipelineFrameError(why) }
     switch (f.kind) {
       case 'step': {
         const meta = StepMetaSchema.safeParse(f.meta ?? {})
-        if (!meta.success) { this.violation(peer, `step meta: ${meta.error.issues[0]?.message ?? 'invalid'}`); return }
-        if (f.dtype == null || f.payload == null) { this.violation(peer, 'a step without a tensor'); return }
-        if (f.token < 0 || f.token > 31) { this.violation(peer, `hop ${f.token} out of range`); return }
+        if (!meta.success) bad(`step meta: ${meta.error?.issues[0]?.message ?? 'invalid'}`)
+        const m = meta.data as z.output<typeof StepMetaSchema>
+        if (f.dtype == null || f.payload == null) bad('a step without a tensor')
+        if (f.token < 0 || f.token > MAX_HOP) bad(`hop ${f.token} out of range`)
+        const payload = f.payload as Uint8Array
         const msg: StepMsg = {
           seq: f.seq,
           hop: f.token,
@@ -473,28 +506,31 @@ export class PipelineService {
           pastLen: f.pastLen,
           rows: f.rows,
           sample: (f.flags & FLAG_NO_SAMPLE) === 0,
-          ...(f.dtype === 'int32' ? { tokens: int32s(f.payload) } : { hidden: float32s(f.payload) }),
-          ...(meta.data.mask != null ? { mask: new Uint8Array(Buffer.from(meta.data.mask, 'base64')) } : {}),
-          ...(meta.data.open != null ? { open: meta.data.open } : {})
+          ...(f.dtype === 'int32' ? { tokens: int32s(payload) } : { hidden: float32s(payload) }),
+          ...(m.mask != null ? { mask: new Uint8Array(Buffer.from(m.mask, 'base64')) } : {}),
+          ...(m.open != null ? { open: m.open } : {})
         }
-        if (msg.tokens != null && msg.tokens.some(t => t < 0)) { this.violation(peer, 'negative token id'); return }
-        this.onStep(peer, msg)
+        if (msg.tokens != null && msg.tokens.some(t => t < 0)) bad('negative token id')
+        const wrong = this.onStep(peer, msg)
+        if (wrong != null) bad(wrong)
         return
       }
       case 'result': {
         const meta = ResultMetaSchema.safeParse(f.meta ?? {})
-        if (!meta.success || (f.dtype != null && f.dtype !== 'float32')) { this.violation(peer, 'result meta or logits malformed'); return }
-        this.onResult(peer, { seq: f.seq, step: f.step, token: f.token, ...(meta.data.logprob != null ? { logprob: meta.data.logprob } : {}), ...(f.payload != null ? { logits: Float32Array.from(float32s(f.payload)) } : {}) })
+        if (!meta.success || (f.dtype != null && f.dtype !== 'float32')) bad('result meta or logits malformed')
+        const lp = meta.data?.logprob
+        this.onResult(peer, { seq: f.seq, step: f.step, token: f.token, ...(lp != null ? { logprob: lp } : {}), ...(f.payload != null ? { logits: Float32Array.from(float32s(f.payload)) } : {}) })
         return
       }
       case 'error': {
         const meta = ErrorMetaSchema.safeParse(f.meta ?? {})
-        if (!meta.success) { this.violation(peer, 'error meta malformed'); return }
-        this.onError(peer, { seq: f.seq, step: f.step, message: meta.data.message, code: meta.data.code })
+        if (!meta.success || f.payload != null) bad('error meta malformed')
+        const e = meta.data as z.output<typeof ErrorMetaSchema>
+        this.onError(peer, { seq: f.seq, step: f.step, message: e.message, code: e.code })
         return
       }
       case 'drop': {
-        if (!DropMetaSchema.safeParse(f.meta ?? {}).success || f.payload != null) { this.violation(peer, 'drop frame malformed'); return }
+        if (!DropMetaSchema.safeParse(f.meta ?? {}).success || f.payload != null) bad('drop frame malformed')
         const s = this.seqs.get(`${f.seq}/${f.token}`)
         // only the peer that feeds a sequence may drop it
         if (s != null && s.from === peer) this.onDrop(f.seq, f.token)
