@@ -6,8 +6,8 @@
  *     transformers' GGUF/SentencePiece converters derive them.
  * Anything else is refused with its name.
  */
-import { GgufError } from '../gguf/file.ts'
-import type { GgufFile, GgufValue } from '../gguf/file.ts'
+import { GgufError } from './file.ts'
+import type { GgufFile, GgufValue } from './file.ts'
 
 /** llama.cpp token types (llama-vocab.h). */
 const TOKEN_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const
