@@ -1,7 +1,7 @@
 import { rmSync, writeFileSync, renameSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
-import { MeshNode } from '../mesh/node.ts'
+import { MeshNode, parsePeerId } from '../mesh/node.ts'
 import { CapacityGossip } from '../mesh/capacity/gossip.ts'
 import { readSwarmKeyFile } from '../mesh/swarm-key.ts'
 import { AgentOptionsSchema, DB_FILE, READY_FILE } from './config.ts'
@@ -30,7 +30,7 @@ import { openAIServing } from './serving/openai-serving.ts'
 import { VdagStore } from './vdag/registry.ts'
 import { pipelineService } from './vdag/pipeline.ts'
 import type { PipelineService } from './vdag/pipeline.ts'
-import type { LocalStages } from './vdag/links.ts'
+import type { LocalStages } from './vdag/pipeline.ts'
 import { TaskService } from './tasks/service.ts'
 import type { Penalties } from '../mesh/penalties.ts'
 import { ModelNotReadyError } from './blocks/host.ts'
@@ -292,7 +292,7 @@ export class Agent {
       router: this.router,
       db: this.db,
       vdags: this.vdags,
-      stages: this.stages,
+      pipeline: this.started(this.pipeline, 'pipeline'),
       tasks: this.tasks,
       log: this.log,
       generate: this.generate,
@@ -323,7 +323,12 @@ export class Agent {
    */
   private async serveProtocols (): Promise<void> {
     const strike = (...offence: Parameters<Penalties['strike']>): void => { this.penalties.strike(...offence) }
-    this.pipeline = pipelineService({ local: this.stages, offences: this.penalties, log: this.log.child({ mod: 'pipeline' }) })({ self: this.mesh.peerId.toString(), libp2p: this.mesh.libp2p, isBanned: peer => this.mesh.gate.isBanned(peer) })
+    this.pipeline = pipelineService({ local: this.stages, offences: this.penalties, log: this.log.child({ mod: 'pipeline' }) })({
+      self: this.mesh.peerId.toString(),
+      libp2p: this.mesh.libp2p,
+      isBanned: peer => this.mesh.gate.isBanned(peer),
+      ping: async (peer, signal) => await this.mesh.libp2p.services.ping.ping(parsePeerId(peer), { signal })
+    })
     await this.pipeline.start()
     this.generate = generateService()({ registrar: this.mesh.libp2p, dialer: this.mesh.libp2p, serving: block => this.host.serving(block), tokenizers: this.tokenizers, isBanned: peer => this.mesh.gate.isBanned(peer), onInvalid: strike, log: this.log.child({ mod: 'generate' }) })
     await this.generate.start()
@@ -333,11 +338,17 @@ export class Agent {
     // the inference tunnel: a peer's request for an instance here, served directly by the OpenAI serving
     this.tunnel = tunnelServer()({
       registrar: this.mesh.libp2p,
-      serving: openAIServing({ mesh: this.mesh, gossip: this.gossip, router: this.router, host: this.host, owner: this.owner, components: this.components, state: this.state, vdags: this.vdags, stages: this.stages, tokenizers: this.tokenizers, generate: this.generate, migration: { max: this.options.migrationMax, maxTokens: this.options.migrationMaxTokens, waitMs: this.options.migrationWaitMs }, metrics: this.metrics, log: this.log }),
+      serving: openAIServing({ mesh: this.mesh, gossip: this.gossip, router: this.router, host: this.host, owner: this.owner, components: this.components, state: this.state, vdags: this.vdags, pipeline: this.started(this.pipeline, 'pipeline'), tokenizers: this.tokenizers, generate: this.generate, migration: { max: this.options.migrationMax, maxTokens: this.options.migrationMaxTokens, waitMs: this.options.migrationWaitMs }, metrics: this.metrics, log: this.log }),
       onInvalid: strike,
       log: this.log.child({ mod: 'tunnel' })
     })
     await this.tunnel.start()
+  }
+
+  /** A service that serveProtocols() has started (bringUp wires the API only after it). */
+  private started<T> (service: T | undefined, name: string): T {
+    if (service == null) throw new Error(`the ${name} service is not started`)
+    return service
   }
 
   info (): ReadyInfo {

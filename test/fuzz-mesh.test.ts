@@ -422,7 +422,7 @@ const pipelineTarget: StreamTarget<PipeCase> = {
   name: 'pipeline stream',
   protocol: PIPELINE_PROTOCOL,
   serve: async ({ node, penalties }) => {
-    const service = pipelineService({ local: stageEngines, offences: penalties, log: { debug () {}, info () {}, warn () {} } })({ self: node.peerId.toString(), libp2p: node.libp2p, isBanned: peer => node.gate.isBanned(peer) })
+    const service = pipelineService({ local: stageEngines, offences: penalties, log: { debug () {}, info () {}, warn () {} } })({ self: node.peerId.toString(), libp2p: node.libp2p, isBanned: peer => node.gate.isBanned(peer), ping: async () => {} })
     await service.start()
   },
   cases: pipeCases(() => selfId),

@@ -20,9 +20,15 @@ import type { TokenSource } from '../agent/openai/generate.ts'
 import { MigratingSource } from '../agent/serving/migrate.ts'
 import type { InstanceChoice } from '../agent/serving/migrate.ts'
 import { VdagDriver } from '../agent/vdag/driver.ts'
-import type { RouteHop } from '../agent/vdag/links.ts'
+import { pipelineService } from '../agent/vdag/pipeline.ts'
+import type { LocalStages, PipelineComponents, PipelineService, RouteHop } from '../agent/vdag/pipeline.ts'
 import type { MeshNode } from '../mesh/node.ts'
 import { tempDir } from './helpers/agents.ts'
+
+/** A pipeline whose stages are all on this (pretend) agent: steps run in process, nothing goes over libp2p. */
+function localPipeline (local: LocalStages): PipelineService {
+  return pipelineService({ local, offences: { strike () {} }, log: { debug () {}, info () {}, warn () {} } })({ self: 'self', libp2p: {} as unknown as PipelineComponents['libp2p'], isBanned: () => false, ping: async () => {} })
+}
 
 const tok = new ByteTokenizer()
 
@@ -163,10 +169,9 @@ describe('request migration, in process', () => {
   })
 
   test('VdagDriver: a stage that dies mid-generation is replaced by a new route; prompt + tokens replayed from position 0, same tokens', async () => {
-    const node = { peerId: { toString: () => 'self' } } as unknown as MeshNode
     const good: RouteHop[] = ['s0', 's1', 's2'].map(block => ({ peer: 'self', block }))
     for (const { name, p } of variants) {
-      const whole = await run(new VdagDriver(node, b => stages.get(b) as StageEngine, () => good), p)
+      const whole = await run(new VdagDriver(localPipeline(b => stages.get(b) as StageEngine), () => good), p)
       const reference = await run(engine, p)
       sameTokens(whole, reference, `${name}: the pipeline equals the whole model`)
       // 'dying' serves s1 for 6 steps, then every step fails; the second route uses the healthy s1
@@ -178,7 +183,7 @@ describe('request migration, in process', () => {
       } as unknown as StageEngine
       const routes: RouteHop[][] = [[good[0], { peer: 'self', block: 's1-dying' }, good[2]], good]
       const migrations: string[] = []
-      const driver = new VdagDriver(node, b => b === 's1-dying' ? dying : stages.get(b) as StageEngine, { route: () => routes.shift() ?? null }, {
+      const driver = new VdagDriver(localPipeline(b => b === 's1-dying' ? dying : stages.get(b) as StageEngine), { route: () => routes.shift() ?? null }, {
         max: 3, maxTokens: 8192, waitMs: 5000, onMigration: (result, d) => { migrations.push(`${result}:${d.generated}`) }
       })
       const got = await run(driver, p)
@@ -189,16 +194,15 @@ describe('request migration, in process', () => {
   })
 
   test('VdagDriver: past the limit, or with no route in time, the error says so', async () => {
-    const node = { peerId: { toString: () => 'self' } } as unknown as MeshNode
     const broken = { info: (stages.get('s1') as StageEngine).info, step: async () => { throw new Error('simulated: gone') }, drop: () => {} } as unknown as StageEngine
     const route: RouteHop[] = [{ peer: 'self', block: 's0' }, { peer: 'self', block: 'broken' }, { peer: 'self', block: 's2' }]
     const local = (b: string): StageEngine => b === 'broken' ? broken : stages.get(b) as StageEngine
     const migrations: string[] = []
-    const limited = await run(new VdagDriver(node, local, { route: () => route.map(h => ({ ...h })) }, { max: 1, maxTokens: 8192, waitMs: 5000, onMigration: r => { migrations.push(r) } }), variants[0].p)
+    const limited = await run(new VdagDriver(localPipeline(local), { route: () => route.map(h => ({ ...h })) }, { max: 1, maxTokens: 8192, waitMs: 5000, onMigration: r => { migrations.push(r) } }), variants[0].p)
     assert.equal(limited.result.code, 'migration_limit')
     assert.deepEqual(migrations, ['resumed', 'failed'])
     let asked = 0
-    const none = await run(new VdagDriver(node, local, { route: () => asked++ === 0 ? route : null }, { max: 3, maxTokens: 8192, waitMs: 600 }), variants[0].p)
+    const none = await run(new VdagDriver(localPipeline(local), { route: () => asked++ === 0 ? route : null }, { max: 3, maxTokens: 8192, waitMs: 600 }), variants[0].p)
     assert.equal(none.result.code, 'migration_failed')
     assert.match(none.result.error ?? '', /no route with every stage ready/)
   })

@@ -7,7 +7,7 @@ import type { BlockOwner } from '../blocks/owner.ts'
 import type { InstanceHost } from '../blocks/host.ts'
 import type { Router } from '../blocks/router.ts'
 import type { Db } from '../db/database.ts'
-import type { LocalStages } from '../vdag/links.ts'
+import type { PipelineClient } from '../vdag/pipeline.ts'
 import type { VdagStore } from '../vdag/registry.ts'
 import type { DesiredState } from '../state/replica.ts'
 import type { TaskService } from '../tasks/service.ts'
@@ -43,7 +43,8 @@ export interface ApiContext {
   /** the vDAGs of the mesh */
   vdags: VdagStore
   /** the stage engines running here, by block */
-  stages: LocalStages
+  /** the vDAG pipeline (drivers of requests served here open their sequences through it) */
+  pipeline: PipelineClient
   tasks: TaskService
   log: Logger
   /** /blockmesh/generate/1.0.0 (token-level generation on peers' instances); absent: requests to peers are tunnelled */

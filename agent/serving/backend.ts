@@ -30,7 +30,7 @@ import type { Route, Router } from '../blocks/router.ts'
 import type { Component } from '../registry/components.ts'
 import type { Tokenizers } from '../model/tokenizers/load.ts'
 import type { VdagStore } from '../vdag/registry.ts'
-import type { LocalStages } from '../vdag/links.ts'
+import type { PipelineClient } from '../vdag/pipeline.ts'
 import { VdagDriver } from '../vdag/driver.ts'
 import type { TokenSource } from '../openai/generate.ts'
 import { OpenAIError, modelNotFound } from '../openai/errors.ts'
@@ -54,7 +54,8 @@ export interface ServingDeps {
   /** components by URI (a ComponentCache on the request path) */
   components: { get: (uri: string) => Component }
   vdags: Pick<VdagStore, 'find'>
-  stages: LocalStages
+  /** the vDAG pipeline (drivers of requests served here open their sequences through it) */
+  pipeline: PipelineClient
   tokenizers: Pick<Tokenizers, 'get'>
   /** token-level generation on peers' instances; absent: requests to peers are tunnelled */
   generate?: GenerateService
@@ -225,7 +226,7 @@ export class BackendRouter {
     const settings = this.deps.migration ?? DEFAULT_MIGRATION_SETTINGS
     const log = this.deps.log.child({ mod: 'vdag', vdag: model })
     let first: typeof route | null = route
-    const driver = new VdagDriver(this.deps.mesh, this.deps.stages, {
+    const driver = new VdagDriver(this.deps.pipeline, {
       // the route checked above first; a migrating sequence asks the router again (the vDAG may have been re-placed)
       route: () => {
         if (first != null) { const r = first; first = null; return r }

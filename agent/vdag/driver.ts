@@ -1,9 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { TokenStream } from '../executor/token-stream.ts'
-import type { MeshNode } from '../../mesh/node.ts'
-import { parsePeerId } from '../../mesh/node.ts'
-import { pipelineOf } from './pipeline.ts'
-import type { LocalStages, RouteHop, StageLink } from './pipeline.ts'
+import type { PipelineClient, RouteHop, StageLink } from './pipeline.ts'
 import type { GenerateParams, Generation, GenerationResult } from '../executor/engine.ts'
 import type { StageSampling } from '../executor/stage-protocol.ts'
 import { JsonConstraint, grammarFor, maskCount, vocabFor } from '../executor/json-constraint.ts'
@@ -56,15 +53,13 @@ export const PREFILL_CHUNK = 256
  */
 export class VdagDriver {
   readonly provider = { name: 'vdag' }
-  private readonly node: MeshNode
-  private readonly local: LocalStages
+  private readonly pipeline: PipelineClient
   private readonly routes: RouteSource
   private readonly limits: MigrationLimits
   private readonly log: ((obj: object, msg: string) => void) | undefined
 
-  constructor (node: MeshNode, local: LocalStages, routes: RouteSource | (() => RouteHop[]), limits: Partial<MigrationLimits> = {}, log?: (obj: object, msg: string) => void) {
-    this.node = node
-    this.local = local
+  constructor (pipeline: PipelineClient, routes: RouteSource | (() => RouteHop[]), limits: Partial<MigrationLimits> = {}, log?: (obj: object, msg: string) => void) {
+    this.pipeline = pipeline
     this.routes = typeof routes === 'function' ? { route: routes } : routes
     this.limits = { ...DEFAULT_MIGRATION_SETTINGS, ...limits }
     this.log = log
@@ -103,7 +98,7 @@ export class VdagDriver {
         let link: StageLink | undefined
         try {
           const resumed = generated.length > 0
-          link = pipelineOf(this.node.libp2p).open(route, seq, { sampling: resumed ? { ...sampling, history: [...generated] } : sampling, returnLogits: opts.returnLogits === true })
+          link = this.pipeline.open(route, seq, { sampling: resumed ? { ...sampling, history: [...generated] } : sampling, returnLogits: opts.returnLogits === true })
           // a replay starts a new sequence: everything from position 0
           let tokens = resumed ? [...params.prompt, ...generated] : params.prompt
           let pastLen = 0
@@ -170,7 +165,7 @@ export class VdagDriver {
   private async reroute (failed: RouteHop[], signal: AbortSignal): Promise<RouteHop[] | null> {
     const start = Date.now()
     const deadline = start + this.limits.waitMs
-    const self = this.node.peerId.toString()
+    const self = this.pipeline.self
     const same = (r: RouteHop[]): boolean => r.length === failed.length && r.every((h, i) => h.peer === failed[i].peer && h.block === failed[i].block)
     let foundDead = false
     for (const dead of await this.deadPeers(failed.map(h => h.peer).filter(p => p !== self), signal)) {
@@ -197,14 +192,7 @@ export class VdagDriver {
   /** The peers among `peers` that do not answer a libp2p ping within 2 s. */
   private async deadPeers (peers: string[], signal: AbortSignal): Promise<string[]> {
     const unique = [...new Set(peers)]
-    const alive = await Promise.all(unique.map(async p => {
-      try {
-        await this.node.libp2p.services.ping.ping(parsePeerId(p), { signal: AbortSignal.any([signal, AbortSignal.timeout(2000)]) })
-        return true
-      } catch {
-        return false
-      }
-    }))
+    const alive = await Promise.all(unique.map(async p => await this.pipeline.alive(p, 2000, signal)))
     signal.throwIfAborted()
     return unique.filter((_, i) => !alive[i])
   }

@@ -170,15 +170,16 @@ export interface PipelineServiceInit {
 export interface PipelineComponents extends PeerLinkComponents {
   /** this agent's peer id */
   self: string
+  /** resolves when `peer` answers a libp2p ping (rejects otherwise) */
+  ping: (peer: string, signal: AbortSignal) => Promise<unknown>
 }
 
-const services = new WeakMap<object, PipelineService>()
-
-/** The pipeline service started for a libp2p node (drivers on this agent use it). */
-export function pipelineOf (libp2p: object): PipelineService {
-  const s = services.get(libp2p)
-  if (s == null) throw new MeshError('no pipeline service runs on this node', 'ERR_NO_PIPELINE')
-  return s
+/** What a vDAG driver needs of the pipeline: open sequences from here, and tell live peers from dead ones. */
+export interface PipelineClient {
+  readonly self: string
+  open: (route: RouteHop[], seq: string, opts: { sampling: StageSampling, returnLogits: boolean }) => StageLink
+  /** whether `peer` answers a ping within `ms` */
+  alive: (peer: string, ms: number, signal: AbortSignal) => Promise<boolean>
 }
 
 /**
@@ -195,7 +196,7 @@ export function pipelineOf (libp2p: object): PipelineService {
  * fails the steps that were waiting on it (the driver then migrates the sequence, see driver.ts) and
  * frees the sequences it fed. A malformed frame or a protocol violation costs the sender a strike.
  */
-export class PipelineService {
+export class PipelineService implements PipelineClient {
   readonly self: string
   private readonly init: PipelineServiceInit
   private readonly components: PipelineComponents
@@ -220,7 +221,6 @@ export class PipelineService {
 
   async start (): Promise<void> {
     await this.links.start()
-    services.set(this.components.libp2p, this)
     const idle = this.init.idleMs ?? 10 * 60_000
     this.sweeper = setInterval(() => { this.sweep(idle) }, Math.min(60_000, idle))
     this.sweeper.unref()
@@ -228,7 +228,6 @@ export class PipelineService {
 
   async stop (): Promise<void> {
     clearInterval(this.sweeper)
-    if (services.get(this.components.libp2p) === this) services.delete(this.components.libp2p)
     for (const w of this.waiting.values()) w.reject(new StagePeerLostError(this.self, 'the pipeline service stopped'))
     this.waiting.clear()
     for (const s of this.seqs.values()) this.forget(s, false)
@@ -241,6 +240,16 @@ export class PipelineService {
   }
 
   // ------------------------------------------------------------------ driver side
+
+  async alive (peer: string, ms: number, signal: AbortSignal): Promise<boolean> {
+    if (peer === this.self) return true
+    try {
+      await this.components.ping(peer, AbortSignal.any([signal, AbortSignal.timeout(ms)]))
+      return true
+    } catch {
+      return false
+    }
+  }
 
   /** A sequence through `route`, driven from here. Nothing is sent until the first step (which opens every stage). */
   open (route: RouteHop[], seq: string, opts: { sampling: StageSampling, returnLogits: boolean }): StageLink {

@@ -72,7 +72,7 @@ export function registerVdagRoutes (app: FastifyInstance, ctx: ApiContext): void
     if (route == null) throw new AgentError(`vDAG ${v.name} has a stage with no ready instance`, 'model_not_ready', 503)
     const logits: number[][] = []
     const tokenizer = await ctx.tokenizers.get(ctx.vdags.find(v.name)?.spec.tokenizer ?? v.tokenizer ?? { type: 'byte' })
-    const g = new VdagDriver(ctx.mesh, ctx.stages, () => route).generate(
+    const g = new VdagDriver(ctx.pipeline, () => route).generate(
       { prompt: tokenizer.encode(body.prompt, { bos: true }), maxTokens: body.max_tokens, temperature: 0, topP: 1, seed: 0, stopTokens: [] },
       { returnLogits: true, onLogits: (_step, l) => { logits.push(Array.from(l)) } })
     const tokens: number[] = []
