@@ -16,6 +16,8 @@ import { BlockSpecSchema } from '../registry/blocks.ts'
 import type { BlockRuntime, BlockSpec, BlockStatus } from '../registry/blocks.ts'
 import type { InstanceReport } from '../../mesh/capacity/record.ts'
 import { AgentError, NotFoundError } from '../errors.ts'
+import { HostedStore } from './hosted-store.ts'
+import type { HostedRow } from './hosted-store.ts'
 import type { AgentMetrics } from '../metrics.ts'
 
 /**
@@ -70,7 +72,6 @@ export interface HostedView {
   assignedAt: number
 }
 
-interface Row { block_id: string, instance_id: string, owner: string, spec: string, component: string, status: BlockStatus, error: string | null, runtime: string | null, term: number, created_at: number }
 
 interface Live {
   instance: string
@@ -107,9 +108,11 @@ export interface InstanceHostInit {
 export class InstanceHost {
   private readonly init: InstanceHostInit
   private readonly live = new Map<string, Live>()
+  private readonly hosted: HostedStore
 
   constructor (init: InstanceHostInit) {
     this.init = init
+    this.hosted = new HostedStore(init.db)
   }
 
   /** Stores the assignment and starts loading; the same instance again is a no-op. */
@@ -117,16 +120,11 @@ export class InstanceHost {
     const spec = BlockSpecSchema.parse(a.spec) as BlockSpec
     const component = ComponentSpecSchema.parse(a.component)
     const existing = this.row(a.block)
-    if (existing != null && existing.instance_id === a.instance) return this.view(existing)
+    if (existing != null && existing.instance === a.instance) return this.view(existing)
     if (existing != null) void this.unload(a.block)
-    const now = Date.now()
-    this.init.db.prepare(`INSERT INTO hosted (block_id, instance_id, owner, spec, component, status, error, runtime, created_at, updated_at, term)
-      VALUES (?, ?, ?, ?, ?, 'pending', NULL, NULL, ?, ?, ?)
-      ON CONFLICT(block_id) DO UPDATE SET instance_id = excluded.instance_id, owner = excluded.owner, spec = excluded.spec,
-        component = excluded.component, status = 'pending', error = NULL, runtime = NULL, updated_at = excluded.updated_at, term = excluded.term`)
-      .run(a.block, a.instance, a.owner, JSON.stringify({ ...spec, id: a.block }), JSON.stringify(component), now, now, a.term ?? 0)
+    const row = this.hosted.assign({ block: a.block, instance: a.instance, owner: a.owner, spec: { ...spec, id: a.block }, component, term: a.term ?? 0 })
     this.start(a.block)
-    return this.view(this.row(a.block) as Row)
+    return this.view(row)
   }
 
   /** The fence of the instance of `block` here (0 when none or placed before fences existed). */
@@ -140,22 +138,22 @@ export class InstanceHost {
    */
   async stop (block: string, instance?: string, opts: { drainMs?: number } = {}): Promise<boolean> {
     const row = this.row(block)
-    if (row == null || (instance != null && row.instance_id !== instance)) return false
+    if (row == null || (instance != null && row.instance !== instance)) return false
     if (opts.drainMs != null && opts.drainMs > 0) {
-      this.setStatus(block, row.instance_id, 'pending')
+      this.setStatus(block, row.instance, 'pending')
       const deadline = Date.now() + opts.drainMs
       const busy = (): boolean => { const v = this.view(row); return v.activeSequences + v.queuedSequences > 0 }
-      while (busy() && Date.now() < deadline && this.row(block)?.instance_id === row.instance_id) await new Promise(resolve => setTimeout(resolve, 100))
-      if (this.row(block)?.instance_id !== row.instance_id) return true
+      while (busy() && Date.now() < deadline && this.row(block)?.instance === row.instance) await new Promise(resolve => setTimeout(resolve, 100))
+      if (this.row(block)?.instance !== row.instance) return true
     }
     await this.unload(block)
-    this.init.db.prepare('DELETE FROM hosted WHERE block_id = ? AND instance_id = ?').run(block, row.instance_id)
-    this.init.log.info({ block, instance: row.instance_id }, 'instance stopped')
+    this.hosted.remove(block, row.instance)
+    this.init.log.info({ block, instance: row.instance }, 'instance stopped')
     return true
   }
 
   list (): HostedView[] {
-    return (this.init.db.prepare('SELECT * FROM hosted ORDER BY created_at').all() as Row[]).map(r => this.view(r))
+    return this.hosted.all().map(r => this.view(r))
   }
 
   has (block: string): boolean {
@@ -173,8 +171,9 @@ export class InstanceHost {
 
   /** What this agent gossips about its instances. */
   reports (rate: (block: string) => number = () => 0): InstanceReport[] {
-    return this.list().map(v => {
-      const spec = JSON.parse((this.row(v.block) as Row).spec) as BlockSpec
+    return this.hosted.all().map(row => {
+      const v = this.view(row)
+      const spec = row.spec
       return {
         block: v.block,
         instance: v.instance,
@@ -188,14 +187,14 @@ export class InstanceHost {
         tokensPerSecond: rate(v.block),
         affinity: spec.loadBalancing?.sessionAffinity ?? true,
         sessionTtl: spec.loadBalancing?.sessionTtl ?? 600,
-        term: (this.row(v.block) as Row).term
+        term: row.term
       }
     })
   }
 
   /** Starts every stored instance again (after a restart). */
   resume (): void {
-    for (const r of this.init.db.prepare('SELECT block_id FROM hosted').pluck().all() as string[]) this.start(r)
+    for (const r of this.hosted.all()) this.start(r.block)
   }
 
   /** Unloads everything (at shutdown); the assignments stay stored. */
@@ -203,39 +202,38 @@ export class InstanceHost {
     await Promise.all([...this.live.keys()].map(async b => { await this.unload(b) }))
   }
 
-  private row (block: string): Row | undefined {
-    return this.init.db.prepare('SELECT * FROM hosted WHERE block_id = ?').get(block) as Row | undefined
+  private row (block: string): HostedRow | undefined {
+    return this.hosted.get(block)
   }
 
-  private view (r: Row): HostedView {
-    const entry = this.live.get(r.block_id)
+  private view (r: HostedRow): HostedView {
+    const entry = this.live.get(r.block)
     const s = entry?.serving
     const engine = s?.kind === 'onnx' || s?.kind === 'stage' ? s.engine : undefined
     return {
-      block: r.block_id,
-      instance: r.instance_id,
+      block: r.block,
+      instance: r.instance,
       owner: r.owner,
-      component: componentUri(JSON.parse(r.component) as ComponentSpec),
+      component: r.uri,
       status: r.status,
       error: r.error,
-      runtime: r.runtime == null ? null : JSON.parse(r.runtime) as BlockRuntime,
+      runtime: r.runtime,
       activeSequences: engine?.active ?? 0,
       queuedSequences: engine?.waiting ?? 0,
       initProcess: entry?.init != null ? { url: entry.init.url, pid: entry.init.pid } : null,
-      assignedAt: r.created_at
+      assignedAt: r.createdAt
     }
   }
 
   private setStatus (block: string, instance: string, status: BlockStatus, fields: { error?: string | null, runtime?: BlockRuntime } = {}): void {
-    this.init.db.prepare('UPDATE hosted SET status = ?, error = ?, runtime = COALESCE(?, runtime), updated_at = ? WHERE block_id = ? AND instance_id = ?')
-      .run(status, fields.error ?? null, fields.runtime == null ? null : JSON.stringify(fields.runtime), Date.now(), block, instance)
+    this.hosted.setStatus(block, instance, status, fields)
   }
 
   private start (block: string): void {
     const row = this.row(block)
     if (row == null) return
     const abort = new AbortController()
-    const entry: Live = { instance: row.instance_id, abort, done: Promise.resolve() }
+    const entry: Live = { instance: row.instance, abort, done: Promise.resolve() }
     this.live.set(block, entry)
     entry.done = this.load(block, row, entry).catch(() => {})
   }
@@ -256,12 +254,13 @@ export class InstanceHost {
     await entry.init?.stop()
   }
 
-  private async load (block: string, row: Row, entry: Live): Promise<void> {
+  private async load (block: string, row: HostedRow, entry: Live): Promise<void> {
     const { log } = this.init
     const signal = entry.abort.signal
-    const instance = row.instance_id
-    const spec = JSON.parse(row.spec) as BlockSpec
-    const compSpec = ComponentSpecSchema.parse(JSON.parse(row.component))
+    const instance = row.instance
+    // a copy: loading adds the init process's endpoint to it
+    const spec = structuredClone(row.spec)
+    const compSpec = ComponentSpecSchema.parse(row.component)
     const component: Component = { uri: componentUri(compSpec), spec: compSpec, createdAt: new Date().toISOString() }
     this.setStatus(block, instance, 'loading')
     try {

@@ -41,6 +41,8 @@ export interface AgentSpec {
   netns?: string
   /** Address for libp2p (`--listen /ip4/IP/tcp/0`) and the HTTP API (`--api-host IP`); default 127.0.0.1. */
   listenIp?: string
+  /** Pin the agent to these CPUs (`taskset -c CPUS`), e.g. '0': a box with one core (benchmarks). */
+  cpus?: string
 }
 
 /** A real agent in its own OS process, on loopback (or a network namespace: spec.netns) with OS-chosen ports. */
@@ -80,7 +82,9 @@ export class AgentProcess {
     Object.assign(this.spec, overrides)
     const log = openSync(join(this.dir, 'agent.log'), 'a')
     // `ip netns exec` execs the command, so the child's pid is the agent's (waitReady checks it)
-    const [cmd, argv] = this.spec.netns != null ? ['ip', ['netns', 'exec', this.spec.netns, process.execPath, ...this.args()]] : [process.execPath, this.args()]
+    // taskset and `ip netns exec` both exec too
+    const node = this.spec.cpus != null ? ['taskset', '-c', this.spec.cpus, process.execPath] : [process.execPath]
+    const [cmd, ...argv] = this.spec.netns != null ? ['ip', 'netns', 'exec', this.spec.netns, ...node, ...this.args()] : [...node, ...this.args()]
     this.child = spawn(cmd, argv, { stdio: ['ignore', log, log, 'ipc'] })
     closeSync(log)
     this.info = await waitReady(this.dir, this.child, 60_000)
