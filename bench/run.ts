@@ -18,6 +18,7 @@ import { runRealModelBench, realModelMarkdown } from './real-model.ts'
 import { runGraphProfile, graphMarkdown } from './graph-profile.ts'
 import { runLoadBench, loadMarkdown } from './load.ts'
 import { runResilienceBench, resilienceMarkdown } from './resilience.ts'
+import { runPipelineBench, pipelineMarkdown } from './pipeline.ts'
 
 const { values } = parseArgs({
   options: {
@@ -26,10 +27,10 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false }
   }
 })
-const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,load,dashboard').split(',').map(s => s.trim()))
+const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,pipeline,load,dashboard').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'load', 'dashboard', 'real', 'graph', 'resilience']
+const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -68,6 +69,10 @@ if (only.has('vdag')) {
   const v = await runVdagBench({ quick: values.quick, log })
   const act = await runActivationBench({ quick: values.quick, hidden: 768, log })
   writeSection('vdag', 'vDAG: a model served across peers', `${vdagMarkdown(v)}\n\n### Activation stream: libp2p ÷ raw TCP\n\n${activationMarkdown(act)}`)
+}
+if (only.has('pipeline')) {
+  log('pipeline: 2 stages on two pinned cores in their own namespaces (Toxiproxy link at 0.2 / 5 / 50 ms RTT) vs the whole model on one')
+  writeSection('pipeline', 'Pipeline on separate boxes: 2 stages on two cores vs the whole model on one', pipelineMarkdown(await runPipelineBench({ quick: values.quick, log })))
 }
 if (only.has('load')) {
   log('load: 100 concurrent streamed chats through one agent, to a block on 3 agents and to a 3-stage vDAG')
