@@ -1,11 +1,19 @@
 /**
- * Activation stream over libp2p ÷ the same bytes over raw TCP, on loopback, server in a second
- * process (bench/stream-server.ts): the tensor protocol as pipeline stages use it (TensorChannel
- * on /blockmesh/tensor/1.0.0: JSON header validated with zod, then the payload) against the same
- * framing on a bare socket.
- *  - decode hop: one [1, 1, hidden] float32 activation echoed back (what each decode step sends
- *    between two stages), round-trip time;
- *  - prefill: [1, 128, hidden] float32 activations streamed one way, throughput.
+ * Pipeline hop cost (issue 14: "decode hop (4 KiB activation) p50/p99 over the tensor protocol ÷ raw
+ * TCP, loopback; goal p50 ≤ 0.3 ms and ≤ 3× raw TCP"). Client here, server in a second process
+ * (bench/stream-server.ts), so each gets a core. One hop is a round trip as a vDAG decode step makes
+ * it: a step frame carrying a [1, 1, hidden] float32 activation (hidden 1024: 4 KiB) goes out, the
+ * server answers with a small result frame for that sequence (what the last stage sends the driver).
+ * Transports, measured in interleaved rounds so drifting machine load hits them alike:
+ *  - raw TCP: [u32 length][the same 32-byte header and payload], answers built by hand, nothing checked;
+ *  - raw TCP + the pipeline codec: varint-prefixed frames from encodeFrame, cut by FrameDecoder and
+ *    decodeFrame on both sides (what our code adds, without libp2p);
+ *  - PeerLinks on /blockmesh/pipeline/1.0.0 (TCP + Noise + Yamux, the class the agent uses on both ends);
+ *  - TensorChannel on /blockmesh/tensor/1.0.0, the protocol it replaced (a stream per sequence, zod-checked
+ *    JSON headers), for the record.
+ * Each transport: sequential hops of one sequence (p50/p99), 8 sequences in flight at once (round trips
+ * per second and p50: PeerLinks coalesces what the 8 send in one tick into one write), and a prefill
+ * chunk (128 rows) round trip.
  */
 import net from 'node:net'
 import { spawn } from 'node:child_process'
@@ -13,130 +21,301 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
-import { MeshNode } from '../mesh/node.ts'
+import { MeshNode, silentLogger } from '../mesh/node.ts'
 import { TENSOR_PROTOCOL, TensorChannel } from '../mesh/tensor.ts'
-import { TcpFrames, encodeTcpFrame } from './tcp-frames.ts'
+import { PeerLinks } from '../mesh/pipeline-link.ts'
+import { FrameDecoder, HEADER_BYTES, PIPELINE_PROTOCOL, encodeFrame } from '../mesh/pipeline-frame.ts'
+import type { PipelineFrame } from '../mesh/pipeline-frame.ts'
 import { median, percentile } from './stats.ts'
+import { onU32Frames } from './stream-server.ts'
 
 const MiB = 1024 * 1024
+
+export const TRANSPORTS = ['tcp', 'codec', 'links', 'tensor'] as const
+export type TransportName = typeof TRANSPORTS[number]
+const LABEL: Record<TransportName, string> = {
+  tcp: 'raw TCP',
+  codec: 'raw TCP + pipeline frame codec',
+  links: `PeerLinks, ${PIPELINE_PROTOCOL}`,
+  tensor: 'TensorChannel, /blockmesh/tensor/1.0.0 (old)'
+}
+
+export interface TransportFigures {
+  /** sequential hops of one sequence, µs each */
+  hopUs: number[]
+  /** hops with `concurrency` sequences in flight, µs each */
+  concurrentUs: number[]
+  /** round trips per second with `concurrency` sequences in flight, one figure per round */
+  concurrentPerS: number[]
+  /** prefill chunk round trips, µs each */
+  prefillUs: number[]
+}
 
 export interface ActivationResult {
   hidden: number
   hops: number
-  prefillMiB: number
-  tcp: { rttUs: number[], mibPerS: number[] }
-  libp2p: { rttUs: number[], mibPerS: number[] }
+  concurrency: number
+  prefillRows: number
+  transports: Partial<Record<TransportName, TransportFigures>>
 }
 
-interface Side {
-  /** sends one message and resolves with the first message back */
-  echo: (header: Record<string, unknown>, payload: Uint8Array) => Promise<void>
-  sink: (header: Record<string, unknown>, payload: Uint8Array) => Promise<void>
-  /** sends "end", resolves with the byte count the server saw */
-  end: () => Promise<number>
+/** One side of a transport: a hop sends sequence `k`'s step and resolves when its result is back. */
+interface Transport {
+  hop: (k: number, step: number, rows: number, payload: Uint8Array) => Promise<void>
   close: () => Promise<void>
 }
 
-async function tcpSide (port: number): Promise<Side> {
+/** Sequence ids: 16 hex digits, the last byte the sequence's index. */
+const seqId = (k: number): string => k.toString(16).padStart(16, '0')
+
+function stepFrame (k: number, step: number, rows: number, payload: Uint8Array): PipelineFrame {
+  return { kind: 'step', seq: seqId(k), step, pastLen: step, rows, token: 1, flags: 0, dtype: 'float32', meta: null, payload }
+}
+
+/** Resolvers of the hops in flight, by sequence index; a result resolves its sequence's. */
+class Waiters {
+  private readonly w = new Map<number, () => void>()
+  wait (k: number): Promise<void> {
+    return new Promise<void>(resolve => { this.w.set(k, resolve) })
+  }
+
+  wake (k: number): void {
+    const r = this.w.get(k)
+    if (r == null) throw new Error(`a result for sequence ${k}, which has no step in flight`)
+    this.w.delete(k)
+    r()
+  }
+}
+
+async function connectTcp (port: number): Promise<net.Socket> {
   const sock = net.connect(port, '127.0.0.1')
   sock.setNoDelay(true)
-  await new Promise<void>(resolve => sock.once('connect', resolve))
-  const frames = new TcpFrames(sock)
-  let wake: ((h: any) => void) | undefined
-  frames.on(h => { wake?.(h) })
-  const next = async (): Promise<any> => await new Promise(resolve => { wake = resolve })
-  const write = async (buf: Buffer): Promise<void> => { if (!sock.write(buf)) await new Promise(resolve => sock.once('drain', resolve)) }
+  await new Promise<void>((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject) })
+  return sock
+}
+
+async function rawTcp (port: number): Promise<Transport> {
+  const sock = await connectTcp(port)
+  const waiters = new Waiters()
+  onU32Frames(sock, body => { waiters.wake(body[11]) }) // the sequence id's last byte
   return {
-    echo: async (h, p) => { const r = next(); await write(encodeTcpFrame(h, p)); await r },
-    sink: async (h, p) => { await write(encodeTcpFrame(h, p)) },
-    end: async () => { const r = next(); await write(encodeTcpFrame({ kind: 'end' })); return (await r).meta.bytes },
+    hop: async (k, step, rows, payload) => {
+      const out = Buffer.allocUnsafe(4 + HEADER_BYTES + payload.length)
+      out.writeUInt32BE(HEADER_BYTES + payload.length, 0)
+      out.fill(0, 4, 4 + HEADER_BYTES)
+      out[4] = 1; out[5] = 0; out[6] = 2 // version, step, float32
+      out[4 + 11] = k
+      out.writeUInt32LE(step, 4 + 12)
+      out.writeUInt32LE(step, 4 + 16)
+      out.writeUInt32LE(rows, 4 + 20)
+      out.set(payload, 4 + HEADER_BYTES)
+      const r = waiters.wait(k)
+      sock.write(out)
+      await r
+    },
     close: async () => { sock.destroy() }
   }
 }
 
-async function p2pSide (node: MeshNode, addr: string): Promise<Side> {
-  const ch = new TensorChannel(await node.libp2p.dialProtocol(multiaddr(addr), TENSOR_PROTOCOL))
+async function codecTcp (port: number): Promise<Transport> {
+  const sock = await connectTcp(port)
+  const waiters = new Waiters()
+  const decoder = new FrameDecoder()
+  sock.on('data', (d: Buffer) => { for (const f of decoder.push(d)) waiters.wake(parseInt(f.seq, 16)) })
   return {
-    echo: async (h, p) => { await ch.send(h as any, p); await ch.recv() },
-    sink: async (h, p) => { await ch.send(h as any, p) },
-    end: async () => { await ch.send({ kind: 'end' }); return Number((await ch.recv()).header.meta?.bytes) },
-    close: async () => { await ch.close() }
+    hop: async (k, step, rows, payload) => {
+      const r = waiters.wait(k)
+      sock.cork()
+      for (const c of encodeFrame(stepFrame(k, step, rows, payload))) sock.write(c)
+      sock.uncork()
+      await r
+    },
+    close: async () => { sock.destroy() }
   }
 }
 
-async function rtt (side: Side, hidden: number, n: number): Promise<number[]> {
-  const payload = new Uint8Array(new Float32Array(hidden).fill(0.5).buffer)
+async function peerLinks (node: MeshNode, addr: string, peer: string): Promise<Transport> {
+  await node.libp2p.dial(multiaddr(addr))
+  const waiters = new Waiters()
+  const links = new PeerLinks({ libp2p: node.libp2p, isBanned: () => false }, {
+    onFrame: (_peer, f) => { waiters.wake(parseInt(f.seq, 16)) },
+    onInvalid: (p, reason) => { throw new Error(`invalid pipeline bytes from ${p}: ${reason}`) },
+    onSendFailed: (_p, _frames, err) => { throw err },
+    onPeerLost: () => {},
+    log: silentLogger
+  })
+  await links.start()
+  return {
+    hop: async (k, step, rows, payload) => {
+      const r = waiters.wait(k)
+      await links.send(peer, stepFrame(k, step, rows, payload))
+      await r
+    },
+    close: async () => { await links.stop() }
+  }
+}
+
+/** The old protocol: a stream per sequence (opened on its first hop), a JSON header then the payload. */
+async function tensorChannels (node: MeshNode, addr: string, hidden: number): Promise<Transport> {
+  const channels = new Map<number, TensorChannel>()
+  const ma = multiaddr(addr)
+  return {
+    hop: async (k, step, rows, payload) => {
+      let ch = channels.get(k)
+      if (ch == null) {
+        ch = new TensorChannel(await node.libp2p.dialProtocol(ma, TENSOR_PROTOCOL))
+        channels.set(k, ch)
+      }
+      await ch.send({ kind: 'step', seq: seqId(k), step, dtype: 'float32', shape: [1, rows, hidden] }, payload)
+      const m = await ch.recv()
+      if (m.header.kind !== 'result') throw new Error(`expected a result, got ${m.header.kind}`)
+    },
+    close: async () => { for (const ch of channels.values()) await ch.close() }
+  }
+}
+
+const us = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1000
+
+async function sequential (t: Transport, n: number, rows: number, payload: Uint8Array, from: number): Promise<number[]> {
   const out: number[] = []
   for (let i = 0; i < n; i++) {
     const t0 = process.hrtime.bigint()
-    await side.echo({ kind: 'echo', seq: 'bench-seq-1', step: i, dtype: 'float32', shape: [1, 1, hidden] }, payload)
-    out.push(Number(process.hrtime.bigint() - t0) / 1000)
+    await t.hop(0, from + i, rows, payload)
+    out.push(us(t0))
   }
   return out
 }
 
-async function throughput (side: Side, hidden: number, totalMiB: number): Promise<number> {
-  const tokens = 128
-  const payload = new Uint8Array(new Float32Array(tokens * hidden).fill(0.25).buffer)
-  const frames = Math.max(1, Math.round(totalMiB * MiB / payload.length))
+/** `concurrency` sequences, each hopping `per` times back to back; every hop's time, and round trips per second overall. */
+async function concurrent (t: Transport, concurrency: number, per: number, payload: Uint8Array, from: number): Promise<{ us: number[], perS: number }> {
+  const out: number[] = []
   const t0 = process.hrtime.bigint()
-  for (let i = 0; i < frames; i++) await side.sink({ kind: 'sink', seq: 'bench-seq-1', step: i, dtype: 'float32', shape: [1, tokens, hidden] }, payload)
-  const n = await side.end()
-  const s = Number(process.hrtime.bigint() - t0) / 1e9
-  if (n !== frames * payload.length) throw new Error(`server counted ${n} bytes, sent ${frames * payload.length}`)
-  return n / MiB / s
+  await Promise.all(Array.from({ length: concurrency }, async (_, k) => {
+    for (let i = 0; i < per; i++) {
+      const h0 = process.hrtime.bigint()
+      await t.hop(k, from + i, 1, payload)
+      out.push(us(h0))
+    }
+  }))
+  return { us: out, perS: concurrency * per / (us(t0) / 1e6) }
 }
 
-export async function runActivationBench (opts: { quick: boolean, hidden: number, log: (s: string) => void }): Promise<ActivationResult> {
-  const server = spawn(process.execPath, [fileURLToPath(new URL('./stream-server.ts', import.meta.url))], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const hops = opts.quick ? 600 : 3000
-  const prefillMiB = opts.quick ? 32 : 128
-  const rounds = opts.quick ? 2 : 4
+export interface ActivationBenchOptions {
+  quick: boolean
+  /** floats per position (1024: a 4 KiB decode activation) */
+  hidden: number
+  log: (s: string) => void
+  /** the transports to measure (default all) */
+  only?: TransportName[]
+  /** node flags for the server process (e.g. --cpu-prof) */
+  serverArgs?: string[]
+  /** sequential hops per transport, overriding the quick/full default */
+  hops?: number
+}
+
+export async function runActivationBench (opts: ActivationBenchOptions): Promise<ActivationResult> {
+  const names = opts.only ?? [...TRANSPORTS]
+  const hops = opts.hops ?? (opts.quick ? 1000 : 5000)
+  const rounds = opts.quick ? 2 : 5
+  const concurrency = 8
+  const perSeq = opts.quick ? 100 : 400 // hops per sequence and round, 8 in flight
+  const prefillRows = 128
+  const prefills = opts.quick ? 40 : 100
+  const payload = new Uint8Array(new Float32Array(opts.hidden).fill(0.5).buffer)
+  const prefill = new Uint8Array(new Float32Array(prefillRows * opts.hidden).fill(0.25).buffer)
+
+  const server = spawn(process.execPath, [...(opts.serverArgs ?? []), fileURLToPath(new URL('./stream-server.ts', import.meta.url))], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const exited = new Promise<void>(resolve => server.once('exit', () => { resolve() }))
+  let node: MeshNode | undefined
+  const open: Partial<Record<TransportName, Transport>> = {}
   try {
-    const info = await new Promise<{ tcpTensors: number, multiaddr: string }>((resolve, reject) => {
+    const info = await new Promise<{ tcpRaw: number, tcpCodec: number, multiaddr: string, peer: string }>((resolve, reject) => {
       createInterface({ input: server.stdout! }).once('line', l => { resolve(JSON.parse(l)) })
       server.once('exit', code => { reject(new Error(`stream server exited (${code})`)) })
     })
-    const node = await MeshNode.create({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    node = await MeshNode.create({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'] })
     await node.start()
-    const tcp = await tcpSide(info.tcpTensors)
-    const p2p = await p2pSide(node, info.multiaddr)
-    const r: ActivationResult = { hidden: opts.hidden, hops, prefillMiB, tcp: { rttUs: [], mibPerS: [] }, libp2p: { rttUs: [], mibPerS: [] } }
-    // warm-up, not recorded
-    await rtt(tcp, opts.hidden, 200); await rtt(p2p, opts.hidden, 200)
-    await throughput(tcp, opts.hidden, 8); await throughput(p2p, opts.hidden, 8)
-    // interleaved rounds, so drift in machine load hits both alike
-    for (let i = 0; i < rounds; i++) {
-      r.tcp.rttUs.push(...await rtt(tcp, opts.hidden, Math.ceil(hops / rounds)))
-      r.libp2p.rttUs.push(...await rtt(p2p, opts.hidden, Math.ceil(hops / rounds)))
-      r.tcp.mibPerS.push(await throughput(tcp, opts.hidden, prefillMiB))
-      r.libp2p.mibPerS.push(await throughput(p2p, opts.hidden, prefillMiB))
-      opts.log(`  activations round ${i + 1}/${rounds}: hop p50 tcp ${percentile(r.tcp.rttUs, 50).toFixed(0)} µs, libp2p ${percentile(r.libp2p.rttUs, 50).toFixed(0)} µs; prefill tcp ${r.tcp.mibPerS.at(-1)?.toFixed(0)} MiB/s, libp2p ${r.libp2p.mibPerS.at(-1)?.toFixed(0)} MiB/s`)
+    for (const name of names) {
+      open[name] = name === 'tcp'
+        ? await rawTcp(info.tcpRaw)
+        : name === 'codec'
+          ? await codecTcp(info.tcpCodec)
+          : name === 'links'
+            ? await peerLinks(node, info.multiaddr, info.peer)
+            : await tensorChannels(node, info.multiaddr, opts.hidden)
     }
-    await tcp.close()
-    await p2p.close()
-    await node.stop()
+    const r: ActivationResult = { hidden: opts.hidden, hops, concurrency, prefillRows, transports: {} }
+    let step = 0
+    // warm-up (JIT, streams opened, Yamux windows grown), not recorded
+    for (const name of names) {
+      const t = open[name]!
+      await sequential(t, 300, 1, payload, step)
+      await concurrent(t, concurrency, 30, payload, step)
+      await sequential(t, 5, prefillRows, prefill, step)
+      r.transports[name] = { hopUs: [], concurrentUs: [], concurrentPerS: [], prefillUs: [] }
+    }
+    for (let i = 0; i < rounds; i++) {
+      for (const name of names) {
+        const t = open[name]!
+        const f = r.transports[name]!
+        step += 1000
+        f.hopUs.push(...await sequential(t, Math.ceil(hops / rounds), 1, payload, step))
+        const c = await concurrent(t, concurrency, perSeq, payload, step)
+        f.concurrentUs.push(...c.us)
+        f.concurrentPerS.push(c.perS)
+        f.prefillUs.push(...await sequential(t, Math.ceil(prefills / rounds), prefillRows, prefill, step))
+      }
+      opts.log(`  pipeline hop round ${i + 1}/${rounds}: ` + names.map(n => {
+        const f = r.transports[n]!
+        return `${n} p50 ${percentile(f.hopUs, 50).toFixed(0)} µs, ×${concurrency} ${f.concurrentPerS.at(-1)!.toFixed(0)}/s`
+      }).join('; '))
+    }
     return r
   } finally {
+    for (const t of Object.values(open)) await t.close().catch(() => {})
+    await node?.stop().catch(() => {})
     server.kill('SIGTERM')
+    await Promise.race([exited, new Promise(resolve => setTimeout(resolve, 10_000).unref())])
   }
 }
 
 export function activationMarkdown (r: ActivationResult): string {
-  const row = (name: string, s: { rttUs: number[], mibPerS: number[] }): string =>
-    `| ${name} | ${percentile(s.rttUs, 50).toFixed(0)} | ${percentile(s.rttUs, 99).toFixed(0)} | ${median(s.mibPerS).toFixed(0)} |`
+  const tcp = r.transports.tcp
+  const tcpP50 = tcp != null ? percentile(tcp.hopUs, 50) : NaN
+  const tcpRate = tcp != null ? median(tcp.concurrentPerS) : NaN
+  const prefillBytes = r.prefillRows * r.hidden * 4
+  const ratio = (x: number, base: number): string => Number.isFinite(base) ? `${(x / base).toFixed(2)}×` : '—'
+  const rows = TRANSPORTS.filter(n => r.transports[n] != null).map(n => {
+    const f = r.transports[n]!
+    const p50 = percentile(f.hopUs, 50)
+    const pre = percentile(f.prefillUs, 50)
+    return `| ${LABEL[n]} | ${p50.toFixed(0)} | ${percentile(f.hopUs, 99).toFixed(0)} | ${ratio(p50, tcpP50)} | ` +
+      `${median(f.concurrentPerS).toFixed(0)} | ${ratio(median(f.concurrentPerS), tcpRate)} | ${percentile(f.concurrentUs, 50).toFixed(0)} | ${percentile(f.concurrentUs, 99).toFixed(0)} | ` +
+      `${pre.toFixed(0)} | ${(prefillBytes / MiB / (pre / 1e6)).toFixed(0)} |`
+  })
+  const links = r.transports.links
+  const goal = links != null && tcp != null
+    ? (() => {
+        const p50 = percentile(links.hopUs, 50)
+        const ratio = p50 / tcpP50
+        const met = p50 <= 300 && ratio <= 3
+        return `**Issue 14 goal (decode hop p50 ≤ 300 µs and ≤ 3× raw TCP):** ${met ? 'met' : 'not met'} — PeerLinks p50 ${p50.toFixed(0)} µs, ${ratio.toFixed(2)}× raw TCP` +
+          (r.transports.tensor != null ? `; the old TensorChannel: ${percentile(r.transports.tensor.hopUs, 50).toFixed(0)} µs, ${(percentile(r.transports.tensor.hopUs, 50) / tcpP50).toFixed(2)}×.` : '.')
+      })()
+    : ''
   return [
-    `Activation messages between two processes on loopback: a JSON header (kind, seq, step, dtype, shape) then the float32 payload. ` +
-    `Decode hop: one [1, 1, ${r.hidden}] activation (${r.hidden * 4 / 1024} KiB) echoed, ${r.tcp.rttUs.length} round trips each. ` +
-    `Prefill: [1, 128, ${r.hidden}] activations (${128 * r.hidden * 4 / 1024} KiB each), ${r.prefillMiB} MiB one way per round, median of rounds. ` +
-    'libp2p: TensorChannel on /blockmesh/tensor/1.0.0 (TCP + Noise + Yamux, varint length prefixes, zod-validated header, size checks); raw TCP: the same header and payload bytes with 4-byte lengths, nothing checked.',
+    `A decode hop between two processes on loopback: a step frame (32-byte header, then a [1, 1, ${r.hidden}] float32 activation, ${r.hidden * 4 / 1024} KiB) ` +
+    'out, a result frame for its sequence (32 bytes, no payload) back, as a vDAG\'s last stage answers the driver. ' +
+    `Sequential: one sequence, ${r.transports.tcp?.hopUs.length ?? r.hops} hops per transport. ` +
+    `${r.concurrency} in flight: ${r.concurrency} sequences each sending its next step as soon as its result is back, over the one connection (PeerLinks: one stream, frames of a tick in one write; TensorChannel: a stream per sequence). ` +
+    `Prefill chunk: a [1, ${r.prefillRows}, ${r.hidden}] step (${prefillBytes / 1024} KiB) and its result, MiB/s = chunk ÷ round-trip p50. ` +
+    'Raw TCP: the same header and payload bytes behind a 4-byte length, answered by hand, nothing decoded or checked; raw TCP + codec: varint-prefixed frames through encodeFrame/FrameDecoder/decodeFrame on both ends; ' +
+    'PeerLinks: mesh/pipeline-link.ts on both ends over TCP + Noise + Yamux (the server\'s onFrame answers with links.send); TensorChannel: the protocol the pipeline replaced.',
     '',
-    '| transport | decode hop RTT p50 µs | p99 µs | prefill MiB/s |',
-    '| --- | ---: | ---: | ---: |',
-    row('raw TCP', r.tcp),
-    row('libp2p tensor protocol', r.libp2p),
+    `| transport | hop p50 µs | hop p99 µs | p50 ÷ raw TCP | ${r.concurrency} in flight: round trips/s | ÷ raw TCP | p50 µs | p99 µs | prefill chunk RTT p50 µs | MiB/s |`,
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...rows,
     '',
-    `**Ratios (libp2p ÷ raw TCP):** decode hop RTT p50 ${(percentile(r.libp2p.rttUs, 50) / percentile(r.tcp.rttUs, 50)).toFixed(2)}×, ` +
-    `prefill throughput ${(median(r.libp2p.mibPerS) / median(r.tcp.mibPerS)).toFixed(2)}×.`
+    goal
   ].join('\n')
 }

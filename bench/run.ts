@@ -27,10 +27,10 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false }
   }
 })
-const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,pipeline,load,dashboard').split(',').map(s => s.trim()))
+const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,activations,pipeline,load,dashboard').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline']
+const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'activations', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -65,10 +65,13 @@ if (only.has('inference')) {
   writeSection('inference', 'Inference on one agent', inferenceMarkdown(r))
 }
 if (only.has('vdag')) {
-  log('vdag: a model split into 2 and 3 stages across agent processes vs whole; activation stream over libp2p vs raw TCP')
+  log('vdag: a model split into 2 and 3 stages across agent processes vs whole')
   const v = await runVdagBench({ quick: values.quick, log })
-  const act = await runActivationBench({ quick: values.quick, hidden: 768, log })
-  writeSection('vdag', 'vDAG: a model served across peers', `${vdagMarkdown(v)}\n\n### Activation stream: libp2p ÷ raw TCP\n\n${activationMarkdown(act)}`)
+  writeSection('vdag', 'vDAG: a model served across peers', vdagMarkdown(v))
+}
+if (only.has('activations')) {
+  log('activations: a decode hop (4 KiB step, small result) over PeerLinks on /blockmesh/pipeline/1.0.0 vs raw TCP (and the old tensor protocol)')
+  writeSection('activations', 'Pipeline hop: a decode step over /blockmesh/pipeline/1.0.0 ÷ raw TCP (loopback)', activationMarkdown(await runActivationBench({ quick: values.quick, hidden: 1024, log })))
 }
 if (only.has('pipeline')) {
   log('pipeline: 2 stages on two pinned cores in their own namespaces (Toxiproxy link at 0.2 / 5 / 50 ms RTT) vs the whole model on one')
