@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { CapacityObserver } from '../mesh/capacity/gossip.ts'
 import type { ModelEngine, StepEvent } from './executor/engine.ts'
+import type { StageEngine } from './executor/stage-engine.ts'
 
 /** Tokens per block over a sliding window, for the tokens/s gauge. */
 class TokenWindow {
@@ -135,6 +136,15 @@ export class AgentMetrics {
       }
     })
     engine.once('crashed', () => { this.forgetEngine(block, engine) })
+  }
+
+  /** Follows a pipeline stage's runs (decode batch sizes, run times) until it closes. */
+  watchStage (block: string, engine: StageEngine): void {
+    engine.on('batch', (e: { size: number, ms: number, rows: number }) => {
+      const kind = e.rows === 1 ? 'stage-decode' : 'stage-prefill'
+      this.modelSteps.observe({ block, kind }, e.ms / 1000)
+      if (kind === 'stage-decode') this.batchSize.observe({ block }, e.size)
+    })
   }
 
   forgetEngine (block: string, engine: ModelEngine): void {

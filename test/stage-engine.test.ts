@@ -80,6 +80,44 @@ describe('stage engines chained in one process', () => {
     for (const s of stages) assert.equal(s.active, 0, 'dropped sequences free their caches')
   })
 
+  test('micro-batches: groups kept step to step, rebuilt as sequences join, finish at different lengths and leave; every output as alone', async () => {
+    // 6 sequences of different prompt and output lengths, started at different times, told the pipeline has 3 stages:
+    // each stage batches at most 2 of them, so groups form, break up and re-form as sequences come and go
+    const specs = [['Mara kept a notebook', 25], ['The gulls', 9], ['In spring', 30], ['A good answer', 4], ['Tide', 18], ['Once, long ago, in a harbour town', 12]] as const
+    const alone = []
+    for (const [p, n] of specs) alone.push(await whole1(p, n))
+    const sizes: number[] = []
+    const onBatch = (b: { size: number, rows: number }): void => { if (b.rows === 1) sizes.push(b.size) }
+    for (const st of stages) st.on('batch', onBatch)
+    const run = async (seq: string, text: string, n: number, delayMs: number): Promise<number[]> => {
+      await new Promise(resolve => setTimeout(resolve, delayMs))
+      let tokens = tok.encode(text, { bos: true })
+      let past = 0
+      const out: number[] = []
+      for (let step = 0; step < n; step++) {
+        let x: { tokens: number[] } | { hidden: Float32Array, seqLen: number } = { tokens }
+        let result: StageOutput | undefined
+        for (const st of stages) {
+          result = await st.step(seq, x, past, { sampling: { temperature: 0, topP: 1, seed: 1 }, microBatches: 3 })
+          if ('hidden' in result) x = { hidden: result.hidden, seqLen: result.seqLen }
+        }
+        past += tokens.length
+        const t = (result as { token: number }).token
+        if (t === EOS) break
+        out.push(t)
+        tokens = [t]
+      }
+      for (const st of stages) st.drop(seq)
+      return out
+    }
+    const together = await Promise.all(specs.map(async ([p, n], i) => await run(`mb-${i}`, p, n, i * 7)))
+    for (const st of stages) st.off('batch', onBatch)
+    assert.deepEqual(together, alone)
+    assert.ok(sizes.some(b => b === 2), `some steps ran as micro-batches of 2 (sizes seen: ${[...new Set(sizes)].join(',')})`)
+    assert.ok(sizes.every(b => b <= 2), 'no stage took more than its share (6 sequences, 3 stages)')
+    for (const st of stages) assert.equal(st.active, 0)
+  })
+
   test('a step whose cache length disagrees is refused, not computed on the wrong context', async () => {
     await assert.rejects(stages[0].step('x', { tokens: [256, 84] }, 5), /0 positions cached here, the request says 5/)
     stages[0].drop('x')

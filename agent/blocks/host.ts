@@ -312,6 +312,7 @@ export class InstanceHost {
         const stage = await StageEngine.start({ modelPath: file.path, provider: spec.executionProvider, gpus: this.init.gpus(), maxBatch: spec.maxBatch, intraOpThreads: threads })
         if (signal.aborted) { await stage.close(); return }
         entry.serving = { kind: 'stage', engine: stage, component, instance }
+        this.init.metrics?.watchStage(block, stage)
         stage.on('crashed', (err: Error) => {
           if (this.live.get(block) !== entry) return
           entry.serving = undefined

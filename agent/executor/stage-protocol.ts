@@ -58,5 +58,6 @@ export type FromStageWorker =
   | { type: 'failed', error: string }
   | { type: 'result', id: number, hidden?: Float32Array, seqLen: number, token?: number, logits?: Float32Array, logprob?: TokenLogprob }
   | { type: 'error', id: number, error: string }
-  | { type: 'batch', size: number, ms: number }
+  /** one run of the stage's graph: sequences in it, positions per sequence (1: a decode step), how long it took */
+  | { type: 'batch', size: number, ms: number, rows: number }
   | { type: 'closed' }

@@ -18,8 +18,18 @@ import { HIDDEN_IN, HIDDEN_OUT, stageFeeds, stagePresent, stageShape } from './s
 import type { StageShape } from './stage-io.ts'
 import type { FromStageWorker, StageInfo, StageSampling, StageStepRequest, StageWorkerInit, ToStageWorker } from './stage-protocol.ts'
 
-/** rng/sampler: the last stage's, made on the sequence's first sampled step from the sampling settings of its first step */
-interface Cache { kv: Feeds | null, length: number, rng: Rng | null, sampler: SequenceSampler | null, sampling: StageSampling | null }
+/**
+ * A batched cache: one [B, heads, time, headDim] tensor per cache input, row i holding members[i]'s
+ * positions left-padded to `time`. Sequences that decode together step after step (a pipeline's
+ * micro-batch) keep theirs here and feed it back as is; it is rebuilt only when the set changes.
+ */
+interface Group { members: string[], past: Feeds, time: number }
+
+/**
+ * A sequence's cache here: its own (kv, after a prompt or a lone step) or its row in a group. rng/sampler:
+ * the last stage's, made on the sequence's first sampled step from the sampling settings of its first step.
+ */
+interface Cache { kv: Feeds | null, group: Group | null, length: number, rng: Rng | null, sampler: SequenceSampler | null, sampling: StageSampling | null }
 
 const port = parentPort
 if (port == null) throw new Error('stage-worker.ts runs as a worker thread')
@@ -36,15 +46,52 @@ let wake: (() => void) | null = null
 
 port.on('message', (m: ToStageWorker) => {
   if (m.type === 'step') queue.push(m)
-  else if (m.type === 'drop') caches.delete(m.seq)
+  else if (m.type === 'drop') caches.delete(m.seq) // a group's rows of a dropped sequence go with the group
   else closed = true
   wake?.()
 })
 
 function cacheOf (seq: string): Cache {
   let c = caches.get(seq)
-  if (c == null) { c = { kv: null, length: 0, rng: null, sampler: null, sampling: null }; caches.set(seq, c) }
+  if (c == null) { c = { kv: null, group: null, length: 0, rng: null, sampler: null, sampling: null }; caches.set(seq, c) }
   return c
+}
+
+/** Copies `seq`'s rows of each cache input out of its group (`into` rows of `time` positions, at `row`, left-padded). */
+function copyRows (from: { past: Feeds, time: number, row: number }, length: number, into: Feeds, row: number, time: number): void {
+  const { heads: A, headDim: D } = shape
+  for (const name of Object.keys(into)) {
+    const src = from.past[name].data as Float32Array
+    const dst = into[name].data as Float32Array
+    for (let a = 0; a < A; a++) {
+      const at = ((from.row * A + a) * from.time + (from.time - length)) * D
+      dst.set(src.subarray(at, at + length * D), ((row * A + a) * time + (time - length)) * D)
+    }
+  }
+}
+
+function emptyFeeds (rows: number, time: number): Feeds {
+  const { heads: A, headDim: D } = shape
+  const f: Feeds = {}
+  for (const l of shape.layers) {
+    for (const name of [io.pastKey(l), io.pastValue(l)]) f[name] = new ort.Tensor('float32', new Float32Array(rows * A * time * D), [rows, A, time, D])
+  }
+  return f
+}
+
+/** Where a sequence's positions are now: its own cache, or its row in its group. */
+function sourceOf (seq: string, c: Cache): { past: Feeds, time: number, row: number } {
+  if (c.group != null) return { past: c.group.past, time: c.group.time, row: c.group.members.indexOf(seq) }
+  return { past: c.kv as Feeds, time: c.length, row: 0 }
+}
+
+/** A sequence in a group takes its positions out into a cache of its own (to run alone: a prompt chunk, a lone step). */
+function ownCache (seq: string, c: Cache): void {
+  if (c.group == null) return
+  const kv = emptyFeeds(1, c.length)
+  copyRows(sourceOf(seq, c), c.length, kv, 0, c.length)
+  c.kv = kv
+  c.group = null
 }
 
 /** Sends one sequence's output: the hidden state rows, or (last stage) the sampled token. */
@@ -78,25 +125,43 @@ function reply (req: StageStepRequest, cache: Cache, out: Record<string, Tensor>
 
 async function runOne (req: StageStepRequest): Promise<void> {
   const cache = cacheOf(req.seq)
+  ownCache(req.seq, cache)
   cache.sampling ??= req.sampling ?? null
   if (cache.length !== req.pastLen) throw new Error(`sequence ${req.seq}: ${cache.length} positions cached here, the request says ${req.pastLen}`)
   const x = info.first
     ? { tokens: req.tokens as number[] }
     : { hidden: new ort.Tensor('float32', req.hidden as Float32Array, [1, req.seqLen, info.hiddenSize]) }
+  const t0 = performance.now()
   const out = await session.run(stageFeeds(shape, x, cache.length, cache.kv))
+  send({ type: 'batch', size: 1, ms: performance.now() - t0, rows: req.seqLen })
   cache.kv = stagePresent(shape, out)
   cache.length += req.seqLen
   reply(req, cache, out, 0, 1)
 }
 
-/** One batched single-token step for several sequences: caches left-padded to the longest. */
+/**
+ * One batched single-token step for several sequences. The same sequences as last time (a
+ * micro-batch going round the ring) reuse their group's cache as is; otherwise a group is built from
+ * the members' caches, left-padded to the longest.
+ */
 async function runBatch (reqs: StageStepRequest[]): Promise<void> {
+  reqs.sort((a, b) => a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0)
   const B = reqs.length
   const cs = reqs.map(r => cacheOf(r.seq))
   cs.forEach((c, i) => { if (c.length !== reqs[i].pastLen) throw new Error(`sequence ${reqs[i].seq}: ${c.length} positions cached here, the request says ${reqs[i].pastLen}`) })
-  const T = Math.max(...cs.map(c => c.length))
-  const { heads: A, headDim: D } = shape
-  const feeds: Feeds = {}
+  const prev = cs[0].group
+  let g: Group
+  if (prev != null && prev.members.length === B && cs.every((c, i) => c.group === prev && prev.members[i] === reqs[i].seq)) {
+    g = prev
+  } else {
+    const T = Math.max(...cs.map(c => c.length))
+    const past = emptyFeeds(B, T)
+    cs.forEach((c, i) => { copyRows(sourceOf(reqs[i].seq, c), c.length, past, i, T) })
+    g = { members: reqs.map(r => r.seq), past, time: T }
+    for (const c of cs) { c.group = g; c.kv = null }
+  }
+  const T = g.time
+  const feeds: Feeds = { ...g.past }
   if (info.first) feeds[io.inputIds] = int64(reqs.map(r => (r.tokens as number[])[0]), [B, 1])
   else {
     const h = new Float32Array(B * info.hiddenSize)
@@ -109,37 +174,13 @@ async function runBatch (reqs: StageStepRequest[]): Promise<void> {
     feeds[io.attentionMask] = int64(mask, [B, T + 1])
   }
   if (shape.inputs.includes(io.positionIds)) feeds[io.positionIds] = int64(cs.map(c => c.length), [B, 1])
-  for (const l of shape.layers) {
-    for (const name of [io.pastKey(l), io.pastValue(l)]) {
-      const dst = new Float32Array(B * A * T * D)
-      cs.forEach((c, i) => {
-        if (c.kv == null || c.length === 0) return
-        const src = c.kv[name].data as Float32Array
-        for (let a = 0; a < A; a++) dst.set(src.subarray(a * c.length * D, (a + 1) * c.length * D), ((i * A + a) * T + (T - c.length)) * D)
-      })
-      feeds[name] = new ort.Tensor('float32', dst, [B, A, T, D])
-    }
-  }
   const t0 = performance.now()
   const out = await session.run(feeds)
-  send({ type: 'batch', size: B, ms: performance.now() - t0 })
-  // each sequence takes its rows back out of the batched cache
+  send({ type: 'batch', size: B, ms: performance.now() - t0, rows: 1 })
+  g.past = stagePresent(shape, out)
+  g.time = T + 1
   cs.forEach((c, i) => {
-    const len = c.length + 1
-    const kv: Feeds = {}
-    for (const l of shape.layers) {
-      for (const [pin, pout] of [[io.pastKey(l), io.presentKey(l)], [io.pastValue(l), io.presentValue(l)]]) {
-        const src = out[pout].data as Float32Array
-        const dst = new Float32Array(A * len * D)
-        for (let a = 0; a < A; a++) {
-          const from = ((i * A + a) * (T + 1) + (T + 1 - len)) * D
-          dst.set(src.subarray(from, from + len * D), a * len * D)
-        }
-        kv[pin] = new ort.Tensor('float32', dst, [1, A, len, D])
-      }
-    }
-    c.kv = kv
-    c.length = len
+    c.length++
     reply(reqs[i], c, out, i, B)
   })
 }
@@ -149,6 +190,9 @@ async function loop (): Promise<void> {
     if (queue.length === 0) {
       await new Promise<void>(resolve => { wake = resolve })
       wake = null
+      // the steps that come with this one (a batch's results fan out as several messages at once) are
+      // let in before the batch is formed: the wake-up runs after the first message only
+      await new Promise(resolve => setImmediate(resolve))
       continue
     }
     // single-token steps of distinct sequences that have a cache go together; anything else alone.
