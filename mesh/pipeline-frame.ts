@@ -1,5 +1,6 @@
 import { Uint8ArrayList } from 'uint8arraylist'
-import { MeshError } from './errors.ts'
+import { FrameError } from './errors.ts'
+import type { Offence } from './peer-score.ts'
 
 /**
  * Frames of /blockmesh/pipeline/1.0.0: the messages pipeline stages pass around a ring (a step's
@@ -50,9 +51,10 @@ export interface PipelineFrame {
   payload: Uint8Array | null
 }
 
-export class PipelineFrameError extends MeshError {
-  constructor (message: string) {
-    super(message, 'ERR_PIPELINE_FRAME')
+/** A pipeline frame (or a frame's use) that breaks the protocol; `offence` is what it costs the sender. */
+export class PipelineFrameError extends FrameError {
+  constructor (message: string, offence: Offence = 'malformed') {
+    super(message, 'ERR_PIPELINE_FRAME', offence)
     this.name = 'PipelineFrameError'
   }
 }
@@ -61,36 +63,49 @@ const enc = new TextEncoder()
 const dec = new TextDecoder('utf-8', { fatal: true })
 const SEQ = /^[0-9a-f]{16}$/
 
-function varint (n: number): Uint8Array {
-  const out: number[] = []
-  while (n >= 0x80) { out.push((n & 0x7f) | 0x80); n = Math.floor(n / 128) }
-  out.push(n)
-  return Uint8Array.from(out)
+/** Bytes of `n` as an unsigned varint. */
+function varintLength (n: number): number {
+  let len = 1
+  for (; n >= 0x80; n = Math.floor(n / 128)) len++
+  return len
 }
 
-/** The frame's bytes with their length prefix, as a list of chunks (the payload is not copied). */
+/** A lowercase hex digit's value (the sequence id was checked against SEQ). */
+const nibble = (c: number): number => c <= 57 ? c - 48 : c - 87
+
+/**
+ * The frame's bytes with their length prefix, as a list of chunks: the prefix, header and meta in one,
+ * then the payload (not copied).
+ */
 export function encodeFrame (f: PipelineFrame): Uint8Array[] {
   if (!SEQ.test(f.seq)) throw new PipelineFrameError(`sequence id ${f.seq} is not 16 hex digits`)
   const meta = f.meta != null ? enc.encode(JSON.stringify(f.meta)) : null
-  if ((meta?.length ?? 0) > MAX_META_BYTES) throw new PipelineFrameError(`frame meta of ${meta?.length ?? 0} bytes is over ${MAX_META_BYTES}`)
+  const metaLength = meta?.length ?? 0
+  if (metaLength > MAX_META_BYTES) throw new PipelineFrameError(`frame meta of ${metaLength} bytes is over ${MAX_META_BYTES}`)
   const payload = f.payload
   if ((payload == null || payload.length === 0) !== (f.dtype == null)) throw new PipelineFrameError('a frame has a payload exactly when it has a dtype')
-  const header = new Uint8Array(HEADER_BYTES + (meta?.length ?? 0))
-  const v = new DataView(header.buffer)
+  const total = HEADER_BYTES + metaLength + (payload?.length ?? 0)
+  if (total > MAX_FRAME_BYTES) throw new PipelineFrameError(`frame of ${total} bytes is over the ${MAX_FRAME_BYTES}-byte limit`)
+  const prefix = varintLength(total)
+  const head = new Uint8Array(prefix + HEADER_BYTES + metaLength)
+  let at = 0
+  for (let n = total; ; n = Math.floor(n / 128)) {
+    if (n < 0x80) { head[at++] = n; break }
+    head[at++] = (n & 0x7f) | 0x80
+  }
+  const v = new DataView(head.buffer, prefix, HEADER_BYTES)
   v.setUint8(0, FRAME_VERSION)
   v.setUint8(1, KINDS.indexOf(f.kind))
   v.setUint8(2, DTYPES.indexOf(f.dtype))
   v.setUint8(3, f.flags)
-  for (let i = 0; i < 8; i++) header[4 + i] = parseInt(f.seq.slice(2 * i, 2 * i + 2), 16)
+  for (let i = 0; i < 8; i++) head[prefix + 4 + i] = (nibble(f.seq.charCodeAt(2 * i)) << 4) | nibble(f.seq.charCodeAt(2 * i + 1))
   v.setUint32(12, f.step, true)
   v.setUint32(16, f.pastLen, true)
   v.setUint32(20, f.rows, true)
   v.setInt32(24, f.token, true)
-  v.setUint32(28, meta?.length ?? 0, true)
-  if (meta != null) header.set(meta, HEADER_BYTES)
-  const total = header.length + (payload?.length ?? 0)
-  if (total > MAX_FRAME_BYTES) throw new PipelineFrameError(`frame of ${total} bytes is over the ${MAX_FRAME_BYTES}-byte limit`)
-  return payload != null && payload.length > 0 ? [varint(total), header, payload] : [varint(total), header]
+  v.setUint32(28, metaLength, true)
+  if (meta != null) head.set(meta, prefix + HEADER_BYTES)
+  return payload != null && payload.length > 0 ? [head, payload] : [head]
 }
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'))
@@ -178,7 +193,7 @@ export class FrameDecoder {
         if (this.buffer.byteLength >= this.maxPrefix) throw new PipelineFrameError(`length prefix longer than ${this.maxPrefix} bytes`)
         return
       }
-      if (length > this.maxFrame) throw new PipelineFrameError(`frame of ${length} bytes is over the ${this.maxFrame}-byte limit`)
+      if (length > this.maxFrame) throw new PipelineFrameError(`frame of ${length} bytes is over the ${this.maxFrame}-byte limit`, 'oversized')
       if (this.buffer.byteLength < prefix + length) return
       const bytes = this.buffer.subarray(prefix, prefix + length)
       this.buffer.consume(prefix + length)

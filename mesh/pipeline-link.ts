@@ -5,6 +5,7 @@ import type { PipelineFrame } from './pipeline-frame.ts'
 import { MeshError } from './errors.ts'
 import { parsePeerId } from './node.ts'
 import type { MeshLogger } from './node.ts'
+import type { Offence } from './peer-score.ts'
 
 /** A frame could not be delivered to a peer: the dial failed, or the stream closed under it. */
 export class PeerLinkError extends MeshError {
@@ -31,8 +32,8 @@ export interface PeerLinkComponents {
 export interface PeerLinksInit {
   /** a frame arrived from `peer` */
   onFrame: (peer: string, frame: PipelineFrame) => void
-  /** `peer` sent bytes that are not frames (the stream is dropped): for the peer score */
-  onInvalid: (peer: string, reason: string) => void
+  /** `peer` sent bytes that are not frames, or broke the protocol (the stream is dropped): for the peer score */
+  onInvalid: (peer: string, reason: string, offence: Offence) => void
   /** frames to `peer` could not be sent (a failed dial, a stream that broke or closed under them) */
   onSendFailed: (peer: string, frames: PipelineFrame[], err: PeerLinkError) => void
   /** every connection to `peer` is gone */
@@ -256,7 +257,7 @@ export class PeerLinks {
           stream.abort(err as Error)
           return
         }
-        this.init.onInvalid(peer, `pipeline frame: ${err.message}`)
+        this.init.onInvalid(peer, `pipeline frame: ${err.message}`, err.offence)
         this.init.log.warn({ peer, err: err.message }, 'bad pipeline stream dropped')
         stream.abort(err)
       }

@@ -23,11 +23,10 @@
  * components, and the service has start/stop (handle/unhandle) and the client calls.
  */
 import { createHash } from 'node:crypto'
-import { lpStream } from '@libp2p/utils'
-import type { LengthPrefixedStream } from '@libp2p/utils'
 import type { Connection, PeerId, Stream, StreamHandlerOptions } from '@libp2p/interface'
 import { z } from 'zod'
-import { decodeJson, encodeJson, firstIssue } from '../../mesh/rpc.ts'
+import { decodeJson, encodeJson, firstIssue, lengthPrefixed } from '../../mesh/rpc.ts'
+import type { FramedStream } from '../../mesh/rpc.ts'
 import { MeshError } from '../../mesh/errors.ts'
 import { PeerStreamSlots, releaseOnClose } from '../../mesh/tensor.ts'
 import { parsePeerId } from '../../mesh/node.ts'
@@ -236,7 +235,7 @@ class Generate implements GenerateService {
     if (this.components.isBanned?.(peer) === true) { stream.abort(new Error('banned')); return }
     const abort = new AbortController()
     stream.addEventListener('close', () => { abort.abort() })
-    const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
+    const lp = lengthPrefixed(stream, MAX_REQUEST_BYTES)
     const send = async (a: Answer): Promise<void> => { await lp.write(encodeJson(a), { signal: abort.signal }) }
     const refuse = async (code: string, message: string): Promise<void> => {
       await send({ t: 'error', code, message: message.slice(0, 2000) })
@@ -246,7 +245,9 @@ class Generate implements GenerateService {
     try {
       let raw: unknown
       try {
-        raw = decodeJson((await lp.read({ signal: AbortSignal.any([abort.signal, AbortSignal.timeout(this.init.requestTimeoutMs ?? 15_000)]) })).subarray())
+        const bytes = await lp.readFrame({ signal: AbortSignal.any([abort.signal, AbortSignal.timeout(this.init.requestTimeoutMs ?? 15_000)]) })
+        if (bytes == null) throw new GenerateError('bad_request', 'the stream ended before the request', false)
+        raw = decodeJson(bytes)
       } catch (err) {
         if (abort.signal.aborted) return
         throw new GenerateError('bad_request', `unreadable request: ${(err as Error).message}`, false)
@@ -330,7 +331,7 @@ class Generate implements GenerateService {
 
   // ---------------------------------------------------------------- client side
 
-  private async open (peer: string, request: GenerateRequest, signal: AbortSignal | undefined): Promise<{ stream: Stream, lp: LengthPrefixedStream<Stream>, first: Answer }> {
+  private async open (peer: string, request: GenerateRequest, signal: AbortSignal | undefined): Promise<{ stream: Stream, lp: FramedStream<Stream>, first: Answer }> {
     let stream: Stream
     let release: (() => void) | undefined
     try {
@@ -342,7 +343,7 @@ class Generate implements GenerateService {
       throw new GenerateError('unreachable', `cannot open ${this.protocol} to ${peer}: ${(err as Error).message}`, true, { cause: err })
     }
     releaseOnClose(stream, release)
-    const lp = lpStream(stream, { maxDataLength: Math.max(MAX_ANSWER_BYTES, MAX_REQUEST_BYTES) })
+    const lp = lengthPrefixed(stream, Math.max(MAX_ANSWER_BYTES, MAX_REQUEST_BYTES))
     try {
       await lp.write(encodeJson(request), { signal })
       const first = await readAnswer(lp, signal)
@@ -396,16 +397,12 @@ class Generate implements GenerateService {
 }
 
 /** The next answer frame, validated; null when the stream ended cleanly. */
-async function readAnswer (lp: LengthPrefixedStream<Stream>, signal: AbortSignal | undefined): Promise<Answer | null> {
-  let bytes
-  try {
-    bytes = await lp.read({ signal })
-  } catch (err) {
-    if (/end of|EOF|unexpected end/i.test((err as Error).message) && signal?.aborted !== true) return null
-    throw err
-  }
+async function readAnswer (lp: FramedStream<Stream>, signal: AbortSignal | undefined): Promise<Answer | null> {
+  // null: the stream ended cleanly between frames; a frame cut short or too long is a typed FrameError
+  const bytes = await lp.readFrame({ signal })
+  if (bytes == null) return null
   if (bytes.byteLength > MAX_ANSWER_BYTES) throw new GenerateError('bad_response', `an answer frame of ${bytes.byteLength} bytes`, true)
-  const parsed = AnswerSchema.safeParse(decodeJson(bytes.subarray()))
+  const parsed = AnswerSchema.safeParse(decodeJson(bytes))
   if (!parsed.success) throw new GenerateError('bad_response', `unexpected answer: ${firstIssue(parsed.error)}`, true)
   return parsed.data
 }

@@ -5,6 +5,7 @@ import type { PipelineFrame } from '../../mesh/pipeline-frame.ts'
 import { PeerLinks } from '../../mesh/pipeline-link.ts'
 import type { PeerLinkComponents, PeerLinkError } from '../../mesh/pipeline-link.ts'
 import type { MeshLogger } from '../../mesh/node.ts'
+import type { Offence } from '../../mesh/peer-score.ts'
 import { MeshError } from '../../mesh/errors.ts'
 import { EngineError } from '../executor/engine.ts'
 import type { StageEngine } from '../executor/stage-engine.ts'
@@ -157,7 +158,7 @@ interface Waiting {
 export interface PipelineServiceInit {
   local: LocalStages
   /** offences of peers (malformed frames, protocol violations): the agent's one peer score */
-  offences: { strike: (peer: string, reason: string) => unknown }
+  offences: { strike: (peer: string, reason: string, offence?: Offence) => unknown }
   log: MeshLogger
   /** a driver's step with no answer within this fails (and the request migrates) */
   stepTimeoutMs?: number
@@ -212,7 +213,7 @@ export class PipelineService implements PipelineClient {
     this.self = components.self
     this.links = new PeerLinks(components, {
       onFrame: (peer, frame) => { this.onFrame(peer, frame) },
-      onInvalid: (peer, reason) => { this.init.offences.strike(peer, reason) },
+      onInvalid: (peer, reason, offence) => { this.init.offences.strike(peer, reason, offence) },
       onSendFailed: (peer, _frames, err) => { this.unreachable(peer, err) },
       onPeerLost: (peer, err) => { this.peerLost(peer, err) },
       log: init.log
