@@ -30,6 +30,8 @@ export interface PeerJson extends Omit<CapacityRecord, 'v' | 'ts'> {
   connected: boolean
   lastSeen: string
   lastSeenAgoMs: number
+  /** the peer's offence score here (0: none; decays by half every 10 minutes; banned at 25), see mesh/peer-score.ts */
+  score: number
 }
 
 /** GET /api/peers: this node first, then the peers it knows, by cluster and name. */

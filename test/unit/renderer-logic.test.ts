@@ -29,7 +29,7 @@ function peer (id: string, cluster: string, over: Partial<Peer> = {}): Peer {
   return {
     peerId: id, name: `n-${id}`, cluster, vendor: '', addrs: [], epoch: 1, seq: 1, heartbeatMs: 1000,
     readings: { cpu: { count: 1, model: '', load1: 0, load5: 0, load15: 0, utilisation: 0 }, memory: { totalBytes: 1, freeBytes: 1, availableBytes: 1 }, gpus: [] },
-    instances: [], vdags: [], links: [], self: false, status: 'live', connected: true, lastSeen: '', lastSeenAgoMs: 0,
+    instances: [], vdags: [], links: [], self: false, status: 'live', connected: true, lastSeen: '', lastSeenAgoMs: 0, score: 0,
     ...over
   }
 }

@@ -15,7 +15,8 @@ export function peerJson (ctx: ApiContext, record: CapacityRecord, lastSeen: num
     status,
     connected: self || ctx.mesh.isConnected(record.peerId),
     lastSeen: new Date(lastSeen).toISOString(),
-    lastSeenAgoMs: Math.max(0, Date.now() - lastSeen)
+    lastSeenAgoMs: Math.max(0, Date.now() - lastSeen),
+    score: self ? 0 : Math.round(ctx.mesh.score.score(record.peerId) * 100) / 100
   }
 }
 
