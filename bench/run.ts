@@ -13,6 +13,7 @@ import { runInferenceBench, inferenceMarkdown } from './inference.ts'
 import { runSchedulerBench } from './scheduler.ts'
 import { runVdagBench, vdagMarkdown } from './vdag.ts'
 import { runActivationBench, activationMarkdown } from './activations.ts'
+import { runTunnelBench, tunnelMarkdown } from './tunnel.ts'
 import { runDashboardBench, dashboardMarkdown } from './dashboard.ts'
 import { runRealModelBench, realModelMarkdown } from './real-model.ts'
 import { runGraphProfile, graphMarkdown } from './graph-profile.ts'
@@ -27,10 +28,10 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false }
   }
 })
-const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,activations,pipeline,load,dashboard').split(',').map(s => s.trim()))
+const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,activations,tunnel,pipeline,load,dashboard').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'activations', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline']
+const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'activations', 'tunnel', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -72,6 +73,10 @@ if (only.has('vdag')) {
 if (only.has('activations')) {
   log('activations: a decode hop (4 KiB step, small result) over PeerLinks on /blockmesh/pipeline/1.0.0 vs raw TCP (and the old tensor protocol)')
   writeSection('activations', 'Pipeline hop: a decode step over /blockmesh/pipeline/1.0.0 ÷ raw TCP (loopback)', activationMarkdown(await runActivationBench({ quick: values.quick, hidden: 1024, log })))
+}
+if (only.has('tunnel')) {
+  log('tunnel: small completions through one agent, direct vs via a peer (token by token for onnx, the byte tunnel for an external system)')
+  writeSection('tunnel', 'Serving through a peer: the hop\'s cost', tunnelMarkdown(await runTunnelBench({ quick: values.quick, log })))
 }
 if (only.has('pipeline')) {
   log('pipeline: 2 stages on two pinned cores in their own namespaces (Toxiproxy link at 0.2 / 5 / 50 ms RTT) vs the whole model on one')
