@@ -78,7 +78,10 @@ describe('dashboard API: live events, token check, the built renderer', () => {
     assert.equal(await rawStatus(a.url, '/api/events', { origin: 'http://evil.example' }), 403)
     const ctl = new AbortController()
     try {
-      const streams = await Promise.all(Array.from({ length: 32 }, async () => await fetch(`${a.url}/api/events`, { signal: ctl.signal })))
+      // one after another: the agent admits them in this order (a stream is registered before its headers are sent),
+      // so streams[0] is the oldest; opened all at once they could arrive in any order and another one be closed
+      const streams: Response[] = []
+      for (let i = 0; i < 32; i++) streams.push(await fetch(`${a.url}/api/events`, { signal: ctl.signal }))
       assert.ok(streams.every(r => r.status === 200))
       const first = streams[0].body!.getReader()
       const extra = await fetch(`${a.url}/api/events`, { signal: ctl.signal })
