@@ -2,7 +2,7 @@
  * Load: 100 concurrent streamed chat requests sent to ONE agent of a 3-agent mesh, for
  *  - a block with 3 instances, one on each agent (the receiving agent serves its share and forwards
  *    the rest to the other two over libp2p), and
- *  - a 3-stage vDAG with one stage on each agent (every sequence holds one tensor stream per hop).
+ *  - a 3-stage vDAG with one stage on each agent (all sequences share one pipeline stream per pair of peers).
  * Reports completed/errors, time to first token (p50/p99) and total completion tokens/s.
  * The client (streamChat, burst) is also what test/load.test.ts asserts with.
  */
@@ -14,7 +14,6 @@ import type { CachedModel } from '../agent/model/cache.ts'
 import { PRESETS, parameterCount } from '../agent/model/spec.ts'
 import { percentile } from './stats.ts'
 import { INSTANCE_HEADER } from '../agent/openai/infer-protocol.ts'
-import { TENSOR_MAX_STREAMS } from '../mesh/tensor.ts'
 import { TUNNEL_MAX_STREAMS } from '../mesh/tunnel.ts'
 
 /** One streamed chat completion as the client saw it. */
@@ -214,8 +213,8 @@ export function loadMarkdown (r: LoadResult): string {
   const errors = r.runs.flatMap(f => f.errors.slice(0, 3).map(e => `- ${f.target}: ${e}`))
   return [
     `Three agent processes on this machine (${r.cores} cores), the generated ${r.model} model (${(r.parameters / 1e6).toFixed(1)}M parameters), maxBatch ${r.maxBatch} per instance and per stage. ` +
-    `${r.runs[0]?.requests ?? 100} streamed \`/v1/chat/completions\` (max_tokens ${r.maxTokens}, temperature 0.7, \`stream_options.include_usage\`) are sent at once to the first agent, which serves about a third of the block's requests itself and forwards the others to its peers over libp2p (one stream per request), and drives every vDAG sequence (one tensor stream per sequence per hop). ` +
-    `Before issue 13 the vDAG answered 64 of 100 (libp2p's default of 64 outbound streams per protocol and connection); the tensor and tunnel protocols now take ${TENSOR_MAX_STREAMS} and ${TUNNEL_MAX_STREAMS} streams per connection each way, and a dialer past that waits for a stream to close (see docs/decisions.md, "Load limits"). ` +
+    `${r.runs[0]?.requests ?? 100} streamed \`/v1/chat/completions\` (max_tokens ${r.maxTokens}, temperature 0.7, \`stream_options.include_usage\`) are sent at once to the first agent, which serves about a third of the block's requests itself and forwards the others to its peers over libp2p (one stream per request), and drives every vDAG sequence (round the ring of stages; all sequences between two peers share one stream). ` +
+    `Before issue 13 the vDAG answered 64 of 100 (libp2p's default of 64 outbound streams per protocol and connection, with a stream per sequence per hop); since issue 14 the pipeline needs one stream per pair of peers, and the tunnel protocol takes ${TUNNEL_MAX_STREAMS} streams per connection each way, a dialer past that waiting for a stream to close (see docs/decisions.md, "Load limits", "Ring pipeline"). ` +
     'Completed: the stream ended with a finish_reason and `data: [DONE]` and carried no error event. TTFT: from sending the request to the first content delta, at the client (it includes waiting for a batch slot: with maxBatch 8, most requests queue). Tokens/s: completion tokens of all requests ÷ wall time of the burst. The second of two bursts is shown. ' +
     `1-minute load average of the machine before the bursts: ${r.load1.toFixed(2)}.`,
     '',

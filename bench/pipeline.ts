@@ -12,10 +12,12 @@ import os from 'node:os'
 import { AgentProcess, stopAll, until } from '../test/helpers/agents.ts'
 import { componentSpec, deploy, splitAndDeploy } from '../test/helpers/models.ts'
 import { NetLab, Toxiproxy } from '../test/helpers/netns.ts'
+import { existsSync } from 'node:fs'
 import { ensureGeneratedModel } from '../agent/model/cache.ts'
-import type { CachedModel } from '../agent/model/cache.ts'
 import { PRESETS, parameterCount } from '../agent/model/spec.ts'
+import { KNOWN_MODELS, cachedWeightPath } from '../agent/model/known-models.ts'
 import { aggregate, apiStream } from './inference.ts'
+import { addModel } from './real-model.ts'
 import { median } from './stats.ts'
 
 /** One link setting: the latency toxic on each direction (ms), and what the round trip then is. */
@@ -49,64 +51,80 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
   const result: PipelineResult = { figures: [], cores: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', date: new Date().toISOString().slice(0, 10) }
   const why = pipelineBenchUnavailable()
   if (why != null) { result.skipped = why; log(`pipeline: skipped (${why})`); return result }
-  const m: CachedModel = await ensureGeneratedModel({ ...PRESETS['100m'], seed: 1 }, '.blockmesh/bench-models', 'gpt-100m', log)
   const lab = NetLab.create(2)
   const agents: AgentProcess[] = []
   let tp: Toxiproxy | undefined
   try {
     tp = await lab.startToxiproxy()
+    const proxy = tp
     const [ha, hb] = [lab.host(0), lab.host(1)]
     // each box: one core, one ONNX Runtime thread per model
     const b = await AgentProcess.start({ name: 'box-b', cluster: 'box-b', netns: hb.ns, listenIp: hb.ip, cpus: '1', extra: ['--inference-threads', '1'] })
     agents.push(b)
     const port = Number(/\/tcp\/(\d+)/.exec(b.addr)?.[1])
-    await tp.createProxy('a-to-b', 20001, `${hb.ip}:${port}`)
+    await proxy.createProxy('a-to-b', 20001, `${hb.ip}:${port}`)
     // the boxes reach each other only through the proxy
     lab.partition([[0], [1]])
-    const a = await AgentProcess.start({ name: 'box-a', cluster: 'box-a', netns: ha.ns, listenIp: ha.ip, cpus: '0', extra: ['--inference-threads', '1'], bootstrap: [`/ip4/${tp.host.ip}/tcp/20001/p2p/${b.peerId}`] })
+    const a = await AgentProcess.start({ name: 'box-a', cluster: 'box-a', netns: ha.ns, listenIp: ha.ip, cpus: '0', extra: ['--inference-threads', '1'], bootstrap: [`/ip4/${proxy.host.ip}/tcp/20001/p2p/${b.peerId}`] })
     agents.push(a)
     await until(async () => (await a.peers()).length === 2 && (await b.peers()).length === 2, 'the two boxes to see each other', 60_000)
-
-    const tag = m.md5.slice(0, 6)
-    const whole = `whole-${tag}`
-    const block = await deploy(a, componentSpec(m, `pipe-bench-${tag}`, { contextLength: m.spec.maxPositions }), { id: whole, component: `pipe-bench-${tag}:${m.md5.slice(0, 8)}`, maxBatch: 8, threads: 1, policy: { cluster: { names: ['box-a'] } } })
-    if (block.status !== 'ready') throw new Error(`block ${whole}: ${block.error as string}`)
-    const split = `p2-${tag}`
-    await splitAndDeploy(a, { modelName: split, modelPath: m.path, worldSize: 2, config: { vdag_name: split, block: { threads: 1, maxBatch: 8 } } })
-    const v = await until(async () => {
-      const r = (await a.api(`/api/vdags/${split}`)).body
-      return r.ready === true && Array.isArray(r.route) ? r : undefined
-    }, `vDAG ${split} to be ready`, 300_000, 250)
     const names = new Map([[a.peerId, 'box-a'], [b.peerId, 'box-b']])
-    const placement = (v.route as Array<{ peer: string }>).map(h => names.get(h.peer) ?? h.peer.slice(0, 8))
-    if (new Set(placement).size !== 2) throw new Error(`the two stages are not on the two boxes: ${placement.join(' → ')}`)
-    log(`  stages on ${placement.join(' → ')}, requests to box-a`)
 
-    const tokens = opts.quick ? 16 : 40
-    const aggTokens = opts.quick ? 8 : 24
-    const rounds = opts.quick ? 2 : 3
-    const fig: PipelineFigures = { model: '~100M (generated)', parameters: parameterCount(m.spec), whole1: [], whole8: 0, split1: {}, split8: {}, placement }
-    for (const link of LINKS) {
-      for (const t of (await tp.proxy('a-to-b')).toxics) await tp.removeToxic('a-to-b', String(t.name))
-      if (link.up > 0) await tp.addToxic('a-to-b', { name: 'up', type: 'latency', stream: 'upstream', attributes: { latency: link.up, jitter: 0 } })
-      if (link.down > 0) await tp.addToxic('a-to-b', { name: 'down', type: 'latency', stream: 'downstream', attributes: { latency: link.down, jitter: 0 } })
-      await apiStream(a, split, 8) // warm-up through this link
-      fig.split1[link.name] = []
-      const baseline = link.name === LINKS[0].name
-      if (baseline) await apiStream(a, whole, 8)
-      for (let r = 0; r < rounds; r++) {
-        if (baseline) fig.whole1.push((await apiStream(a, whole, tokens)).tps)
-        fig.split1[link.name].push((await apiStream(a, split, tokens)).tps)
-        log(`  ${link.name} round ${r + 1}: ${baseline ? `whole ${fig.whole1.at(-1)?.toFixed(1)}, ` : ''}2 stages ${fig.split1[link.name].at(-1)?.toFixed(1)} tok/s`)
+    /** The whole model on box-a and its 2-stage split on both boxes, measured over each link setting. */
+    const measure = async (label: string, parameters: number, whole: string, split: string, tokens: number, aggTokens: number): Promise<void> => {
+      const v = await until(async () => {
+        const r = (await a.api(`/api/vdags/${split}`)).body
+        return r.ready === true && Array.isArray(r.route) ? r : undefined
+      }, `vDAG ${split} to be ready`, 600_000, 250)
+      const placement = (v.route as Array<{ peer: string }>).map(h => names.get(h.peer) ?? h.peer.slice(0, 8))
+      if (new Set(placement).size !== 2) throw new Error(`the two stages are not on the two boxes: ${placement.join(' → ')}`)
+      log(`  ${label}: stages on ${placement.join(' → ')}, requests to box-a`)
+      const rounds = opts.quick ? 2 : 3
+      const fig: PipelineFigures = { model: label, parameters, whole1: [], whole8: 0, split1: {}, split8: {}, placement }
+      for (const link of LINKS) {
+        for (const t of (await proxy.proxy('a-to-b')).toxics) await proxy.removeToxic('a-to-b', String(t.name))
+        if (link.up > 0) await proxy.addToxic('a-to-b', { name: 'up', type: 'latency', stream: 'upstream', attributes: { latency: link.up, jitter: 0 } })
+        if (link.down > 0) await proxy.addToxic('a-to-b', { name: 'down', type: 'latency', stream: 'downstream', attributes: { latency: link.down, jitter: 0 } })
+        await apiStream(a, split, 8) // warm-up through this link
+        fig.split1[link.name] = []
+        const baseline = link.name === LINKS[0].name
+        if (baseline) await apiStream(a, whole, 8)
+        for (let r = 0; r < rounds; r++) {
+          if (baseline) fig.whole1.push((await apiStream(a, whole, tokens)).tps)
+          fig.split1[link.name].push((await apiStream(a, split, tokens)).tps)
+          log(`  ${label} ${link.name} round ${r + 1}: ${baseline ? `whole ${fig.whole1.at(-1)?.toFixed(1)}, ` : ''}2 stages ${fig.split1[link.name].at(-1)?.toFixed(1)} tok/s`)
+        }
+        if (baseline) {
+          fig.whole8 = await aggregate(a, whole, 8, aggTokens)
+          log(`  ${label} whole, 8 streams: ${fig.whole8.toFixed(1)} tok/s in all`)
+        }
+        fig.split8[link.name] = await aggregate(a, split, 8, aggTokens)
+        log(`  ${label} ${link.name} 2 stages, 8 streams: ${fig.split8[link.name].toFixed(1)} tok/s in all`)
       }
-      if (baseline) {
-        fig.whole8 = await aggregate(a, whole, 8, aggTokens)
-        log(`  whole, 8 streams: ${fig.whole8.toFixed(1)} tok/s in all`)
-      }
-      fig.split8[link.name] = await aggregate(a, split, 8, aggTokens)
-      log(`  ${link.name} 2 stages, 8 streams: ${fig.split8[link.name].toFixed(1)} tok/s in all`)
+      result.figures.push(fig)
     }
-    result.figures.push(fig)
+
+    // the generated ~100M model
+    const m = await ensureGeneratedModel({ ...PRESETS['100m'], seed: 1 }, '.blockmesh/bench-models', 'gpt-100m', log)
+    const tag = m.md5.slice(0, 6)
+    const block = await deploy(a, componentSpec(m, `pipe-bench-${tag}`, { contextLength: m.spec.maxPositions }), { id: `whole-${tag}`, component: `pipe-bench-${tag}:${m.md5.slice(0, 8)}`, maxBatch: 8, threads: 1, policy: { cluster: { names: ['box-a'] } } })
+    if (block.status !== 'ready') throw new Error(`block whole-${tag}: ${block.error as string}`)
+    await splitAndDeploy(a, { modelName: `p2-${tag}`, modelPath: m.path, worldSize: 2, config: { vdag_name: `p2-${tag}`, block: { threads: 1, maxBatch: 8 } } })
+    await measure('~100M (generated)', parameterCount(m.spec), `whole-${tag}`, `p2-${tag}`, opts.quick ? 16 : 40, opts.quick ? 8 : 24)
+
+    // SmolLM2-135M-Instruct (GGUF Q4_1, converted on box-a), when its weights are on this machine
+    const gguf = cachedWeightPath('smollm2')
+    if (existsSync(gguf)) {
+      const model = await addModel(a, gguf, KNOWN_MODELS.smollm2.name, 'q8', log)
+      const created = await a.api('/api/blocks', { method: 'POST', body: { id: 'whole-smollm2', component: model.uri, threads: 1, maxBatch: 8, policy: { cluster: { names: ['box-a'] } } } })
+      if (created.status !== 201) throw new Error(`block: ${created.status} ${JSON.stringify(created.body)}`)
+      await until(async () => (await a.api('/api/blocks/whole-smollm2')).body.status === 'ready', 'whole-smollm2 to load', 600_000, 250)
+      const spec = model.spec
+      await splitAndDeploy(a, { modelName: 'p2-smollm2', modelPath: spec.model.url, worldSize: 2, config: { vdag_name: 'p2-smollm2', md5: spec.model.md5, tokenizer: spec.tokenizer, context_length: spec.contextLength, block: { threads: 1, maxBatch: 8 } } })
+      await measure('SmolLM2-135M Q4_1', spec.modelInfo?.parameters ?? 135e6, 'whole-smollm2', 'p2-smollm2', opts.quick ? 16 : 40, opts.quick ? 8 : 24)
+    } else {
+      log(`  SmolLM2: skipped (no ${gguf}; scripts/fetch-weights.sh fetches it)`)
+    }
   } finally {
     await stopAll(agents)
     await tp?.stop()

@@ -205,7 +205,7 @@ async function startAgent (name: string): Promise<AgentProcess> {
 }
 
 /** POST /api/models with progress lines (a first conversion can take minutes; the lines keep the request alive). */
-async function addModel (agent: AgentProcess, source: string, name: string, weights: string, log: (s: string) => void): Promise<{ uri: string, spec: any, cached: boolean }> {
+export async function addModel (agent: AgentProcess, source: string, name: string, weights: string, log: (s: string) => void): Promise<{ uri: string, spec: any, cached: boolean }> {
   const res = await fetch(`${agent.url}/api/models`, {
     method: 'POST',
     headers: { authorization: `Bearer ${agent.token}`, 'content-type': 'application/json', accept: 'application/x-ndjson' },

@@ -18,7 +18,7 @@
 import net from 'node:net'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { MeshNode, silentLogger } from '../mesh/node.ts'
-import { TENSOR_PROTOCOL, TensorChannel } from '../mesh/tensor.ts'
+import { TENSOR_PROTOCOL, TensorChannel } from './legacy-tensor.ts'
 import { PeerLinks } from '../mesh/pipeline-link.ts'
 import { FrameDecoder, HEADER_BYTES, encodeFrame } from '../mesh/pipeline-frame.ts'
 import type { PipelineFrame } from '../mesh/pipeline-frame.ts'

@@ -1,6 +1,6 @@
 /**
  * vDAG benchmarks: a model split into 2 and 3 pipeline stages, each stage a block on its own agent
- * process, tensors between them on /blockmesh/tensor/1.0.0 — against the same model whole, in one
+ * process, activations between them on /blockmesh/pipeline/1.0.0 (a ring) — against the same model whole, in one
  * run: single-stream decode tokens/s and aggregate tokens/s with 8 concurrent streams.
  */
 import os from 'node:os'
@@ -101,7 +101,7 @@ export function vdagMarkdown (r: VdagResult): string {
   }
   return [
     `Three agent processes on this machine (${r.cores} cores), execution provider \`${r.provider}\`, greedy decoding, requests sent to vdag-a. ` +
-    'The model is split by a real split task (the built-in splitter), each stage a block placed on its own agent (anti-affinity), activations and sampled tokens carried between stages on /blockmesh/tensor/1.0.0 (libp2p: TCP + Noise + Yamux). ' +
+    'The model is split by a real split task (the built-in splitter), each stage a block placed on its own agent (anti-affinity), activations carried from stage to stage and the sampled token from the last stage straight back to the driver on /blockmesh/pipeline/1.0.0 (a ring; one libp2p stream per pair of peers, TCP + Noise + Yamux). ' +
     'Each stage block gets as many ONNX Runtime threads as the whole model (as on separate boxes, where each stage has its own cores). ' +
     'Single stream: decode tokens/s timed at the client from the first to the last token, variants alternating, median of rounds. 8 streams: total completion tokens ÷ wall time.',
     '',

@@ -5,7 +5,7 @@ import { parsePeerId } from './node.ts'
 import { Exchange, InFlightExchanges, decodeJson, encodeJson, firstIssue, lengthPrefixed, reportOffence, requestFault } from './rpc.ts'
 import type { ProtocolComponents, RpcOptions } from './rpc.ts'
 import { FrameError, FrameTooLargeError, MalformedFrameError, RemoteError, StreamAbortedError, TruncatedFrameError } from './errors.ts'
-import { PeerStreamSlots, releaseOnClose } from './tensor.ts'
+import { PeerStreamSlots, releaseOnClose } from './stream-slots.ts'
 
 /**
  * Tunnel streams one connection may carry at once, in each direction (libp2p's defaults are 32

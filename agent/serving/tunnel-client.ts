@@ -4,7 +4,7 @@
  * the peer wrote it — a JSON body or an SSE stream, relayed chunk by chunk with backpressure.
  */
 import { openTunnel } from '../../mesh/tunnel.ts'
-import { StreamsBusyError } from '../../mesh/tensor.ts'
+import { StreamsBusyError } from '../../mesh/stream-slots.ts'
 import type { Route } from '../blocks/router.ts'
 import { INFER_PROTOCOL, INSTANCE_HEADER, SERVED_BY_HEADER } from '../openai/infer-protocol.ts'
 import type { BackendRequest, ProxyBackend, ServingDeps } from './backend.ts'
