@@ -34,6 +34,11 @@ const DTYPES: Array<FrameDType | null> = [null, 'int32', 'float32']
 
 /** flags: the last stage runs the step but samples nothing (a prompt chunk before the last). */
 export const FLAG_NO_SAMPLE = 1
+/** flags: bits 2–7 carry the step's micro-batch (0–63) */
+export const FLAG_GROUP = 2
+export const MAX_GROUP = 63
+export const groupFlags = (group: number | undefined): number => group == null ? 0 : FLAG_GROUP | ((group & MAX_GROUP) << 2)
+export const groupOf = (flags: number): number | undefined => (flags & FLAG_GROUP) === 0 ? undefined : (flags >> 2) & MAX_GROUP
 
 export interface PipelineFrame {
   kind: FrameKind

@@ -350,7 +350,7 @@ function pipeCases (self: () => string): fc.Arbitrary<PipeCase> {
   })
   const garbage = fc.oneof(fc.uint8Array({ maxLength: 512 }), notUtf8).map(b => ({ frames: [{ bytes: b, framing: { kind: 'ok' as const } }], hows: ['garbage-frame'] }))
   return fc.oneof(
-    { weight: 16, arbitrary: mutated },
+    { weight: 22, arbitrary: mutated },
     { weight: 1, arbitrary: garbage },
     { weight: 3, arbitrary: pipeConversation(self).map(frames => ({ frames, hows: ['valid'] })) },
     { weight: 1, arbitrary: fc.constant({ frames: [] as PipeFrame[], hows: ['empty-stream'] }) }

@@ -64,7 +64,7 @@ export class StageEngine extends EventEmitter {
 
   get waiting (): number { return this.pending.size }
 
-  async step (seq: string, input: { tokens: number[] } | { hidden: Float32Array, seqLen: number }, pastLen: number, opts: { sampling?: StageSampling, returnLogits?: boolean, mask?: Uint8Array, sample?: boolean, microBatches?: number } = {}): Promise<StageOutput> {
+  async step (seq: string, input: { tokens: number[] } | { hidden: Float32Array, seqLen: number }, pastLen: number, opts: { sampling?: StageSampling, returnLogits?: boolean, mask?: Uint8Array, sample?: boolean, group?: number } = {}): Promise<StageOutput> {
     if (this.closed) throw new EngineError('the stage is unloaded', 'closed')
     const id = this.nextId++
     this.sequences.add(seq)
@@ -76,7 +76,7 @@ export class StageEngine extends EventEmitter {
       returnLogits: opts.returnLogits,
       ...(opts.mask != null && this.info.last ? { mask: opts.mask } : {}),
       ...(opts.sample === false ? { sample: false } : {}),
-      ...(opts.microBatches != null && opts.microBatches > 1 ? { microBatches: opts.microBatches } : {})
+      ...(opts.group != null ? { group: opts.group } : {})
     }
     const msg: ToStageWorker = 'tokens' in input
       ? { type: 'step', id, seq, pastLen, tokens: input.tokens, seqLen: input.tokens.length, ...extra }
@@ -106,7 +106,9 @@ export class StageEngine extends EventEmitter {
   }
 
   private onMessage (m: FromStageWorker): void {
-    if (m.type === 'result') {
+    if (m.type === 'results') {
+      for (const r of m.items) this.onMessage(r)
+    } else if (m.type === 'result') {
       const p = this.pending.get(m.id)
       this.pending.delete(m.id)
       if (p == null) return

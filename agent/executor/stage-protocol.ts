@@ -36,11 +36,11 @@ export interface StageStepRequest {
   /** last stage: run the step but sample nothing (a chunk of a long prompt before its last one); answers token -1 */
   sample?: boolean
   /**
-   * The number of stages of the sequence's pipeline: with k stages, a stage batches at most 1/k of
-   * the sequences it holds, so the sequences move round the ring in k groups and every stage has a
-   * group to work on (micro-batches), instead of all of them in lock-step with k−1 stages idle.
+   * The sequence's micro-batch (0 … k−1 for a pipeline of k stages, chosen by its driver): a stage
+   * batches only the steps of one micro-batch together, so the sequences move round the ring in k
+   * groups and every stage has a group to work on, instead of all in lock-step with k−1 stages idle.
    */
-  microBatches?: number
+  group?: number
 }
 
 export type ToStageWorker = StageStepRequest | { type: 'drop', seq: string } | { type: 'close' }
@@ -57,6 +57,8 @@ export type FromStageWorker =
   | { type: 'ready', provider: ProviderReport, info: StageInfo, loadMs: number }
   | { type: 'failed', error: string }
   | { type: 'result', id: number, hidden?: Float32Array, seqLen: number, token?: number, logits?: Float32Array, logprob?: TokenLogprob }
+  /** the results of one batched run, in one message */
+  | { type: 'results', items: Array<{ type: 'result', id: number, hidden?: Float32Array, seqLen: number, token?: number, logits?: Float32Array, logprob?: TokenLogprob }> }
   | { type: 'error', id: number, error: string }
   /** one run of the stage's graph: sequences in it, positions per sequence (1: a decode step), how long it took */
   | { type: 'batch', size: number, ms: number, rows: number }

@@ -29,12 +29,26 @@ interface Group { members: string[], past: Feeds, time: number }
  * A sequence's cache here: its own (kv, after a prompt or a lone step) or its row in a group. rng/sampler:
  * the last stage's, made on the sequence's first sampled step from the sampling settings of its first step.
  */
-interface Cache { kv: Feeds | null, group: Group | null, length: number, rng: Rng | null, sampler: SequenceSampler | null, sampling: StageSampling | null }
+interface Cache { kv: Feeds | null, group: Group | null, length: number, /** its micro-batch (StageStepRequest.group) */ mb: number | null, rng: Rng | null, sampler: SequenceSampler | null, sampling: StageSampling | null }
 
 const port = parentPort
 if (port == null) throw new Error('stage-worker.ts runs as a worker thread')
 const init = workerData as StageWorkerInit
 const send = (m: FromStageWorker, transfer: ArrayBuffer[] = []): void => { port.postMessage(m, transfer) }
+
+/**
+ * Results of one run, posted together when the run is done (flushResults): one message, so the main
+ * thread hands the whole micro-batch on in one turn and its frames leave in one write, instead of
+ * trickling out and reaching the next stage as batches of one or two.
+ */
+const outbox: Array<Extract<FromStageWorker, { type: 'result' }>> = []
+const outboxTransfer: ArrayBuffer[] = []
+const answer = (m: Extract<FromStageWorker, { type: 'result' }>, transfer: ArrayBuffer[] = []): void => { outbox.push(m); outboxTransfer.push(...transfer) }
+function flushResults (): void {
+  if (outbox.length === 0) return
+  const items = outbox.splice(0)
+  send(items.length === 1 ? items[0] : { type: 'results', items }, outboxTransfer.splice(0))
+}
 
 let session: ort.InferenceSession
 let shape: StageShape
@@ -42,6 +56,8 @@ let info: StageInfo
 const caches = new Map<string, Cache>()
 const queue: StageStepRequest[] = []
 let closed = false
+/** how long the last batched decode run took (bounds the wait for a micro-batch's stragglers) */
+let lastRunMs = 0
 let wake: (() => void) | null = null
 
 port.on('message', (m: ToStageWorker) => {
@@ -53,7 +69,7 @@ port.on('message', (m: ToStageWorker) => {
 
 function cacheOf (seq: string): Cache {
   let c = caches.get(seq)
-  if (c == null) { c = { kv: null, group: null, length: 0, rng: null, sampler: null, sampling: null }; caches.set(seq, c) }
+  if (c == null) { c = { kv: null, group: null, length: 0, mb: null, rng: null, sampler: null, sampling: null }; caches.set(seq, c) }
   return c
 }
 
@@ -97,7 +113,7 @@ function ownCache (seq: string, c: Cache): void {
 /** Sends one sequence's output: the hidden state rows, or (last stage) the sampled token. */
 function reply (req: StageStepRequest, cache: Cache, out: Record<string, Tensor>, row: number, rows: number): void {
   if (info.last) {
-    if (req.sample === false) { send({ type: 'result', id: req.id, seqLen: req.seqLen, token: -1 }); return }
+    if (req.sample === false) { answer({ type: 'result', id: req.id, seqLen: req.seqLen, token: -1 }); return }
     const logits = out[io.logits].data as Float32Array
     const S = out[io.logits].dims[1]
     const start = (row * S + S - 1) * info.vocab
@@ -113,18 +129,19 @@ function reply (req: StageStepRequest, cache: Cache, out: Record<string, Tensor>
     }
     const copy = req.returnLogits === true ? Float32Array.from(last) : undefined
     const { token, logprob } = cache.sampler.next(last, req.mask ?? null)
-    send({ type: 'result', id: req.id, seqLen: req.seqLen, token, logits: copy, ...(logprob != null ? { logprob } : {}) }, copy != null ? [copy.buffer as ArrayBuffer] : [])
+    answer({ type: 'result', id: req.id, seqLen: req.seqLen, token, logits: copy, ...(logprob != null ? { logprob } : {}) }, copy != null ? [copy.buffer as ArrayBuffer] : [])
     return
   }
   const h = out[HIDDEN_OUT].data as Float32Array
   const S = out[HIDDEN_OUT].dims[1]
   const size = S * info.hiddenSize
   const part = rows === 1 && h.byteOffset === 0 && h.length === size ? h : h.slice(row * size, (row + 1) * size)
-  send({ type: 'result', id: req.id, hidden: part, seqLen: S }, [part.buffer as ArrayBuffer])
+  answer({ type: 'result', id: req.id, hidden: part, seqLen: S }, [part.buffer as ArrayBuffer])
 }
 
 async function runOne (req: StageStepRequest): Promise<void> {
   const cache = cacheOf(req.seq)
+  cache.mb = req.group ?? null
   ownCache(req.seq, cache)
   cache.sampling ??= req.sampling ?? null
   if (cache.length !== req.pastLen) throw new Error(`sequence ${req.seq}: ${cache.length} positions cached here, the request says ${req.pastLen}`)
@@ -148,6 +165,7 @@ async function runBatch (reqs: StageStepRequest[]): Promise<void> {
   reqs.sort((a, b) => a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0)
   const B = reqs.length
   const cs = reqs.map(r => cacheOf(r.seq))
+  cs.forEach((c, i) => { c.mb = reqs[i].group ?? null })
   cs.forEach((c, i) => { if (c.length !== reqs[i].pastLen) throw new Error(`sequence ${reqs[i].seq}: ${c.length} positions cached here, the request says ${reqs[i].pastLen}`) })
   const prev = cs[0].group
   let g: Group
@@ -176,7 +194,8 @@ async function runBatch (reqs: StageStepRequest[]): Promise<void> {
   if (shape.inputs.includes(io.positionIds)) feeds[io.positionIds] = int64(cs.map(c => c.length), [B, 1])
   const t0 = performance.now()
   const out = await session.run(feeds)
-  send({ type: 'batch', size: B, ms: performance.now() - t0, rows: 1 })
+  lastRunMs = performance.now() - t0
+  send({ type: 'batch', size: B, ms: lastRunMs, rows: 1 })
   g.past = stagePresent(shape, out)
   g.time = T + 1
   cs.forEach((c, i) => {
@@ -195,26 +214,41 @@ async function loop (): Promise<void> {
       await new Promise(resolve => setImmediate(resolve))
       continue
     }
-    // single-token steps of distinct sequences that have a cache go together; anything else alone.
-    // A pipeline's stage takes at most its share of the sequences it holds (see microBatches).
-    const groups = Math.max(1, ...queue.map(r => r.microBatches ?? 1))
-    const cap = Math.min(init.maxBatch, Math.max(1, Math.ceil(caches.size / groups)))
+    // single-token steps of distinct sequences that have a cache go together (of one micro-batch, when
+    // their pipeline has several); anything else runs alone
+    const batchable = (r: StageStepRequest, taken: StageStepRequest[]): boolean => r.seqLen === 1 && (caches.get(r.seq)?.length ?? 0) > 0 && !taken.some(b => b.seq === r.seq)
+    const first = queue.find(r => batchable(r, []))
+    const mb = first?.group ?? null
+    if (mb != null && lastRunMs > 0) {
+      // the rest of this micro-batch travels together and is usually a moment behind (or just posted):
+      // wait for it, at most half a run, rather than run a part of the group and split it for good
+      const members = [...caches.values()].filter(c => c.mb === mb && c.length > 0).length
+      const deadline = performance.now() + Math.min(10, lastRunMs / 2)
+      while (!closed && queue.filter(r => r.group === mb && batchable(r, [])).length < members && performance.now() < deadline) {
+        await new Promise(resolve => setTimeout(resolve, 1))
+      }
+    }
     const batch: StageStepRequest[] = []
     const rest: StageStepRequest[] = []
     for (const r of queue.splice(0)) {
-      const batchable = r.seqLen === 1 && (caches.get(r.seq)?.length ?? 0) > 0 && !batch.some(b => b.seq === r.seq) && batch.length < cap
-      ;(batchable ? batch : rest).push(r)
+      const ok = batchable(r, batch) && batch.length < init.maxBatch && (r.group ?? null) === mb
+      ;(ok ? batch : rest).push(r)
     }
-    queue.unshift(...rest.slice(1))
-    const single = rest[0]
+    // the steps of other micro-batches wait for the next turn, in their order
+    const single = rest.find(r => !batchable(r, []))
+    queue.unshift(...rest.filter(r => r !== single))
     try {
       if (batch.length === 1) await runOne(batch[0])
       else if (batch.length > 1) await runBatch(batch)
     } catch (err) {
+      outbox.length = 0
+      outboxTransfer.length = 0
       for (const r of batch) send({ type: 'error', id: r.id, error: (err as Error).message })
     }
+    flushResults()
     if (single != null) {
       try { await runOne(single) } catch (err) { send({ type: 'error', id: single.id, error: (err as Error).message }) }
+      flushResults()
     }
     await new Promise(resolve => setImmediate(resolve))
   }

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { FLAG_NO_SAMPLE, PipelineFrameError, bytesOf, float32s, int32s } from '../../mesh/pipeline-frame.ts'
+import { FLAG_NO_SAMPLE, PipelineFrameError, bytesOf, float32s, groupFlags, groupOf, int32s } from '../../mesh/pipeline-frame.ts'
 import { parsePeerId } from '../../mesh/node.ts'
 import type { PipelineFrame } from '../../mesh/pipeline-frame.ts'
 import { PeerLinks } from '../../mesh/pipeline-link.ts'
@@ -126,6 +126,8 @@ interface StepMsg {
   hidden?: Float32Array
   mask?: Uint8Array
   sample: boolean
+  /** the sequence's micro-batch (chosen by its driver; stages batch one micro-batch at a time) */
+  group?: number
   open?: OpenMeta
 }
 interface ResultMsg { seq: string, step: number, token: number, logprob?: TokenLogprob, logits?: Float32Array }
@@ -205,6 +207,7 @@ export class PipelineService implements PipelineClient {
   private readonly seqs = new Map<string, StageSeq>()
   private readonly perPeer = new Map<string, number>()
   private readonly waiting = new Map<string, Waiting>()
+  private nextGroup = 0
   private sweeper: NodeJS.Timeout | undefined
 
   constructor (components: PipelineComponents, init: PipelineServiceInit) {
@@ -257,6 +260,8 @@ export class PipelineService implements PipelineClient {
     if (route.length === 0) throw new MeshError('empty route', 'ERR_EMPTY_ROUTE')
     let wire = 0
     let opened = false
+    // the sequences this agent drives take the micro-batches of their pipeline in turn
+    const group = route.length > 1 ? this.nextGroup++ % route.length : undefined
     let closed = false
     const peers = new Set(route.map(h => h.peer))
     const openFor = (hop: number): OpenMeta => ({ block: route[hop].block, route: route.slice(hop + 1), origin: this.self, sampling: opts.sampling, returnLogits: opts.returnLogits, stages: route.length })
@@ -273,6 +278,7 @@ export class PipelineService implements PipelineClient {
           pastLen: input.pastLen,
           rows: input.seqLen,
           sample: input.sample !== false,
+          ...(group != null ? { group } : {}),
           ...(input.tokens != null ? { tokens: input.tokens } : { hidden: input.hidden }),
           ...(input.mask != null ? { mask: input.mask } : {}),
           ...(opened ? {} : { open: openFor(0) })
@@ -378,7 +384,7 @@ export class PipelineService implements PipelineClient {
       returnLogits: stage.open.returnLogits,
       mask: msg.mask,
       sample: msg.sample,
-      microBatches: stage.open.stages
+      group: msg.group
     }).then(out => {
       stage.busy = false
       if (stage.dropped) return
@@ -388,7 +394,7 @@ export class PipelineService implements PipelineClient {
       }
       const next = stage.open.route[0]
       if (next == null) { this.sendError(stage.open.origin, { seq: msg.seq, step: msg.step, message: 'this stage produces activations but the route has no next stage', code: 'bad_route' }); return }
-      const forward: StepMsg = { seq: msg.seq, hop: msg.hop + 1, step: msg.step, pastLen: msg.pastLen, rows: out.seqLen, hidden: out.hidden, sample: msg.sample, ...(msg.mask != null ? { mask: msg.mask } : {}) }
+      const forward: StepMsg = { seq: msg.seq, hop: msg.hop + 1, step: msg.step, pastLen: msg.pastLen, rows: out.seqLen, hidden: out.hidden, sample: msg.sample, ...(msg.group != null ? { group: msg.group } : {}), ...(msg.mask != null ? { mask: msg.mask } : {}) }
       if (!stage.forwarded) {
         forward.open = { ...stage.open, block: next.block, route: stage.open.route.slice(1) }
         stage.forwarded = true
@@ -473,7 +479,7 @@ export class PipelineService implements PipelineClient {
     if (msg.open != null) meta.open = msg.open
     if (msg.mask != null) meta.mask = Buffer.from(msg.mask.buffer, msg.mask.byteOffset, msg.mask.byteLength).toString('base64')
     const payload = msg.tokens != null ? bytesOf(msg.tokens instanceof Int32Array ? msg.tokens : Int32Array.from(msg.tokens)) : bytesOf(msg.hidden as Float32Array)
-    this.send(peer, { kind: 'step', seq: msg.seq, step: msg.step, pastLen: msg.pastLen, rows: msg.rows, token: msg.hop, flags: msg.sample ? 0 : FLAG_NO_SAMPLE, dtype: msg.tokens != null ? 'int32' : 'float32', meta: Object.keys(meta).length > 0 ? meta : null, payload })
+    this.send(peer, { kind: 'step', seq: msg.seq, step: msg.step, pastLen: msg.pastLen, rows: msg.rows, token: msg.hop, flags: (msg.sample ? 0 : FLAG_NO_SAMPLE) | groupFlags(msg.group), dtype: msg.tokens != null ? 'int32' : 'float32', meta: Object.keys(meta).length > 0 ? meta : null, payload })
   }
 
   private sendResult (peer: string, msg: ResultMsg): void {
@@ -516,6 +522,7 @@ export class PipelineService implements PipelineClient {
           pastLen: f.pastLen,
           rows: f.rows,
           sample: (f.flags & FLAG_NO_SAMPLE) === 0,
+          ...(groupOf(f.flags) != null ? { group: groupOf(f.flags) } : {}),
           ...(f.dtype === 'int32' ? { tokens: int32s(payload) } : { hidden: float32s(payload) }),
           ...(m.mask != null ? { mask: new Uint8Array(Buffer.from(m.mask, 'base64')) } : {}),
           ...(m.open != null ? { open: m.open } : {})
