@@ -22,6 +22,8 @@ import { median } from './stats.ts'
 
 /** One link setting: the latency toxic on each direction (ms), and what the round trip then is. */
 interface LinkSetting { name: string, rtt: string, up: number, down: number }
+/** The boxes connected directly (no proxy: the proxy's own CPU is on the same two cores). */
+const DIRECT: LinkSetting = { name: 'direct', rtt: '< 0.1 ms (veth, no proxy)', up: 0, down: 0 }
 const LINKS: LinkSetting[] = [
   { name: 'LAN', rtt: '~0.2 ms (the proxy alone)', up: 0, down: 0 },
   { name: 'metro', rtt: '5 ms', up: 2, down: 3 },
@@ -38,6 +40,8 @@ export interface PipelineFigures {
   split1: Record<string, number[]>
   split8: Record<string, number>
   placement: string[]
+  /** the link settings measured (in one lab: direct, or through the proxy) */
+  links: LinkSetting[]
 }
 
 export interface PipelineResult { figures: PipelineFigures[], cores: number, cpu: string, date: string, skipped?: string }
@@ -51,86 +55,96 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
   const result: PipelineResult = { figures: [], cores: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', date: new Date().toISOString().slice(0, 10) }
   const why = pipelineBenchUnavailable()
   if (why != null) { result.skipped = why; log(`pipeline: skipped (${why})`); return result }
-  const lab = NetLab.create(2)
-  const agents: AgentProcess[] = []
-  let tp: Toxiproxy | undefined
-  try {
-    tp = await lab.startToxiproxy()
-    const proxy = tp
-    const [ha, hb] = [lab.host(0), lab.host(1)]
-    // each box: one core, one ONNX Runtime thread per model
-    const b = await AgentProcess.start({ name: 'box-b', cluster: 'box-b', netns: hb.ns, listenIp: hb.ip, cpus: '1', extra: ['--inference-threads', '1'] })
-    agents.push(b)
-    const port = Number(/\/tcp\/(\d+)/.exec(b.addr)?.[1])
-    await proxy.createProxy('a-to-b', 20001, `${hb.ip}:${port}`)
-    // the boxes reach each other only through the proxy
-    lab.partition([[0], [1]])
-    const a = await AgentProcess.start({ name: 'box-a', cluster: 'box-a', netns: ha.ns, listenIp: ha.ip, cpus: '0', extra: ['--inference-threads', '1'], bootstrap: [`/ip4/${proxy.host.ip}/tcp/20001/p2p/${b.peerId}`] })
-    agents.push(a)
-    await until(async () => (await a.peers()).length === 2 && (await b.peers()).length === 2, 'the two boxes to see each other', 60_000)
-    const names = new Map([[a.peerId, 'box-a'], [b.peerId, 'box-b']])
-
-    /** The whole model on box-a and its 2-stage split on both boxes, measured over each link setting. */
-    const measure = async (label: string, parameters: number, whole: string, split: string, tokens: number, aggTokens: number): Promise<void> => {
-      const v = await until(async () => {
-        const r = (await a.api(`/api/vdags/${split}`)).body
-        return r.ready === true && Array.isArray(r.route) ? r : undefined
-      }, `vDAG ${split} to be ready`, 600_000, 250)
-      const placement = (v.route as Array<{ peer: string }>).map(h => names.get(h.peer) ?? h.peer.slice(0, 8))
-      if (new Set(placement).size !== 2) throw new Error(`the two stages are not on the two boxes: ${placement.join(' → ')}`)
-      log(`  ${label}: stages on ${placement.join(' → ')}, requests to box-a`)
-      const rounds = opts.quick ? 2 : 3
-      const fig: PipelineFigures = { model: label, parameters, whole1: [], whole8: 0, split1: {}, split8: {}, placement }
-      for (const link of LINKS) {
-        for (const t of (await proxy.proxy('a-to-b')).toxics) await proxy.removeToxic('a-to-b', String(t.name))
-        if (link.up > 0) await proxy.addToxic('a-to-b', { name: 'up', type: 'latency', stream: 'upstream', attributes: { latency: link.up, jitter: 0 } })
-        if (link.down > 0) await proxy.addToxic('a-to-b', { name: 'down', type: 'latency', stream: 'downstream', attributes: { latency: link.down, jitter: 0 } })
-        await apiStream(a, split, 8) // warm-up through this link
-        fig.split1[link.name] = []
-        const baseline = link.name === LINKS[0].name
-        if (baseline) await apiStream(a, whole, 8)
-        for (let r = 0; r < rounds; r++) {
-          if (baseline) fig.whole1.push((await apiStream(a, whole, tokens)).tps)
-          fig.split1[link.name].push((await apiStream(a, split, tokens)).tps)
-          log(`  ${label} ${link.name} round ${r + 1}: ${baseline ? `whole ${fig.whole1.at(-1)?.toFixed(1)}, ` : ''}2 stages ${fig.split1[link.name].at(-1)?.toFixed(1)} tok/s`)
-        }
-        if (baseline) {
-          fig.whole8 = await aggregate(a, whole, 8, aggTokens)
-          log(`  ${label} whole, 8 streams: ${fig.whole8.toFixed(1)} tok/s in all`)
-        }
-        fig.split8[link.name] = await aggregate(a, split, 8, aggTokens)
-        log(`  ${label} ${link.name} 2 stages, 8 streams: ${fig.split8[link.name].toFixed(1)} tok/s in all`)
-      }
-      result.figures.push(fig)
-    }
-
-    // the generated ~100M model
-    const m = await ensureGeneratedModel({ ...PRESETS['100m'], seed: 1 }, '.blockmesh/bench-models', 'gpt-100m', log)
-    const tag = m.md5.slice(0, 6)
-    const block = await deploy(a, componentSpec(m, `pipe-bench-${tag}`, { contextLength: m.spec.maxPositions }), { id: `whole-${tag}`, component: `pipe-bench-${tag}:${m.md5.slice(0, 8)}`, maxBatch: 8, threads: 1, policy: { cluster: { names: ['box-a'] } } })
-    if (block.status !== 'ready') throw new Error(`block whole-${tag}: ${block.error as string}`)
-    await splitAndDeploy(a, { modelName: `p2-${tag}`, modelPath: m.path, worldSize: 2, config: { vdag_name: `p2-${tag}`, block: { threads: 1, maxBatch: 8 } } })
-    await measure('~100M (generated)', parameterCount(m.spec), `whole-${tag}`, `p2-${tag}`, opts.quick ? 16 : 40, opts.quick ? 8 : 24)
-
-    // SmolLM2-135M-Instruct (GGUF Q4_1, converted on box-a), when its weights are on this machine
-    const gguf = cachedWeightPath('smollm2')
-    if (existsSync(gguf)) {
-      const model = await addModel(a, gguf, KNOWN_MODELS.smollm2.name, 'q8', log)
-      const created = await a.api('/api/blocks', { method: 'POST', body: { id: 'whole-smollm2', component: model.uri, threads: 1, maxBatch: 8, policy: { cluster: { names: ['box-a'] } } } })
-      if (created.status !== 201) throw new Error(`block: ${created.status} ${JSON.stringify(created.body)}`)
-      await until(async () => (await a.api('/api/blocks/whole-smollm2')).body.status === 'ready', 'whole-smollm2 to load', 600_000, 250)
-      const spec = model.spec
-      await splitAndDeploy(a, { modelName: 'p2-smollm2', modelPath: spec.model.url, worldSize: 2, config: { vdag_name: 'p2-smollm2', md5: spec.model.md5, tokenizer: spec.tokenizer, context_length: spec.contextLength, block: { threads: 1, maxBatch: 8 } } })
-      await measure('SmolLM2-135M Q4_1', spec.modelInfo?.parameters ?? 135e6, 'whole-smollm2', 'p2-smollm2', opts.quick ? 16 : 40, opts.quick ? 8 : 24)
-    } else {
-      log(`  SmolLM2: skipped (no ${gguf}; scripts/fetch-weights.sh fetches it)`)
-    }
-  } finally {
-    await stopAll(agents)
-    await tp?.stop()
-    lab.destroy()
-  }
+  // first the boxes linked directly, then through the proxy at three latencies (a lab each)
+  for (const direct of [true, false]) await oneLab(direct)
   return result
+
+  async function oneLab (direct: boolean): Promise<void> {
+    const lab = NetLab.create(2)
+    const agents: AgentProcess[] = []
+    let tp: Toxiproxy | undefined
+    try {
+      const [ha, hb] = [lab.host(0), lab.host(1)]
+      // each box: one core, one ONNX Runtime thread per model
+      const b = await AgentProcess.start({ name: 'box-b', cluster: 'box-b', netns: hb.ns, listenIp: hb.ip, cpus: '1', extra: ['--inference-threads', '1'] })
+      agents.push(b)
+      let proxy: Toxiproxy | undefined
+      let bootstrap = b.addr
+      if (!direct) {
+        proxy = tp = await lab.startToxiproxy()
+        const port = Number(/\/tcp\/(\d+)/.exec(b.addr)?.[1])
+        await proxy.createProxy('a-to-b', 20001, `${hb.ip}:${port}`)
+        // the boxes reach each other only through the proxy
+        lab.partition([[0], [1]])
+        bootstrap = `/ip4/${proxy.host.ip}/tcp/20001/p2p/${b.peerId}`
+      }
+      const links = direct ? [DIRECT] : LINKS
+      const a = await AgentProcess.start({ name: 'box-a', cluster: 'box-a', netns: ha.ns, listenIp: ha.ip, cpus: '0', extra: ['--inference-threads', '1'], bootstrap: [bootstrap] })
+      agents.push(a)
+      await until(async () => (await a.peers()).length === 2 && (await b.peers()).length === 2, 'the two boxes to see each other', 60_000)
+      const names = new Map([[a.peerId, 'box-a'], [b.peerId, 'box-b']])
+
+      /** The whole model on box-a and its 2-stage split on both boxes, measured over each link setting. */
+      const measure = async (label: string, parameters: number, whole: string, split: string, tokens: number, aggTokens: number): Promise<void> => {
+        const v = await until(async () => {
+          const r = (await a.api(`/api/vdags/${split}`)).body
+          return r.ready === true && Array.isArray(r.route) ? r : undefined
+        }, `vDAG ${split} to be ready`, 600_000, 250)
+        const placement = (v.route as Array<{ peer: string }>).map(h => names.get(h.peer) ?? h.peer.slice(0, 8))
+        if (new Set(placement).size !== 2) throw new Error(`the two stages are not on the two boxes: ${placement.join(' → ')}`)
+        log(`  ${label}: stages on ${placement.join(' → ')}, requests to box-a`)
+        const rounds = opts.quick ? 2 : 3
+        const fig: PipelineFigures = { model: label, parameters, whole1: [], whole8: 0, split1: {}, split8: {}, placement, links }
+        for (const link of links) {
+          if (proxy != null) for (const t of (await proxy.proxy('a-to-b')).toxics) await proxy.removeToxic('a-to-b', String(t.name))
+          if (proxy != null && link.up > 0) await proxy.addToxic('a-to-b', { name: 'up', type: 'latency', stream: 'upstream', attributes: { latency: link.up, jitter: 0 } })
+          if (proxy != null && link.down > 0) await proxy.addToxic('a-to-b', { name: 'down', type: 'latency', stream: 'downstream', attributes: { latency: link.down, jitter: 0 } })
+          await apiStream(a, split, 8) // warm-up through this link
+          fig.split1[link.name] = []
+          const baseline = link.name === links[0].name
+          if (baseline) await apiStream(a, whole, 8)
+          for (let r = 0; r < rounds; r++) {
+            if (baseline) fig.whole1.push((await apiStream(a, whole, tokens)).tps)
+            fig.split1[link.name].push((await apiStream(a, split, tokens)).tps)
+            log(`  ${label} ${link.name} round ${r + 1}: ${baseline ? `whole ${fig.whole1.at(-1)?.toFixed(1)}, ` : ''}2 stages ${fig.split1[link.name].at(-1)?.toFixed(1)} tok/s`)
+          }
+          if (baseline) {
+            fig.whole8 = await aggregate(a, whole, 8, aggTokens)
+            log(`  ${label} whole, 8 streams: ${fig.whole8.toFixed(1)} tok/s in all`)
+          }
+          fig.split8[link.name] = await aggregate(a, split, 8, aggTokens)
+          log(`  ${label} ${link.name} 2 stages, 8 streams: ${fig.split8[link.name].toFixed(1)} tok/s in all`)
+        }
+        result.figures.push(fig)
+      }
+
+      // the generated ~100M model
+      const m = await ensureGeneratedModel({ ...PRESETS['100m'], seed: 1 }, '.blockmesh/bench-models', 'gpt-100m', log)
+      const tag = m.md5.slice(0, 6)
+      const block = await deploy(a, componentSpec(m, `pipe-bench-${tag}`, { contextLength: m.spec.maxPositions }), { id: `whole-${tag}`, component: `pipe-bench-${tag}:${m.md5.slice(0, 8)}`, maxBatch: 8, threads: 1, policy: { cluster: { names: ['box-a'] } } })
+      if (block.status !== 'ready') throw new Error(`block whole-${tag}: ${block.error as string}`)
+      await splitAndDeploy(a, { modelName: `p2-${tag}`, modelPath: m.path, worldSize: 2, config: { vdag_name: `p2-${tag}`, block: { threads: 1, maxBatch: 8 } } })
+      await measure('~100M (generated)', parameterCount(m.spec), `whole-${tag}`, `p2-${tag}`, opts.quick ? 16 : 40, opts.quick ? 8 : 64)
+
+      // SmolLM2-135M-Instruct (GGUF Q4_1, converted on box-a), when its weights are on this machine
+      const gguf = cachedWeightPath('smollm2')
+      if (existsSync(gguf)) {
+        const model = await addModel(a, gguf, KNOWN_MODELS.smollm2.name, 'q8', log)
+        const created = await a.api('/api/blocks', { method: 'POST', body: { id: 'whole-smollm2', component: model.uri, threads: 1, maxBatch: 8, policy: { cluster: { names: ['box-a'] } } } })
+        if (created.status !== 201) throw new Error(`block: ${created.status} ${JSON.stringify(created.body)}`)
+        await until(async () => (await a.api('/api/blocks/whole-smollm2')).body.status === 'ready', 'whole-smollm2 to load', 600_000, 250)
+        const spec = model.spec
+        await splitAndDeploy(a, { modelName: 'p2-smollm2', modelPath: spec.model.url, worldSize: 2, config: { vdag_name: 'p2-smollm2', md5: spec.model.md5, tokenizer: spec.tokenizer, context_length: spec.contextLength, block: { threads: 1, maxBatch: 8 } } })
+        await measure('SmolLM2-135M Q4_1', spec.modelInfo?.parameters ?? 135e6, 'whole-smollm2', 'p2-smollm2', opts.quick ? 16 : 40, opts.quick ? 8 : 64)
+      } else {
+        log(`  SmolLM2: skipped (no ${gguf}; scripts/fetch-weights.sh fetches it)`)
+      }
+    } finally {
+      await stopAll(agents)
+      await tp?.stop()
+      lab.destroy()
+    }
+  }
 }
 
 export function pipelineMarkdown (r: PipelineResult): string {
@@ -138,16 +152,16 @@ export function pipelineMarkdown (r: PipelineResult): string {
   const rows: string[] = []
   for (const f of r.figures) {
     const w1 = median(f.whole1)
-    rows.push(`| ${f.model} | whole, box-a | — | ${w1.toFixed(1)} | 1 | ${f.whole8.toFixed(1)} | 1 |`)
-    for (const link of LINKS) {
+    rows.push(`| ${f.model} | whole, box-a | ${f.links[0].name === 'direct' ? '(lab with a direct link)' : '(lab with the proxy)'} | ${w1.toFixed(1)} | 1 | ${f.whole8.toFixed(1)} | 1 |`)
+    for (const link of f.links) {
       const s1 = median(f.split1[link.name])
       rows.push(`| ${f.model} | 2 stages, ${f.placement.join(' → ')} | ${link.name}: ${link.rtt} | ${s1.toFixed(1)} | **${(s1 / w1).toFixed(2)}** | ${f.split8[link.name].toFixed(1)} | **${(f.split8[link.name] / f.whole8).toFixed(2)}** |`)
     }
   }
   return [
     `${r.date}, ${r.cpu}, ${r.cores} cores. Two "boxes" on this machine: each agent process pinned to its own core (\`taskset -c 0\` / \`-c 1\`), in its own network namespace with its own IP, the only link between them through Toxiproxy (latency toxics; RTT = the two directions' latencies added, plus ~0.2 ms for the proxy itself). ` +
-    'Each model runs with one ONNX Runtime thread per box. Requests go to box-a, which hosts the whole model (baseline) and drives the pipeline. The pipeline is a ring on /blockmesh/pipeline/1.0.0: box-a runs stage 0 and sends the activations to box-b, box-b runs stage 1, samples, and sends the token back; with 8 streams each stage takes half of its sequences per batch (micro-batches), so both boxes work at once. ' +
-    'Single stream: decode tokens/s timed at the client from the first to the last token, median of rounds. 8 streams: total completion tokens ÷ wall time. Ratios are against the whole model on one box.',
+    'Each model runs with one ONNX Runtime thread per box. Requests go to box-a, which hosts the whole model (baseline) and drives the pipeline. The pipeline is a ring on /blockmesh/pipeline/1.0.0: box-a runs stage 0 and sends the activations to box-b, box-b runs stage 1, samples, and sends the token back; with 8 streams the sequences go round in two micro-batches of 4, one on each box at a time, so both boxes work at once. ' +
+    'Single stream: decode tokens/s timed at the client from the first to the last token, median of rounds. 8 streams: 8 concurrent requests of up to 64 tokens each (prefill included), total completion tokens ÷ wall time. Ratios are against the whole model on one box in the same lab. The first lab links the boxes directly (a veth pair each, through a bridge); the second only through Toxiproxy, whose own CPU use falls on the same two cores.',
     '',
     '| model | served as | link | 1 stream tok/s | ÷ whole | 8 streams tok/s | ÷ whole |',
     '| --- | --- | --- | ---: | ---: | ---: | ---: |',

@@ -200,30 +200,28 @@ export interface JsonRpcInit<S extends z.ZodType> extends RpcOptions {
 }
 
 /**
- * A request/response protocol as a libp2p service: one length-prefixed JSON request frame in, one JSON
- * response frame out ({ ok: true, result } or { ok: false, error: { code, message } }). A malformed request
- * is answered bad_request, reported as an offence of the peer (oversized frames weigh less than the rest), and
- * the stream closed. Bounded in size (maxFrameBytes) and time (timeoutMs, the handler's signal aborts with the
- * exchange); stop() unhandles the protocol and aborts the exchanges in flight.
+ * A protocol served one stream per exchange, as a libp2p service (js-libp2p's ping shape): start()
+ * handles the protocol with the subclass's stream limits, stop() unhandles it and aborts the exchanges in
+ * flight (their signals abort with ServiceStoppedError, which costs the peers nothing).
  */
-export class JsonRpcService<S extends z.ZodType> implements Startable {
+export abstract class StreamProtocolService implements Startable {
   readonly protocol: string
-  private readonly components: ProtocolComponents
-  private readonly init: JsonRpcInit<S>
-  private readonly inFlight = new InFlightExchanges()
+  protected readonly components: ProtocolComponents
+  protected readonly inFlight = new InFlightExchanges()
   private started = false
 
-  constructor (components: ProtocolComponents, init: JsonRpcInit<S>) {
+  constructor (components: ProtocolComponents, protocol: string) {
     this.components = components
-    this.init = init
-    this.protocol = init.protocol
-    this.handle = this.handle.bind(this)
+    this.protocol = protocol
   }
 
-  readonly [Symbol.toStringTag] = '@blockmesh/json-rpc'
+  /** Serves one inbound stream. */
+  protected abstract handle (stream: Stream, connection: Connection): Promise<void>
+  /** The handler's inbound (and outbound) stream limits per connection. */
+  protected abstract streamLimits (): StreamHandlerOptions
 
   async start (): Promise<void> {
-    await this.components.registrar.handle(this.protocol, this.handle, { maxInboundStreams: this.init.maxInboundStreams ?? 32 })
+    await this.components.registrar.handle(this.protocol, async (stream, connection) => { await this.handle(stream, connection) }, this.streamLimits())
     this.started = true
   }
 
@@ -234,8 +232,30 @@ export class JsonRpcService<S extends z.ZodType> implements Startable {
   }
 
   isStarted (): boolean { return this.started }
+}
 
-  private async handle (stream: Stream, connection: Connection): Promise<void> {
+/**
+ * A request/response protocol as a libp2p service: one length-prefixed JSON request frame in, one JSON
+ * response frame out ({ ok: true, result } or { ok: false, error: { code, message } }). A malformed request
+ * is answered bad_request, reported as an offence of the peer (oversized frames weigh less than the rest), and
+ * the stream closed. Bounded in size (maxFrameBytes) and time (timeoutMs, the handler's signal aborts with the
+ * exchange); stop() unhandles the protocol and aborts the exchanges in flight.
+ */
+export class JsonRpcService<S extends z.ZodType> extends StreamProtocolService {
+  private readonly init: JsonRpcInit<S>
+
+  constructor (components: ProtocolComponents, init: JsonRpcInit<S>) {
+    super(components, init.protocol)
+    this.init = init
+  }
+
+  readonly [Symbol.toStringTag] = '@blockmesh/json-rpc'
+
+  protected streamLimits (): StreamHandlerOptions {
+    return { maxInboundStreams: this.init.maxInboundStreams ?? 32 }
+  }
+
+  protected async handle (stream: Stream, connection: Connection): Promise<void> {
     const peer = connection.remotePeer.toString()
     const { protocol, schema } = this.init
     const exchange = new Exchange(stream, this.init.timeoutMs ?? 30_000, `a ${protocol} exchange`)

@@ -1,8 +1,8 @@
-import type { Connection, Startable, Stream } from '@libp2p/interface'
+import type { Connection, Stream, StreamHandlerOptions } from '@libp2p/interface'
 import { z } from 'zod'
 import type { MeshNode } from './node.ts'
 import { parsePeerId } from './node.ts'
-import { Exchange, InFlightExchanges, decodeJson, encodeJson, firstIssue, lengthPrefixed, reportOffence, requestFault } from './rpc.ts'
+import { Exchange, StreamProtocolService, decodeJson, encodeJson, firstIssue, lengthPrefixed, reportOffence, requestFault } from './rpc.ts'
 import type { ProtocolComponents, RpcOptions } from './rpc.ts'
 import { FrameError, FrameTooLargeError, MalformedFrameError, RemoteError, StreamAbortedError, TruncatedFrameError } from './errors.ts'
 import { PeerStreamSlots, releaseOnClose } from './stream-slots.ts'
@@ -73,40 +73,25 @@ export interface TunnelInit extends TunnelOptions {
  * none within timeoutMs) is an offence of the peer and its stream is reset. Bounded: at most
  * maxInboundStreams (TUNNEL_MAX_STREAMS) tunnels per connection, each frame at most max(maxBodyBytes, 64 KiB).
  */
-export class TunnelService implements Startable {
-  readonly protocol: string
-  private readonly components: ProtocolComponents
+export class TunnelService extends StreamProtocolService {
   private readonly init: TunnelInit
-  private readonly inFlight = new InFlightExchanges()
-  private started = false
 
   constructor (components: ProtocolComponents, init: TunnelInit) {
-    this.components = components
+    super(components, init.protocol)
     this.init = init
-    this.protocol = init.protocol
-    this.handle = this.handle.bind(this)
   }
 
   readonly [Symbol.toStringTag] = '@blockmesh/tunnel'
 
-  async start (): Promise<void> {
-    await this.components.registrar.handle(this.protocol, this.handle, {
+  protected streamLimits (): StreamHandlerOptions {
+    return {
       maxInboundStreams: this.init.maxInboundStreams ?? TUNNEL_MAX_STREAMS,
       // libp2p takes a handled protocol's outbound limit from here, not from dialProtocol's options
       maxOutboundStreams: TUNNEL_MAX_STREAMS
-    })
-    this.started = true
+    }
   }
 
-  async stop (): Promise<void> {
-    this.started = false
-    await this.components.registrar.unhandle(this.protocol)
-    this.inFlight.stopAll()
-  }
-
-  isStarted (): boolean { return this.started }
-
-  private async handle (stream: Stream, connection: Connection): Promise<void> {
+  protected async handle (stream: Stream, connection: Connection): Promise<void> {
     const peer = connection.remotePeer.toString()
     const { protocol } = this
     const maxBody = this.init.maxBodyBytes ?? 1024 * 1024

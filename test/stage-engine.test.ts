@@ -32,8 +32,8 @@ describe('stage engines chained in one process', () => {
     await whole.close()
   })
 
-  /** Greedy generation through the three stages, the way the vDAG driver does it. */
-  async function pipeline (seq: string, text: string, n: number): Promise<number[]> {
+  /** Greedy generation through the three stages, the way the vDAG driver does it (in micro-batch `group`, when given). */
+  async function pipeline (seq: string, text: string, n: number, group?: number): Promise<number[]> {
     let tokens = tok.encode(text, { bos: true })
     let past = 0
     const out: number[] = []
@@ -41,7 +41,7 @@ describe('stage engines chained in one process', () => {
       let x: { tokens: number[] } | { hidden: Float32Array, seqLen: number } = { tokens }
       let result: StageOutput | undefined
       for (const s of stages) {
-        result = await s.step(seq, x, past, { sampling: { temperature: 0, topP: 1, seed: 1 } })
+        result = await s.step(seq, x, past, { sampling: { temperature: 0, topP: 1, seed: 1 }, ...(group != null ? { group } : {}) })
         if ('hidden' in result) x = { hidden: result.hidden, seqLen: result.seqLen }
       }
       past += tokens.length
@@ -90,24 +90,7 @@ describe('stage engines chained in one process', () => {
     for (const st of stages) st.on('batch', onBatch)
     const run = async (seq: string, text: string, n: number, delayMs: number): Promise<number[]> => {
       await new Promise(resolve => setTimeout(resolve, delayMs))
-      let tokens = tok.encode(text, { bos: true })
-      let past = 0
-      const out: number[] = []
-      for (let step = 0; step < n; step++) {
-        let x: { tokens: number[] } | { hidden: Float32Array, seqLen: number } = { tokens }
-        let result: StageOutput | undefined
-        for (const st of stages) {
-          result = await st.step(seq, x, past, { sampling: { temperature: 0, topP: 1, seed: 1 }, group: Number(seq.slice(3)) % 3 })
-          if ('hidden' in result) x = { hidden: result.hidden, seqLen: result.seqLen }
-        }
-        past += tokens.length
-        const t = (result as { token: number }).token
-        if (t === EOS) break
-        out.push(t)
-        tokens = [t]
-      }
-      for (const st of stages) st.drop(seq)
-      return out
+      return await pipeline(seq, text, n, Number(seq.slice(3)) % 3)
     }
     const together = await Promise.all(specs.map(async ([p, n], i) => await run(`mb-${i}`, p, n, i * 7)))
     for (const st of stages) st.off('batch', onBatch)
