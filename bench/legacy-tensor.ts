@@ -125,18 +125,3 @@ export class TensorChannel {
     if (this.stream.status === 'open') this.stream.abort(new Error(reason))
   }
 }
-
-/** Float32Array of a received payload: a view when 4-byte aligned, else a copy (a Buffer's slice() is a view, so copy with new Uint8Array). */
-export function asFloat32 (bytes: Uint8Array): Float32Array {
-  if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
-  return new Float32Array(new Uint8Array(bytes).buffer)
-}
-
-export function asInt32 (bytes: Uint8Array): Int32Array {
-  if (bytes.byteOffset % 4 === 0) return new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
-  return new Int32Array(new Uint8Array(bytes).buffer)
-}
-
-export function float32Bytes (a: Float32Array): Uint8Array {
-  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
-}
