@@ -37,6 +37,17 @@ test('balancing by parameter bytes and by capacity weights', () => {
   const real = parameterBytes(indexGraph(decodeModel(bytes)))
   assert.equal(real.perLayer.length, 3)
   assert.ok(real.pre > 0 && real.post > 0 && real.perLayer.every(b => b === real.perLayer[0]))
+  // what a decode step reads: the embedding tables are gathered a row at a time, so they weigh nothing
+  const step = parameterBytes(indexGraph(decodeModel(bytes)), { perStep: true })
+  assert.equal(step.pre, 0)
+  assert.equal(step.post, real.post)
+  assert.deepEqual(step.perLayer, real.perLayer)
+  // a model whose embedding is as big as its LM head (SmolLM2: 32 MB each, 30 layers of 4.8 MB): by bytes
+  // the two stages got 15 layers each, the second also the head; by what a step reads, the first takes more
+  const smol = { perLayer: new Array<number>(30).fill(4.8), pre: 32, post: 32 }
+  assert.deepEqual(balanceLayers(smol, 2), [[0, 15], [15, 30]])
+  const [first, second] = balanceLayers({ ...smol, pre: 0 }, 2)
+  assert.ok(first[1] - first[0] >= 18 && second[1] - second[0] <= 12, JSON.stringify([first, second]))
 })
 
 for (const world of [2, 3]) {

@@ -79,15 +79,25 @@ export function indexGraph (model: ModelProto): GraphIndex {
 }
 
 /** Parameter bytes per layer, and of the parts before (embeddings) and after (final norm, LM head). */
-export function parameterBytes (ix: GraphIndex): { perLayer: number[], pre: number, post: number } {
+/**
+ * Parameter bytes per layer, before the first layer (embeddings) and after the last (final norm, LM
+ * head). With `perStep`, the bytes a decode step reads instead, which is what a stage's step costs on
+ * weight-bound hardware: an embedding table read by a Gather costs one row per token, so it counts
+ * nothing, and a table the LM head shares with the embedding (tied weights) counts where the head's
+ * MatMul reads it. Counting the table as the embedding's, as plain bytes do, gave the first stage too few
+ * layers and the last the whole LM head on top (SmolLM2: a fifth of the model's bytes).
+ */
+export function parameterBytes (ix: GraphIndex, opts: { perStep?: boolean } = {}): { perLayer: number[], pre: number, post: number } {
   const perLayer = new Array<number>(ix.layers).fill(0)
   let pre = 0
   let post = 0
   const counted = new Set<string>()
   ix.nodes.forEach((n, i) => {
-    for (const t of n.input ?? []) {
+    for (const [k, t] of (n.input ?? []).entries()) {
       const init = ix.initializers.get(t)
       if (init == null || counted.has(t) || tensorBytes(init) < 64) continue
+      // a gather's table (Gather's data, GatherBlockQuantized's codes and scales) is read one row per token
+      if (opts.perStep === true && (n.opType === 'Gather' || n.opType === 'GatherBlockQuantized') && k !== 1) continue
       counted.add(t)
       const where = ix.layerOf[i]
       if (where === 'pre') pre += tensorBytes(init)
@@ -98,12 +108,6 @@ export function parameterBytes (ix: GraphIndex): { perLayer: number[], pre: numb
   return { perLayer, pre, post }
 }
 
-/**
- * Layer ranges for `worldSize` stages minimising the largest (stage bytes ÷
- * stage weight): equal weights balance parameter bytes; weights taken from
- * the target peers' capacity give bigger peers more layers. Exact (dynamic
- * programming over cut points).
- */
 export function balanceLayers (bytes: { perLayer: number[], pre: number, post: number }, worldSize: number, weights?: number[]): Array<[number, number]> {
   const L = bytes.perLayer.length
   if (!Number.isInteger(worldSize) || worldSize < 1) throw new SplitError('world_size must be a positive integer')
@@ -269,7 +273,8 @@ export interface SplitOutput {
 export function splitDecoder (modelBytes: Uint8Array, worldSize: number, weights?: number[]): SplitOutput {
   const model = decodeModel(modelBytes)
   const ix = indexGraph(model)
-  const ranges = balanceLayers(parameterBytes(ix), worldSize, weights)
+  // balanced by what a decode step reads on each stage (weight-bound decode), not by bytes stored
+  const ranges = balanceLayers(parameterBytes(ix, { perStep: true }), worldSize, weights)
   const stages = buildStages(model, ranges).map(st => {
     const bytes = encodeModel(st.model)
     return { ...st, bytes, md5: createHash('md5').update(bytes).digest('hex') }
