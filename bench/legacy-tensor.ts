@@ -12,17 +12,6 @@ import { MeshError } from '../mesh/errors.ts'
 /** libp2p protocol carrying activations between pipeline stages. */
 export const TENSOR_PROTOCOL = '/blockmesh/tensor/1.0.0'
 
-/**
- * Tensor streams one connection may carry at once, in each direction (the handler's
- * maxInboundStreams and maxOutboundStreams; libp2p's defaults are 32 and 64). One stream is one
- * sequence on one hop, and the stage at its end keeps that sequence's KV cache while it is open.
- * A stage engine decodes at most its block's maxBatch sequences in one step, and maxBatch is at most
- * 256 (agent/registry/blocks.ts), so 256 lets one upstream peer keep even the largest batch full while
- * bounding what one connection can make a stage hold: 256 sequences' caches. Dialers never go past
- * it (openStreamSlot): a sequence beyond it waits for one of that peer's streams to close.
- */
-export const TENSOR_MAX_STREAMS = 256
-
 export const DTYPE_BYTES = { float32: 4, int64: 8, int32: 4 } as const
 export type DType = keyof typeof DTYPE_BYTES
 

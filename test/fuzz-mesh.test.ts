@@ -156,7 +156,7 @@ function jsonRpcTarget (init: { name: string, protocol: string, schema: z.ZodTyp
   }
 }
 
-// the assign protocol (agent/blocks/assign.ts, served in agent/daemon.ts)
+// the assign protocol (agent/blocks/assign.ts, served by agent/blocks/assign-service.ts)
 let assignReached = 0
 const assignTarget = jsonRpcTarget({
   name: 'assign RPC',
