@@ -138,5 +138,28 @@ export const MIGRATIONS: Migration[] = [
       -- host side: the fence of the reconciler that placed an instance (orders from lower terms are refused)
       ALTER TABLE hosted ADD COLUMN term INTEGER NOT NULL DEFAULT 0;
     `
+  },
+  {
+    version: 6,
+    name: 'content store (issue 15)',
+    sql: `
+      -- model files held by this agent, addressed by MD5: complete (<content>/<md5>) or partial
+      -- (<content>/<md5>.part, the chunks held in bitmap, bit i of byte i>>3 is i & 7), with the adder's
+      -- signed manifest (the envelope bytes, forwarded as is)
+      CREATE TABLE content_files (
+        md5        TEXT PRIMARY KEY,
+        sha256     TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        chunk_size INTEGER NOT NULL,
+        chunks     INTEGER NOT NULL,
+        bitmap     BLOB NOT NULL,
+        manifest   BLOB NOT NULL,
+        name       TEXT,
+        state      TEXT NOT NULL CHECK (state IN ('complete', 'partial')),
+        pinned     INTEGER NOT NULL CHECK (pinned IN (0, 1)),
+        last_used  INTEGER NOT NULL,
+        added_at   INTEGER NOT NULL
+      ) STRICT;
+    `
   }
 ]
