@@ -8,6 +8,7 @@ import { Login } from './components/login.tsx'
 import { TopologyView } from './views/topology.tsx'
 import { NodesView } from './views/nodes.tsx'
 import { DeployView } from './views/deploy.tsx'
+import { ModelsView } from './views/models.tsx'
 import { SplitView } from './views/split.tsx'
 import { ChatView } from './views/chat.tsx'
 
@@ -15,6 +16,7 @@ const VIEWS = [
   { id: 'topology', title: 'Topology', view: TopologyView },
   { id: 'nodes', title: 'Nodes', view: NodesView },
   { id: 'deploy', title: 'Deploy', view: DeployView },
+  { id: 'models', title: 'Models', view: ModelsView },
   { id: 'split', title: 'Split', view: SplitView },
   { id: 'chat', title: 'Chat', view: ChatView }
 ] as const
