@@ -22,6 +22,10 @@ export const AgentOptionsSchema = z.object({
   allowSimulatedGpus: z.boolean().default(false),
   /** refuse model files larger than this */
   maxModelBytes: z.number().int().positive().default(64 * 1024 ** 3),
+  /** the content store (model files held for blocks and peers): evicts unpinned files no block uses, least recently used first, above this */
+  contentCapBytes: z.number().int().positive().default(128 * 1024 ** 3),
+  /** bytes per second this agent uploads to peers fetching model files, all together (0: no limit) */
+  contentUploadRate: z.number().int().min(0).default(0),
   /** run blocks with an external system or an init process when a peer (not this agent) places them */
   acceptRemoteProcesses: z.boolean().default(false),
   /** run split tasks whose container_image is not a local program as Kubernetes Jobs in this cluster */

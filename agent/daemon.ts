@@ -12,7 +12,7 @@ import type { Db } from './db/database.ts'
 import { PeerStore } from './db/peer-store.ts'
 import { HardwareMonitor } from './hardware/monitor.ts'
 import { parseSimulatedGpus } from './hardware/gpus.ts'
-import { AgentMetrics, watchPeerScore } from './metrics.ts'
+import { AgentMetrics, watchContent, watchPeerScore } from './metrics.ts'
 import { buildApi } from './api/server.ts'
 import { createLogger } from './log.ts'
 import type { Logger } from './log.ts'
@@ -41,6 +41,12 @@ import { DesiredState } from './state/replica.ts'
 import { stateSync } from './state/sync.ts'
 import type { StateSync } from './state/sync.ts'
 import { importLegacyTables } from './state/legacy.ts'
+import { SqliteContentStore } from './content/store.ts'
+import { MeshContentFetcher } from './content/fetcher.ts'
+import { contentService } from './content/service.ts'
+import type { ContentService } from './content/service.ts'
+import { GossipDirectory } from './content/directory.ts'
+import { ModelFiles, originDownloader } from './content/files.ts'
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -91,6 +97,8 @@ export class Agent {
   readonly providerProbe: ProviderProbe
   /** the stage engine of a block running here (throws when there is none, or it is not a ready stage) */
   readonly stages: LocalStages
+  /** the content store, the fetcher of model files from peers, and who holds what (issue 15) */
+  readonly content: ModelFiles
   private api: FastifyInstance | undefined
   /** /blockmesh/generate/1.0.0: token-level generation for peers serving requests (request migration) */
   private generate: GenerateService | undefined
@@ -100,6 +108,8 @@ export class Agent {
   private assign: AssignService | undefined
   /** /blockmesh/pipeline/1.0.0: this agent's pipeline stages and the vDAG sequences it drives */
   private pipeline: PipelineService | undefined
+  /** /blockmesh/content/1.0.0: peers fetch model files from this agent's content store */
+  private contentServer: ContentService | undefined
   private apiUrl = ''
   private persistTimer: NodeJS.Timeout | undefined
   private readonly peerStore: PeerStore
@@ -107,7 +117,7 @@ export class Agent {
 
   private constructor (init: {
     options: AgentOptions, log: Logger, db: Db, mesh: MeshNode, gossip: CapacityGossip, hardware: HardwareMonitor,
-    metrics: AgentMetrics, token: string, epoch: number, providerProbe: ProviderProbe, state: DesiredState
+    metrics: AgentMetrics, token: string, epoch: number, providerProbe: ProviderProbe, state: DesiredState, content: ModelFiles
   }) {
     this.options = init.options
     this.log = init.log
@@ -122,7 +132,8 @@ export class Agent {
     this.peerStore = new PeerStore(init.db)
     this.state = init.state
     this.components = new ComponentRegistry(init.state)
-    this.tokenizers = new Tokenizers({ cacheDir: join(init.options.dataDir, 'models') })
+    this.content = init.content
+    this.tokenizers = new Tokenizers({ cacheDir: join(init.options.dataDir, 'models'), files: init.content })
     this.host = new InstanceHost({
       tokenizers: this.tokenizers,
       db: init.db,
@@ -135,7 +146,8 @@ export class Agent {
         return { nvidia: real.some(g => /nvidia/i.test(`${g.vendor} ${g.model}`)), any: real.length > 0 }
       },
       log: init.log.child({ mod: 'host' }),
-      metrics: init.metrics
+      metrics: init.metrics,
+      files: init.content
     })
     // the mesh node's one peer score: offences on every protocol (gossip included) add up to one ban
     this.penalties = init.mesh.score
@@ -176,6 +188,8 @@ export class Agent {
       onComplete: (task) => {
         const plan = (task.result as { plan?: unknown } | null)?.plan
         if (plan == null) return
+        // the stage files written here join the content store, so stage hosts fetch them from this agent
+        this.shareStageFiles(plan)
         init.state.put('plans', task.task_id, { task_id: task.task_id, plan }).catch((err: Error) => {
           init.log.warn({ task: task.task_id, err: err.message }, 'could not replicate the split plan')
         })
@@ -230,11 +244,40 @@ export class Agent {
       state: () => state.digest(),
       reconciles: () => agentRef?.owner.reports() ?? [],
       providers: () => providerProbe.current(),
+      content: () => agentRef?.content.report() ?? { held: [], fetching: [] },
       // a ban is counted once, by the peer score's listener (watchPeerScore), whichever protocol caused it
       observer: { ...metrics.gossipObserver(), banned: undefined },
       log: logger.child({ mod: 'gossip' })
     })
-    const agent = new Agent({ options, log: logger, db, mesh, gossip, hardware, metrics, token, epoch, providerProbe, state })
+    const self = mesh.peerId.toString()
+    const store = new SqliteContentStore({
+      db,
+      dir: join(options.dataDir, 'content'),
+      capBytes: options.contentCapBytes,
+      privateKey,
+      peerId: self,
+      log: logger.child({ mod: 'content' }),
+      onChange: () => { publishSoon() }
+    })
+    const origin = originDownloader({ cacheDir: join(options.dataDir, 'models'), maxBytes: options.maxModelBytes })
+    const fetcher = new MeshContentFetcher({
+      node: mesh,
+      store,
+      directory: new GossipDirectory(gossip, self),
+      log: logger.child({ mod: 'fetch' }),
+      origin,
+      // a file added on a peer a moment ago is in its next record
+      holderWaitMs: Math.max(5000, 3 * options.heartbeatMs)
+    })
+    const content = new ModelFiles({ store, fetcher, origin, directory: new GossipDirectory(gossip, self), self: { peerId: self, name: options.name } })
+    // the record says at once what this agent now holds (transfers in progress go out with the next heartbeat)
+    let publishTimer: NodeJS.Timeout | undefined
+    function publishSoon (): void {
+      if (publishTimer != null) return
+      publishTimer = setTimeout(() => { publishTimer = undefined; void gossip?.publishNow() }, 100)
+      publishTimer.unref()
+    }
+    const agent = new Agent({ options, log: logger, db, mesh, gossip, hardware, metrics, token, epoch, providerProbe, state, content })
     agentRef = agent
     try {
       await agent.bringUp()
@@ -291,6 +334,7 @@ export class Agent {
       host: this.host,
       router: this.router,
       db: this.db,
+      content: this.content,
       vdags: this.vdags,
       pipeline: this.started(this.pipeline, 'pipeline'),
       tasks: this.tasks,
@@ -343,6 +387,29 @@ export class Agent {
       log: this.log.child({ mod: 'tunnel' })
     })
     await this.tunnel.start()
+
+    this.contentServer = contentService({ store: this.content.store, uploadBytesPerSecond: this.options.contentUploadRate, log: this.log.child({ mod: 'content' }) })({ registrar: this.mesh.libp2p, score: this.mesh.score })
+    await this.contentServer.start()
+    const server = this.contentServer
+    watchContent(this.metrics, {
+      usage: () => this.content.store.usage(),
+      files: () => this.content.store.list().length,
+      received: () => this.content.received,
+      served: () => server.stats().bytes
+    })
+  }
+
+  /** A finished split's stage files, where they are on this machine, join the content store (pinned). */
+  private shareStageFiles (plan: unknown): void {
+    const components = (plan as { components?: unknown[] }).components
+    if (!Array.isArray(components)) return
+    const files = components.flatMap(c => {
+      const m = (c as { name?: string, version?: string, model?: { url?: unknown, md5?: unknown } }).model
+      return typeof m?.url === 'string' && typeof m.md5 === 'string' ? [{ url: m.url, md5: m.md5, name: `${(c as { name?: string }).name ?? 'stage'}:${(c as { version?: string }).version ?? ''}` }] : []
+    })
+    this.content.share(files).then(r => {
+      this.log.info({ added: r.added.length, skipped: r.skipped }, 'stage files shared')
+    }, (err: Error) => { this.log.warn({ err: err.message }, 'could not share the stage files') })
   }
 
   /** A service that serveProtocols() has started (bringUp wires the API only after it). */
@@ -399,6 +466,7 @@ export class Agent {
     await this.tunnel?.stop().catch(() => {})
     await this.assign?.stop().catch(() => {})
     await this.pipeline?.stop().catch(() => {})
+    await this.contentServer?.stop().catch(() => {})
     this.persistPeers()
     await this.mesh.stop().catch((err: Error) => { this.log.warn({ err: err.message }, 'mesh stop failed') })
     this.db.close()

@@ -185,3 +185,36 @@ export function watchPeerScore (metrics: AgentMetrics, score: import('../mesh/pe
     onBan: () => { metrics.peersBanned.inc() }
   })
 }
+
+/** The content store's gauges and the bytes moved for it (issue 15), read when scraped. */
+export function watchContent (metrics: AgentMetrics, source: {
+  usage: () => { bytes: number, capBytes: number }
+  files: () => number
+  received: () => { mesh: number, origin: number }
+  served: () => number
+}): void {
+  const registers = [metrics.registry]
+  new Gauge({ name: 'blockmesh_content_store_bytes', help: 'Bytes held in the content store (complete files and partial files at full size)', registers, collect () { this.set(source.usage().bytes) } })
+  new Gauge({ name: 'blockmesh_content_store_cap_bytes', help: 'The content store\'s cap', registers, collect () { this.set(source.usage().capBytes) } })
+  new Gauge({ name: 'blockmesh_content_files', help: 'Files in the content store', registers, collect () { this.set(source.files()) } })
+  // counters that follow totals kept elsewhere: each scrape adds what grew since the last
+  let last = { mesh: 0, origin: 0, served: 0 }
+  new Counter({
+    name: 'blockmesh_content_received_bytes_total',
+    help: 'Model-file bytes fetched into the content store, by source (mesh: peers; origin: hub, HTTP, S3, a local path)',
+    labelNames: ['source'],
+    registers,
+    collect () {
+      const r = source.received()
+      this.inc({ source: 'mesh' }, r.mesh - last.mesh)
+      this.inc({ source: 'origin' }, r.origin - last.origin)
+      last = { ...last, mesh: r.mesh, origin: r.origin }
+    }
+  })
+  new Counter({
+    name: 'blockmesh_content_served_bytes_total',
+    help: 'Model-file bytes served to peers from the content store',
+    registers,
+    collect () { const s = source.served(); this.inc(s - last.served); last = { ...last, served: s } }
+  })
+}

@@ -17,8 +17,10 @@ import type { BlockView, InstanceStatus, InstanceView } from '../agent/blocks/vi
 import type { Vdag } from '../agent/vdag/registry.ts'
 import type { Task } from '../agent/tasks/store.ts'
 import type { ImportProgress } from '../agent/model/import.ts'
+import type { HolderView } from '../agent/content/directory.ts'
+import type { ContentEntry, TransferProgress } from '../agent/content/types.ts'
 
-export type { BlockView, Component, ComponentSpec, GpuReading, ImportProgress, InstanceReport, InstanceStatus, InstanceView, ModelInfo, ProviderStatus, Readings, ReconcileReport, StatsSample, Task, Vdag, VdagReport }
+export type { BlockView, Component, ContentEntry, HolderView, TransferProgress, ComponentSpec, GpuReading, ImportProgress, InstanceReport, InstanceStatus, InstanceView, ModelInfo, ProviderStatus, Readings, ReconcileReport, StatsSample, Task, Vdag, VdagReport }
 
 // ---- mesh: GET /api/node, /api/peers, /api/peers/:id, /api/state, /api/events
 
@@ -58,7 +60,29 @@ export type AuthAnswer = { authenticated: true } | { authenticated: false, neede
 export interface ComponentsAnswer { components: Component[] }
 
 /** An entry of GET /api/models: a component that is a model, with what the model is when it was added. */
-export interface ModelSummary { uri: string, name: string, version: string, createdAt: string, contextLength: number | null, info: ModelInfo | null }
+export interface ModelSummary {
+  uri: string
+  name: string
+  version: string
+  createdAt: string
+  contextLength: number | null
+  info: ModelInfo | null
+  /** the model's files (the ONNX model and its tokenizer bundle) and which agents hold them (this one first) */
+  files: ModelFileSummary[]
+}
+/** A file of a model, by MD5, and where it is in the mesh. */
+export interface ModelFileSummary { role: 'model' | 'tokenizer', md5: string, sizeBytes: number | null, holders: HolderView[] }
+
+// ---- content store: /api/content
+
+/** GET /api/content: this agent's content store and the transfers it has in progress. */
+export interface ContentAnswer {
+  usage: { bytes: number, capBytes: number }
+  files: ContentEntry[]
+  transfers: TransferProgress[]
+}
+/** POST /api/content/fetch: the file now held here, and where its bytes came from. */
+export interface ContentFetchAnswer { file: ContentEntry, bySource: Record<string, number> }
 export interface ModelsAnswer { models: ModelSummary[] }
 
 /** One line of the NDJSON answer of POST /api/models when progress is asked for (the last is done or error). */

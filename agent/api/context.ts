@@ -15,6 +15,7 @@ import type { ComponentRegistry } from '../registry/components.ts'
 import type { Tokenizers } from '../model/tokenizers/load.ts'
 import type { GenerateService } from '../serving/generate-service.ts'
 import type { MigrationSettings } from '../serving/migrate.ts'
+import type { ModelFiles } from '../content/files.ts'
 
 /** What the HTTP routes may reach of the running agent. */
 export interface ApiContext {
@@ -32,6 +33,8 @@ export interface ApiContext {
   tokenizers: Tokenizers
   /** where model add keeps downloads and conversions, and the largest model file accepted */
   models: { cacheDir: string, maxBytes: number }
+  /** the content store, the fetcher of model files from peers, and who holds what */
+  content: ModelFiles
   /** the mesh's desired state, replicated here */
   state: DesiredState
   /** the blocks of the mesh, and the reconciliation of those this agent reconciles */

@@ -11,6 +11,7 @@ import { CSP } from './csp.ts'
 import { registerEventRoutes } from './routes/events.ts'
 import { registerComponentRoutes } from './routes/components.ts'
 import { registerModelRoutes } from './routes/models.ts'
+import { registerContentRoutes } from './routes/content.ts'
 import { registerBlockRoutes } from './routes/blocks.ts'
 import { registerOpenAIRoutes } from './routes/openai.ts'
 import { openAIErrorBody, openAIErrorFrom } from '../openai/errors.ts'
@@ -85,6 +86,7 @@ export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<Fast
   registerHardwareRoutes(app, ctx)
   registerComponentRoutes(app, ctx)
   registerModelRoutes(app, ctx)
+  registerContentRoutes(app, ctx)
   registerBlockRoutes(app, ctx)
   registerOpenAIRoutes(app, ctx)
   registerVdagRoutes(app, ctx)

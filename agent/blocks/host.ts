@@ -6,6 +6,7 @@ import { ModelEngine } from '../executor/engine.ts'
 import { StageEngine } from '../executor/stage-engine.ts'
 import type { GpuPresence } from '../executor/providers.ts'
 import { materializeModel } from '../model/source.ts'
+import type { ModelFiles } from '../content/files.ts'
 import type { Tokenizers } from '../model/tokenizers/load.ts'
 import { ExternalBackend } from '../openai/external.ts'
 import { startInitProcess } from './init-process.ts'
@@ -80,6 +81,8 @@ interface Live {
   abort: AbortController
   done: Promise<void>
   health?: NodeJS.Timeout
+  /** ends the use of the model file in the content store (set once loaded) */
+  releaseFile?: () => void
 }
 
 export interface InstanceHostInit {
@@ -95,6 +98,8 @@ export interface InstanceHostInit {
   metrics?: AgentMetrics
   /** seconds between health checks of external systems */
   healthEverySeconds?: number
+  /** model files from the content store, peers, or the origin (without it: the origin only, as before issue 15) */
+  files?: ModelFiles
 }
 
 /**
@@ -252,6 +257,7 @@ export class InstanceHost {
       await entry.serving.engine.close()
     }
     await entry.init?.stop()
+    entry.releaseFile?.()
   }
 
   private async load (block: string, row: HostedRow, entry: Live): Promise<void> {
@@ -292,18 +298,31 @@ export class InstanceHost {
         return
       }
       const model = compSpec.model as NonNullable<ComponentSpec['model']>
-      const url = /^[a-z][a-z0-9+.-]*:\/\//i.test(model.url) || isAbsolute(model.url) ? model.url : resolve(model.url)
       let lastLog = 0
-      const file = await materializeModel({ url, md5: model.md5 }, {
-        cacheDir: this.init.modelsDir,
-        maxBytes: this.init.maxModelBytes,
-        signal,
-        onProgress: ({ receivedBytes, totalBytes }) => {
-          if (Date.now() - lastLog < 2000) return
-          lastLog = Date.now()
-          log.info({ block, receivedBytes, totalBytes }, 'downloading model')
-        }
-      })
+      const onProgress = (receivedBytes: number, totalBytes: number | null, extra: Record<string, unknown> = {}): void => {
+        if (Date.now() - lastLog < 2000) return
+        lastLog = Date.now()
+        log.info({ block, receivedBytes, totalBytes, ...extra }, 'fetching model')
+      }
+      let file: { path: string, sizeBytes: number }
+      if (this.init.files != null) {
+        const f = await this.init.files.ensure({ url: model.url, md5: model.md5, sizeBytes: model.sizeBytes, name: row.uri }, {
+          signal,
+          onProgress: p => { onProgress(p.receivedBytes, p.totalBytes, { sources: Object.keys(p.bySource).length }) }
+        })
+        entry.releaseFile = f.release
+        if (signal.aborted) f.release()
+        file = f
+        log.info({ block, md5: f.md5, via: f.via }, 'model file ready')
+      } else {
+        const url = /^[a-z][a-z0-9+.-]*:\/\//i.test(model.url) || isAbsolute(model.url) ? model.url : resolve(model.url)
+        file = await materializeModel({ url, md5: model.md5 }, {
+          cacheDir: this.init.modelsDir,
+          maxBytes: this.init.maxModelBytes,
+          signal,
+          onProgress: ({ receivedBytes, totalBytes }) => { onProgress(receivedBytes, totalBytes) }
+        })
+      }
       signal.throwIfAborted()
       // the tokenizer is checked before the model loads: a broken one fails this block alone, with its reason
       if (compSpec.stage == null) await this.init.tokenizers?.get(compSpec.tokenizer, signal)

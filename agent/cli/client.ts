@@ -1,7 +1,7 @@
 import { AgentError } from '../errors.ts'
 
 /** Calls an agent's HTTP API; an error answer becomes an AgentError with the API's code and message. */
-export async function apiRequest<T> (base: string, path: string, init: { method?: string, body?: unknown, token?: string } = {}): Promise<T> {
+export async function apiRequest<T> (base: string, path: string, init: { method?: string, body?: unknown, token?: string, timeoutMs?: number } = {}): Promise<T> {
   let res: Response
   try {
     res = await fetch(base + path, {
@@ -11,7 +11,7 @@ export async function apiRequest<T> (base: string, path: string, init: { method?
         ...(init.token != null ? { authorization: `Bearer ${init.token}` } : {})
       },
       body: init.body !== undefined ? JSON.stringify(init.body) : undefined,
-      signal: AbortSignal.timeout(30_000)
+      signal: AbortSignal.timeout(init.timeoutMs ?? 30_000)
     })
   } catch (err) {
     throw new AgentError(`cannot reach the agent API at ${base}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message} (is an agent running? start one with: npm start)`, 'unreachable', 1)

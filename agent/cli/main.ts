@@ -8,6 +8,7 @@ import { registerDemoCommand } from './commands/demo.ts'
 import { registerPeersCommand } from './commands/peers.ts'
 import { registerSwarmKeyCommand } from './commands/swarm-key.ts'
 import { registerModelCommand } from './commands/model.ts'
+import { registerContentCommand } from './commands/content.ts'
 import { registerBlockCommand, registerComponentCommand } from './commands/registry.ts'
 import { registerSplitCommands } from './commands/split.ts'
 import { registerGpuCommand } from './commands/gpu.ts'
@@ -26,6 +27,7 @@ export function buildProgram (): Command {
   registerPeersCommand(program)
   registerSwarmKeyCommand(program)
   registerModelCommand(program)
+  registerContentCommand(program)
   registerComponentCommand(program)
   registerBlockCommand(program)
   registerSplitCommands(program)

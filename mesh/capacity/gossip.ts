@@ -8,9 +8,9 @@ import { CapacityFrameError, offenceOf } from '../errors.ts'
 import type { RejectReason } from '../errors.ts'
 import type { PeerScore } from '../peer-score.ts'
 import {
-  CAPACITY_TOPIC, MAX_LINKS, MAX_PROVIDERS, MAX_RECONCILES, compareRecords, decodeCapacityRecord, encodeCapacityRecord
+  CAPACITY_TOPIC, MAX_CONTENT_FETCHING, MAX_CONTENT_HELD, MAX_LINKS, MAX_PROVIDERS, MAX_RECONCILES, compareRecords, decodeCapacityRecord, encodeCapacityRecord
 } from './record.ts'
-import type { CapacityRecord, InstanceReport, ProviderStatus, Readings, ReconcileReport, VdagReport } from './record.ts'
+import type { CapacityRecord, ContentReport, InstanceReport, ProviderStatus, Readings, ReconcileReport, VdagReport } from './record.ts'
 
 export interface CapacityIdentity {
   name: string
@@ -57,6 +57,8 @@ export interface CapacityGossipInit {
   state?: () => string
   /** blocks reconciled here, for its record */
   reconciles?: () => ReconcileReport[]
+  /** model files held and being fetched here, for its record */
+  content?: () => ContentReport
   observer?: CapacityObserver
   log?: MeshLogger
   now?: () => number
@@ -72,6 +74,11 @@ export interface PeerView {
   status: PeerStatus
 }
 
+/** A content report cut to the record's bounds. */
+function boundContent (c: ContentReport): ContentReport {
+  return { held: c.held.slice(0, MAX_CONTENT_HELD), fetching: c.fetching.slice(0, MAX_CONTENT_FETCHING) }
+}
+
 /** Entries kept for expired peers (for "last seen" listings), oldest dropped first. */
 const MAX_REMEMBERED_PEERS = 4096
 
@@ -84,7 +91,7 @@ const MAX_REMEMBERED_PEERS = 4096
  */
 export class CapacityGossip {
   private readonly node: MeshNode
-  private readonly init: Required<Omit<CapacityGossipInit, 'observer' | 'log' | 'now' | 'score' | 'instances' | 'vdags' | 'providers' | 'state' | 'reconciles'>> & Pick<CapacityGossipInit, 'instances' | 'vdags' | 'providers' | 'state' | 'reconciles'>
+  private readonly init: Required<Omit<CapacityGossipInit, 'observer' | 'log' | 'now' | 'score' | 'instances' | 'vdags' | 'providers' | 'state' | 'reconciles' | 'content'>> & Pick<CapacityGossipInit, 'instances' | 'vdags' | 'providers' | 'state' | 'reconciles' | 'content'>
   private readonly observer: CapacityObserver
   private readonly log: MeshLogger
   private readonly now: () => number
@@ -198,7 +205,8 @@ export class CapacityGossip {
       links: this.node.connectedPeers().slice(0, MAX_LINKS),
       providers: (this.init.providers?.() ?? []).slice(0, MAX_PROVIDERS),
       ...(this.init.state != null ? { state: this.init.state() } : {}),
-      reconciles: (this.init.reconciles?.() ?? []).slice(0, MAX_RECONCILES)
+      reconciles: (this.init.reconciles?.() ?? []).slice(0, MAX_RECONCILES),
+      ...(this.init.content != null ? { content: boundContent(this.init.content()) } : {})
     }
     try {
       const frame = await encodeCapacityRecord(record, this.node.privateKey)

@@ -93,6 +93,26 @@ export const ReconcileReportSchema = z.object({
 export type ReconcileReport = z.infer<typeof ReconcileReportSchema>
 export const MAX_RECONCILES = 64
 
+/** Model files a record lists as held, at most (most recently used first), and transfers in progress. */
+export const MAX_CONTENT_HELD = 256
+export const MAX_CONTENT_FETCHING = 8
+const md5Hex = z.string().regex(/^[a-f0-9]{32}$/)
+
+/**
+ * The model files this node's content store holds (their MD5s, not a file list of unbounded size) and the
+ * transfers it has in progress (peers fetching a file serve the chunks they already have).
+ */
+export const ContentReportSchema = z.object({
+  held: z.array(md5Hex).max(MAX_CONTENT_HELD),
+  fetching: z.array(z.object({
+    md5: md5Hex,
+    name: text(256).nullable(),
+    receivedBytes: nonNeg,
+    totalBytes: nonNeg
+  })).max(MAX_CONTENT_FETCHING)
+})
+export type ContentReport = z.infer<typeof ContentReportSchema>
+
 /** Providers a record lists, at most, and the length of a reason. */
 export const MAX_PROVIDERS = 8
 export const MAX_PROVIDER_REASON = 200
@@ -130,7 +150,9 @@ export const CapacityRecordSchema = z.object({
   /** digest of the desired state this node holds (peers with another digest pull from each other) */
   state: z.string().regex(/^[a-f0-9]{16}$/).optional(),
   /** blocks this node reconciles, with their fences (absent from older agents) */
-  reconciles: z.array(ReconcileReportSchema).max(MAX_RECONCILES).optional()
+  reconciles: z.array(ReconcileReportSchema).max(MAX_RECONCILES).optional(),
+  /** model files held and being fetched here (absent from older agents) */
+  content: ContentReportSchema.optional()
 })
 export type CapacityRecord = z.infer<typeof CapacityRecordSchema>
 

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -43,6 +43,22 @@ export interface AgentSpec {
   listenIp?: string
   /** Pin the agent to these CPUs (`taskset -c CPUS`), e.g. '0': a box with one core (benchmarks). */
   cpus?: string
+  /**
+   * Folders this agent must not see: in its own mount namespace each gets an empty tmpfs over it (needs root
+   * and util-linux `unshare`; see canHide()). Another box's files, on one machine.
+   */
+  hide?: string[]
+}
+
+/** Whether AgentSpec.hide works here (root, and a mount namespace can be made); the reason when not. */
+export function canHide (): string | false {
+  if (process.getuid?.() !== 0) return 'hiding folders from an agent needs root (a mount namespace per agent)'
+  try {
+    execFileSync('unshare', ['--mount', '--propagation', 'private', 'true'], { stdio: 'ignore', timeout: 10_000 })
+    return false
+  } catch (err) {
+    return `unshare --mount does not work here: ${(err as Error).message}`
+  }
 }
 
 /** A real agent in its own OS process, on loopback (or a network namespace: spec.netns) with OS-chosen ports. */
@@ -83,7 +99,15 @@ export class AgentProcess {
     const log = openSync(join(this.dir, 'agent.log'), 'a')
     // `ip netns exec` execs the command, so the child's pid is the agent's (waitReady checks it)
     // taskset and `ip netns exec` both exec too
-    const node = this.spec.cpus != null ? ['taskset', '-c', this.spec.cpus, process.execPath] : [process.execPath]
+    let node = this.spec.cpus != null ? ['taskset', '-c', this.spec.cpus, process.execPath] : [process.execPath]
+    if (this.spec.hide != null && this.spec.hide.length > 0) {
+      // `ip netns exec` already gives the command a mount namespace of its own; otherwise unshare makes one.
+      // The shell mounts an empty tmpfs over each hidden folder, then execs the agent (the pid stays the agent's).
+      const mounts = this.spec.hide.map((_, i) => `mount -t tmpfs -o size=1m blockmesh-hidden "$${i + 1}"`).join(' && ')
+      const script = `${mounts} && shift ${this.spec.hide.length} && exec "$@"`
+      const sh = ['sh', '-c', script, 'sh', ...this.spec.hide]
+      node = this.spec.netns != null ? [...sh, ...node] : ['unshare', '--mount', '--propagation', 'private', ...sh, ...node]
+    }
     const [cmd, ...argv] = this.spec.netns != null ? ['ip', 'netns', 'exec', this.spec.netns, ...node, ...this.args()] : [...node, ...this.args()]
     this.child = spawn(cmd, argv, { stdio: ['ignore', log, log, 'ipc'] })
     closeSync(log)

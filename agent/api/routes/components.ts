@@ -2,13 +2,16 @@ import type { FastifyInstance } from 'fastify'
 import type { ApiContext } from '../context.ts'
 import { ComponentSpecSchema } from '../../registry/components.ts'
 import { parseWith } from '../validate.ts'
+import { filesOf } from '../../content/files.ts'
 import type { Component, ComponentsAnswer, DeletedAnswer } from '../../../contracts/api.ts'
 
 export function registerComponentRoutes (app: FastifyInstance, ctx: ApiContext): void {
   app.post('/api/components', async (req, reply) => {
     const spec = parseWith(ComponentSpecSchema, req.body)
     const component = await ctx.components.create(spec)
-    ctx.log.info({ component: component.uri }, 'component created')
+    // its files on this machine join the content store, so hosts elsewhere fetch them from here
+    const shared = await ctx.content.share(filesOf(spec))
+    ctx.log.info({ component: component.uri, shared: shared.added.length, ...(shared.skipped.length > 0 ? { notShared: shared.skipped } : {}) }, 'component created')
     return await reply.status(201).send(component)
   })
   app.get('/api/components', async (): Promise<ComponentsAnswer> => ({ components: ctx.components.list() }))

@@ -6,6 +6,7 @@ import { ComponentSpecSchema } from '../../registry/components.ts'
 import { importModel } from '../../model/import.ts'
 import type { ImportProgress } from '../../model/import.ts'
 import { AgentError } from '../../errors.ts'
+import { filesOf } from '../../content/files.ts'
 import type { AddModelEvent, ModelsAnswer } from '../../../contracts/api.ts'
 
 export const AddModelBodySchema = z.object({
@@ -26,7 +27,18 @@ export type AddModelBody = z.output<typeof AddModelBodySchema>
  */
 export function registerModelRoutes (app: FastifyInstance, ctx: ApiContext): void {
   app.get('/api/models', async (): Promise<ModelsAnswer> => ({
-    models: ctx.components.list().filter(c => c.spec.modelInfo != null || c.spec.model != null).map(c => ({ uri: c.uri, name: c.spec.name, version: c.spec.version, createdAt: c.createdAt, contextLength: c.spec.contextLength ?? null, info: c.spec.modelInfo ?? null }))
+    models: ctx.components.list().filter(c => c.spec.modelInfo != null || c.spec.model != null).map(c => ({
+      uri: c.uri,
+      name: c.spec.name,
+      version: c.spec.version,
+      createdAt: c.createdAt,
+      contextLength: c.spec.contextLength ?? null,
+      info: c.spec.modelInfo ?? null,
+      files: [
+        ...(c.spec.model != null ? [{ role: 'model' as const, md5: c.spec.model.md5, sizeBytes: c.spec.model.sizeBytes ?? ctx.content.store.get(c.spec.model.md5)?.size ?? null, holders: ctx.content.holders(c.spec.model.md5) }] : []),
+        ...(c.spec.tokenizer.type === 'bundle' ? [{ role: 'tokenizer' as const, md5: c.spec.tokenizer.md5, sizeBytes: ctx.content.store.get(c.spec.tokenizer.md5)?.size ?? null, holders: ctx.content.holders(c.spec.tokenizer.md5) }] : [])
+      ]
+    }))
   }))
 
   app.post('/api/models', async (req, reply) => {
@@ -51,6 +63,8 @@ export function registerModelRoutes (app: FastifyInstance, ctx: ApiContext): voi
     try {
       const imported = await importModel(body.source, { ...ctx.models, ...body, onProgress, signal: ac.signal })
       const spec = ComponentSpecSchema.parse(imported.spec)
+      // the model's files join this agent's content store (pinned), so any host in the mesh fetches them from here
+      await ctx.content.share(filesOf(spec), ac.signal)
       const uri = `${spec.name}:${spec.version}`
       const existing = ctx.components.list().find(c => c.uri === uri)
       const component = existing ?? await ctx.components.create(spec)

@@ -24,6 +24,8 @@ export function registerAgentCommand (program: Command): void {
     .option('--simulate-gpus <spec>', 'declare simulated GPUs, e.g. "count=2,model=A100,memory=80GiB,free=60GiB,util=10"')
     .option('--allow-simulated-gpus', 'place blocks on simulated GPUs (yours and peers\' --simulate-gpus) as if they were real; without it they are ignored for placement')
     .option('--max-model-bytes <size>', 'refuse model files larger than this (e.g. 64GiB)', sizeArg, 64 * 1024 ** 3)
+    .option('--content-cap <size>', 'keep at most this much in the content store (model files for blocks and peers; unpinned files no block uses are evicted, least recently used first)', sizeArg, 128 * 1024 ** 3)
+    .option('--content-upload-rate <size>', 'upload model files to peers at most this fast, per second (e.g. 50MiB; 0: no limit)', sizeArg, 0)
     .option('--accept-remote-processes', 'run blocks with external systems or init processes when peers place them (they run commands and reach URLs of the owner\'s choosing)')
     .option('--kubeconfig <file>', 'run split tasks as Kubernetes Jobs in this cluster (when container_image is not a local splitter program)')
     .option('--k8s-namespace <ns>', 'namespace for split Jobs (default: the kubeconfig context\'s)')
@@ -50,6 +52,8 @@ export function registerAgentCommand (program: Command): void {
         simulateGpus: opts.simulateGpus as string | undefined,
         allowSimulatedGpus: opts.allowSimulatedGpus === true,
         maxModelBytes: opts.maxModelBytes as number,
+        contentCapBytes: opts.contentCap as number,
+        contentUploadRate: opts.contentUploadRate as number,
         inferenceThreads: opts.inferenceThreads as number,
         acceptRemoteProcesses: opts.acceptRemoteProcesses === true,
         kubeconfig: opts.kubeconfig as string | undefined,

@@ -65,9 +65,16 @@ export function registerModelCommand (program: Command): void {
     .action(async (opts: TargetOpts) => {
       const res = await fetch(`${opts.api}/api/models`).catch((err: Error) => { throw new AgentError(`cannot reach the agent API at ${opts.api}: ${err.message}`, 'unreachable', 1) })
       const body = await res.json() as ModelsAnswer
-      print(opts, body, () => table(['COMPONENT', 'ARCH', 'PARAMS', 'QUANT', 'CONTEXT', 'VOCAB', 'TEMPLATE', 'SOURCE'], body.models.map(m => [
-        m.uri, m.info?.architecture ?? '-', m.info != null ? `${(m.info.parameters / 1e6).toFixed(0)}M` : '-', m.info?.quantization ?? '-', String(m.contextLength ?? '-'),
-        String(m.info?.vocabSize ?? '-'), m.info == null ? '-' : m.info.chatTemplate ? 'yes' : 'fallback', m.info?.source ?? '-'])))
+      print(opts, body, () => [
+        table(['COMPONENT', 'ARCH', 'PARAMS', 'QUANT', 'CONTEXT', 'VOCAB', 'TEMPLATE', 'SOURCE'], body.models.map(m => [
+          m.uri, m.info?.architecture ?? '-', m.info != null ? `${(m.info.parameters / 1e6).toFixed(0)}M` : '-', m.info?.quantization ?? '-', String(m.contextLength ?? '-'),
+          String(m.info?.vocabSize ?? '-'), m.info == null ? '-' : m.info.chatTemplate ? 'yes' : 'fallback', m.info?.source ?? '-'])),
+        '',
+        // per file, which agents hold it (a partial holder is fetching it, with its progress)
+        table(['COMPONENT', 'FILE', 'MD5', 'SIZE', 'HELD BY'], body.models.flatMap(m => m.files.map(f => [
+          m.uri, f.role, f.md5, f.sizeBytes != null ? formatBytes(f.sizeBytes) : '-',
+          f.holders.length === 0 ? 'nobody (its origin only)' : f.holders.map(h => h.state === 'complete' ? h.name : `${h.name} (${Math.floor(100 * (h.receivedBytes ?? 0) / Math.max(1, h.totalBytes ?? 1))}%)`).join(', ')])))
+      ].join('\n'))
     })
   model.command('generate')
     .description('write a deterministic GPT-style decoder as ONNX (same arguments → same MD5)')

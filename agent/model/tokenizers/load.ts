@@ -1,4 +1,6 @@
 import { materializeModel } from '../source.ts'
+import { ValidationError } from '../../errors.ts'
+import type { ModelFiles } from '../../content/files.ts'
 import { ByteTokenizer } from '../tokenizer.ts'
 import type { TextTokenizer } from '../tokenizer.ts'
 import { MAX_BUNDLE_BYTES, loadTokenizerBundle } from './bundle.ts'
@@ -14,8 +16,12 @@ export class Tokenizers {
   private readonly byMd5 = new Map<string, Promise<TextTokenizer>>()
   private readonly bytes = new ByteTokenizer()
 
-  constructor (opts: { cacheDir: string }) {
+  private readonly files: ModelFiles | undefined
+
+  /** `files`: bundles come from the content store or the peers that hold them (else their URL), as model files do */
+  constructor (opts: { cacheDir: string, files?: ModelFiles }) {
     this.cacheDir = opts.cacheDir
+    this.files = opts.files
   }
 
   async get (spec: TokenizerSpec, signal?: AbortSignal): Promise<TextTokenizer> {
@@ -23,8 +29,17 @@ export class Tokenizers {
     let p = this.byMd5.get(spec.md5)
     if (p == null) {
       p = (async () => {
-        const file = await materializeModel({ url: spec.url, md5: spec.md5 }, { cacheDir: this.cacheDir, maxBytes: MAX_BUNDLE_BYTES, signal })
-        return await loadTokenizerBundle(file.path)
+        if (this.files == null) {
+          const file = await materializeModel({ url: spec.url, md5: spec.md5 }, { cacheDir: this.cacheDir, maxBytes: MAX_BUNDLE_BYTES, signal })
+          return await loadTokenizerBundle(file.path)
+        }
+        const file = await this.files.ensure({ url: spec.url, md5: spec.md5, name: 'tokenizer bundle' }, { signal })
+        try {
+          if (file.sizeBytes > MAX_BUNDLE_BYTES) throw new ValidationError(`tokenizer bundle ${spec.md5} is ${file.sizeBytes} bytes (limit ${MAX_BUNDLE_BYTES})`)
+          return await loadTokenizerBundle(file.path)
+        } finally {
+          file.release()
+        }
       })()
       this.byMd5.set(spec.md5, p)
       p.catch(() => { if (this.byMd5.get(spec.md5) === p) this.byMd5.delete(spec.md5) })
