@@ -46,6 +46,14 @@ import type { StageEngine } from '../agent/executor/stage-engine.ts'
 import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
 import * as Automerge from '@automerge/automerge'
 import { join } from 'node:path'
+import { createHash } from 'node:crypto'
+import { writeFileSync } from 'node:fs'
+import { SqliteContentStore } from '../agent/content/store.ts'
+import { contentService } from '../agent/content/service.ts'
+import type { ContentService } from '../agent/content/service.ts'
+import { ContentRequestSchema, MAX_REQUEST_BYTES } from '../agent/content/protocol.ts'
+import { CONTENT_PROTOCOL } from '../agent/content/types.ts'
+import type { ContentStore } from '../agent/content/types.ts'
 import { openDatabase } from '../agent/db/database.ts'
 import { DesiredState } from '../agent/state/replica.ts'
 import { STATE_SYNC_PROTOCOL, STATE_TOPIC, StateSync, SyncRequestSchema } from '../agent/state/sync.ts'
@@ -461,7 +469,81 @@ const stateSyncTarget = jsonRpcTarget({
   reached: () => stateReached
 })
 
-const STREAM_TARGETS: Array<StreamTarget<any>> = [assignTarget, tunnelTarget, pipelineTarget, stateSyncTarget]
+// the content protocol (agent/content/service.ts): the real ContentService over a real store (its own SQLite
+// file and folder) holding one file of 4 chunks of 64 KiB, written here so every run generates the same requests
+const CONTENT_CHUNK = 64 * 1024
+const contentBytes = new Uint8Array(3 * CONTENT_CHUNK + 1000).map((_, i) => (i * 31 + 7) & 0xff)
+const contentMd5 = createHash('md5').update(contentBytes).digest('hex')
+const CONTENT_CHUNKS = Math.ceil(contentBytes.length / CONTENT_CHUNK)
+let contentUnderTest: ContentService | null = null
+let contentAnswered = 0
+
+/**
+ * The content protocol's rules (agent/content/protocol.ts): one request frame within MAX_REQUEST_BYTES that is
+ * UTF-8 JSON and fits ContentRequestSchema, else bad_request and a strike. A valid request is answered
+ * without fault: ok for the file held (a chunk in range, of the chunk size held), not_found otherwise.
+ */
+const contentTarget: StreamTarget<JsonCase> = {
+  name: 'content',
+  protocol: CONTENT_PROTOCOL,
+  serve: async ({ node, strike }) => {
+    await contentUnderTest?.stop()
+    const dir = tempDir('bm-fuzz-content-')
+    const file = join(dir, 'file.bin')
+    writeFileSync(file, contentBytes)
+    const store = new SqliteContentStore({ db: openDatabase(join(dir, 'agent.db')), dir: join(dir, 'content'), capBytes: 1 << 30, privateKey: node.privateKey, peerId: node.peerId.toString() })
+    await store.importFile(file, { chunkSize: CONTENT_CHUNK })
+    // the real store, counting the look-ups a request makes
+    const counting: ContentStore = {
+      importFile: async (...a) => await store.importFile(...a),
+      get: (md5) => { contentAnswered++; return store.get(md5) },
+      list: () => store.list(),
+      pathOf: (md5) => store.pathOf(md5),
+      manifest: (md5) => { contentAnswered++; return store.manifest(md5) },
+      bitmap: (md5) => store.bitmap(md5),
+      readChunk: async (...a) => await store.readChunk(...a),
+      begin: (signed) => store.begin(signed),
+      writeChunk: async (...a) => { await store.writeChunk(...a) },
+      complete: async (...a) => await store.complete(...a),
+      acquire: (md5) => store.acquire(md5),
+      remove: (md5) => { store.remove(md5) },
+      evict: () => store.evict(),
+      usage: () => store.usage()
+    }
+    contentUnderTest = contentService({ store: counting, onInvalid: strike })({ registrar: node.libp2p })
+    await contentUnderTest.start()
+  },
+  cases: fc.tuple(payloadFrom([
+    { op: 'manifest', md5: contentMd5 },
+    { op: 'have', md5: contentMd5 },
+    { op: 'chunk', md5: contentMd5, index: 0 },
+    { op: 'chunk', md5: contentMd5, index: CONTENT_CHUNKS - 1, chunkSize: CONTENT_CHUNK },
+    { op: 'have', md5: '0123456789abcdef0123456789abcdef' }
+  ]), framingFor(MAX_REQUEST_BYTES)).map(([p, framing]) => ({
+    bytes: frame(p.bytes, framing), payload: p.bytes, framing, keepOpen: refusedAtOnce(framing), label: `${framing.kind}/${p.how.split(/[:+]/).slice(0, 2).join(':')}`
+  })),
+  verdict: (c) => {
+    const j = parseJson(c.payload)
+    const req = j.ok ? ContentRequestSchema.safeParse(j.value) : null
+    if (c.framing.kind !== 'ok' || c.payload.length > MAX_REQUEST_BYTES || req == null || !req.success) return { strike: true }
+    const r = req.data
+    const held = r.md5 === contentMd5 && (r.op !== 'chunk' || (r.index < CONTENT_CHUNKS && (r.chunkSize == null || r.chunkSize === CONTENT_CHUNK)))
+    const before = contentAnswered
+    return {
+      strike: false,
+      check: (ex) => {
+        const head = parseJson(readFrames(ex.received)[0] ?? new Uint8Array(0))
+        assert.ok(head.ok, `a valid request is answered with a JSON header (got ${ex.received.length} bytes)`)
+        const answer = head.value as { ok?: boolean, error?: { code?: string } }
+        if (held) assert.equal(answer.ok, true, `${r.op} of the file held is answered ok: ${JSON.stringify(answer)}`)
+        else assert.equal(answer.error?.code, 'not_found', `${JSON.stringify(r)} is answered not_found: ${JSON.stringify(answer)}`)
+        assert.ok(contentAnswered > before, 'a valid request reaches the store')
+      }
+    }
+  }
+}
+
+const STREAM_TARGETS: Array<StreamTarget<any>> = [assignTarget, tunnelTarget, pipelineTarget, stateSyncTarget, contentTarget]
 
 // ------------------------------------------------------------------ capacity gossip (a topic validator)
 
@@ -872,6 +954,7 @@ const WIRE_TARGETS: WireTarget[] = [
   { name: 'inference tunnel', send: sendOnStreams(INFER_PROTOCOL), frames: wireFrames(tunnelTarget) },
   { name: 'pipeline stream', send: sendOnStreams(PIPELINE_PROTOCOL), frames: wireFrames(pipelineTarget) },
   { name: 'state sync', send: sendOnStreams(STATE_SYNC_PROTOCOL), frames: wireFrames(stateSyncTarget) },
+  { name: 'content', send: sendOnStreams(CONTENT_PROTOCOL), frames: wireFrames(contentTarget) },
   {
     name: 'capacity gossip',
     frames: fc.oneof(
