@@ -265,8 +265,8 @@ test('local files: path and file:// URL, right and wrong MD5, missing file, unsu
   await rejectsWith(materializeModel({ url: path }, { ...opts, maxBytes: MiB }), 'too_large', /the limit is 1\.0 MiB/)
   await rejectsWith(materializeModel({ url: join(dir, 'nope.onnx') }, opts), 'not_found', /does not exist/)
   await rejectsWith(materializeModel({ url: pathToFileURL(join(dir, 'nope.onnx')).href }, opts), 'not_found')
-  await rejectsWith(materializeModel({ url: 's3://bucket/model.onnx', md5: MD5 }, opts), 'unsupported_scheme', /S3/)
-  await rejectsWith(materializeModel({ url: 'ftp://example.org/model.onnx' }, opts), 'unsupported_scheme')
+  // s3:// is a source now (test/model-source-s3.test.ts); other schemes are refused by name
+  await rejectsWith(materializeModel({ url: 'ftp://example.org/model.onnx' }, opts), 'unsupported_scheme', /"ftp"/)
   await assert.rejects(materializeModel({ url: path, md5: '../../etc/passwd' }, opts), { name: 'ValidationError' })
 })
 

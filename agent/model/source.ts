@@ -164,8 +164,13 @@ export async function materializeModel (source: ModelSource, opts: MaterializeOp
     const finalPath = cachePathFor({ url: source.url, md5 }, opts.cacheDir)
     return await withLock(finalPath, async () => await materializeHttp(url, finalPath, md5, opts))
   }
+  if (scheme === 's3') {
+    const finalPath = cachePathFor({ url: source.url, md5 }, opts.cacheDir)
+    const { materializeS3 } = await import('./s3.ts')
+    return await withLock(finalPath, async () => await materializeS3(source.url, finalPath, md5, opts))
+  }
   throw new ModelSourceError('unsupported_scheme',
-    `model source ${scheme}://… uses the scheme "${scheme}", which is not supported yet: use a local path, a file:// URL or an http(s):// URL (S3 sources come later)`,
+    `model source ${scheme}://… uses the scheme "${scheme}", which is not supported: use a local path, a file:// URL, an http(s):// URL or s3://BUCKET/KEY`,
     { scheme })
 }
 
