@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os'
-import { isAbsolute, resolve } from 'node:path'
+import { isAbsolute, join, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import type { Db } from '../db/database.ts'
 import { ModelEngine } from '../executor/engine.ts'
@@ -306,7 +306,7 @@ export class InstanceHost {
       }
       let file: { path: string, sizeBytes: number }
       if (this.init.files != null) {
-        const f = await this.init.files.ensure({ url: model.url, md5: model.md5, sizeBytes: model.sizeBytes, name: row.uri }, {
+        const f = await this.init.files.ensureModel({ url: model.url, md5: model.md5, sizeBytes: model.sizeBytes, name: row.uri, externalData: model.externalData }, join(this.init.modelsDir, 'linked'), {
           signal,
           onProgress: p => { onProgress(p.receivedBytes, p.totalBytes, { sources: Object.keys(p.bySource).length }) }
         })

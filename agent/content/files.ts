@@ -4,7 +4,8 @@
  * the file's origin (a path on this machine, HTTP, S3 — the URL a component names). What a block loads stays
  * marked in use until the block stops, so the store never evicts it.
  */
-import { isAbsolute, resolve } from 'node:path'
+import { basename, isAbsolute, join, resolve } from 'node:path'
+import { mkdir, rm, symlink } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { existsSync } from 'node:fs'
 import { materializeModel } from '../model/source.ts'
@@ -48,10 +49,11 @@ export function originUrl (url: string): string {
 
 /** The local file a URL names (a path, or file://), else undefined (http, s3...). */
 /** A component's files: its model and its tokenizer bundle. */
-export function filesOf (spec: { name: string, version: string, model?: { url: string, md5: string }, tokenizer: { type: string, url?: string, md5?: string } }): Array<{ url: string, md5: string, name: string }> {
+export function filesOf (spec: { name: string, version: string, model?: { url: string, md5: string, externalData?: Array<{ name: string, url: string, md5: string }> }, tokenizer: { type: string, url?: string, md5?: string } }): Array<{ url: string, md5: string, name: string }> {
   const uri = `${spec.name}:${spec.version}`
   return [
     ...(spec.model != null ? [{ url: spec.model.url, md5: spec.model.md5, name: uri }] : []),
+    ...(spec.model?.externalData ?? []).map(d => ({ url: d.url, md5: d.md5, name: `${uri} ${d.name}` })),
     ...(spec.tokenizer.url != null && spec.tokenizer.md5 != null ? [{ url: spec.tokenizer.url, md5: spec.tokenizer.md5, name: `${uri} tokenizer` }] : [])
   ]
 }
@@ -162,6 +164,35 @@ export class ModelFiles {
 
   private count (bySource: Record<string, number>): void {
     for (const [source, n] of Object.entries(bySource)) this.received[source === 'origin' ? 'origin' : 'mesh'] += n
+  }
+
+  /**
+   * A model and its external data files on local disk, in use until `release()`. Without external data this
+   * is `ensure`; with it, the files are put side by side (symbolic links into the store, under
+   * `linkDir/<md5>/`, named as the model names them), since ONNX Runtime finds external data beside the model.
+   */
+  async ensureModel (model: ModelFile & { externalData?: Array<{ name: string, url: string, md5: string, sizeBytes?: number }> }, linkDir: string, opts: { signal?: AbortSignal, onProgress?: (p: TransferProgress) => void } = {}): Promise<LocalFile> {
+    const main = await this.ensure(model, opts)
+    const data = model.externalData ?? []
+    if (data.length === 0) return main
+    const held: LocalFile[] = [main]
+    try {
+      for (const d of data) held.push(await this.ensure({ url: d.url, md5: d.md5, sizeBytes: d.sizeBytes, name: `${model.name ?? model.md5} ${d.name}` }, opts))
+      const dir = join(linkDir, model.md5)
+      await mkdir(dir, { recursive: true })
+      const modelName = basename(localPath(model.url) ?? 'model.onnx')
+      const place = async (name: string, target: string): Promise<void> => {
+        const at = join(dir, name)
+        await rm(at, { force: true })
+        await symlink(target, at)
+      }
+      await place(modelName, main.path)
+      for (const [i, d] of data.entries()) await place(d.name, held[i + 1].path)
+      return { ...main, path: join(dir, modelName), sizeBytes: held.reduce((n, f) => n + f.sizeBytes, 0), release: () => { for (const f of held) f.release() } }
+    } catch (err) {
+      for (const f of held) f.release()
+      throw err
+    }
   }
 
   /** The file on local disk, in use until `release()`. */

@@ -5,9 +5,9 @@
  * converted to ONNX (cached by digest); the tokenizer, stop ids and chat template go in a tokenizer bundle.
  */
 import { createHash } from 'node:crypto'
-import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import { AgentError, ValidationError } from '../errors.ts'
 import { convertGguf } from './gguf/convert.ts'
 import type { ConvertPhase } from './gguf/convert.ts'
@@ -98,10 +98,16 @@ async function fromExportDir (dir: string, source: string, digest: string, defau
   if (!existsSync(tokenizerPath)) await writeFile(tokenizerPath, bundleText)
   const onnxMd5 = await md5File(e.modelPath, opts.signal)
   const info: ModelInfo = { ...e.info, source, digest: digest !== '' ? digest : `md5:${onnxMd5}` }
-  return {
-    spec: componentOf({ name: opts.name ?? defaultName, info, onnxPath: e.modelPath, onnxMd5, onnxBytes: statSync(e.modelPath).size, tokenizerPath, tokenizerMd5: bundleMd5, contextLength: opts.contextLength }),
-    cached: false
+  // the model's external data (model.onnx_data, model.onnx_data_1…) travels with it: hosts elsewhere fetch it too
+  const base = basename(e.modelPath)
+  const externalData = []
+  for (const name of readdirSync(dirname(e.modelPath)).filter(f => f.startsWith(`${base}_data`)).sort()) {
+    const path = join(dirname(e.modelPath), name)
+    externalData.push({ name, url: path, md5: await md5File(path, opts.signal), sizeBytes: statSync(path).size })
   }
+  const spec = componentOf({ name: opts.name ?? defaultName, info, onnxPath: e.modelPath, onnxMd5, onnxBytes: statSync(e.modelPath).size, tokenizerPath, tokenizerMd5: bundleMd5, contextLength: opts.contextLength })
+  if (externalData.length > 0 && spec.model != null) spec.model = { ...spec.model, externalData }
+  return { spec, cached: false }
 }
 
 /** Onboards SOURCE as a component spec (not yet registered). Throws AgentError subclasses with the reason. */

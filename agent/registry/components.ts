@@ -81,10 +81,20 @@ export const ComponentSpecSchema = z.object({
   description: z.string().max(2000).optional(),
   runtime: z.enum(['onnx', 'external']),
   model: z.object({
-    /** a local path, file:// URL or http(s):// URL */
+    /** a local path, file:// URL, http(s):// URL or s3://BUCKET/KEY */
     url: ArtifactUrl,
     md5: Md5,
-    sizeBytes: z.number().int().positive().optional()
+    sizeBytes: z.number().int().positive().optional(),
+    /**
+     * files the ONNX model keeps its weights in (external data, e.g. `model.onnx_data`), by the name the
+     * model gives them: a host puts each beside the model before loading it
+     */
+    externalData: z.array(z.object({
+      name: z.string().min(1).max(255).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a file name (no folders)'),
+      url: ArtifactUrl,
+      md5: Md5,
+      sizeBytes: z.number().int().positive().optional()
+    }).strict()).max(64).optional()
   }).strict().optional(),
   external: ExternalSchema.optional(),
   init: InitSchema.optional(),
