@@ -7,7 +7,8 @@ import { importModel } from '../../model/import.ts'
 import type { ImportProgress } from '../../model/import.ts'
 import { AgentError } from '../../errors.ts'
 import { filesOf } from '../../content/files.ts'
-import type { AddModelEvent, ModelsAnswer } from '../../../contracts/api.ts'
+import type { AddModelEvent, Component, ModelsAnswer } from '../../../contracts/api.ts'
+import { slugOf } from '../../splitter/plan.ts'
 
 export const AddModelBodySchema = z.object({
   /** a local .gguf, a Hugging Face ONNX export directory, hf://ORG/REPO[@REV][/PATH], ollama://NAME[:TAG], or an http(s) URL of a GGUF */
@@ -19,6 +20,24 @@ export const AddModelBodySchema = z.object({
   contextLength: z.number().int().min(16).max(1_048_576).optional()
 }).strict()
 export type AddModelBody = z.output<typeof AddModelBodySchema>
+
+/**
+ * The component an agent of the mesh already made from this remote source (hf://, http(s)://) with the same
+ * settings, if any. Local sources (paths, ollama://) are this machine's files: they are always read.
+ */
+function alreadyInMesh (ctx: ApiContext, body: AddModelBody): Component | undefined {
+  if (!/^(hf|https?):\/\//i.test(body.source)) return undefined
+  return ctx.components.list().find(c => {
+    const info = c.spec.modelInfo
+    if (info?.source !== body.source || c.spec.model == null) return false
+    if (body.name != null && c.spec.name !== slugOf(body.name)) return false
+    if (body.contextLength != null && c.spec.contextLength !== body.contextLength) return false
+    if (body.file != null) return false
+    if (body.variant != null && info.quantization.toLowerCase() !== body.variant.toLowerCase()) return false
+    const mode = /-(q4|q8|int8|f32)$/.exec(info.converter ?? '')?.[1]
+    return info.format !== 'gguf' || mode === (body.weights ?? 'q8')
+  })
+}
 
 /**
  * Models as components: POST /api/models onboards a model from a source (download, conversion) and
@@ -61,6 +80,16 @@ export function registerModelRoutes (app: FastifyInstance, ctx: ApiContext): voi
       reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-cache' })
     }
     try {
+      // a model some agent already added from the same hub repo or URL is in the mesh: its files come from
+      // the peers that hold them when it is deployed, never from the hub a second time
+      const known = alreadyInMesh(ctx, body)
+      if (known != null) {
+        ctx.log.info({ component: known.uri, source: body.source }, 'model already in the mesh: not downloaded again')
+        const result = { type: 'done' as const, component: known, cached: true, existed: true }
+        if (!streaming) return await reply.status(200).send(result)
+        send(result)
+        return
+      }
       const imported = await importModel(body.source, { ...ctx.models, ...body, onProgress, signal: ac.signal })
       const spec = ComponentSpecSchema.parse(imported.spec)
       // the model's files join this agent's content store (pinned), so any host in the mesh fetches them from here

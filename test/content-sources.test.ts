@@ -1,12 +1,20 @@
 /**
+ * Where a model's files come from, once they are in the mesh (issue 15).
+ *
  * A Hugging Face ONNX export whose weights are in external data (`onnx/model.onnx` + `model.onnx_data`, as
  * optimum writes models over 2 GB) travels as two files: added on agent A with `POST /api/models`, served by
  * agent B, which cannot see A's files (an empty tmpfs over them in B's own mount namespace). B fetches both
  * from A over the mesh, puts them side by side and answers like A does.
+ *
+ * A model added from a URL on one agent is not downloaded again when another agent adds the same URL: the
+ * component is already in the mesh's desired state, and its files come from the peers that hold them (a
+ * local HTTP server counts the downloads).
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { convertGguf } from '../agent/model/gguf/convert.ts'
 import { onnx } from '../agent/model/onnx.ts'
@@ -95,5 +103,46 @@ describe(`an ONNX export with external data served by a host that cannot see it$
     assert.ok(held.has(model.md5), 'B holds the model file')
     assert.ok(held.has(model.externalData[0].md5), 'B holds the external data file')
     assert.ok((await b.metric('blockmesh_content_received_bytes_total', { source: 'mesh' })) >= model.externalData[0].sizeBytes, 'the bytes came over the mesh')
+  })
+})
+
+describe('model add of a URL already added elsewhere in the mesh: no second download', () => {
+  const files = tempDir('bm-once-')
+  let a: AgentProcess, b: AgentProcess
+  let downloads = 0
+  const server = createServer((req, res) => {
+    if (req.url !== '/tiny.gguf') { res.writeHead(404).end(); return }
+    downloads++
+    const body = readFileSync(join(files, 'tiny.gguf'))
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length }).end(body)
+  })
+  let url = ''
+
+  before(async () => {
+    tinyLlama(join(files, 'tiny.gguf'))
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/tiny.gguf`
+    a = await AgentProcess.start({ name: 'once-a' })
+    b = await AgentProcess.start({ name: 'once-b', bootstrap: [a.addr] })
+    await until(async () => (await a.peers()).length === 2, 'the mesh to form')
+  })
+  after(async () => { await stopAll([a, b]); server.close() })
+
+  test('A downloads it once; B adding the same URL gets the component already in the mesh', async () => {
+    const first = await a.api('/api/models', { method: 'POST', body: { source: url, name: 'once' } })
+    assert.equal(first.status, 201, JSON.stringify(first.body))
+    assert.equal(downloads, 1)
+    const uri = first.body.component.uri as string
+    await until(async () => (await b.api('/api/components')).body.components.some((c: any) => c.uri === uri), 'the component to reach B')
+    const second = await b.api('/api/models', { method: 'POST', body: { source: url, name: 'once' } })
+    assert.equal(second.status, 200, JSON.stringify(second.body))
+    assert.equal(second.body.existed, true)
+    assert.equal(second.body.component.uri, uri)
+    assert.equal(downloads, 1, 'the URL was not fetched a second time')
+    // another conversion mode is another model: that one is made (and downloaded) anew
+    const f32 = await b.api('/api/models', { method: 'POST', body: { source: url, name: 'once', weights: 'f32' } })
+    assert.equal(f32.status, 201, JSON.stringify(f32.body))
+    assert.notEqual(f32.body.component.uri, uri)
+    assert.equal(downloads, 2)
   })
 })
