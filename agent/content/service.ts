@@ -28,6 +28,8 @@ const MAX_TRACKED_FILES = 1024
 const MAX_TRACKED_FETCHERS = 64
 /** Peers and files with a served-bytes counter, at most (oldest forgotten first). */
 const MAX_COUNTERS = 4096
+/** A capped uplink takes chunk requests while it is booked for at most two chunks' time, and never less than this. */
+const MIN_BACKLOG_MS = 250
 /** A complete file served from has its lastUsed touched at most this often. */
 const TOUCH_EVERY_MS = 60_000
 
@@ -279,9 +281,12 @@ export class ContentService extends StreamProtocolService {
     const mine = this.serving.get(peer) ?? 0
     if (mine >= this.maxPerPeer) { await refuse('busy', `${mine} chunk requests of this peer in flight (at most ${this.maxPerPeer})`); return }
     if (this.servingAll >= this.maxAll) { await refuse('busy', `${this.servingAll} chunk requests in flight (at most ${this.maxAll})`); return }
-    // the uplink is booked for longer than half an exchange may take: try elsewhere rather than time out here
+    // the uplink is booked for more than two chunks' time: busy, so the fetcher takes this chunk from a peer
+    // that has it rather than queue here (queued requests made every fetcher of a file take most of it from
+    // the one capped holder, instead of trading with each other)
     const backlog = this.bucket?.backlogMs() ?? 0
-    if (backlog > (this.init.timeoutMs ?? 120_000) / 2) { await refuse('busy', `the upload is booked for ${Math.round(backlog)} ms`); return }
+    const bookable = this.bucket != null ? Math.min((this.init.timeoutMs ?? 120_000) / 2, Math.max(MIN_BACKLOG_MS, 2 * entry.chunkSize * 1000 / this.bucket.rate)) : Infinity
+    if (backlog > bookable) { await refuse('busy', `the upload is booked for ${Math.round(backlog)} ms`); return }
     this.serving.set(peer, mine + 1)
     this.servingAll++
     try {
