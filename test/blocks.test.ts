@@ -17,13 +17,17 @@ describe('blocks on one agent', () => {
   let server: Server
   const dir = tempDir('bm-blocks-')
   const m = tinyModel(dir, 21)
+  // files other blocks here have not loaded: a file already in the agent's content store (same MD5) is used
+  // from there, whatever URL a component names
+  const viaHttp = tinyModel(dir, 22)
+  const corrupted = tinyModel(dir, 23)
 
   before(async () => {
     agent = await AgentProcess.start({ name: 'blocks' })
     // a plain HTTP server for the "model from a URL" case
     server = createServer((req, res) => {
       if (req.url === '/models/tiny.onnx') {
-        const bytes = readFileSync(m.path)
+        const bytes = readFileSync(viaHttp.path)
         res.writeHead(200, { 'content-length': bytes.length })
         res.end(bytes)
       } else {
@@ -50,20 +54,23 @@ describe('blocks on one agent', () => {
 
   test('a model fetched over HTTP is downloaded, checked and served', async () => {
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/models/tiny.onnx`
-    const b = await deploy(agent, componentSpec(m, 'tiny-http', { model: { url, md5: m.md5 } }), { id: 'from-http', component: `tiny-http:${m.md5.slice(0, 8)}` })
+    const b = await deploy(agent, componentSpec(viaHttp, 'tiny-http', { model: { url, md5: viaHttp.md5 } }), { id: 'from-http', component: `tiny-http:${viaHttp.md5.slice(0, 8)}` })
     assert.equal(b.status, 'ready', b.error)
-    assert.ok(b.runtime.modelPath.startsWith(join(agent.dir, 'models')), 'kept in the agent\'s model cache')
+    assert.ok(b.runtime.modelPath.startsWith(join(agent.dir, 'content')), `kept in the agent's content store (${b.runtime.modelPath as string})`)
+    const held = (await agent.api('/api/content')).body.files.find((f: any) => f.md5 === viaHttp.md5)
+    assert.equal(held?.state, 'complete', 'the downloaded file is in the store, for peers too')
+    assert.equal(await agent.metric('blockmesh_content_received_bytes_total', { source: 'origin' }), viaHttp.sizeBytes, 'its bytes came from the origin')
     assert.equal((await chat(agent, 'from-http')).status, 200)
   })
 
   test('a corrupt model file fails its block with a clear reason and leaves the others running', async () => {
     const bad = join(dir, 'corrupt.onnx')
-    copyFileSync(m.path, bad)
+    copyFileSync(corrupted.path, bad)
     appendFileSync(bad, 'garbage')
-    const b = await deploy(agent, componentSpec(m, 'tiny-corrupt', { model: { url: bad, md5: m.md5 } }), { id: 'corrupt', component: `tiny-corrupt:${m.md5.slice(0, 8)}` })
+    const b = await deploy(agent, componentSpec(corrupted, 'tiny-corrupt', { model: { url: bad, md5: corrupted.md5 } }), { id: 'corrupt', component: `tiny-corrupt:${corrupted.md5.slice(0, 8)}` })
     assert.equal(b.status, 'failed')
     assert.match(b.error, /MD5/)
-    assert.match(b.error, new RegExp(m.md5))
+    assert.match(b.error, new RegExp(corrupted.md5))
     const r = await chat(agent, 'corrupt')
     assert.equal(r.status, 503)
     assert.equal(r.body.error.code, 'model_not_ready')

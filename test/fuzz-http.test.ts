@@ -26,6 +26,7 @@ import { CreateSplitRunnerSchema } from '../agent/registry/split-runners.ts'
 import { ModelLayerSchema } from '../agent/registry/model-layers.ts'
 import { SimulatedGpuListSchema, parseSimulatedGpus } from '../agent/hardware/gpus.ts'
 import { AddModelBodySchema } from '../agent/api/routes/models.ts'
+import { ContentFetchBodySchema } from '../agent/api/routes/content.ts'
 import { ChatCompletionRequestSchema, CompletionRequestSchema } from '../agent/openai/schemas.ts'
 
 /** Malformed bodies over the state-changing routes (the issue: 1,000); FUZZ_BODIES=n to change. */
@@ -65,6 +66,8 @@ const seed = {
   vdag: { name: 'fuzz-vdag', nodes: [{ id: 'n0', block: 'fuzz-stage-0' }, { id: 'n1', block: 'fuzz-stage-1' }], edges: [{ from: 'n0', to: 'n1' }], contextLength: 128 },
   runner: { split_runner_public_host: 'runner.example', split_runner_tags: ['gpu'], split_runner_metadata: { zone: 'a' } },
   runnerId: '',
+  /** the MD5 of the model file the deployed block uses (in the agent's content store) */
+  modelMd5: '',
   layer: { model_layer_hash: 'a'.repeat(32), model_asset_id: 'fuzz-asset', model_component_registry_uri: 'fuzz-model:1', model_layer_public_url: 'https://example.com/layers/0', model_layer_rank: 0, model_world_size: 2 },
   gpus: { spec: 'count=1,model=L4,memory=24GiB' }
 }
@@ -105,6 +108,8 @@ const ROUTES: Route[] = [
   { method: 'POST', pattern: '/api/components', body: 'json', sample: seed.component, accepts: fits(ComponentSpecSchema) },
   { method: 'DELETE', pattern: '/api/components/:uri', body: 'none', existing: () => seed.componentUri },
   { method: 'POST', pattern: '/api/models', body: 'json', sample: { source: '/nonexistent/model.gguf', name: 'fuzz-added', weights: 'q8', contextLength: 256 }, accepts: fits(AddModelBodySchema) },
+  { method: 'POST', pattern: '/api/content/fetch', body: 'json', sample: { md5: 'c'.repeat(32) }, accepts: fits(ContentFetchBodySchema) },
+  { method: 'DELETE', pattern: '/api/content/:md5', body: 'none', existing: () => seed.modelMd5 },
   { method: 'POST', pattern: '/api/blocks', body: 'json', sample: { component: seed.componentUri, minInstances: 1, maxInstances: 2, executionProvider: 'cpu', maxBatch: 4 }, accepts: fits(BlockSpecSchema) },
   { method: 'DELETE', pattern: '/api/blocks/:id', body: 'none', existing: () => MODEL },
   { method: 'PUT', pattern: '/api/blocks/:id/scale', body: 'json', sample: { instances: 2 }, accepts: fits(ScaleBody), existing: () => MODEL },
@@ -388,6 +393,7 @@ describe(`HTTP API: ${BODIES} malformed bodies over every state-changing route, 
     assert.equal((await agent.api('/model-layer', { method: 'POST', body: seed.layer })).status, 201)
     assert.equal((await agent.api('/api/hardware/simulated-gpus', { method: 'PUT', body: seed.gpus })).status, 200)
     const m = tinyModel()
+    seed.modelMd5 = m.md5
     assert.equal((await deploy(agent, componentSpec(m), { id: MODEL, component: `tiny-gpt:${m.md5.slice(0, 8)}` })).status, 'ready')
   })
   after(async () => { await stopAll([agent]) })
