@@ -130,7 +130,9 @@ export class MeshNode {
       streamMuxers: [yamux()],
       connectionProtector: init.swarmKey != null ? preSharedKey({ psk: init.swarmKey }) : undefined,
       connectionGater: gate.connectionGater(),
-      connectionManager: { maxConnections: 256, dialTimeout: 10_000 },
+      // inbound connections per second from one address: js-libp2p's default of 5 refused peers when several
+      // agents behind one address (one box, a NAT, the demo, the tests' loopback meshes) dialled at once
+      connectionManager: { maxConnections: 256, dialTimeout: 10_000, inboundConnectionThreshold: 32 },
       services: {
         identify: identify(),
         ping: ping(),

@@ -240,6 +240,7 @@ describe('content transfer between real libp2p nodes', () => {
     assert.equal(sha256Of(f, file.md5), file.sha256)
     assert.equal(last?.receivedBytes, file.size)
     assert.ok((last?.bySource[h.id] ?? 0) < file.size, 'only the missing chunks were fetched again')
+    assert.deepEqual(h.strikes, [], 'a fetcher cancelling its requests (streams reset) is not struck')
   })
 
   test('a holder serving corrupt chunks is struck forged and the fetch completes from the honest one', async () => {
@@ -279,6 +280,12 @@ describe('content transfer between real libp2p nodes', () => {
     // a valid request for a file not held is no offence
     const missing = await ask(new TextEncoder().encode(JSON.stringify({ op: 'have', md5: '0'.repeat(32) })))
     assert.equal(missing.error?.code, 'not_found')
+    assert.equal(h.strikes.length, 2)
+    // a request cancelled before it was sent (the stream reset) is no offence either
+    const cancelled = await rogue.node.libp2p.dialProtocol(h.node.peerId, CONTENT_PROTOCOL)
+    cancelled.abort(new Error('the fetcher no longer needs it'))
+    const after = await ask(new TextEncoder().encode(JSON.stringify({ op: 'have', md5: '0'.repeat(32) })))
+    assert.equal(after.error?.code, 'not_found')
     assert.equal(h.strikes.length, 2)
   })
 

@@ -13,7 +13,7 @@
 import type { Connection, Stream, StreamHandlerOptions } from '@libp2p/interface'
 import { Exchange, StreamProtocolService, decodeJson, encodeJson, firstIssue, lengthPrefixed, reportOffence, requestFault } from '../../mesh/rpc.ts'
 import type { ProtocolComponents, RpcOptions } from '../../mesh/rpc.ts'
-import { StreamTimeoutError, TruncatedFrameError } from '../../mesh/errors.ts'
+import { FrameError, StreamTimeoutError, TruncatedFrameError } from '../../mesh/errors.ts'
 import type { MeshLogger } from '../../mesh/node.ts'
 import { ContentNotFoundError } from './errors.ts'
 import type { ContentStore } from './types.ts'
@@ -216,6 +216,9 @@ export class ContentService extends StreamProtocolService {
         if (bytes == null) throw new TruncatedFrameError(`the stream ended before a ${protocol} request`)
         raw = decodeJson(bytes)
       } catch (err) {
+        // a fetcher cancels the requests it no longer needs (its transfer completed from other sources, or was
+        // aborted) by resetting their streams: that is no offence, unlike a frame that breaks the rules
+        if (!(err instanceof FrameError) && !exchange.timedOut) throw err
         const fault = requestFault(err, exchange, `${protocol} request`)
         if (fault == null) throw err
         reportOffence(this.components, this.init, peer, `unreadable ${protocol} request: ${fault.message}`, fault.offence)
