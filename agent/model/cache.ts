@@ -8,6 +8,12 @@ import { md5File } from './source.ts'
 
 export interface CachedModel { path: string, md5: string, sizeBytes: number, spec: ModelSpec, generated: boolean }
 
+/** Two specs are the same model whatever order their fields were written in. */
+function sameSpec (a: ModelSpec, b: ModelSpec): boolean {
+  const canonical = (x: ModelSpec): string => JSON.stringify(Object.fromEntries(Object.entries(x).sort(([k1], [k2]) => k1.localeCompare(k2))))
+  return canonical(a) === canonical(b)
+}
+
 /**
  * A generated model kept in `dir` as NAME-g<generator>.onnx and reused while
  * the spec, generator version and MD5 (recorded in a sidecar JSON) match.
@@ -18,7 +24,7 @@ export async function ensureGeneratedModel (spec: ModelSpec, dir: string, name: 
   if (existsSync(path) && existsSync(sidecar)) {
     try {
       const meta = JSON.parse(readFileSync(sidecar, 'utf8')) as { md5: string, spec: ModelSpec, sizeBytes: number }
-      if (JSON.stringify(meta.spec) === JSON.stringify(spec) && await md5File(path) === meta.md5) {
+      if (sameSpec(meta.spec, spec) && await md5File(path) === meta.md5) {
         log(`${name}: ${path} (cached)`)
         return { path, md5: meta.md5, sizeBytes: meta.sizeBytes, spec, generated: false }
       }
