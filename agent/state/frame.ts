@@ -20,9 +20,9 @@ export const MAX_VALUE_BYTES = 256 * 1024
 export const MAX_OPS = 4096
 
 /** The collections of the desired state; a key is `<collection>/<id>`. */
-export const COLLECTIONS = ['components', 'blocks', 'vdags', 'plans'] as const
+export const COLLECTIONS = ['components', 'blocks', 'vdags', 'plans', 'templates', 'templateversions', 'mlservices'] as const
 export type Collection = typeof COLLECTIONS[number]
-const KEY = /^(components|blocks|vdags|plans)\/[A-Za-z0-9][A-Za-z0-9._:@-]{0,159}$/
+const KEY = /^(components|blocks|vdags|plans|templates|templateversions|mlservices)\/[A-Za-z0-9][A-Za-z0-9._:@-]{0,159}$/
 
 export type StateRejectReason = 'oversized' | 'bad-envelope' | 'wrong-domain' | 'bad-signature' | 'bad-change' | 'actor-mismatch' | 'bad-op'
 
