@@ -142,3 +142,69 @@ export interface ModelCard {
   model_info?: ModelInfo
 }
 export interface ModelCardsAnswer { object: 'list', data: ModelCard[] }
+
+// ---- model templates (issue 16): /api/templates, /api/mlservices
+
+export type { TemplateVersionView } from '../agent/templates/store.ts'
+export type { Availability, CatalogueSource } from '../agent/templates/catalogue.ts'
+export type { VersionEstimate, Decision as DeployDecision } from '../agent/templates/sizing.ts'
+export type { FieldNote } from '../agent/templates/mlservice.ts'
+
+/** A template: built-in (catalogue) or stored, with its versions (oldest first) and memory per quantization of its latest version. */
+export interface TemplateAnswer {
+  name: string
+  description: string
+  builtin: boolean
+  /** the hub repo it was created from */
+  hf: string | null
+  /** NAME-vN of the latest version */
+  latest: string
+  license: string | null
+  parameters: number | null
+  /** the model's own context length */
+  contextLength: number | null
+  /** GGUF files by quantization */
+  sources: Array<import('../agent/templates/catalogue.ts').CatalogueSource>
+  /** built-ins: in the weight cache, through PyPI, or only from the hub (computed at request time) */
+  availability: import('../agent/templates/catalogue.ts').Availability | null
+  /** at the latest version's context length and concurrency; null when the parameter count is unknown */
+  estimates: Array<{ quantization: string, totalBytes: number | null, detail: import('../agent/templates/sizing.ts').VersionEstimate | null }>
+  versions: Array<import('../agent/templates/store.ts').TemplateVersionView>
+}
+export interface TemplatesAnswer { templates: TemplateAnswer[] }
+export interface TemplateUpdateAnswer { template: TemplateAnswer, version: import('../agent/templates/store.ts').TemplateVersionView }
+
+/** POST /api/templates/:name/deploy (and the deployment of an MLService): the decision with its numbers, and what was done. */
+export interface TemplateDeployAnswer {
+  template: string
+  /** NAME-vN deployed */
+  version: string
+  /** the block and /v1 model name */
+  model: string
+  /** what model add was given */
+  source: string
+  estimate: import('../agent/templates/sizing.ts').VersionEstimate | null
+  /** whole / split / refused from the live peers' free memory; null without an estimate */
+  decision: import('../agent/templates/sizing.ts').Decision | null
+  replicas: number
+  maxReplicas: number
+  /** false: a dry run, or a split (decided, not deployed yet: `note` says how to do it by hand) */
+  deployed: boolean
+  note?: string
+  component?: string
+  block?: BlockView
+}
+
+export interface MLServiceRecord {
+  name: string
+  namespace: string
+  modelTemplateVersionRef: { name: string, namespace?: string }
+  version: string
+  deployed: boolean
+  decision: 'whole' | 'split' | 'refused' | null
+  manifest: unknown
+  explanation: Array<import('../agent/templates/mlservice.ts').FieldNote>
+  createdAt: string
+}
+export interface MLServiceAnswer { service: MLServiceRecord, deployment: TemplateDeployAnswer, explanation: Array<import('../agent/templates/mlservice.ts').FieldNote> }
+export interface MLServicesAnswer { services: Array<MLServiceRecord & { ready: boolean }> }

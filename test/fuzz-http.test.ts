@@ -27,6 +27,7 @@ import { ModelLayerSchema } from '../agent/registry/model-layers.ts'
 import { SimulatedGpuListSchema, parseSimulatedGpus } from '../agent/hardware/gpus.ts'
 import { AddModelBodySchema } from '../agent/api/routes/models.ts'
 import { ContentFetchBodySchema } from '../agent/api/routes/content.ts'
+import { CreateTemplateBodySchema, DeployTemplateBodySchema, MLServiceSchema, UpdateTemplateBodySchema } from '../agent/templates/schemas.ts'
 import { ChatCompletionRequestSchema, CompletionRequestSchema } from '../agent/openai/schemas.ts'
 
 /** Malformed bodies over the state-changing routes (the issue: 1,000); FUZZ_BODIES=n to change. */
@@ -143,7 +144,11 @@ const ROUTES: Route[] = [
     fields: { model_layer_rank: fc.oneof(notNumber, fc.constantFrom(-1, 1.5, 2, 1e9)), model_world_size: fc.oneof(notNumber, fc.constantFrom(0, -1, 0.5, 1e9)), model_layer_public_url: fc.oneof(notString, fc.constant('not a url')), model_asset_id: fc.oneof(notString, fc.constant('')), model_layer_metadata: fc.oneof(notArray, fc.constant([1])), model_layer_hash: fc.string() }
   },
   { method: 'DELETE', pattern: '/model-layer/:hash', body: 'none', existing: () => seed.layer.model_layer_hash },
-  { method: 'POST', pattern: '/model-layers', body: 'mongo-filter', fields: { model_layer_rank: fc.constant(0), model_asset_id: fc.constant(0), model_layer_metadata: fc.constant(0) } }
+  { method: 'POST', pattern: '/model-layers', body: 'mongo-filter', fields: { model_layer_rank: fc.constant(0), model_asset_id: fc.constant(0), model_layer_metadata: fc.constant(0) } },
+  { method: 'POST', pattern: '/api/templates', body: 'json', sample: { name: 'fuzz-template', source: { kind: 'uri', uri: '/nonexistent/model.gguf' }, contextLength: 256, deploymentConfig: { replicas: 1, maxReplicas: 2 } }, accepts: fits(CreateTemplateBodySchema) },
+  { method: 'PUT', pattern: '/api/templates/:name', body: 'json', sample: { contextLength: 512, sampling: { temperature: 0.2 } }, accepts: fits(UpdateTemplateBodySchema), existing: () => 'smollm2-135m-instruct' },
+  { method: 'POST', pattern: '/api/templates/:name/deploy', body: 'json', sample: { replicas: 1, dryRun: true }, accepts: fits(DeployTemplateBodySchema), existing: () => 'smollm2-135m-instruct' },
+  { method: 'POST', pattern: '/api/mlservices', body: 'json', sample: { apiVersion: 'ml.oneblock.ai/v1alpha1', kind: 'MLService', metadata: { name: 'fuzz-service', namespace: 'default' }, spec: { modelTemplateVersionRef: { name: 'smollm2-135m-instruct-v1' }, mlClusterRef: { rayClusterSpec: { workerGroupSpec: [{ replicas: 1, maxReplicas: 2 }] } } } }, accepts: fits(MLServiceSchema) },
   // EXTENSION POINT: a new state-changing route gets an entry here (the coverage test below fails until it has one).
 ]
 
@@ -288,8 +293,8 @@ function malformedGet (): fc.Arbitrary<Sent> {
     fc.constantFrom('%zz', '%', 'a=%E0%A4%A', '&&&', '=', '==x', 'a[b]=c', 'a[]=1&a[]=2', '__proto__[x]=1', 'constructor[prototype][x]=1', 'include', 'include=', 'include=LIVE', 'include=live&include=all', 'include[]=live', 'limit=0', 'limit=-1', 'limit=1e9', 'limit=abc'),
     fc.integer({ min: 1000, max: 12_000 }).map(n => `q=${'x'.repeat(n)}`)
   )
-  const plain = ['/api/health', '/api/node', '/api/peers', '/api/state', '/api/hardware', '/api/hardware/simulated-gpus', '/api/components', '/api/models', '/api/blocks', '/api/instances', '/api/vdags', '/tasks', '/v1/models', '/metrics', '/api/auth']
-  const param = ['/api/peers/:id', '/api/components/:uri', '/api/blocks/:id', '/api/vdags/:name', '/tasks/:id', '/split-runner/:runner_id', '/model-layer/:hash', '/v1/models/:model']
+  const plain = ['/api/health', '/api/node', '/api/peers', '/api/state', '/api/hardware', '/api/hardware/simulated-gpus', '/api/components', '/api/models', '/api/blocks', '/api/instances', '/api/vdags', '/tasks', '/v1/models', '/metrics', '/api/auth', '/api/templates', '/api/mlservices']
+  const param = ['/api/peers/:id', '/api/components/:uri', '/api/blocks/:id', '/api/vdags/:name', '/tasks/:id', '/split-runner/:runner_id', '/model-layer/:hash', '/v1/models/:model', '/api/templates/:name']
   return fc.oneof(
     fc.tuple(fc.constantFrom(...plain), query).map(([p, q]) => ({ route: `GET ${p}`, method: 'GET', path: `${p}?${q}`, headers: {}, label: `get-query:${p}`, want: p === '/api/peers' && !peersQueryOk(q) ? '4xx' as const : 'not-5xx' as const })),
     fc.tuple(fc.constantFrom(...param), oddParam, fc.option(query)).map(([p, v, q]) => ({ route: `GET ${p}`, method: 'GET', path: p.replace(/:[a-z_]+/, v) + (q != null ? `?${q}` : ''), headers: {}, label: `get-param:${p}`, want: 'not-5xx' as const }))

@@ -18,6 +18,7 @@ import { openAIErrorBody, openAIErrorFrom } from '../openai/errors.ts'
 import { registerRegistryRoutes } from './routes/registries.ts'
 import { registerTaskRoutes } from './routes/tasks.ts'
 import { registerVdagRoutes } from './routes/vdags.ts'
+import { registerTemplateRoutes } from './routes/templates.ts'
 
 /** JSON error body used by every /api route: { error: { code, message, details? } } */
 export function errorBody (code: string, message: string, details?: unknown): { error: { code: string, message: string, details?: unknown } } {
@@ -91,6 +92,7 @@ export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<Fast
   registerOpenAIRoutes(app, ctx)
   registerVdagRoutes(app, ctx)
   registerTaskRoutes(app, ctx)
+  registerTemplateRoutes(app, ctx)
   registerRegistryRoutes(app, { db: ctx.db, log: ctx.log })
   registerEventRoutes(app, ctx)
   registerDashboardRoutes(app)

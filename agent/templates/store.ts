@@ -57,8 +57,8 @@ export function builtinVersion (e: CatalogueEntry): VersionSpec {
     source: { kind: 'hub', repo: s.repo, revision: 'main', file: s.file, quantization: s.quantization },
     engine_config: { model_id: e.upstream },
     weights: 'q8',
-    contextLength: Math.min(e.shape.contextLength, 4096),
-    maxConcurrentSequences: 8,
+    contextLength: Math.min(e.shape.contextLength, 2048),
+    maxConcurrentSequences: 4,
     deploymentConfig: { replicas: 1, maxReplicas: 1 },
     model: {
       architecture: e.shape.architecture,

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import type { ApiContext } from '../context.ts'
 import { parseWith } from '../validate.ts'
 import { ComponentSpecSchema } from '../../registry/components.ts'
+import type { ComponentSpecInput } from '../../registry/components.ts'
 import { importModel } from '../../model/import.ts'
 import type { ImportProgress } from '../../model/import.ts'
 import { AgentError } from '../../errors.ts'
@@ -37,6 +38,32 @@ function alreadyInMesh (ctx: ApiContext, body: AddModelBody): Component | undefi
     const mode = /-(q4|q8|int8|f32)$/.exec(info.converter ?? '')?.[1]
     return info.format !== 'gguf' || mode === (body.weights ?? 'q8')
   })
+}
+
+export interface AddedModel { component: Component, cached: boolean, existed: boolean }
+
+/**
+ * `model add`: a model from a source turned into a registered component (download, conversion, its files
+ * shared from this agent's content store). A model some agent already added from the same hub repo or URL
+ * with the same settings is returned as it is (its files come from the peers that hold them, never from the
+ * hub a second time). Used by POST /api/models and by template deployments (agent/api/routes/templates.ts).
+ * `defaults` (generation defaults) apply to a component this call creates.
+ */
+export async function addModel (ctx: ApiContext, body: AddModelBody, opts: { onProgress?: (p: ImportProgress) => void, signal?: AbortSignal, defaults?: ComponentSpecInput['defaults'] } = {}): Promise<AddedModel> {
+  const known = alreadyInMesh(ctx, body)
+  if (known != null) {
+    ctx.log.info({ component: known.uri, source: body.source }, 'model already in the mesh: not downloaded again')
+    return { component: known, cached: true, existed: true }
+  }
+  const imported = await importModel(body.source, { ...ctx.models, ...body, onProgress: opts.onProgress, signal: opts.signal })
+  const spec = ComponentSpecSchema.parse(opts.defaults != null ? { ...imported.spec, defaults: opts.defaults } : imported.spec)
+  // the model's files join this agent's content store (pinned), so any host in the mesh fetches them from here
+  await ctx.content.share(filesOf(spec), opts.signal)
+  const uri = `${spec.name}:${spec.version}`
+  const existing = ctx.components.list().find(c => c.uri === uri)
+  const component = existing ?? await ctx.components.create(spec)
+  ctx.log.info({ component: component.uri, source: body.source, cached: imported.cached }, existing != null ? 'model already registered' : 'model added')
+  return { component, cached: imported.cached, existed: existing != null }
 }
 
 /**
@@ -80,26 +107,8 @@ export function registerModelRoutes (app: FastifyInstance, ctx: ApiContext): voi
       reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-cache' })
     }
     try {
-      // a model some agent already added from the same hub repo or URL is in the mesh: its files come from
-      // the peers that hold them when it is deployed, never from the hub a second time
-      const known = alreadyInMesh(ctx, body)
-      if (known != null) {
-        ctx.log.info({ component: known.uri, source: body.source }, 'model already in the mesh: not downloaded again')
-        const result = { type: 'done' as const, component: known, cached: true, existed: true }
-        if (!streaming) return await reply.status(200).send(result)
-        send(result)
-        return
-      }
-      const imported = await importModel(body.source, { ...ctx.models, ...body, onProgress, signal: ac.signal })
-      const spec = ComponentSpecSchema.parse(imported.spec)
-      // the model's files join this agent's content store (pinned), so any host in the mesh fetches them from here
-      await ctx.content.share(filesOf(spec), ac.signal)
-      const uri = `${spec.name}:${spec.version}`
-      const existing = ctx.components.list().find(c => c.uri === uri)
-      const component = existing ?? await ctx.components.create(spec)
-      ctx.log.info({ component: component.uri, source: body.source, cached: imported.cached }, existing != null ? 'model already registered' : 'model added')
-      const result = { type: 'done' as const, component, cached: imported.cached, existed: existing != null }
-      if (!streaming) return await reply.status(existing != null ? 200 : 201).send(result)
+      const result = { type: 'done' as const, ...await addModel(ctx, body, { onProgress, signal: ac.signal }) }
+      if (!streaming) return await reply.status(result.existed ? 200 : 201).send(result)
       send(result)
     } catch (err) {
       if (!streaming) throw err
