@@ -12,14 +12,14 @@
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { convertGguf } from '../agent/model/gguf/convert.ts'
 import { onnx } from '../agent/model/onnx.ts'
 import { md5File } from '../agent/model/source.ts'
-import { tinyLlama } from './helpers/tiny-gguf.ts'
+import { tinyLlama, writeExportSideFiles } from './helpers/tiny-gguf.ts'
 import { AgentProcess, canHide, stopAll, tempDir, until } from './helpers/agents.ts'
 
 const noHide = canHide()
@@ -56,15 +56,9 @@ describe(`an ONNX export with external data served by a host that cannot see it$
     const gguf = join(files, 'tiny.gguf')
     tinyLlama(gguf)
     const c = await convertGguf(gguf, { cacheDir: join(files, 'conv') })
-    const bundle = JSON.parse(readFileSync(c.tokenizerPath, 'utf8'))
     const root = join(files, 'export')
-    mkdirSync(join(root, 'onnx'), { recursive: true })
+    writeExportSideFiles(root, c.tokenizerPath)
     withExternalData(c.onnxPath, join(root, 'onnx', 'model.onnx'))
-    writeFileSync(join(root, 'tokenizer.json'), JSON.stringify(bundle.tokenizer))
-    writeFileSync(join(root, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<|im_start|>', eos_token: '<|im_end|>', add_bos_token: false }))
-    writeFileSync(join(root, 'chat_template.jinja'), bundle.chatTemplate)
-    writeFileSync(join(root, 'config.json'), JSON.stringify({ model_type: 'llama', num_hidden_layers: 2, hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: Object.keys(bundle.tokenizer.model.vocab).length, max_position_embeddings: 256 }))
-    writeFileSync(join(root, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: [2, 0] }))
     a = await AgentProcess.start({ name: 'ext-a' })
     b = await AgentProcess.start({ name: 'ext-b', cluster: 'host', bootstrap: [a.addr], hide: [files, a.dir] })
     await until(async () => (await a.peers()).length === 2, 'the mesh to form')

@@ -6,19 +6,14 @@
  */
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { chromium } from 'playwright-core'
 import type { Browser, Page } from 'playwright-core'
 import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
 import { componentSpec, tinyModel } from './helpers/models.ts'
-import { RENDERER_DIST } from '../agent/api/routes/dashboard.ts'
+import { SHOTS, browserMissing, openPage } from './helpers/browser.ts'
 
-const CHROMIUM = process.env.BLOCKMESH_CHROMIUM ?? '/usr/bin/chromium'
-const SHOTS = join(import.meta.dirname, '..', 'test-results', 'dashboard')
-const missing = !existsSync(CHROMIUM)
-  ? `Chromium is not installed at ${CHROMIUM} (.ci/run installs Debian's chromium)`
-  : !existsSync(join(RENDERER_DIST, 'index.html')) ? 'the dashboard is not built (npm test builds it: npm run build:renderer)' : null
+const missing = browserMissing
 
 describe(missing == null ? 'dashboard in Chromium against a 3-agent mesh' : `dashboard in Chromium: skipped, ${missing}`, { skip: missing ?? false }, () => {
   let a: AgentProcess, b: AgentProcess, c: AgentProcess
@@ -46,13 +41,7 @@ describe(missing == null ? 'dashboard in Chromium against a 3-agent mesh' : `das
     await until(async () => (await a.peers()).length === 3, 'the mesh to form')
     const reg = await a.api('/api/components', { method: 'POST', body: component })
     assert.equal(reg.status, 201, JSON.stringify(reg.body))
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })
-    page = await browser.newPage({ viewport: { width: 1400, height: 900 } })
-    // 4xx answers the tests provoke on purpose (wrong token, invalid forms) are logged by Chromium as
-    // "Failed to load resource"; anything else at error level (CSP violations, script errors) is a problem
-    page.on('console', m => { if (m.type() === 'error' && !/^Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())) problems.push(m.text()) })
-    page.on('pageerror', e => { problems.push(e.message) })
-    page.on('dialog', d => { void d.accept() })
+    ;({ browser, page } = await openPage(problems))
   })
 
   after(async () => {

@@ -16,7 +16,7 @@ import { convertGguf } from '../agent/model/gguf/convert.ts'
 import { TokenizerError, loadTokenizerBundle } from '../agent/model/tokenizers/bundle.ts'
 import { ComponentSpecSchema } from '../agent/registry/components.ts'
 import { MEDIA_MODEL } from '../agent/model/ollama.ts'
-import { tinyLlama } from './helpers/tiny-gguf.ts'
+import { tinyLlama, writeExportSideFiles } from './helpers/tiny-gguf.ts'
 import { tempDir } from './helpers/agents.ts'
 
 const dir = tempDir('bm-import-')
@@ -29,16 +29,10 @@ const opts = { cacheDir: join(dir, 'cache'), maxBytes: 1 << 30 }
 /** An export directory made from the tiny model: the converted ONNX under onnx/, its tokenizer.json and configs. */
 async function exportDir (): Promise<string> {
   const c = await convertGguf(gguf, { cacheDir: join(dir, 'conv') })
-  const bundle = JSON.parse(readFileSync(c.tokenizerPath, 'utf8'))
   const root = join(dir, 'export')
-  mkdirSync(join(root, 'onnx'), { recursive: true })
+  writeExportSideFiles(root, c.tokenizerPath)
   copyFileSync(c.onnxPath, join(root, 'onnx', 'model.onnx'))
   copyFileSync(c.onnxPath, join(root, 'onnx', 'model_q4.onnx'))
-  writeFileSync(join(root, 'tokenizer.json'), JSON.stringify(bundle.tokenizer))
-  writeFileSync(join(root, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<|im_start|>', eos_token: '<|im_end|>', add_bos_token: false }))
-  writeFileSync(join(root, 'chat_template.jinja'), bundle.chatTemplate)
-  writeFileSync(join(root, 'config.json'), JSON.stringify({ model_type: 'llama', num_hidden_layers: 2, hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: Object.keys(bundle.tokenizer.model.vocab).length, max_position_embeddings: 256 }))
-  writeFileSync(join(root, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: [2, 0] }))
   return root
 }
 

@@ -2,6 +2,8 @@
  * A tiny llama GGUF for tests: 2 layers, hidden 64, GQA 4/2, a byte-level BPE vocabulary with a few merges
  * and ChatML-style special tokens, float32 or Q4_0 weights (deterministic).
  */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { Rng } from '../../agent/model/random.ts'
 import { writeGguf } from './gguf-writer.ts'
 import type { GgufMeta, GgufTensorIn } from './gguf-writer.ts'
@@ -81,3 +83,18 @@ export function tinyLlama (path: string, opts: { quant?: boolean, meta?: Record<
   }, tensors, opts.magic)
 }
 
+
+/**
+ * The side files of a Hugging Face ONNX export for the tiny model (tokenizer.json, tokenizer_config.json,
+ * chat_template.jinja, config.json, generation_config.json) written into `root`, from the tokenizer bundle its
+ * GGUF conversion made (`bundlePath`); the ONNX files under `root/onnx/` are the caller's.
+ */
+export function writeExportSideFiles (root: string, bundlePath: string): void {
+  const bundle = JSON.parse(readFileSync(bundlePath, 'utf8'))
+  mkdirSync(join(root, 'onnx'), { recursive: true })
+  writeFileSync(join(root, 'tokenizer.json'), JSON.stringify(bundle.tokenizer))
+  writeFileSync(join(root, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<|im_start|>', eos_token: '<|im_end|>', add_bos_token: false }))
+  writeFileSync(join(root, 'chat_template.jinja'), bundle.chatTemplate)
+  writeFileSync(join(root, 'config.json'), JSON.stringify({ model_type: 'llama', num_hidden_layers: LAYERS, hidden_size: H, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: Object.keys(bundle.tokenizer.model.vocab).length, max_position_embeddings: 256 }))
+  writeFileSync(join(root, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: [2, 0] }))
+}
