@@ -12,6 +12,7 @@ import { registerContentCommand } from './commands/content.ts'
 import { registerBlockCommand, registerComponentCommand } from './commands/registry.ts'
 import { registerSplitCommands } from './commands/split.ts'
 import { registerGpuCommand } from './commands/gpu.ts'
+import { registerTemplateCommand } from './commands/template.ts'
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 misuse (bad flag, bad value, bad config). */
 export const EXIT_MISUSE = 2
@@ -32,6 +33,7 @@ export function buildProgram (): Command {
   registerBlockCommand(program)
   registerSplitCommands(program)
   registerGpuCommand(program)
+  registerTemplateCommand(program)
   // every subcommand exits through the same handler below
   for (const cmd of program.commands) {
     cmd.exitOverride()
