@@ -11,12 +11,14 @@ import { DeployView } from './views/deploy.tsx'
 import { ModelsView } from './views/models.tsx'
 import { SplitView } from './views/split.tsx'
 import { ChatView } from './views/chat.tsx'
+import { TemplatesView } from './views/templates.tsx'
 
 const VIEWS = [
   { id: 'topology', title: 'Topology', view: TopologyView },
   { id: 'nodes', title: 'Nodes', view: NodesView },
   { id: 'deploy', title: 'Deploy', view: DeployView },
   { id: 'models', title: 'Models', view: ModelsView },
+  { id: 'templates', title: 'Templates', view: TemplatesView },
   { id: 'split', title: 'Split', view: SplitView },
   { id: 'chat', title: 'Chat', view: ChatView }
 ] as const

@@ -4,6 +4,11 @@ import type * as api from '../../contracts/api.ts'
 
 export type {
   AddModelEvent,
+  Availability,
+  CatalogueSource,
+  DeployDecision,
+  MLServiceRecord,
+  MLServicesAnswer,
   Component,
   ComponentSpec,
   ContentAnswer,
@@ -19,6 +24,10 @@ export type {
   ModelSummary,
   ProviderStatus,
   Task,
+  TemplateAnswer,
+  TemplateDeployAnswer,
+  TemplatesAnswer,
+  TemplateVersionView,
   VdagDeployAnswer
 } from '../../contracts/api.ts'
 
