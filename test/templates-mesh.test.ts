@@ -7,11 +7,19 @@
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+import OpenAI from 'openai'
 import { AgentProcess, stopAll, until } from './helpers/agents.ts'
 import { realWeights } from './helpers/weights.ts'
 
 const smol = realWeights('smollm2')
 const MiB = 2 ** 20
+/** The Python venv with the official openai client (scripts/python-clients.sh, run by .ci/run). */
+const PY = join(process.env.BLOCKMESH_CACHE ?? join(homedir(), '.cache', 'blockmesh'), 'py-clients', 'bin', 'python')
+const noPython = existsSync(PY) ? false : `no Python openai client at ${PY} (scripts/python-clients.sh makes it)`
 
 describe(`templates deployed by the mesh's decision on 3 agents with simulated GPU memory${smol.skip !== false ? ` (skipped: ${String(smol.skip)})` : ''}`, { skip: smol.skip, timeout: 600_000 }, () => {
   let a: AgentProcess, b: AgentProcess, c: AgentProcess
@@ -85,5 +93,25 @@ describe(`templates deployed by the mesh's decision on 3 agents with simulated G
       }
       assert.equal(await ask('smol-split'), await ask('smol-whole'), `greedy tokens for ${JSON.stringify(prompt)}`)
     }
+  })
+
+  test('the seed\'s test plan: the official OpenAI client (npm) chats with the service by the template\'s name', async () => {
+    const client = new OpenAI({ baseURL: `${a.url}/v1`, apiKey: a.token })
+    const r = await client.chat.completions.create({ model: 'smol-split', messages: [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: 'Once upon a time,' }], temperature: 0.1, max_tokens: 12 })
+    assert.equal(r.model, 'smol-split')
+    assert.ok((r.choices[0].message.content ?? '').length > 0)
+  })
+
+  test(`the seed's test plan in Python: openai from PyPI chats with the service${noPython !== false ? ` (skipped: ${noPython})` : ''}`, { skip: noPython }, () => {
+    const script = [
+      'import openai, sys',
+      'client = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2])',
+      'r = client.chat.completions.create(model="smol-split", messages=[{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Once upon a time,"}], temperature=0.1, max_tokens=12)',
+      'print(r.model)',
+      'print(r.choices[0].message.content)'
+    ].join('\n')
+    const out = execFileSync(PY, ['-c', script, `${a.url}/v1`, a.token], { encoding: 'utf8', timeout: 120_000 }).split('\n')
+    assert.equal(out[0], 'smol-split')
+    assert.ok((out[1] ?? '').length > 0, `an answer: ${JSON.stringify(out)}`)
   })
 })
