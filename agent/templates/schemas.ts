@@ -149,11 +149,9 @@ export function parseVersionRef (ref: string): { template: string, version?: num
 // ------------------------------------------------------------------ API bodies
 
 /** POST /api/templates: a template from a body, or from a hub repo's metadata (`hf`; the body's fields override). */
-export const CreateTemplateBodySchema = z.object({
-  name: TemplateNameSchema.optional(),
+/** What a template's body may set, when it is created and in each update. */
+const EditableFields = {
   description: z.string().max(2000).optional(),
-  /** fill source and model facts from this hub repo's metadata */
-  hf: HubRepo.optional(),
   source: SourceSchema.optional(),
   engine_config: EngineConfigSchema.optional(),
   weights: WeightsMode.optional(),
@@ -164,24 +162,19 @@ export const CreateTemplateBodySchema = z.object({
   scalingConfig: ScalingConfigSchema.optional(),
   policy: PolicySchema.optional(),
   model: ModelFactsSchema.optional()
+}
+
+export const CreateTemplateBodySchema = z.object({
+  name: TemplateNameSchema.optional(),
+  /** fill source and model facts from this hub repo's metadata */
+  hf: HubRepo.optional(),
+  ...EditableFields
 }).strict().refine(b => b.hf != null || b.name != null, { message: 'required (or give hf: "ORG/REPO")', path: ['name'] })
   .refine(b => b.hf != null || b.source != null || b.engine_config?.hf_model_id != null, { message: 'required: {kind: "hub", repo, …} or {kind: "uri", uri} (or hf, or engine_config.hf_model_id)', path: ['source'] })
 export type CreateTemplateBody = z.output<typeof CreateTemplateBodySchema>
 
 /** PUT /api/templates/:name: the fields to change; the next version is the latest one with these changes. */
-export const UpdateTemplateBodySchema = z.object({
-  description: z.string().max(2000).optional(),
-  source: SourceSchema.optional(),
-  engine_config: EngineConfigSchema.optional(),
-  weights: WeightsMode.optional(),
-  contextLength: z.number().int().min(16).max(1_048_576).optional(),
-  maxConcurrentSequences: z.number().int().min(1).max(256).optional(),
-  sampling: SamplingSchema.partial().optional(),
-  deploymentConfig: DeploymentConfigSchema.partial().optional(),
-  scalingConfig: ScalingConfigSchema.optional(),
-  policy: PolicySchema.optional(),
-  model: ModelFactsSchema.optional()
-}).strict().refine(b => Object.keys(b).length > 0, { message: 'nothing to change' })
+export const UpdateTemplateBodySchema = z.object(EditableFields).strict().refine(b => Object.keys(b).length > 0, { message: 'nothing to change' })
 export type UpdateTemplateBody = z.output<typeof UpdateTemplateBodySchema>
 
 /** POST /api/templates/:name/deploy (name may be NAME-vN). */
