@@ -80,6 +80,11 @@ describe(`templates deployed by the mesh's decision on 3 agents with simulated G
       return v.status === 200 && v.body.ready === true ? v.body : undefined
     }, 'the vDAG to be served', 300_000, 1000)
     assert.equal(vdag.stages.length, 2)
+    // each stage runs on the peer the decision chose for it, in the decision's order
+    for (const [i, stage] of (r.body.decision.stages as Array<{ peer: { name: string } }>).entries()) {
+      const block = (await a.api(`/api/blocks/${vdag.stages[i] as string}`)).body
+      assert.equal(block.instances[0]?.peerName, stage.peer.name, `stage ${i} on ${stage.peer.name}`)
+    }
 
     // the same model whole, for comparison: a block of the component the split was made from
     const whole = await a.api('/api/blocks', { method: 'POST', body: { id: 'smol-whole', component: r.body.component } })

@@ -31,7 +31,9 @@ export const NodeFilterSchema = z.object({
   /** available RAM on the node */
   minRam: SizeSchema.optional(),
   /** the node's 15-minute CPU load average must be below this */
-  maxCpuLoad15: z.number().min(0).max(1_000_000).optional()
+  maxCpuLoad15: z.number().min(0).max(1_000_000).optional(),
+  /** only nodes with these names (agent --name), e.g. the peer a template's split decision chose for a stage */
+  names: z.array(z.string().min(1).max(64)).min(1).max(256).optional()
 }).strict()
 
 export const PolicySchema = z.object({

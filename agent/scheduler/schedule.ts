@@ -29,6 +29,8 @@ export interface NodeLimits {
   ram: number
   maxCpuLoad15: number | null
   exclude: ReadonlySet<string>
+  /** only nodes with these names; null: any */
+  names: ReadonlySet<string> | null
 }
 
 /** A cluster's nodes (its vendor's only, when the policy names one) and their totals. */
@@ -141,7 +143,8 @@ export function nodeLimits (req: PlacementRequest): NodeLimits {
     cpus: Math.max(f.minCpus ?? 0, needs.cpus ?? 0),
     ram: Number(f.minRam ?? 0) + (needs.ram ?? 0),
     maxCpuLoad15: f.maxCpuLoad15 ?? null,
-    exclude: new Set(req.exclude ?? [])
+    exclude: new Set(req.exclude ?? []),
+    names: f.names != null ? new Set(f.names) : null
   }
 }
 
@@ -234,6 +237,14 @@ function nodeChecksFor (lim: NodeLimits): Array<Check<NodeView>> {
       filter: 'exclude', wanted: 'not excluded', pass: n => !lim.exclude.has(n.peerId), score: () => 0, show: () => 'excluded',
       none: (where, total) => `every node of cluster ${where} is excluded by the request (${total} ${plural(total, 'node')})`,
       some: (k, m) => `${k} of ${m} nodes ${k === 1 ? 'is' : 'are'} excluded by the request`
+    })
+  }
+  if (lim.names != null) {
+    const names = lim.names
+    checks.push({
+      filter: 'node.names', wanted: `one of ${[...names].join(', ')}`, pass: n => names.has(n.name), score: () => 0, show: n => n.name,
+      none: (where, total) => `no node of cluster ${where} is named ${[...names].join(' or ')} (${total} ${plural(total, 'node')})`,
+      some: (k, m) => `${k} of ${m} nodes ${k === 1 ? 'is' : 'are'} not named ${[...names].join(' or ')}`
     })
   }
   checks.push({

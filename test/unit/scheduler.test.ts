@@ -107,6 +107,16 @@ test('vllm-chat (CPU only): any cluster; no GPUs assigned; CPU and RAM filters a
   assert.match(reason(refusedRam, 'node.minRam'), /cluster lab-a has no node with ≥ 72\.0 GiB available RAM: best was a1 with 64\.0 GiB/)
 })
 
+test('node.names: only the named nodes (a template split pins each stage to the peer its decision chose); none named is a reason', () => {
+  const r = placed(schedule(req(policy({}, { names: ['b1'] }), 1), mesh()))
+  assert.deepEqual(r.nodes, ['b1'], 'b1 although lab-a has more free GPU memory')
+  const two = placed(schedule(req(policy({}, { names: ['a1', 'a2'] }), 2), mesh()))
+  assert.deepEqual(two.nodes.toSorted(), ['a1', 'a2'])
+  const none = refused(schedule(req(policy({}, { names: ['nowhere'] }), 1), mesh()))
+  assert.match(reason(none, 'node.names'), /named nowhere/)
+  assert.equal(PolicySchema.safeParse({ node: { names: [] } }).success, false, 'an empty list names no node: refused as a spec')
+})
+
 test('spread: at most one instance per node; nodes already holding one are skipped; all full is node.spread', () => {
   const nodes = mesh()
   nodes[0].instances = 1

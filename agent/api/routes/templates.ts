@@ -85,9 +85,10 @@ async function deployWhole (ctx: ApiContext, spec: VersionSpec, name: string, re
 
 /**
  * A split deployment: the model added whole (its file in this agent's content store, for the split task), a
- * split task into the decided number of stages, layers weighted by the decision's stage sizes, each stage block
- * asking for the memory the decision gave its stage; when the task completes its plan is deployed as a vDAG
- * named `name` (stage hosts fetch only their stage files from this agent). Returns the task at once.
+ * split task into the decided number of stages, layers weighted by the decision's stage sizes; when the task
+ * completes its plan is deployed as a vDAG named `name`, each stage block pinned to the peer the decision chose
+ * for it (node.names, in the decision's order) and asking for its stage's memory (stage hosts fetch only their
+ * stage files from this agent). Returns the task at once.
  */
 function deploySplit (ctx: ApiContext, component: Component, decision: Extract<Decision, { kind: 'split' }>, name: string): string {
   const c = component.spec
@@ -104,8 +105,7 @@ function deploySplit (ctx: ApiContext, component: Component, decision: Extract<D
         ...(c.contextLength != null ? { context_length: c.contextLength } : {}),
         balance: 'capacity',
         capacity: decision.stages.map(st => Math.max(1, st.layers[1] - st.layers[0])),
-        vdag_name: name,
-        block: { policy: { node: stageMemory(Math.min(...decision.stages.map(st => st.bytes))) } }
+        vdag_name: name
       }
     },
     container_image: 'blockmesh/onnx-splitter',
@@ -116,8 +116,17 @@ function deploySplit (ctx: ApiContext, component: Component, decision: Extract<D
       const t = ctx.tasks.store.get(task.task_id)
       if (t.status === 'failed') throw new Error(`split task ${t.task_id} failed: ${t.error ?? ''}`)
       if (t.status === 'complete') {
-        const plan = (t.result as { plan?: ModelPlan } | null)?.plan
-        if (plan == null) throw new Error(`split task ${t.task_id} has no plan`)
+        const made = (t.result as { plan?: ModelPlan } | null)?.plan
+        if (made == null) throw new Error(`split task ${t.task_id} has no plan`)
+        // each stage block on the peer the decision chose for it, asking for the memory its stage needs
+        const plan: ModelPlan = {
+          ...made,
+          blocks: made.blocks.map((b, i) => {
+            const st = decision.stages[i]
+            const policy = (b.policy ?? {}) as { cluster?: Record<string, unknown>, node?: Record<string, unknown> }
+            return st == null ? b : { ...b, policy: { ...policy, node: { ...policy.node, ...stageMemory(st.bytes), names: [st.peer.name] } } }
+          })
+        }
         await deployPlan(plan, { owner: ctx.owner, components: ctx.components, vdags: ctx.vdags, router: ctx.router, gossip: ctx.gossip, host: ctx.host }, { vdagName: name })
         ctx.log.info({ model: name, task: t.task_id, stages: decision.stages.length }, 'template deployed split')
         return
