@@ -41,12 +41,11 @@ import { DesiredState } from './state/replica.ts'
 import { stateSync } from './state/sync.ts'
 import type { StateSync } from './state/sync.ts'
 import { importLegacyTables } from './state/legacy.ts'
-import { SqliteContentStore } from './content/store.ts'
-import { MeshContentFetcher } from './content/fetcher.ts'
 import { contentService } from './content/service.ts'
 import type { ContentService } from './content/service.ts'
-import { GossipDirectory } from './content/directory.ts'
-import { ModelFiles, originDownloader } from './content/files.ts'
+import { stageFilesOf } from './content/files.ts'
+import type { ModelFiles } from './content/files.ts'
+import { agentContent } from './content/wiring.ts'
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -188,8 +187,10 @@ export class Agent {
       onComplete: (task) => {
         const plan = (task.result as { plan?: unknown } | null)?.plan
         if (plan == null) return
-        // the stage files written here join the content store, so stage hosts fetch them from this agent
-        this.shareStageFiles(plan)
+        // the stage files written here join the content store (pinned), so stage hosts fetch them from this agent
+        this.content.share(stageFilesOf(plan)).then(r => {
+          init.log.info({ task: task.task_id, added: r.added.length, skipped: r.skipped }, 'stage files shared')
+        }, (err: Error) => { init.log.warn({ task: task.task_id, err: err.message }, 'could not share the stage files') })
         init.state.put('plans', task.task_id, { task_id: task.task_id, plan }).catch((err: Error) => {
           init.log.warn({ task: task.task_id, err: err.message }, 'could not replicate the split plan')
         })
@@ -249,34 +250,10 @@ export class Agent {
       observer: { ...metrics.gossipObserver(), banned: undefined },
       log: logger.child({ mod: 'gossip' })
     })
-    const self = mesh.peerId.toString()
-    const store = new SqliteContentStore({
-      db,
-      dir: join(options.dataDir, 'content'),
-      capBytes: options.contentCapBytes,
-      privateKey,
-      peerId: self,
-      log: logger.child({ mod: 'content' }),
-      onChange: () => { publishSoon() }
+    const content = agentContent({
+      db, dataDir: options.dataDir, capBytes: options.contentCapBytes, maxModelBytes: options.maxModelBytes, privateKey, mesh,
+      gossip: () => gossip, name: options.name, heartbeatMs: options.heartbeatMs, log: logger
     })
-    const origin = originDownloader({ cacheDir: join(options.dataDir, 'models'), maxBytes: options.maxModelBytes })
-    const fetcher = new MeshContentFetcher({
-      node: mesh,
-      store,
-      directory: new GossipDirectory(gossip, self),
-      log: logger.child({ mod: 'fetch' }),
-      origin,
-      // a file added on a peer a moment ago is in its next record
-      holderWaitMs: Math.max(5000, 3 * options.heartbeatMs)
-    })
-    const content = new ModelFiles({ store, fetcher, origin, directory: new GossipDirectory(gossip, self), self: { peerId: self, name: options.name } })
-    // the record says at once what this agent now holds (transfers in progress go out with the next heartbeat)
-    let publishTimer: NodeJS.Timeout | undefined
-    function publishSoon (): void {
-      if (publishTimer != null) return
-      publishTimer = setTimeout(() => { publishTimer = undefined; void gossip?.publishNow() }, 100)
-      publishTimer.unref()
-    }
     const agent = new Agent({ options, log: logger, db, mesh, gossip, hardware, metrics, token, epoch, providerProbe, state, content })
     agentRef = agent
     try {
@@ -397,19 +374,6 @@ export class Agent {
       received: () => this.content.received,
       served: () => server.stats().bytes
     })
-  }
-
-  /** A finished split's stage files, where they are on this machine, join the content store (pinned). */
-  private shareStageFiles (plan: unknown): void {
-    const components = (plan as { components?: unknown[] }).components
-    if (!Array.isArray(components)) return
-    const files = components.flatMap(c => {
-      const m = (c as { name?: string, version?: string, model?: { url?: unknown, md5?: unknown } }).model
-      return typeof m?.url === 'string' && typeof m.md5 === 'string' ? [{ url: m.url, md5: m.md5, name: `${(c as { name?: string }).name ?? 'stage'}:${(c as { version?: string }).version ?? ''}` }] : []
-    })
-    this.content.share(files).then(r => {
-      this.log.info({ added: r.added.length, skipped: r.skipped }, 'stage files shared')
-    }, (err: Error) => { this.log.warn({ err: err.message }, 'could not share the stage files') })
   }
 
   /** A service that serveProtocols() has started (bringUp wires the API only after it). */

@@ -48,6 +48,16 @@ export function originUrl (url: string): string {
 }
 
 /** The local file a URL names (a path, or file://), else undefined (http, s3...). */
+/** A finished split plan's stage files (its components' model files). */
+export function stageFilesOf (plan: unknown): Array<{ url: string, md5: string, name: string }> {
+  const components = (plan as { components?: unknown[] } | null)?.components
+  if (!Array.isArray(components)) return []
+  return components.flatMap(c => {
+    const x = c as { name?: string, version?: string, model?: { url?: unknown, md5?: unknown } }
+    return typeof x.model?.url === 'string' && typeof x.model.md5 === 'string' ? [{ url: x.model.url, md5: x.model.md5, name: `${x.name ?? 'stage'}:${x.version ?? ''}` }] : []
+  })
+}
+
 /** A component's files: its model and its tokenizer bundle. */
 export function filesOf (spec: { name: string, version: string, model?: { url: string, md5: string, externalData?: Array<{ name: string, url: string, md5: string }> }, tokenizer: { type: string, url?: string, md5?: string } }): Array<{ url: string, md5: string, name: string }> {
   const uri = `${spec.name}:${spec.version}`
