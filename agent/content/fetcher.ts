@@ -8,6 +8,8 @@ import type { OffenceSink } from '../../mesh/rpc.ts'
 import { ValidationError } from '../errors.ts'
 import { ChunkHashError, ContentDigestError, ManifestError, NoSourceError } from './errors.ts'
 import { openManifest } from './manifest.ts'
+import { Swarm } from './swarm.ts'
+import type { Source } from './swarm.ts'
 import {
   CONTENT_PROTOCOL, ContentAnswerError, ContentBusyError, ContentNotHeldError, clearBit, fullBitmap, hasBit, requestChunk, requestHave,
   requestManifest, setBit
@@ -43,29 +45,9 @@ export interface MeshContentFetcherInit {
 
 /** Progress events per second, at most (the last one always goes out). */
 const PROGRESS_EVERY_MS = 200
-/** An unreachable source is retried (if the directory still lists it) after this, doubled per failure, at most MAX_SOURCE_FAILURES times. */
-const RETRY_MS = 1000
-const MAX_SOURCE_FAILURES = 3
 /** A busy source waits this long, doubled per busy answer in a row, at most BUSY_MAX_MS. */
 const BUSY_MS = 100
 const BUSY_MAX_MS = 2000
-
-interface Source {
-  peer: string
-  /** chunks it has (null: not known yet); counted in the transfer's availability while active */
-  bitmap: Uint8Array | null
-  complete: boolean
-  state: 'active' | 'dropped' | 'refused'
-  inFlight: number
-  backoffUntil: number
-  busy: number
-  failures: number
-  retryAt: number
-  haveInFlight: boolean
-  ticks: number
-  /** struck already in this transfer (a source is struck once per transfer) */
-  struck: boolean
-}
 
 interface Transfer {
   md5: string
@@ -372,70 +354,24 @@ export class MeshContentFetcher implements ContentFetcher {
     }
     t.progress.receivedBytes = heldBytes
     if (missing === 0) return
-    const requested = new Uint8Array(n)
-    const avail = new Uint16Array(n)
-    const sources = new Map<string, Source>()
+    const board: Swarm = new Swarm(n, have, (peer): boolean => peer !== this.self && !this.banned(peer) && board.sources.size < this.maxSources, refused)
+    const { requested, sources } = board
     let inFlight = 0
     let stalledSince: number | undefined
     // requests end with the transfer (done, failed, or aborted by the caller)
     const inner = new AbortController()
     const signal = AbortSignal.any([outer, inner.signal])
 
-    const setBitmap = (s: Source, bitmap: Uint8Array | null): void => {
-      for (let i = 0; i < n; i++) {
-        const before = s.bitmap != null && hasBit(s.bitmap, i) ? 1 : 0
-        const after = bitmap != null && hasBit(bitmap, i) ? 1 : 0
-        if (before !== after) avail[i] += after - before
-      }
-      s.bitmap = bitmap
-    }
-    const add = (peer: string, complete: boolean): void => {
-      const known = sources.get(peer)
-      if (known != null) {
-        if (complete && !known.complete && known.state === 'active') { known.complete = true; setBitmap(known, fullBitmap(n)) }
-        return
-      }
-      if (peer === this.self || refused.has(peer) || this.banned(peer) || sources.size >= this.maxSources) return
-      const s: Source = { peer, bitmap: null, complete, state: 'active', inFlight: 0, backoffUntil: 0, busy: 0, failures: 0, retryAt: 0, haveInFlight: false, ticks: 0, struck: false }
-      sources.set(peer, s)
-      if (complete) setBitmap(s, fullBitmap(n))
-    }
-    /** Drops a source: for this transfer (`refuse`), or until its retry time (while the directory lists it). */
+    const setBitmap = (s: Source, bitmap: Uint8Array | null): void => { board.setBitmap(s, bitmap) }
+    const add = (peer: string, complete: boolean): void => { board.add(peer, complete) }
     const drop = (s: Source, why: string, refuse: boolean): void => {
-      if (s.state === 'refused') return
-      if (refuse) {
-        s.state = 'refused'
-        refused.add(s.peer)
-      } else if (s.state === 'active') {
-        s.failures++
-        s.state = s.failures > MAX_SOURCE_FAILURES ? 'refused' : 'dropped'
-        s.retryAt = Date.now() + RETRY_MS * 2 ** (s.failures - 1)
-      }
-      setBitmap(s, null)
-      this.log.debug({ peer: s.peer, md5, why, refused: s.state === 'refused' }, 'content source dropped')
+      if (board.drop(s, refuse)) this.log.debug({ peer: s.peer, md5, why, refused: s.state === 'refused' }, 'content source dropped')
     }
     const offence = (s: Source, why: string, kind: 'oversized' | 'malformed' | 'forged'): void => {
       if (!s.struck) { s.struck = true; this.strike(s.peer, why, kind) }
       drop(s, why, true)
     }
-    /** Rarest first among the chunks `s` has that are missing here and not requested; -1 when none. */
-    const pick = (s: Source): number => {
-      const bitmap = s.bitmap
-      if (bitmap == null) return -1
-      let best = -1
-      let bestAvail = Infinity
-      const start = Math.floor(Math.random() * n)
-      for (let k = 0; k < n; k++) {
-        const i = (start + k) % n
-        if (requested[i] === 1 || hasBit(have, i) || !hasBit(bitmap, i)) continue
-        if (avail[i] < bestAvail) {
-          best = i
-          bestAvail = avail[i]
-          if (bestAvail <= 1) break
-        }
-      }
-      return best
-    }
+    const pick = (s: Source): number => board.pick(s)
 
     await new Promise<void>((resolve, reject) => {
       let finished = false
