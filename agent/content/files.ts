@@ -5,7 +5,8 @@
  * marked in use until the block stops, so the store never evicts it.
  */
 import { basename, isAbsolute, join, resolve } from 'node:path'
-import { mkdir, rm, symlink } from 'node:fs/promises'
+import { mkdir, rename, rm, symlink } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { existsSync } from 'node:fs'
 import { materializeModel } from '../model/source.ts'
@@ -191,10 +192,18 @@ export class ModelFiles {
       const dir = join(linkDir, model.md5)
       await mkdir(dir, { recursive: true })
       const modelName = basename(localPath(model.url) ?? 'model.onnx')
+      // a link made under a temporary name and renamed over the old one: two loads of one model at once
+      // (a block reassigned while loading) each end with the right link, never EEXIST
       const place = async (name: string, target: string): Promise<void> => {
         const at = join(dir, name)
-        await rm(at, { force: true })
-        await symlink(target, at)
+        const tmp = `${at}.${randomBytes(6).toString('hex')}.tmp`
+        await symlink(target, tmp)
+        try {
+          await rename(tmp, at)
+        } catch (err) {
+          await rm(tmp, { force: true })
+          throw err
+        }
       }
       await place(modelName, main.path)
       for (const [i, d] of data.entries()) await place(d.name, held[i + 1].path)
