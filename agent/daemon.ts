@@ -28,6 +28,7 @@ import { tunnelServer } from './serving/tunnel-server.ts'
 import type { TunnelServer } from './serving/tunnel-server.ts'
 import { openAIServing } from './serving/openai-serving.ts'
 import { VdagStore } from './vdag/registry.ts'
+import { ServiceStore } from './templates/services.ts'
 import { pipelineService } from './vdag/pipeline.ts'
 import type { PipelineService } from './vdag/pipeline.ts'
 import type { LocalStages } from './vdag/pipeline.ts'
@@ -90,6 +91,7 @@ export class Agent {
   readonly owner: BlockOwner
   readonly router: Router
   readonly vdags: VdagStore
+  readonly services: ServiceStore
   readonly tasks: TaskService
   readonly penalties: Penalties
   /** which execution providers load here (probed in the background at start) */
@@ -173,7 +175,8 @@ export class Agent {
       metrics: init.metrics
     })
     this.vdags = new VdagStore(init.state)
-    this.router = new Router({ self: init.mesh.peerId.toString(), gossip: init.gossip, host: this.host, vdags: () => this.vdags.reports() })
+    this.services = new ServiceStore(init.state)
+    this.router = new Router({ self: init.mesh.peerId.toString(), gossip: init.gossip, host: this.host, vdags: () => this.vdags.reports(), services: () => this.services.targets() })
     this.tasks = new TaskService({
       db: init.db,
       dataDir: init.options.dataDir,
@@ -313,6 +316,7 @@ export class Agent {
       db: this.db,
       content: this.content,
       vdags: this.vdags,
+      services: this.services,
       pipeline: this.started(this.pipeline, 'pipeline'),
       tasks: this.tasks,
       log: this.log,

@@ -197,16 +197,12 @@ export interface TemplateDeployAnswer {
   task?: string
 }
 
-export interface MLServiceRecord {
-  name: string
-  namespace: string
-  modelTemplateVersionRef: { name: string, namespace?: string }
-  version: string
-  deployed: boolean
-  decision: 'whole' | 'split' | 'refused' | null
-  manifest: unknown
-  explanation: Array<import('../agent/templates/mlservice.ts').FieldNote>
-  createdAt: string
-}
-export interface MLServiceAnswer { service: MLServiceRecord, deployment: TemplateDeployAnswer, explanation: Array<import('../agent/templates/mlservice.ts').FieldNote> }
-export interface MLServicesAnswer { services: Array<MLServiceRecord & { ready: boolean }> }
+/** A service (seed 004's MLService): a template version served under a name, and its rollout to another version, if any. */
+export type MLServiceRecord = import('../agent/templates/services.ts').ServiceRecord
+export type MLServiceRollout = import('../agent/templates/services.ts').Rollout
+export type MLServiceView = MLServiceRecord & { createdAt: string, ready: boolean }
+export interface MLServiceAnswer { service: MLServiceView, deployment: TemplateDeployAnswer, explanation: Array<import('../agent/templates/mlservice.ts').FieldNote> }
+export interface MLServicesAnswer { services: MLServiceView[] }
+/** POST /api/mlservices/:name/rollout, PUT /api/mlservices/:name: the service with its rollout recorded (rolling: false when already at that version). */
+export interface MLServiceRollAnswer { service: MLServiceView, rolling: boolean }
+export interface MLServiceDeletedAnswer { deleted: string, units: string[] }

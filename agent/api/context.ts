@@ -16,6 +16,7 @@ import type { Tokenizers } from '../model/tokenizers/load.ts'
 import type { GenerateService } from '../serving/generate-service.ts'
 import type { MigrationSettings } from '../serving/migrate.ts'
 import type { ModelFiles } from '../content/files.ts'
+import type { ServiceStore } from '../templates/services.ts'
 
 /** What the HTTP routes may reach of the running agent. */
 export interface ApiContext {
@@ -45,6 +46,8 @@ export interface ApiContext {
   db: Db
   /** the vDAGs of the mesh */
   vdags: VdagStore
+  /** ML services (template versions served under a name), and the names the router resolves through them */
+  services: ServiceStore
   /** the stage engines running here, by block */
   /** the vDAG pipeline (drivers of requests served here open their sequences through it) */
   pipeline: PipelineClient

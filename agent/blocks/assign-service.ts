@@ -27,7 +27,7 @@ import { needsOf } from './placement.ts'
 type Order = z.output<typeof AssignRequestSchema>
 
 /** How long a drained stop lets the instance finish its sequences. */
-const DRAIN_MS = 60_000
+export const DRAIN_MS = 60_000
 
 export interface AssignServiceInit {
   /** this agent's name, in refusals */

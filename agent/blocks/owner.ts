@@ -39,7 +39,7 @@ export interface BlockOwnerInit {
   showUpMs?: number
   /** a peer that refused or failed a block is not asked again for it for this long */
   excludeMs?: number
-  /** an instance stopped to scale down or to restore anti-affinity may finish its sequences for this long */
+  /** an instance stopped to scale down, to restore anti-affinity or because its block was deleted may finish its sequences for this long */
   drainMs?: number
 }
 
@@ -99,7 +99,8 @@ export class BlockOwner {
       gossip: init.gossip,
       log: init.log,
       metrics: init.metrics,
-      showUpMs: init.showUpMs
+      showUpMs: init.showUpMs,
+      drainMs: init.drainMs
     })
   }
 
@@ -142,7 +143,7 @@ export class BlockOwner {
     return this.store.entry(id) != null
   }
 
-  /** Removes the block from the desired state; every host stops its instance when it learns of it. */
+  /** Removes the block from the desired state; every host drains and stops its instance when it learns of it. */
   async delete (id: string): Promise<void> {
     if (!await this.store.remove(id)) throw new NotFoundError(`no block ${id}`)
     await this.reconciler.dropHosted(id)

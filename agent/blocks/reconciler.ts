@@ -14,6 +14,7 @@ import type { AssignClient } from './assign-client.ts'
 import { mayStop, peersRunning, stopOrder, surge } from './anti-affinity.ts'
 import { Autoscaler, autoscaleMetric } from './autoscaler.ts'
 import { reconcilerOf, seenTerms } from './election.ts'
+import { DRAIN_MS } from './assign-service.ts'
 
 export interface ReconcilerInit {
   store: BlockStore
@@ -28,6 +29,8 @@ export interface ReconcilerInit {
   metrics?: AgentMetrics
   /** an assigned instance that has not shown up in its host's gossip after this long is lost */
   showUpMs?: number
+  /** a deleted block's instance here may finish its sequences for this long before it unloads */
+  drainMs?: number
 }
 
 /**
@@ -48,6 +51,8 @@ export class Reconciler {
   private stopped = true
   private settleUntil = 0
   private readonly unsubscribe: Array<() => void> = []
+  /** instances here being drained and stopped because their block was deleted */
+  private readonly dropping = new Map<string, Promise<void>>()
 
   constructor (init: ReconcilerInit) {
     this.init = init
@@ -114,9 +119,17 @@ export class Reconciler {
   async dropHosted (block: string): Promise<void> {
     const { host, log } = this.init
     if (this.init.store.entry(block) != null || !host.has(block)) return
-    log.info({ block }, 'block is gone from the desired state; stopping its instance here')
-    await host.stop(block).catch((err: Error) => { log.warn({ block, err: err.message }, 'could not stop instance') })
+    const going = this.dropping.get(block)
+    if (going != null) return await going
+    const drop = (async () => {
+      // drained: new requests stop going to it at once, those in flight finish (a service rolled to another version relies on it)
+      log.info({ block }, 'block is gone from the desired state; draining and stopping its instance here')
+      await host.stop(block, undefined, { drainMs: this.init.drainMs ?? DRAIN_MS }).catch((err: Error) => { log.warn({ block, err: err.message }, 'could not stop instance') })
+    })().finally(() => { this.dropping.delete(block) })
+    this.dropping.set(block, drop)
+    await drop
   }
+
 
   /** The block's autoscaling metric now (null without autoscaling or ready instances). */
   metric (b: { spec: BlockSpec }): number | null {
@@ -147,7 +160,7 @@ export class Reconciler {
       // delete already applied before it restarted) is stopped; a young one may be waiting for its block's
       // create to arrive (the order can outrun the gossip), so only after a grace
       const grace = Math.max(30_000, 10 * this.init.gossip.heartbeatMs)
-      for (const h of this.init.host.list()) if (!present.has(h.block) && Date.now() - h.assignedAt > grace) await this.dropHosted(h.block)
+      for (const h of this.init.host.list()) if (!present.has(h.block) && Date.now() - h.assignedAt > grace) void this.dropHosted(h.block)
     })().finally(() => { this.running = null })
     await this.running
   }

@@ -23,12 +23,23 @@ export class Router {
   private readonly failing = new Map<string, number>()
 
   private readonly localVdags: () => VdagReport[]
+  private readonly services: () => ReadonlyMap<string, string>
 
-  constructor (init: { self: string, gossip: CapacityGossip, host: InstanceHost, vdags?: () => VdagReport[] }) {
+  /**
+   * `services`: names served by a unit of another name (a service rolled to a new version: its name → the
+   * block or vDAG that serves it now), kept in memory by its owner (agent/templates/services.ts).
+   */
+  constructor (init: { self: string, gossip: CapacityGossip, host: InstanceHost, vdags?: () => VdagReport[], services?: () => ReadonlyMap<string, string> }) {
     this.self = init.self
     this.gossip = init.gossip
     this.host = init.host
     this.localVdags = init.vdags ?? (() => [])
+    this.services = init.services ?? (() => new Map())
+  }
+
+  /** The block or vDAG that serves `name` now: a service's current unit, else the name itself. */
+  resolve (name: string): string {
+    return this.services().get(name) ?? name
   }
 
   /** A vDAG served under `name`, owned here or by a live peer. */
@@ -76,7 +87,7 @@ export class Router {
     return out.sort((a, b) => a.peer.localeCompare(b.peer) || a.instance.localeCompare(b.instance))
   }
 
-  /** Every model with a ready instance somewhere in the mesh, and every vDAG whose stages all have one. */
+  /** Every model with a ready instance somewhere in the mesh, every vDAG whose stages all have one, and every service whose unit is one of those. */
   models (): string[] {
     const set = new Set<string>()
     for (const r of this.host.reports()) if (r.status === 'ready') set.add(r.block)
@@ -85,6 +96,7 @@ export class Router {
       for (const r of p.record.instances) if (r.status === 'ready') set.add(r.block)
     }
     for (const v of this.allVdags()) if (v.stages.every(b => set.has(b))) set.add(v.name)
+    for (const [name, unit] of this.services()) if (set.has(unit)) set.add(name)
     return [...set].sort()
   }
 

@@ -13,6 +13,7 @@ import { registerBlockCommand, registerComponentCommand } from './commands/regis
 import { registerSplitCommands } from './commands/split.ts'
 import { registerGpuCommand } from './commands/gpu.ts'
 import { registerTemplateCommand } from './commands/template.ts'
+import { registerServiceCommand } from './commands/service.ts'
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 misuse (bad flag, bad value, bad config). */
 export const EXIT_MISUSE = 2
@@ -34,6 +35,7 @@ export function buildProgram (): Command {
   registerSplitCommands(program)
   registerGpuCommand(program)
   registerTemplateCommand(program)
+  registerServiceCommand(program)
   // every subcommand exits through the same handler below
   for (const cmd of program.commands) {
     cmd.exitOverride()

@@ -14,7 +14,7 @@
  *            answer, streamed or not, comes back as it was written there
  *        — these two take the request as a whole and write the answer themselves.
  *
- * chooseBackend() routes: a vDAG of that name first; else the router's pick; a peer's instance token by
+ * chooseBackend() routes: a service's name to the unit (block or vDAG) serving it now; a vDAG of that name first; else the router's pick; a peer's instance token by
  * token when possible, else through the tunnel (another instance when the tunnel fails before
  * answering); else this agent's own instance. Failures are OpenAIErrors (404 unknown model, 503 nothing
  * ready or reachable), the rest are return values.
@@ -139,7 +139,8 @@ export class BackendRouter {
 
   /** The backend for a request (see the module comment for the order). */
   async choose (req: BackendRequest): Promise<Backend> {
-    const model = req.body.model
+    // a service's name → the block or vDAG serving it now (the answer keeps the name asked for)
+    const model = this.deps.router.resolve(req.body.model)
     const vdag = this.vdag(model, req.session)
     if (vdag != null) {
       this.deps.metrics.routedRequests.inc({ target: 'vdag' })
@@ -153,7 +154,8 @@ export class BackendRouter {
         this.deps.metrics.routedRequests.inc({ target: 'remote' })
         return peer
       }
-      const tunnel = await openPeerTunnel(this.deps, req, r)
+      // the peer is told the unit chosen here, not the service name (which may have moved on by the time it reads it)
+      const tunnel = await openPeerTunnel(this.deps, model === req.body.model ? req : { ...req, body: { ...req.body, model } }, r)
       if (tunnel != null) {
         this.deps.metrics.routedRequests.inc({ target: 'remote' })
         return tunnel

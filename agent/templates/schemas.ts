@@ -188,6 +188,14 @@ export const DeployTemplateBodySchema = z.object({
 }).strict()
 export type DeployTemplateBody = z.output<typeof DeployTemplateBodySchema>
 
+/** POST /api/mlservices/:name/rollout: the version to roll the service to. */
+export const RolloutBodySchema = z.object({
+  /** NAME-vN, or a template's name for its latest version */
+  version: z.string().min(1).max(200),
+  /** how long the new version may take to serve before the rollout gives up (default 30 min) */
+  readyTimeoutMs: z.number().int().min(1000).max(24 * 3600_000).optional()
+}).strict()
+
 // ------------------------------------------------------------------ MLService (seed 004)
 
 const K8sName = z.string().min(1).max(253)

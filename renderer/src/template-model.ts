@@ -1,7 +1,7 @@
 // The Templates view's logic that needs no browser: the catalogue search, a version diff field by field, the
 // deploy decision (whole / split / refused) as text, and the decision carried by a refusal's error body.
 import { bytes } from './format.ts'
-import type { DeployDecision, TemplateAnswer, TemplateDeployAnswer, TemplateVersionView } from './types.ts'
+import type { DeployDecision, MLServiceView, TemplateAnswer, TemplateDeployAnswer, TemplateVersionView } from './types.ts'
 
 /** The architecture of a template's latest version ("llama"), or null when the spec does not say. */
 export function architectureOf (t: TemplateAnswer): string | null {
@@ -131,4 +131,24 @@ export function deployAnswerOfError (body: unknown): TemplateDeployAnswer | null
   const d = (body as { error?: { details?: unknown } } | null)?.error?.details as Partial<TemplateDeployAnswer> | undefined
   if (d == null || typeof d !== 'object' || typeof d.template !== 'string' || typeof d.version !== 'string' || !('decision' in d)) return null
   return d as TemplateDeployAnswer
+}
+
+/** A service's rollout in words (null: none recorded). */
+export function rolloutText (s: Pick<MLServiceView, 'rollout'>): string | null {
+  const r = s.rollout
+  if (r == null) return null
+  switch (r.phase) {
+    case 'starting': return `starting ${r.to.version} as ${r.to.unit}${r.task != null ? ` (split task ${r.task})` : ''}; ${r.from.version} answers meanwhile`
+    case 'draining': return `answering from ${r.to.version}; ${r.from.unit} finishes its requests in flight`
+    case 'done': return `rolled from ${r.from.version} to ${r.to.version}${r.error != null ? ` (${r.error})` : ''}`
+    case 'failed': return `rollout to ${r.to.version} failed: ${r.error ?? 'no reason given'}; still on ${r.from.version}`
+  }
+}
+
+/** The newer version a service could roll to: its template's latest when that is not what it runs (null: none). */
+export function rollTarget (s: Pick<MLServiceView, 'version' | 'rollout'>, templates: Array<Pick<TemplateAnswer, 'name' | 'latest'>>): string | null {
+  if (s.rollout != null && (s.rollout.phase === 'starting' || s.rollout.phase === 'draining')) return null
+  const m = /^(.+)-v(\d+)$/.exec(s.version)
+  const t = templates.find(x => x.name === (m?.[1] ?? s.version))
+  return t != null && t.latest !== s.version ? t.latest : null
 }

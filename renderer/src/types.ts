@@ -9,6 +9,8 @@ export type {
   DeployDecision,
   MLServiceRecord,
   MLServicesAnswer,
+  MLServiceRollAnswer,
+  MLServiceView,
   Component,
   ComponentSpec,
   ContentAnswer,

@@ -21,11 +21,13 @@ import { writeWhole } from '../../http/sink.ts'
  */
 function modelCard (ctx: ApiContext, components: ComponentCache, id: string): Record<string, unknown> {
   const card: Record<string, unknown> = { id, object: 'model', created: 0, owned_by: 'blockmesh' }
-  const vdag = ctx.router.vdag(id)
-  const owned = vdag == null && ctx.owner.has(id)
-  const uri = vdag != null ? undefined : owned ? ctx.owner.get(id).component : [...ctx.host.reports(), ...ctx.gossip.peers().flatMap(p => p.record.instances)].find(r => r.block === id)?.component
+  // a service's name: the facts of the block or vDAG serving it now
+  const unit = ctx.router.resolve(id)
+  const vdag = ctx.router.vdag(unit)
+  const owned = vdag == null && ctx.owner.has(unit)
+  const uri = vdag != null ? undefined : owned ? ctx.owner.get(unit).component : [...ctx.host.reports(), ...ctx.gossip.peers().flatMap(p => p.record.instances)].find(r => r.block === unit)?.component
   if (vdag != null) card.context_length = vdag.contextLength
-  if (owned || ctx.owner.has(id) || ctx.vdags.find(id) != null) card.owned_by = ctx.name
+  if (owned || ctx.owner.has(unit) || ctx.vdags.find(unit) != null) card.owned_by = ctx.name
   if (uri == null) return card
   const c = components.find(uri)
   if (c == null) return card // registered on another agent

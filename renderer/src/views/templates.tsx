@@ -6,9 +6,9 @@ import { usePoll } from '../poll.ts'
 import { NeedsLogin } from '../components/login.tsx'
 import { ago, bytes } from '../format.ts'
 import {
-  architectureOf, availabilityText, decisionSummary, deployAnswerOfError, diffVersions, filterTemplates, freeRows, newestFirst, parametersText, quantizationRows
+  architectureOf, availabilityText, decisionSummary, deployAnswerOfError, diffVersions, filterTemplates, freeRows, newestFirst, parametersText, quantizationRows, rollTarget, rolloutText
 } from '../template-model.ts'
-import type { MLServicesAnswer, TemplateAnswer, TemplateDeployAnswer, TemplatesAnswer } from '../types.ts'
+import type { MLServiceRollAnswer, MLServicesAnswer, MLServiceView, TemplateAnswer, TemplateDeployAnswer, TemplatesAnswer } from '../types.ts'
 
 /**
  * POST /api/templates/:ref/deploy. A refusal comes as 422 does_not_fit whose details hold the answer (the
@@ -225,26 +225,42 @@ function TemplateTable ({ templates, selected, onSelect, onDeploy, testid }: { t
   )
 }
 
-function Services ({ services, error }: { services: MLServicesAnswer['services'] | null, error: string | null }) {
+function Services ({ services, templates, error, onRolled }: { services: MLServiceView[] | null, templates: TemplateAnswer[], error: string | null, onRolled: () => void }) {
+  const { token } = useStore(auth.state)
+  const [rollError, setRollError] = useState<string | null>(null)
+  const roll = async (name: string, version: string): Promise<void> => {
+    setRollError(null)
+    try {
+      await api<MLServiceRollAnswer>(`/api/mlservices/${encodeURIComponent(name)}/rollout`, { method: 'POST', body: { version } })
+      onRolled()
+    } catch (err) {
+      setRollError(messageOf(err))
+    }
+  }
   return (
     <div class="card" data-testid="services">
       <h2>Services</h2>
       {error != null && <p class="error" role="alert">Could not load: {error}</p>}
-      {services != null && services.length === 0 && <p class="muted">No MLService yet (POST one to /api/mlservices, YAML or JSON).</p>}
+      {rollError != null && <p class="error" role="alert" data-testid="roll-error">{rollError}</p>}
+      {services != null && services.length === 0 && <p class="muted">No service yet: deploy a template, or POST an MLService to /api/mlservices (YAML or JSON).</p>}
       {services != null && services.length > 0 && (
         <table>
-          <thead><tr><th>service</th><th>version</th><th>decision</th><th>deployed</th><th>status</th><th>created</th></tr></thead>
+          <thead><tr><th>service</th><th>version</th><th>served by</th><th>decision</th><th>status</th><th>rollout</th><th>created</th><th /></tr></thead>
           <tbody>
-            {services.map(s => (
-              <tr key={`${s.namespace}/${s.name}`} data-testid="service" data-service={s.name}>
-                <td>{s.name} <span class="muted">{s.namespace}</span></td>
-                <td class="mono">{s.version}</td>
-                <td>{s.decision ?? '–'}</td>
-                <td>{s.deployed ? 'yes' : 'no'}</td>
-                <td><span class={`pill ${s.ready ? 'ready' : 'pending'}`}>{s.ready ? 'ready' : 'not serving'}</span></td>
-                <td>{ago(s.createdAt)}</td>
-              </tr>
-            ))}
+            {services.map(s => {
+              const next = rollTarget(s, templates)
+              return (
+                <tr key={`${s.namespace}/${s.name}`} data-testid="service" data-service={s.name} data-phase={s.rollout?.phase ?? ''}>
+                  <td>{s.name} <span class="muted">{s.namespace}</span></td>
+                  <td class="mono">{s.version}</td>
+                  <td class="mono">{s.target}</td>
+                  <td>{s.decision ?? '–'}</td>
+                  <td><span class={`pill ${s.ready ? 'ready' : 'pending'}`}>{s.ready ? 'ready' : 'not serving'}</span></td>
+                  <td class="muted" data-testid="rollout">{rolloutText(s) ?? '–'}</td>
+                  <td>{ago(s.createdAt)}</td>
+                  <td>{next != null && token != null && <button type="button" data-testid="roll" title={`deploy ${next} beside ${s.version}, switch when it serves, drain ${s.version}`} onClick={() => { void roll(s.name, next) }}>Roll to {next}</button>}</td>
+                </tr>)
+            })}
           </tbody>
         </table>)}
     </div>
@@ -255,11 +271,12 @@ function Services ({ services, error }: { services: MLServicesAnswer['services']
  * Model templates: the built-in catalogue and the user's templates with a search (name, architecture,
  * licence), each with its quantizations and the memory they need and whether it can be had here; a
  * template's versions with a diff between two; a deploy dialog whose preview shows the mesh's decision
- * (whole / split / refused, with its numbers) before deploying; the MLServices with their status.
+ * (whole / split / refused, with its numbers) before deploying; the services with their status, their
+ * rollouts, and a button rolling one to its template's latest version.
  */
 export function TemplatesView () {
   const [templates, setTemplates] = useState<TemplateAnswer[] | null>(null)
-  const [services, setServices] = useState<MLServicesAnswer['services'] | null>(null)
+  const [services, setServices] = useState<MLServiceView[] | null>(null)
   const [query, setQuery] = useState('')
   const [selected, setSelected] = useState<string | null>(null)
   const [deploying, setDeploying] = useState<TemplateAnswer | null>(null)
@@ -283,7 +300,7 @@ export function TemplatesView () {
         {mine.length > 0 && (<><h3>Your templates</h3><TemplateTable testid="user-templates" templates={mine} selected={selected} onSelect={setSelected} onDeploy={setDeploying} /></>)}
       </div>
       {detail != null && <Detail key={detail.name} template={detail} />}
-      <Services services={services} error={sPoll.error} />
+      <Services services={services} templates={templates ?? []} error={sPoll.error} onRolled={() => { sPoll.reload() }} />
       {deploying != null && <DeployDialog template={deploying} onClose={() => { setDeploying(null) }} onDeployed={() => { sPoll.reload(); tPoll.reload() }} />}
     </section>
   )
