@@ -3,14 +3,19 @@
  * the catalogue searched for "smollm2", the entry with its quantizations and memory; a user template with two
  * versions and the diff between them; the deploy dialog's Preview (a dry run: nothing is deployed) showing the
  * mesh's decision with a byte figure. Screenshot to test-results/dashboard/templates.png like the other views'.
+ * Then the whole path with the real SmolLM2: catalogue → Deploy → the service turns ready → the Chat view
+ * answers by the service's name → "Roll to v2" in the services table rolls it (seed 004's test plan, in a browser).
  */
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Browser, Page } from 'playwright-core'
-import { AgentProcess, stopAll } from './helpers/agents.ts'
+import { AgentProcess, stopAll, until } from './helpers/agents.ts'
 import { SHOTS, browserMissing, openPage } from './helpers/browser.ts'
+import { realWeights } from './helpers/weights.ts'
+
+const smol = realWeights('smollm2')
 
 const missing = browserMissing
 
@@ -96,6 +101,57 @@ describe(missing == null ? 'the Templates view in Chromium against one agent' : 
     assert.equal((await a.api<{ blocks: unknown[] }>('/api/blocks')).body.blocks?.length ?? 0, 0)
     await page.locator('[data-testid=services]').waitFor()
     assert.equal(await page.locator('[data-testid=service]').count(), 0)
+    assert.deepEqual(problems, [], 'no script errors or Content-Security-Policy violations')
+  })
+
+  test(`catalogue → Deploy → the service is ready → Chat answers by its name → Roll to v2${smol.skip !== false ? ` (skipped: ${String(smol.skip)})` : ''}`, { skip: smol.skip, timeout: 600_000 }, async () => {
+    await page.goto(`${a.url}/#/templates`)
+    if (await page.locator('[data-testid=logout]').count() === 0) {
+      await page.click('[data-testid=login-open]')
+      await page.fill('[data-testid=login-token]', a.token)
+      await page.click('[data-testid=login-submit]')
+      await page.locator('[data-testid=logout]').waitFor()
+    }
+    await page.fill('[data-testid=template-search]', 'smollm2-135m')
+    const entry = page.locator('[data-testid=template][data-template="smollm2-135m-instruct"]')
+    await entry.waitFor({ timeout: 30_000 })
+    await entry.locator('[data-testid=template-deploy]').click()
+    const dialog = page.locator('[data-testid=deploy-dialog]')
+    await dialog.waitFor()
+    await dialog.locator('[data-testid=deploy-name]').fill('ui-chat')
+    await dialog.locator('[data-testid=deploy-preview]').click()
+    await dialog.locator('[data-testid=deploy-decision][data-kind=whole]').waitFor({ timeout: 30_000 })
+    await dialog.locator('[data-testid=deploy-go]').click()
+    await dialog.locator('[data-testid=deploy-result]').filter({ hasText: /deployed/i }).waitFor({ timeout: 120_000 })
+    await dialog.locator('[data-testid=deploy-close]').click()
+    const row = page.locator('[data-testid=service][data-service=ui-chat]')
+    await row.locator('.pill.ready').waitFor({ timeout: 300_000 })
+    assert.match(await row.textContent() ?? '', /smollm2-135m-instruct-v1/)
+
+    // the Chat view lists the service by its name and answers with the real model
+    await page.goto(`${a.url}/#/chat`)
+    await until(async () => (await page.locator('[data-testid=chat-model] option').allTextContents()).includes('ui-chat'), 'ui-chat in the model list', 30_000)
+    await page.selectOption('[data-testid=chat-model]', 'ui-chat')
+    await page.fill('[data-testid=chat-input]', 'What is the capital of France?')
+    await page.click('[data-testid=chat-send]')
+    await page.locator('[data-testid=chat-tokens]').filter({ hasText: /^\d+$/ }).waitFor({ timeout: 120_000 })
+    const answer = (await page.locator('[data-testid=chat-assistant]').last().textContent() ?? '').trim()
+    assert.ok(answer.length > 0, 'an answer')
+    assert.equal(await page.locator('[data-testid=chat-error]').count(), 0)
+
+    // a v2 of the template; the services table offers to roll to it, and the rollout runs to done
+    const v2 = await a.api('/api/templates/smollm2-135m-instruct', { method: 'PUT', body: { sampling: { maxTokens: 64 } } })
+    assert.equal(v2.status, 201, JSON.stringify(v2.body))
+    await page.goto(`${a.url}/#/templates`)
+    const roll = page.locator('[data-testid=service][data-service=ui-chat] [data-testid=roll]')
+    await roll.waitFor({ timeout: 30_000 })
+    assert.match(await roll.textContent() ?? '', /smollm2-135m-instruct-v2/)
+    await roll.click()
+    await page.locator('[data-testid=service][data-service=ui-chat][data-phase=done]').waitFor({ timeout: 300_000 })
+    const done = page.locator('[data-testid=service][data-service=ui-chat]')
+    assert.match(await done.textContent() ?? '', /ui-chat-v2/)
+    assert.match(await done.locator('[data-testid=rollout]').textContent() ?? '', /rolled from smollm2-135m-instruct-v1 to smollm2-135m-instruct-v2/)
+    await page.screenshot({ path: join(SHOTS, 'templates-services.png'), fullPage: true })
     assert.deepEqual(problems, [], 'no script errors or Content-Security-Policy violations')
   })
 })

@@ -4,7 +4,8 @@
  * (4 through each agent) stream completions back to back. The new version is deployed beside the old one,
  * the name moves to it once it serves, and the old one drains: every request completes, requests in flight
  * at the switch finish on v1, requests after the rollout are served by v2's instance. A rollout to a
- * version that cannot load fails and leaves the service where it was.
+ * version that cannot load (asked for by PUTting the seed's MLService manifest again) fails and leaves the
+ * service where it was.
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -136,8 +137,14 @@ describe(`a service rolled from v1 to v2 while 8 streams run${smol.skip !== fals
     const t = await a.api('/api/templates', { method: 'POST', body: { name: 'broken', source: { kind: 'uri', uri: broken }, model: { parameters: 1_000_000 } } })
     assert.equal(t.status, 201, JSON.stringify(t.body))
     const before = (await a.api('/api/mlservices/chat')).body
-    const r = await a.api('/api/mlservices/chat/rollout', { method: 'POST', body: { version: 'broken-v1' } })
-    assert.equal(r.status, 202, JSON.stringify(r.body))
+    // the seed's MLService manifest applied again with another modelTemplateVersionRef rolls the service (PUT, YAML)
+    const manifest = (name: string): string => `apiVersion: ml.oneblock.ai/v1alpha1\nkind: MLService\nmetadata:\n  name: ${name}\nspec:\n  modelTemplateVersionRef:\n    name: broken-v1\n`
+    const put = async (path: string, name: string): Promise<Response> => await fetch(`${a.url}${path}`, { method: 'PUT', headers: { 'content-type': 'application/yaml', authorization: `Bearer ${a.token}` }, body: manifest(name) })
+    assert.equal((await put('/api/mlservices/chat', 'other')).status, 400, 'metadata.name must match the path')
+    const r = await put('/api/mlservices/chat', 'chat')
+    const rb = await r.json() as any
+    assert.equal(r.status, 202, JSON.stringify(rb))
+    assert.equal(rb.rolling, true)
     const failed = await until(async () => {
       const s = (await b.api('/api/mlservices/chat')).body
       return s.rollout?.phase === 'failed' ? s : null
