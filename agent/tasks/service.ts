@@ -9,6 +9,7 @@ import { AgentError, ValidationError } from '../errors.ts'
 import { TaskStore } from './store.ts'
 import type { StartSplitJob, Task, TaskUpdate } from './store.ts'
 import { KubernetesJobRunner } from './k8s-runner.ts'
+import { PythonEnvs, isPython, parsePythonProgram, pythonCommand } from './python-env.ts'
 
 /** Splitter programs the local runner can start, by container_image name. */
 export const BUILTIN_SPLITTERS: Record<string, string> = {
@@ -25,8 +26,10 @@ export interface TaskServiceInit {
   kubeconfig?: string
   namespace?: string
   log: Logger
-  /** more splitter programs: container_image → script or executable */
+  /** more splitter programs: container_image → script (.ts/.mjs/.js), executable, or `python:PATH.py` / `python:MODULE` */
   programs?: Record<string, string>
+  /** the virtual environments Python splitters run in (default: the machine's shared cache) */
+  pythonEnvs?: PythonEnvs
   /** told once when a task completes (the agent replicates its plan) */
   onComplete?: (task: Task) => void
 }
@@ -46,9 +49,11 @@ export class TaskService {
   private readonly init: TaskServiceInit
   private readonly tokens = new Map<string, string>()
   private readonly running = new Map<string, AbortController>()
+  private readonly pythonEnvs: PythonEnvs
 
   constructor (init: TaskServiceInit) {
     this.init = init
+    this.pythonEnvs = init.pythonEnvs ?? new PythonEnvs({ log: init.log })
     this.store = new TaskStore(init.db)
     // A task's runner (its process, its Job follower) and its token live only as long as the agent that
     // started it: a task left unfinished by a previous run can no longer report, so it ends here, said why.
@@ -133,18 +138,32 @@ export class TaskService {
     const dir = join(this.init.dataDir, 'tasks', task.task_id)
     mkdirSync(dir, { recursive: true })
     const logPath = join(dir, 'splitter.log')
+    const env = { ...passThrough(), ...this.env(task, token, this.init.apiUrl(), join(dir, 'output')) }
+    let command: string
+    let args: string[]
+    let cwd: string | undefined
+    if (isPython(program)) {
+      // a Python splitter: in its own virtual environment (the SDK and its requirements), with the task's environment only
+      const py = parsePythonProgram(program)
+      this.store.update(task.task_id, { status: 'running', message: 'preparing the Python environment (made once per SDK and requirements, then reused)' })
+      command = await this.pythonEnvs.interpreter(py, signal)
+      ;({ args, cwd } = pythonCommand(py, dir))
+      Object.assign(env, { PYTHONUNBUFFERED: '1', PYTHONDONTWRITEBYTECODE: '1' })
+    } else {
+      const isScript = /\.(ts|mjs|js)$/.test(program)
+      command = isScript ? process.execPath : program
+      args = isScript ? [program] : []
+    }
     const log = openSync(logPath, 'a')
-    const isScript = /\.(ts|mjs|js)$/.test(program)
-    const child = spawn(isScript ? process.execPath : program, isScript ? [program] : [], {
-      env: { ...passThrough(), ...this.env(task, token, this.init.apiUrl(), join(dir, 'output')) },
-      stdio: ['ignore', log, log]
-    })
+    const child = spawn(command, args, { env, cwd, stdio: ['ignore', log, log] })
     closeSync(log)
     this.store.update(task.task_id, { status: 'running', message: `local process ${child.pid ?? '?'}` })
     const onAbort = (): void => { child.kill('SIGTERM') }
     signal.addEventListener('abort', onAbort, { once: true })
-    const code = await new Promise<number | null>(resolve => child.once('exit', c => { resolve(c) }))
-    signal.removeEventListener('abort', onAbort)
+    const code = await new Promise<number | null>((resolve, reject) => {
+      child.once('exit', c => { resolve(c) })
+      child.once('error', err => { reject(new AgentError(`could not start the splitter ${program}: ${err.message}`, 'split_failed', 500)) })
+    }).finally(() => { signal.removeEventListener('abort', onAbort) })
     const now = this.store.get(task.task_id)
     if (now.status === 'complete' || now.status === 'failed') return
     const tail = readFileSync(logPath, 'utf8').trim().split('\n').slice(-5).join('\n')

@@ -6,6 +6,7 @@ import type { Command } from 'commander'
 import { Agent } from '../../daemon.ts'
 import { flushLogger } from '../../log.ts'
 import { collect, intArg, sizeArg } from '../args.ts'
+import { PYTHON_PREFIX } from '../../tasks/python-env.ts'
 
 export function registerAgentCommand (program: Command): void {
   program.command('agent')
@@ -30,7 +31,7 @@ export function registerAgentCommand (program: Command): void {
     .option('--kubeconfig <file>', 'run split tasks as Kubernetes Jobs in this cluster (when container_image is not a local splitter program)')
     .option('--k8s-namespace <ns>', 'namespace for split Jobs (default: the kubeconfig context\'s)')
     .option('--public-api-url <url>', 'this agent\'s API as split Jobs in the cluster reach it')
-    .option('--splitter <name=path>', 'register a splitter program for the local runner: container_image NAME runs PATH (repeatable)', splitterArg)
+    .option('--splitter <name=path>', 'register a splitter program for the local runner: container_image NAME runs PATH (.ts/.mjs/.js or an executable), or python:PATH.py / python:MODULE (the Python SDK, in a virtual environment of its own; repeatable)', splitterArg)
     .option('--inference-threads <n>', 'ONNX Runtime threads per model (0: let it decide)', intArg(0, 1024), 0)
     .option('--migration-max <n>', 'resume a request whose instance or vDAG stage dies at most this many times', intArg(0, 100), 3)
     .option('--migration-max-tokens <n>', 'longest replay (prompt + tokens generated so far) a migration may send', intArg(1, 1 << 20), 8192)
@@ -88,11 +89,23 @@ export function registerAgentCommand (program: Command): void {
     })
 }
 
-/** --splitter NAME=PATH (repeatable) → { NAME: absolute PATH }; the file must exist. */
+/**
+ * --splitter NAME=PATH (repeatable) → { NAME: absolute PATH }; the file must exist. NAME=python:PATH.py (a
+ * Python script, run in a virtual environment with the SDK and its folder's requirements.txt) or
+ * NAME=python:MODULE (run with -m) register Python splitters.
+ */
 function splitterArg (pair: string, previous: Record<string, string> = {}): Record<string, string> {
   const i = pair.indexOf('=')
-  if (i <= 0 || i === pair.length - 1) throw new InvalidArgumentError(`expected NAME=PATH, got ${JSON.stringify(pair)}`)
-  const path = resolve(pair.slice(i + 1))
-  if (!existsSync(path)) throw new InvalidArgumentError(`${pair.slice(0, i)}: no such file ${path}`)
-  return { ...previous, [pair.slice(0, i)]: path }
+  if (i <= 0 || i === pair.length - 1) throw new InvalidArgumentError(`expected NAME=PATH or NAME=python:PATH.py|MODULE, got ${JSON.stringify(pair)}`)
+  const name = pair.slice(0, i)
+  let target = pair.slice(i + 1)
+  const python = target.startsWith(PYTHON_PREFIX)
+  if (python) target = target.slice(PYTHON_PREFIX.length)
+  if (python && !target.endsWith('.py') && !target.includes('/')) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/.test(target)) throw new InvalidArgumentError(`${name}: ${JSON.stringify(target)} is neither a .py file nor a module name`)
+    return { ...previous, [name]: `${PYTHON_PREFIX}${target}` }
+  }
+  const path = resolve(target)
+  if (!existsSync(path)) throw new InvalidArgumentError(`${name}: no such file ${path}`)
+  return { ...previous, [name]: python ? `${PYTHON_PREFIX}${path}` : path }
 }
