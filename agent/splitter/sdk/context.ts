@@ -55,14 +55,15 @@ export class Context {
       if (err instanceof ContextError) throw err
       throw new ContextError(`TASK_DATA is not JSON: ${(err as Error).message}`)
     }
-    if (typeof taskData !== 'object' || taskData == null) throw new ContextError('TASK_DATA must be a JSON object')
+    if (typeof taskData !== 'object' || taskData == null || Array.isArray(taskData)) throw new ContextError('TASK_DATA must be a JSON object')
     return new Context({
       taskId: need('TASK_ID'),
       taskData,
       taskStatusUpdateUrl: need('TASK_STATUS_UPDATE_URL'),
       modelLayersRegistryUrl: need('MODEL_LAYERS_REGISTRY_URL'),
       blockDbUrl: need('BLOCK_DB_URL'),
-      token: env.TASK_TOKEN,
+      // an empty TASK_TOKEN is no token (no Authorization header), as in the Python SDK
+      token: env.TASK_TOKEN === '' ? undefined : env.TASK_TOKEN,
       outputDir: env.OUTPUT_DIR ?? '/mnt/splits'
     })
   }

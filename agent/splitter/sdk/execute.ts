@@ -10,6 +10,16 @@ export interface ModelSplitter<B = Record<string, unknown>, M = Record<string, u
   finish: (extra: M) => Promise<StepResult<Record<string, unknown>>> | StepResult<Record<string, unknown>>
 }
 
+/** The longest error the task registry takes (16 KiB); a longer one keeps its head and tail (as the Python SDK does). */
+export const MAX_ERROR_CHARS = 16_384
+
+function clip (error: string): string {
+  if (error.length <= MAX_ERROR_CHARS) return error
+  const head = Math.floor(MAX_ERROR_CHARS / 4)
+  const tail = MAX_ERROR_CHARS - head - 40
+  return `${error.slice(0, head)}\n... (${error.length - head - tail} characters left out) ...\n${error.slice(-tail)}`
+}
+
 export type ModelSplitterClass = new (context: Context) => ModelSplitter<any, any>
 
 /**
@@ -20,7 +30,7 @@ export type ModelSplitterClass = new (context: Context) => ModelSplitter<any, an
  */
 export async function executeModelSplitter (Splitter: ModelSplitterClass, context: Context = Context.fromEnv()): Promise<number> {
   const fail = async (stage: string, error: string): Promise<number> => {
-    await context.report({ status: 'failed', error: `${stage}: ${error}` }).catch(() => {})
+    await context.report({ status: 'failed', error: clip(`${stage}: ${error}`) }).catch(() => {})
     return 1
   }
   try {
