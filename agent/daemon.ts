@@ -29,6 +29,7 @@ import type { TunnelServer } from './serving/tunnel-server.ts'
 import { openAIServing } from './serving/openai-serving.ts'
 import { VdagStore } from './vdag/registry.ts'
 import { ServiceStore } from './templates/services.ts'
+import { PythonEnvs } from './python/envs.ts'
 import { pipelineService } from './vdag/pipeline.ts'
 import type { PipelineService } from './vdag/pipeline.ts'
 import type { LocalStages } from './vdag/pipeline.ts'
@@ -135,7 +136,10 @@ export class Agent {
     this.components = new ComponentRegistry(init.state)
     this.content = init.content
     this.tokenizers = new Tokenizers({ cacheDir: join(init.options.dataDir, 'models'), files: init.content })
+    // Python programs (splitters, init processes) share the machine's environments, made once each
+    const pythonEnvs = new PythonEnvs({ log: init.log.child({ mod: 'python' }) })
     this.host = new InstanceHost({
+      pythonEnvs,
       tokenizers: this.tokenizers,
       db: init.db,
       dataDir: init.options.dataDir,
@@ -178,6 +182,7 @@ export class Agent {
     this.services = new ServiceStore(init.state)
     this.router = new Router({ self: init.mesh.peerId.toString(), gossip: init.gossip, host: this.host, vdags: () => this.vdags.reports(), services: () => this.services.targets() })
     this.tasks = new TaskService({
+      pythonEnvs,
       db: init.db,
       dataDir: init.options.dataDir,
       apiUrl: () => this.apiUrl,

@@ -20,6 +20,7 @@ import { AgentError, NotFoundError } from '../errors.ts'
 import { HostedStore } from './hosted-store.ts'
 import type { HostedRow } from './hosted-store.ts'
 import type { AgentMetrics } from '../metrics.ts'
+import { PythonEnvs, isPython, parsePythonProgram, pythonCommand } from '../python/envs.ts'
 
 /**
  * Intra-op threads for a model when the block does not say. On a small box a
@@ -68,7 +69,8 @@ export interface HostedView {
   activeSequences: number
   queuedSequences: number
   /** the init process running next to the instance, if any */
-  initProcess: { url: string, pid: number } | null
+  /** url: the process (its readiness); endpoint: the system it deployed (the same unless it reports another) */
+  initProcess: { url: string, pid: number, endpoint: string } | null
   /** ms: when it was assigned here */
   assignedAt: number
 }
@@ -100,6 +102,8 @@ export interface InstanceHostInit {
   healthEverySeconds?: number
   /** model files from the content store, peers, or the origin (without it: the origin only, as before issue 15) */
   files?: ModelFiles
+  /** virtual environments for init processes written in Python (default: the machine's shared cache) */
+  pythonEnvs?: PythonEnvs
 }
 
 /**
@@ -114,8 +118,10 @@ export class InstanceHost {
   private readonly init: InstanceHostInit
   private readonly live = new Map<string, Live>()
   private readonly hosted: HostedStore
+  private readonly pythonEnvs: PythonEnvs
 
   constructor (init: InstanceHostInit) {
+    this.pythonEnvs = init.pythonEnvs ?? new PythonEnvs({ log: init.log })
     this.init = init
     this.hosted = new HostedStore(init.db)
   }
@@ -225,7 +231,7 @@ export class InstanceHost {
       runtime: r.runtime,
       activeSequences: engine?.active ?? 0,
       queuedSequences: engine?.waiting ?? 0,
-      initProcess: entry?.init != null ? { url: entry.init.url, pid: entry.init.pid } : null,
+      initProcess: entry?.init != null ? { url: entry.init.url, pid: entry.init.pid, endpoint: entry.init.endpoint } : null,
       assignedAt: r.createdAt
     }
   }
@@ -271,14 +277,29 @@ export class InstanceHost {
     this.setStatus(block, instance, 'loading')
     try {
       if (compSpec.init != null) {
+        // what the init process is told of its block; a `python:PATH.py` command runs in a virtual environment with the SDK
+        const env = { BLOCKMESH_BLOCK: block, BLOCKMESH_INSTANCE: instance, BLOCK_INIT_DATA: JSON.stringify(spec.blockInitData ?? {}), ...compSpec.init.env }
+        let command = compSpec.init.command
+        let args = compSpec.init.args
+        let cwd: string | undefined
+        if (isPython(command)) {
+          const py = parsePythonProgram(command)
+          command = await this.pythonEnvs.interpreter(py, signal)
+          const how = pythonCommand(py, this.init.dataDir)
+          args = [...how.args, ...args]
+          cwd = how.cwd
+          Object.assign(env, { PYTHONUNBUFFERED: '1', PYTHONDONTWRITEBYTECODE: '1', ...compSpec.init.env })
+        }
         entry.init = await startInitProcess({
-          command: compSpec.init.command,
-          args: compSpec.init.args,
-          env: compSpec.init.env,
+          command,
+          args,
+          env,
           readiness: compSpec.init.readiness,
-          timeoutMs: compSpec.init.timeoutSeconds * 1000
+          timeoutMs: compSpec.init.timeoutSeconds * 1000,
+          ...(cwd != null ? { cwd } : {})
         }, { logDir: this.init.dataDir, signal, log })
-        spec.blockInitData = { ...spec.blockInitData, initContainer: { url: entry.init.url, pid: entry.init.pid } }
+        // the deployed system's endpoint (the process's own URL unless it reports another); `control`: the process
+        spec.blockInitData = { ...spec.blockInitData, initContainer: { url: entry.init.endpoint, pid: entry.init.pid, control: entry.init.url } }
         const init = entry.init
         void init.exited.then(({ code, signal: sig }) => {
           if (this.live.get(block) !== entry || signal.aborted) return
@@ -288,13 +309,13 @@ export class InstanceHost {
       }
       if (compSpec.runtime === 'external') {
         const ext = compSpec.external as NonNullable<ComponentSpec['external']>
-        const backend = new ExternalBackend({ url: ext.url ?? (entry.init as InitProcess).url, model: ext.model, apiKey: ext.apiKey, healthPath: ext.healthPath })
+        const backend = new ExternalBackend({ url: ext.url ?? (entry.init as InitProcess).endpoint, model: ext.model, apiKey: ext.apiKey, healthPath: ext.healthPath })
         await backend.health(signal)
         if (signal.aborted) return
         entry.serving = { kind: 'external', backend, component, instance }
-        this.setStatus(block, instance, 'ready', { runtime: { provider: 'external', providerTried: [], modelPath: ext.url ?? (entry.init as InitProcess).url, modelBytes: 0, loadMs: 0, threads: 0 } })
+        this.setStatus(block, instance, 'ready', { runtime: { provider: 'external', providerTried: [], modelPath: ext.url ?? (entry.init as InitProcess).endpoint, modelBytes: 0, loadMs: 0, threads: 0 } })
         this.watchHealth(block, entry, backend)
-        log.info({ block, instance, url: ext.url ?? entry.init?.url }, 'external instance ready')
+        log.info({ block, instance, url: ext.url ?? entry.init?.endpoint }, 'external instance ready')
         return
       }
       const model = compSpec.model as NonNullable<ComponentSpec['model']>

@@ -23,10 +23,18 @@ export interface InitProcessSpec {
   cwd?: string
 }
 
+/** Where an init process reports the endpoint of the system it deployed (aios_init_container serves it). */
+export const ENDPOINT_PATH = '/.well-known/blockmesh-init'
+
 /** A running init process. */
 export interface InitProcess {
   /** base URL, http://127.0.0.1:PORT */
   readonly url: string
+  /**
+   * The deployed system's endpoint: what the process reports at /.well-known/blockmesh-init once ready (an init
+   * container written on the Python SDK, aios_init_container, deploys a system elsewhere and says where), else `url`.
+   */
+  readonly endpoint: string
   readonly port: number
   readonly pid: number
   /** resolves with the exit code/signal when the process exits for any reason (never rejects) */
@@ -324,7 +332,7 @@ export async function startInitProcess (spec: InitProcessSpec, opts: InitProcess
     await stopping
   }
 
-  const handle: InitProcess = { url, port, pid, exited, stop }
+  const handle = { url, port, pid, exited, stop }
   // functions, so that TypeScript does not narrow what callbacks change
   const exitNow = (): { code: number | null, signal: string | null } | null => exitInfo
   const aborted = (): boolean => signal?.aborted === true
@@ -366,6 +374,20 @@ export async function startInitProcess (spec: InitProcessSpec, opts: InitProcess
   } finally {
     signal?.removeEventListener('abort', onAbort)
   }
-  log?.info({ pid, url }, 'init process ready')
-  return handle
+  const endpoint = await reportedEndpoint(url, signal) ?? url
+  log?.info({ pid, url, endpoint }, 'init process ready')
+  return { ...handle, endpoint }
+}
+
+/** The endpoint an init process reports at ENDPOINT_PATH (a JSON {endpoint: "http(s)://…"}), or null when it reports none. */
+async function reportedEndpoint (url: string, signal?: AbortSignal): Promise<string | null> {
+  try {
+    const res = await fetch(url + ENDPOINT_PATH, { signal: AbortSignal.any([AbortSignal.timeout(PROBE_TIMEOUT_MS), ...(signal != null ? [signal] : [])]), redirect: 'manual' })
+    if (res.status !== 200) { await res.body?.cancel().catch(() => {}); return null }
+    const text = (await res.text()).slice(0, 4096)
+    const endpoint = (JSON.parse(text) as { endpoint?: unknown }).endpoint
+    return typeof endpoint === 'string' && /^https?:\/\/[^\s]{1,2040}$/.test(endpoint) ? endpoint.replace(/\/$/, '') : null
+  } catch {
+    return null
+  }
 }

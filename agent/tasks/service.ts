@@ -9,7 +9,7 @@ import { AgentError, ValidationError } from '../errors.ts'
 import { TaskStore } from './store.ts'
 import type { StartSplitJob, Task, TaskUpdate } from './store.ts'
 import { KubernetesJobRunner } from './k8s-runner.ts'
-import { PythonEnvs, isPython, parsePythonProgram, pythonCommand } from './python-env.ts'
+import { PythonEnvs, isPython, parsePythonProgram, pythonCommand } from '../python/envs.ts'
 
 /** Splitter programs the local runner can start, by container_image name. */
 export const BUILTIN_SPLITTERS: Record<string, string> = {

@@ -6,7 +6,7 @@ import type { Command } from 'commander'
 import { Agent } from '../../daemon.ts'
 import { flushLogger } from '../../log.ts'
 import { collect, intArg, sizeArg } from '../args.ts'
-import { PYTHON_PREFIX } from '../../tasks/python-env.ts'
+import { PYTHON_PREFIX } from '../../python/envs.ts'
 
 export function registerAgentCommand (program: Command): void {
   program.command('agent')

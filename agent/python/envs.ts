@@ -1,7 +1,8 @@
 /**
- * Python splitter programs (issue 17): `--splitter NAME=python:PATH.py` or `python:package.module`. Each runs
- * in a virtual environment of its own holding the seed's SDK (`sdk/python`, package aios_model_splitter) and
- * the program's `requirements.txt` (beside the script), made once and kept in a cache shared by the agents of
+ * Python programs the agent runs (issue 17): splitters (`--splitter NAME=python:PATH.py` or
+ * `python:package.module`) and init processes (a component's `init.command: "python:PATH.py"`). Each runs in a
+ * virtual environment of its own holding the seeds' SDKs (`sdk/python`: aios_model_splitter, aios_init_container)
+ * and the program's `requirements.txt` (beside the script), made once and kept in a cache shared by the agents of
  * the machine, keyed by what went into it (the interpreter's version, the SDK's files, the requirements): a
  * changed SDK or requirement makes a new environment, an unchanged one is reused.
  *
@@ -30,7 +31,7 @@ export const DEFAULT_ENVS_DIR = join(process.env.BLOCKMESH_CACHE ?? join(homedir
 export const PYTHON_PREFIX = 'python:'
 const MODULE = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/
 
-/** A Python splitter program: a script (its folder's requirements.txt installed too), or a module run with -m. */
+/** A Python program: a script (its folder's requirements.txt installed too), or a module run with -m. */
 export type PythonProgram =
   | { kind: 'script', path: string, requirements: string | null }
   | { kind: 'module', module: string, cwd: string }
@@ -48,7 +49,7 @@ export function parsePythonProgram (program: string, cwd = process.cwd()): Pytho
     const req = join(dirname(path), 'requirements.txt')
     return { kind: 'script', path, requirements: existsSync(req) ? req : null }
   }
-  if (!MODULE.test(target)) throw new AgentError(`python splitter ${JSON.stringify(target)}: give a path to a .py file or a dotted module name`, 'invalid_request', 400)
+  if (!MODULE.test(target)) throw new AgentError(`python program ${JSON.stringify(target)}: give a path to a .py file or a dotted module name`, 'invalid_request', 400)
   return { kind: 'module', module: target, cwd }
 }
 
@@ -78,7 +79,7 @@ export interface PythonEnvsInit {
   log?: { info: (o: object, m: string) => void }
 }
 
-/** Virtual environments for Python splitters, made once per (interpreter, SDK, requirements) and reused. */
+/** Virtual environments for Python programs, made once per (interpreter, SDK, requirements) and reused. */
 export class PythonEnvs {
   private readonly root: string
   private readonly python: string
@@ -99,7 +100,7 @@ export class PythonEnvs {
     try {
       version = (await run(this.python, ['-c', 'import sys; print(sys.version)'], { signal })).stdout.trim()
     } catch (err) {
-      throw new AgentError(`python splitters need ${this.python} (${(err as Error).message.split('\n')[0]})`, 'python_missing', 500)
+      throw new AgentError(`Python programs need ${this.python} (${(err as Error).message.split('\n')[0]})`, 'python_missing', 500)
     }
     if (!existsSync(join(this.sdkDir, 'pyproject.toml'))) throw new AgentError(`the Python SDK is not at ${this.sdkDir}`, 'python_sdk_missing', 500)
     const requirements = program.kind === 'script' ? program.requirements : null
@@ -118,7 +119,7 @@ export class PythonEnvs {
   private async make (dir: string, requirements: string | null, signal?: AbortSignal): Promise<string> {
     await mkdir(this.root, { recursive: true })
     const tmp = `${dir}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
-    this.log?.info({ env: dir, requirements }, 'making a Python environment for a splitter (once: the SDK and the requirements are installed)')
+    this.log?.info({ env: dir, requirements }, 'making a Python environment (once: the SDK and the requirements are installed)')
     try {
       await run(this.python, ['-m', 'venv', tmp], { signal, timeout: 300_000 })
       const args = ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '--quiet', this.sdkDir, ...(requirements != null ? ['-r', requirements] : [])]
@@ -141,8 +142,8 @@ export class PythonEnvs {
 }
 
 /** How a Python program is started with an environment's interpreter: the arguments and the working folder. */
-export function pythonCommand (program: PythonProgram, taskDir: string): { args: string[], cwd: string } {
+export function pythonCommand (program: PythonProgram, workDir: string): { args: string[], cwd: string } {
   return program.kind === 'script'
-    ? { args: ['-u', program.path], cwd: taskDir }
+    ? { args: ['-u', program.path], cwd: workDir }
     : { args: ['-u', '-m', program.module], cwd: program.cwd }
 }
