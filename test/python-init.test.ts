@@ -8,23 +8,15 @@
  */
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { pythonMissing } from './helpers/python.ts'
 import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
 
 const INIT = fileURLToPath(new URL('./fixtures/python-init/openai_init.py', import.meta.url))
 const SERVER = fileURLToPath(new URL('./fixtures/openai-server.ts', import.meta.url))
 
-function pythonMissing (): string | false {
-  try {
-    execFileSync('python3', ['-c', 'import venv, ensurepip'], { stdio: 'ignore', timeout: 30_000 })
-    return false
-  } catch {
-    return 'no python3 with venv and ensurepip on this machine'
-  }
-}
 const missing = pythonMissing()
 
 function alive (pid: number): boolean {

@@ -11,27 +11,19 @@
  */
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { pythonMissing } from './helpers/python.ts'
 import { AgentProcess, stopAll, until } from './helpers/agents.ts'
 
 const TS_SPLITTER = fileURLToPath(new URL('./fixtures/sdk-splitter.ts', import.meta.url))
 const PY_SPLITTER = fileURLToPath(new URL('./fixtures/python-splitters/sdk_splitter.py', import.meta.url))
 const SEED_SAMPLE = fileURLToPath(new URL('./fixtures/python-splitters/seed_sample/my_splitter_entrypoint.py', import.meta.url))
 
-function pythonMissing (): string | false {
-  try {
-    execFileSync('python3', ['-c', 'import venv, ensurepip'], { stdio: 'ignore', timeout: 30_000 })
-    return false
-  } catch {
-    return 'no python3 with venv and ensurepip on this machine'
-  }
-}
 const missing = pythonMissing()
 
 async function finished (agent: AgentProcess, id: string, timeoutMs = 120_000): Promise<any> {
