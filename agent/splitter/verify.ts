@@ -57,8 +57,10 @@ export async function verifySplit (monolithic: Uint8Array | string, stages: Arra
     let decodeMaxAbsDiff = 0
     let greedyEqual = true
     let pos = prompt.length
-    let tokW = argmax((wholeOut.logits.data as Float32Array).subarray((prompt.length - 1) * V))
-    let tokC = argmax((chainLogits.data as Float32Array).subarray((prompt.length - 1) * V))
+    // the last position's logits: [1, S, V] from a generated model, [1, 1, V] from a converted one (last position only)
+    const last = (t: Tensor): Float32Array => { const d = t.data as Float32Array; return d.subarray(d.length - V) }
+    let tokW = argmax(last(wholeOut.logits))
+    let tokC = argmax(last(chainLogits))
     for (let step = 0; step < decodeSteps; step++) {
       if (tokW !== tokC) greedyEqual = false
       wholeOut = await whole.run(sequenceFeeds([tokW], pos, presentAsPast(shape, wholeOut)))
