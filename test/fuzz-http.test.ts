@@ -27,7 +27,7 @@ import { ModelLayerSchema } from '../agent/registry/model-layers.ts'
 import { SimulatedGpuListSchema, parseSimulatedGpus } from '../agent/hardware/gpus.ts'
 import { AddModelBodySchema } from '../agent/api/routes/models.ts'
 import { ContentFetchBodySchema } from '../agent/api/routes/content.ts'
-import { CreateTemplateBodySchema, DeployTemplateBodySchema, MLServiceSchema, UpdateTemplateBodySchema } from '../agent/templates/schemas.ts'
+import { CreateTemplateBodySchema, DeployTemplateBodySchema, MLServiceSchema, RolloutBodySchema, UpdateTemplateBodySchema } from '../agent/templates/schemas.ts'
 import { ChatCompletionRequestSchema, CompletionRequestSchema } from '../agent/openai/schemas.ts'
 
 /** Malformed bodies over the state-changing routes (the issue: 1,000); FUZZ_BODIES=n to change. */
@@ -149,6 +149,10 @@ const ROUTES: Route[] = [
   { method: 'PUT', pattern: '/api/templates/:name', body: 'json', sample: { contextLength: 512, sampling: { temperature: 0.2 } }, accepts: fits(UpdateTemplateBodySchema), existing: () => 'smollm2-135m-instruct' },
   { method: 'POST', pattern: '/api/templates/:name/deploy', body: 'json', sample: { replicas: 1, dryRun: true }, accepts: fits(DeployTemplateBodySchema), existing: () => 'smollm2-135m-instruct' },
   { method: 'POST', pattern: '/api/mlservices', body: 'json', sample: { apiVersion: 'ml.oneblock.ai/v1alpha1', kind: 'MLService', metadata: { name: 'fuzz-service', namespace: 'default' }, spec: { modelTemplateVersionRef: { name: 'smollm2-135m-instruct-v1' }, mlClusterRef: { rayClusterSpec: { workerGroupSpec: [{ replicas: 1, maxReplicas: 2 }] } } } }, accepts: fits(MLServiceSchema) },
+  // (no service is seeded: a deploy loads a real model; these name none, so every request is refused)
+  { method: 'PUT', pattern: '/api/mlservices/:name', body: 'json', sample: { apiVersion: 'ml.oneblock.ai/v1alpha1', kind: 'MLService', metadata: { name: 'fuzz-service' }, spec: { modelTemplateVersionRef: { name: 'smollm2-135m-instruct-v1' } } }, accepts: fits(MLServiceSchema) },
+  { method: 'POST', pattern: '/api/mlservices/:name/rollout', body: 'json', sample: { version: 'smollm2-135m-instruct-v1', readyTimeoutMs: 60_000 }, accepts: fits(RolloutBodySchema) },
+  { method: 'DELETE', pattern: '/api/mlservices/:name', body: 'none' },
   // EXTENSION POINT: a new state-changing route gets an entry here (the coverage test below fails until it has one).
 ]
 
@@ -294,7 +298,7 @@ function malformedGet (): fc.Arbitrary<Sent> {
     fc.integer({ min: 1000, max: 12_000 }).map(n => `q=${'x'.repeat(n)}`)
   )
   const plain = ['/api/health', '/api/node', '/api/peers', '/api/state', '/api/hardware', '/api/hardware/simulated-gpus', '/api/components', '/api/models', '/api/blocks', '/api/instances', '/api/vdags', '/tasks', '/v1/models', '/metrics', '/api/auth', '/api/templates', '/api/mlservices']
-  const param = ['/api/peers/:id', '/api/components/:uri', '/api/blocks/:id', '/api/vdags/:name', '/tasks/:id', '/split-runner/:runner_id', '/model-layer/:hash', '/v1/models/:model', '/api/templates/:name']
+  const param = ['/api/peers/:id', '/api/components/:uri', '/api/blocks/:id', '/api/vdags/:name', '/tasks/:id', '/split-runner/:runner_id', '/model-layer/:hash', '/v1/models/:model', '/api/templates/:name', '/api/mlservices/:name']
   return fc.oneof(
     fc.tuple(fc.constantFrom(...plain), query).map(([p, q]) => ({ route: `GET ${p}`, method: 'GET', path: `${p}?${q}`, headers: {}, label: `get-query:${p}`, want: p === '/api/peers' && !peersQueryOk(q) ? '4xx' as const : 'not-5xx' as const })),
     fc.tuple(fc.constantFrom(...param), oddParam, fc.option(query)).map(([p, v, q]) => ({ route: `GET ${p}`, method: 'GET', path: p.replace(/:[a-z_]+/, v) + (q != null ? `?${q}` : ''), headers: {}, label: `get-param:${p}`, want: 'not-5xx' as const }))

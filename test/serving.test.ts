@@ -252,6 +252,7 @@ describe('OpenAIServing without Fastify (a fake engine on this agent)', () => {
     mesh: { peerId: { toString: () => 'self-peer' }, libp2p: {} },
     gossip: { peers: () => [] },
     router: {
+      resolve: (name: string) => name,
       vdag: () => undefined,
       pick: (model: string) => model === 'fake' ? { kind: 'local', instance: 'i1' } : null,
       known: () => false,

@@ -15,7 +15,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import S3rver from 's3rver'
@@ -24,6 +24,10 @@ import { generateModel } from '../agent/model/generate.ts'
 import { PRESETS } from '../agent/model/spec.ts'
 import { startFakeK8s } from './fixtures/fake-k8s-api.ts'
 import type { FakeK8s } from './fixtures/fake-k8s-api.ts'
+import { pythonMissing } from './helpers/python.ts'
+import { PythonEnvs, parsePythonProgram } from '../agent/python/envs.ts'
+
+const missingPython = pythonMissing()
 
 const SDK_SPLITTER = fileURLToPath(new URL('./fixtures/sdk-splitter.ts', import.meta.url))
 const BUILTIN = fileURLToPath(new URL('../agent/splitter/program.ts', import.meta.url))
@@ -293,6 +297,35 @@ describe('split tasks through the Kubernetes Job runner (fake API server: no Kub
     assert.equal(late.status, 401)
   })
 
+  test(`a Python splitter's image (the seed's Dockerfile shape, examples/python-splitter) as the Job${missingPython !== false ? ` (skipped: ${missingPython})` : ''}`, { skip: missingPython, timeout: 900_000 }, async () => {
+    const image = 'registry.example.com/my-onnx-splitter:0.1'
+    const start = await agent.api('/start_model_split_job', {
+      method: 'POST',
+      body: { task_data: { model_name: 'tiny2-py', model_download_url: tiny.path, world_size: 2, model_split_config: {} }, container_image: image, storage_size: '2Gi' }
+    })
+    assert.equal(start.status, 201, JSON.stringify(start.body))
+    const id = start.body.task_id as string
+    const jobName = `blockmesh-split-${id}`
+    const job = await until(() => fake.getObject('jobs', 'splits', jobName), 'the Job to be created') as any
+    const container = job.spec.template.spec.containers[0]
+    assert.equal(container.image, image)
+    const env = Object.fromEntries(container.env.map((e: any) => [e.name, e.value]))
+    // kubelet: the image's CMD (python3 my_splitter_entrypoint.py in /splitter, the SDK and the requirements
+    // installed), here the example folder run with an interpreter that has what the image would have
+    const entry = fileURLToPath(new URL('../examples/python-splitter/my_splitter_entrypoint.py', import.meta.url))
+    const python = await new PythonEnvs().interpreter(parsePythonProgram(`python:${entry}`))
+    fake.setJobStatus('splits', jobName, { active: 1, startTime: new Date().toISOString() })
+    const volumeDir = tempDir('bm-pod-volume-')
+    assert.equal(await runPod([python, 'my_splitter_entrypoint.py'], { ...env, OUTPUT_DIR: volumeDir }, dirname(entry)), 0)
+    fake.setJobStatus('splits', jobName, { succeeded: 1, conditions: [{ type: 'Complete', status: 'True' }] })
+    const t = await finished(agent, id)
+    assert.equal(t.status, 'complete', t.error)
+    assert.equal(t.runner, 'kubernetes')
+    assert.equal(t.result.plan.world_size, 2)
+    assert.ok(existsSync(join(volumeDir, 'plan.json')))
+    for (const st of t.result.plan.stages) assert.equal((await agent.api(`/model-layer/${st.model_layer_hash as string}`)).status, 200)
+  })
+
   test('a failed Job fails the task with the Job\'s reason', async () => {
     const { id, jobName } = await startJob('tiny2-fails')
     fake.setJobStatus('splits', jobName, { failed: 1, conditions: [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded', message: 'Job has reached the specified backoff limit' }] })
@@ -330,8 +363,10 @@ async function freePort (): Promise<number> {
 }
 
 /** Runs a container command as the kubelet would: the Job's environment, nothing else of ours. */
-async function runPod (program: string, env: Record<string, string>): Promise<number | null> {
-  const child = spawn(process.execPath, [program], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'ignore', 'pipe'] })
+/** The kubelet's part: runs a pod's container command (a Node program, or `command` as given) with the Job's environment. */
+async function runPod (program: string | string[], env: Record<string, string>, cwd?: string): Promise<number | null> {
+  const [cmd, ...args] = typeof program === 'string' ? [process.execPath, program] : program
+  const child = spawn(cmd, args, { env: { PATH: process.env.PATH ?? '', ...env }, cwd, stdio: ['ignore', 'ignore', 'pipe'] })
   let err = ''
   child.stderr.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-4000) })
   const code = await new Promise<number | null>(resolve => child.once('exit', resolve))
