@@ -3,6 +3,7 @@ import { createLibp2p } from 'libp2p'
 import type { Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
+import { coalescing } from './coalesce-writes.ts'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import type { Identify } from '@libp2p/identify'
@@ -126,7 +127,8 @@ export class MeshNode {
       start: false,
       addresses: { listen },
       transports: [tcp()],
-      connectionEncrypters: [noise()],
+      // Noise, with each encrypted message written to the socket as one buffer (mesh/coalesce-writes.ts)
+      connectionEncrypters: [coalescing(noise())],
       streamMuxers: [yamux()],
       connectionProtector: init.swarmKey != null ? preSharedKey({ psk: init.swarmKey }) : undefined,
       connectionGater: gate.connectionGater(),
