@@ -4,6 +4,7 @@ import type { Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { coalescing } from './coalesce-writes.ts'
+import { halfWindowUpdates } from './yamux-window.ts'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import type { Identify } from '@libp2p/identify'
@@ -129,7 +130,8 @@ export class MeshNode {
       transports: [tcp()],
       // Noise, with each encrypted message written to the socket as one buffer (mesh/coalesce-writes.ts)
       connectionEncrypters: [coalescing(noise())],
-      streamMuxers: [yamux()],
+      // Yamux, its window updates sent once half a stream's window is used (mesh/yamux-window.ts)
+      streamMuxers: [halfWindowUpdates(yamux())],
       connectionProtector: init.swarmKey != null ? preSharedKey({ psk: init.swarmKey }) : undefined,
       connectionGater: gate.connectionGater(),
       // inbound connections per second from one address: js-libp2p's default of 5 refused peers when several
