@@ -123,7 +123,7 @@ export class PythonEnvs {
     try {
       await run(this.python, ['-m', 'venv', tmp], { signal, timeout: 300_000 })
       const args = ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '--quiet', this.sdkDir, ...(requirements != null ? ['-r', requirements] : [])]
-      await run(join(tmp, 'bin', 'python'), args, { signal, timeout: 30 * 60_000, maxBuffer: 16 * 1024 * 1024, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PIP_NO_CACHE_DIR: process.env.PIP_NO_CACHE_DIR ?? '', ...(process.env.PIP_INDEX_URL != null ? { PIP_INDEX_URL: process.env.PIP_INDEX_URL } : {}) } })
+      await run(join(tmp, 'bin', 'python'), args, { signal, timeout: 30 * 60_000, maxBuffer: 16 * 1024 * 1024, env: pipEnv() })
       await writeFile(join(tmp, '.blockmesh-ready'), new Date().toISOString() + '\n')
       try {
         await rename(tmp, dir)
@@ -139,6 +139,16 @@ export class PythonEnvs {
     }
     return join(dir, 'bin', 'python')
   }
+}
+
+/** What pip is run with: the basics, pip's own settings (PIP_*: index, trusted hosts, cache) and proxies. */
+function pipEnv (): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v == null) continue
+    if (['PATH', 'HOME', 'TMPDIR', 'LANG', 'SSL_CERT_FILE', 'SSL_CERT_DIR', 'REQUESTS_CA_BUNDLE'].includes(k) || /^PIP_/.test(k) || /^(https?|no|all)_proxy$/i.test(k)) out[k] = v
+  }
+  return out
 }
 
 /** How a Python program is started with an environment's interpreter: the arguments and the working folder. */
