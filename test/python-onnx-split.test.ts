@@ -1,8 +1,8 @@
 /**
  * examples/python-splitter (issue 17): the built-in ONNX pipeline splitter ported to Python on the seed's SDK, with
- * the `onnx` package for the cut and `onnxruntime` for the verification. Run in a virtual environment of its own at
- * ${BLOCKMESH_CACHE:-~/.cache/blockmesh}/py-example holding examples/python-splitter/requirements.txt (installed once;
- * again only when the requirements change), with the tree's sdk/python on PYTHONPATH (the runner installs the SDK).
+ * the `onnx` package for the cut and `onnxruntime` for the verification. Run with the interpreter of the virtual
+ * environment the agent runs the example in (agent/python/envs.ts: the SDK and examples/python-splitter/requirements.txt,
+ * made once in the machine's cache and shared), with the tree's sdk/python on PYTHONPATH.
  *
  * For generated GPT-style models (5 layers; 2 and 3 stages, and 3 with capacity weights) and a GGUF-converted llama
  * (the converter's graph: RMSNorm, rotary, grouped-query attention, 8-bit weights), the Python cut must give the TS
@@ -19,11 +19,10 @@ import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
@@ -41,32 +40,20 @@ import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
 import { tinyLlama } from './helpers/tiny-gguf.ts'
 import { realWeights } from './helpers/weights.ts'
 import { pythonMissing } from './helpers/python.ts'
+import { PythonEnvs, parsePythonProgram } from '../agent/python/envs.ts'
 
-const run = promisify(execFile)
 const ROOT = resolve(import.meta.dirname, '..')
 const EXAMPLE = join(ROOT, 'examples', 'python-splitter')
-const REQUIREMENTS = join(EXAMPLE, 'requirements.txt')
-const VENV = join(process.env.BLOCKMESH_CACHE ?? join(homedir(), '.cache', 'blockmesh'), 'py-example')
-const PY = join(VENV, 'bin', 'python')
-const STAMP = join(VENV, '.requirements-sha256')
+const run = promisify(execFile)
 const TOLERANCE = 1e-4
 const PROMPT = new ByteTokenizer().encode('The harbour town woke before the sun.', { bos: true })
 
 const noPython = pythonMissing()
 
-/** The venv with the example's requirements: made once, installed again only when requirements.txt changes. */
+/** The interpreter of the environment the agent runs the example in (the SDK and requirements.txt; made once, shared). */
+let PY = ''
 async function ensureVenv (): Promise<void> {
-  const hash = createHash('sha256').update(readFileSync(REQUIREMENTS)).digest('hex')
-  if (existsSync(PY) && existsSync(STAMP) && readFileSync(STAMP, 'utf8').trim() === hash) {
-    try {
-      await run(PY, ['-c', 'import onnx, onnxruntime, numpy'])
-      return
-    } catch { /* broken: install again */ }
-  }
-  if (!existsSync(PY)) await run('python3', ['-m', 'venv', VENV], { timeout: 300_000 })
-  rmSync(STAMP, { force: true })
-  await run(PY, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', '--no-input', '-r', REQUIREMENTS], { timeout: 900_000, maxBuffer: 16 << 20 })
-  writeFileSync(STAMP, hash + '\n')
+  PY = await new PythonEnvs().interpreter(parsePythonProgram(`python:${join(EXAMPLE, 'my_splitter_entrypoint.py')}`))
 }
 
 /** The environment a Python process of the example runs with: the tree's SDK importable, no task variables inherited. */
