@@ -119,4 +119,47 @@ describe(`templates deployed by the mesh's decision on 3 agents with simulated G
     assert.equal(out[0], 'smol-split')
     assert.ok((out[1] ?? '').length > 0, `an answer: ${JSON.stringify(out)}`)
   })
+
+  test('a split service rolled to a new version: split again beside the old vDAG, switched, the old stages drained and gone, no request lost', async () => {
+    const before = (await a.api('/api/mlservices/smol-split')).body
+    assert.equal(before.target, 'smol-split')
+    const oldStages = (await a.api('/api/vdags/smol-split')).body.stages as string[]
+    const v2 = await a.api('/api/templates/smollm2-135m-instruct', { method: 'PUT', body: { sampling: { maxTokens: 48 } } })
+    assert.equal(v2.status, 201, JSON.stringify(v2.body))
+    // two clients asking all through the rollout
+    let stop = false
+    const failures: string[] = []
+    let answered = 0
+    const clients = [a, b].map(async (via) => {
+      while (!stop) {
+        const x = await via.api('/v1/completions', { method: 'POST', body: { model: 'smol-split', prompt: 'Count: one, two,', max_tokens: 8, temperature: 0 } })
+        if (x.status !== 200) failures.push(`${x.status} ${JSON.stringify(x.body).slice(0, 200)}`)
+        else answered++
+      }
+    })
+    const r = await c.api('/api/mlservices/smol-split/rollout', { method: 'POST', body: { version: v2.body.version.name } })
+    assert.equal(r.status, 202, JSON.stringify(r.body))
+    const done = await until(async () => {
+      const s = (await a.api('/api/mlservices/smol-split')).body
+      if (s.rollout?.phase === 'failed') throw new Error(`rollout failed: ${s.rollout.error as string}`)
+      return s.rollout?.phase === 'done' ? s : undefined
+    }, 'the split rollout to finish', 480_000, 1000)
+    stop = true
+    await Promise.all(clients)
+    assert.deepEqual(failures, [], `${failures.length} requests failed, ${answered} answered`)
+    assert.ok(answered > 0)
+    assert.equal(done.decision, 'split')
+    assert.equal(done.target, done.rollout.to.unit)
+    assert.match(done.target, /^smol-split-v\d+$/)
+    assert.equal((await a.api('/api/vdags/smol-split')).status, 404)
+    for (const st of oldStages) assert.equal((await a.api(`/api/blocks/${st}`)).status, 404, `old stage ${st} removed`)
+    const now = (await a.api(`/api/vdags/${done.target as string}`)).body
+    assert.equal(now.stages.length, 2)
+    // the name still answers, with the whole model's greedy tokens
+    const whole = await a.api('/v1/completions', { method: 'POST', body: { model: 'smol-whole', prompt: 'The capital of France is', max_tokens: 12, temperature: 0 } })
+    const split = await b.api('/v1/completions', { method: 'POST', body: { model: 'smol-split', prompt: 'The capital of France is', max_tokens: 12, temperature: 0 } })
+    assert.equal(split.status, 200, JSON.stringify(split.body))
+    assert.equal(split.body.model, 'smol-split')
+    assert.equal(split.body.choices[0].text, whole.body.choices[0].text)
+  })
 })
