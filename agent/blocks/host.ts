@@ -9,7 +9,6 @@ import { materializeModel } from '../model/source.ts'
 import type { ModelFiles } from '../content/files.ts'
 import type { Tokenizers } from '../model/tokenizers/load.ts'
 import { ExternalBackend } from '../openai/external.ts'
-import { startInitProcess } from './init-process.ts'
 import type { InitProcess } from './init-process.ts'
 import { ComponentSpecSchema, componentUri } from '../registry/components.ts'
 import type { Component, ComponentSpec } from '../registry/components.ts'
@@ -20,7 +19,8 @@ import { AgentError, NotFoundError } from '../errors.ts'
 import { HostedStore } from './hosted-store.ts'
 import type { HostedRow } from './hosted-store.ts'
 import type { AgentMetrics } from '../metrics.ts'
-import { PythonEnvs, isPython, parsePythonProgram, pythonCommand } from '../python/envs.ts'
+import { PythonEnvs } from '../python/envs.ts'
+import { startBlockInit } from './block-init.ts'
 
 /**
  * Intra-op threads for a model when the block does not say. On a small box a
@@ -277,27 +277,7 @@ export class InstanceHost {
     this.setStatus(block, instance, 'loading')
     try {
       if (compSpec.init != null) {
-        // what the init process is told of its block; a `python:PATH.py` command runs in a virtual environment with the SDK
-        const env = { BLOCKMESH_BLOCK: block, BLOCKMESH_INSTANCE: instance, BLOCK_INIT_DATA: JSON.stringify(spec.blockInitData ?? {}), ...compSpec.init.env }
-        let command = compSpec.init.command
-        let args = compSpec.init.args
-        let cwd: string | undefined
-        if (isPython(command)) {
-          const py = parsePythonProgram(command)
-          command = await this.pythonEnvs.interpreter(py, signal)
-          const how = pythonCommand(py, this.init.dataDir)
-          args = [...how.args, ...args]
-          cwd = how.cwd
-          Object.assign(env, { PYTHONUNBUFFERED: '1', PYTHONDONTWRITEBYTECODE: '1', ...compSpec.init.env })
-        }
-        entry.init = await startInitProcess({
-          command,
-          args,
-          env,
-          readiness: compSpec.init.readiness,
-          timeoutMs: compSpec.init.timeoutSeconds * 1000,
-          ...(cwd != null ? { cwd } : {})
-        }, { logDir: this.init.dataDir, signal, log })
+        entry.init = await startBlockInit(compSpec.init, { block, instance, blockInitData: spec.blockInitData, pythonEnvs: this.pythonEnvs, dataDir: this.init.dataDir, signal, log })
         // the deployed system's endpoint (the process's own URL unless it reports another); `control`: the process
         spec.blockInitData = { ...spec.blockInitData, initContainer: { url: entry.init.endpoint, pid: entry.init.pid, control: entry.init.url } }
         const init = entry.init
