@@ -5,11 +5,13 @@
  * the name moves to it once it serves, and the old one drains: every request completes, requests in flight
  * at the switch finish on v1, requests after the rollout are served by v2's instance. A rollout to a
  * version that cannot load (asked for by PUTting the seed's MLService manifest again) fails and leaves the
- * service where it was.
+ * service where it was. When the agent running a rollout is killed, the other agent takes the rollout over.
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { writeFileSync } from 'node:fs'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
 import { realWeights } from './helpers/weights.ts'
@@ -20,13 +22,13 @@ const TEMPLATE = 'smollm2-135m-instruct'
 interface Done { client: number, via: string, start: number, end: number, ok: boolean, instance: string, error: string | null, tokens: number }
 
 /** One streamed completion: ok only with a finish_reason and [DONE], and no error event. */
-async function streamOnce (agent: AgentProcess, client: number): Promise<Done> {
+async function streamOnce (agent: AgentProcess, client: number, model = 'chat'): Promise<Done> {
   const start = Date.now()
   try {
     const res = await fetch(`${agent.url}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${agent.token}` },
-      body: JSON.stringify({ model: 'chat', prompt: `Count on: ${client + 1}, ${client + 2}, ${client + 3},`, max_tokens: 24, temperature: 0, stream: true })
+      body: JSON.stringify({ model, prompt: `Count on: ${client + 1}, ${client + 2}, ${client + 3},`, max_tokens: 24, temperature: 0, stream: true })
     })
     const instance = res.headers.get('x-blockmesh-instance') ?? ''
     const text = await res.text()
@@ -163,5 +165,40 @@ describe(`a service rolled from v1 to v2 while 8 streams run${smol.skip !== fals
     assert.deepEqual(r.body.units, ['chat-v2'])
     assert.equal((await a.api('/api/mlservices/chat')).status, 404)
     await until(async () => !((await a.api('/v1/models')).body.data as any[]).some(m => m.id === 'chat'), 'chat to be gone from /v1/models', 60_000, 250)
+  })
+
+  test('the agent running a rollout is killed (SIGKILL): the other agent gives the rollout up and the service stays where it was', async () => {
+    // a version whose model never arrives: its source is a server that takes the request and never answers
+    let asked = 0
+    const hang = http.createServer(() => { asked++ })
+    await new Promise<void>(resolve => hang.listen(0, '127.0.0.1', resolve))
+    try {
+      const url = `http://127.0.0.1:${(hang.address() as AddressInfo).port}/model.gguf`
+      assert.equal((await a.api('/api/templates', { method: 'POST', body: { name: 'stuck', source: { kind: 'uri', uri: url }, model: { parameters: 1_000_000 } } })).status, 201)
+      const deployed = await a.api(`/api/templates/${TEMPLATE}/deploy`, { method: 'POST', body: { name: 'chat2' } })
+      assert.equal(deployed.status, 201, JSON.stringify(deployed.body))
+      await until(async () => (await a.api('/v1/models')).body.data?.some((m: any) => m.id === 'chat2') === true, 'chat2 to serve', 300_000, 250)
+      const before = (await a.api('/api/mlservices/chat2')).body
+      const r = await b.api('/api/mlservices/chat2/rollout', { method: 'POST', body: { version: 'stuck-v1' } })
+      assert.equal(r.status, 202, JSON.stringify(r.body))
+      assert.equal(r.body.service.rollout.by, b.peerId)
+      await until(() => asked > 0, 'the rollout to ask for the new version\'s model', 60_000)
+      b.child.kill('SIGKILL')
+      await b.exited()
+      const s = await until(async () => {
+        const x = (await a.api('/api/mlservices/chat2')).body
+        return x.rollout?.phase === 'failed' ? x : undefined
+      }, 'agent A to give the orphaned rollout up', 120_000, 250)
+      assert.match(s.rollout.error, /went away/)
+      assert.equal(s.rollout.by, a.peerId)
+      assert.equal(s.version, before.version)
+      assert.equal(s.target, before.target)
+      // still served (re-placed on A if its instance was on B)
+      const ok = await until(async () => { const x = await streamOnce(a, 1, 'chat2'); return x.ok ? x : undefined }, 'chat2 to answer through A', 180_000, 500)
+      assert.ok(ok.ok)
+    } finally {
+      hang.closeAllConnections()
+      hang.close()
+    }
   })
 })

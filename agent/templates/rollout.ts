@@ -13,7 +13,10 @@
  *
  * A new unit that does not become ready in time is removed again and the service stays where it was
  * (`failed`, with the reason). The agent that was asked runs the rollout and records each phase in the
- * service's record, so every agent shows it; a rollout whose agent died can be superseded by a new one.
+ * service's record, so every agent shows it. When that agent dies (gone from the live peers), one live
+ * agent — the one with the lowest peer ID, the same choice everywhere — takes the rollout over: one still
+ * `starting` is given up (its new unit removed, `failed`, the service where it was); one `draining` is
+ * finished (the old unit removed, `done`).
  */
 import type { Logger } from 'pino'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -52,9 +55,55 @@ export function nextUnitName (name: string, n: number, taken: (unit: string) => 
 export class Rollouts {
   private readonly deps: RolloutDeps
   private readonly running = new Map<string, { abort: AbortController, done: Promise<void> }>()
+  private timer: NodeJS.Timeout | undefined
 
   constructor (deps: RolloutDeps) {
     this.deps = deps
+    // rollouts whose agent died are looked for a few times per expiry period of a peer
+    const every = Math.max(1000, 2 * deps.heartbeatMs)
+    const tick = (): void => {
+      void this.sweep().catch((err: Error) => { deps.log.warn({ err: err.message }, 'rollout takeover failed') })
+        .finally(() => { if (this.timer != null) this.timer = setTimeout(tick, every).unref() })
+    }
+    this.timer = setTimeout(tick, every).unref()
+  }
+
+  /**
+   * Takes over the rollouts whose agent is gone, when this agent is the live one with the lowest peer ID:
+   * a `starting` one is given up (its new unit removed), a `draining` one finished (the old unit removed).
+   */
+  async sweep (): Promise<void> {
+    const { services, gossip, self, log } = this.deps
+    const live = [self, ...gossip.peers().filter(p => p.status === 'live').map(p => p.record.peerId)]
+    if (live.some(id => id < self)) return
+    for (const { record: s } of services.list()) {
+      const r = s.rollout
+      if (r == null || (r.phase !== 'starting' && r.phase !== 'draining') || this.running.has(s.name) || this.alive(s)) continue
+      if (r.by === self) continue // this agent's own, from before a restart: superseded by the next rollout asked for
+      log.warn({ service: s.name, by: r.by, phase: r.phase }, 'the agent running this rollout is gone: taking it over')
+      const abort = new AbortController()
+      const done = this.takeOver(s, r).catch((err: Error) => { log.warn({ service: s.name, err: err.message }, 'rollout takeover ended with an error') })
+        .finally(() => { this.running.delete(s.name) })
+      this.running.set(s.name, { abort, done })
+    }
+  }
+
+  private async takeOver (s: ServiceRecord, r: NonNullable<ServiceRecord['rollout']>): Promise<void> {
+    const { services } = this.deps
+    const finish = async (change: Partial<NonNullable<ServiceRecord['rollout']>>): Promise<void> => {
+      await services.update(s.name, cur => ({ ...cur, rollout: cur.rollout == null ? null : { ...cur.rollout, ...change, by: this.deps.self, finishedAt: new Date().toISOString() } }))
+    }
+    if (r.phase === 'starting') {
+      if (r.to.unit !== s.target && unitExists(this.deps, r.to.unit)) await removeUnit(this.deps, r.to.unit)
+      await finish({ phase: 'failed', error: `the agent running the rollout (${r.by}) went away before ${r.to.unit} served; it was removed and the service stays on ${s.version}` })
+      return
+    }
+    // draining: the switch was made; the old unit goes, drained by its hosts
+    const oldBlocks = unitBlocks(this.deps, r.from.unit)
+    if (r.from.unit !== s.target && unitExists(this.deps, r.from.unit)) await removeUnit(this.deps, r.from.unit)
+    const deadline = Date.now() + this.deps.drainMs + Math.max(30_000, 10 * this.deps.heartbeatMs)
+    while (unitRunning(this.deps, oldBlocks) && Date.now() < deadline) await sleep(250)
+    await finish({ phase: 'done', error: `finished by ${this.deps.self}: the agent running the rollout (${r.by}) went away while ${r.from.unit} drained` })
   }
 
   /** Whether the rollout recorded in `s` still has an agent running it (this one, or a live peer). */
@@ -110,6 +159,8 @@ export class Rollouts {
   }
 
   async close (): Promise<void> {
+    clearTimeout(this.timer)
+    this.timer = undefined
     for (const r of this.running.values()) r.abort.abort()
     await this.settle()
   }
