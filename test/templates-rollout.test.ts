@@ -91,6 +91,7 @@ describe(`a service rolled from v1 to v2 while 8 streams run${smol.skip !== fals
     assert.equal(rolled.status, 202, JSON.stringify(rolled.body))
     assert.equal(rolled.body.service.rollout.phase, 'starting')
     assert.equal(rolled.body.service.rollout.to.unit, 'chat-v2')
+    assert.equal(rolled.body.service.createdAt, svc.body.createdAt, 'the service as stored, with when it was created')
     // a second rollout while one runs is refused
     assert.equal((await a.api('/api/mlservices/chat/rollout', { method: 'POST', body: { version: `${TEMPLATE}-v2` } })).status, 409)
 

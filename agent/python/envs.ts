@@ -86,6 +86,7 @@ export class PythonEnvs {
   private readonly sdkDir: string
   private readonly log: PythonEnvsInit['log']
   private readonly making = new Map<string, Promise<string>>()
+  private version: Promise<string> | undefined
 
   constructor (init: PythonEnvsInit = {}) {
     this.root = init.root ?? DEFAULT_ENVS_DIR
@@ -96,10 +97,13 @@ export class PythonEnvs {
 
   /** The interpreter of the environment for `program`, made first when missing (minutes: pip installs). */
   async interpreter (program: PythonProgram, signal?: AbortSignal): Promise<string> {
+    // the interpreter's version: asked once per agent (a failed ask is asked again next time)
+    this.version ??= run(this.python, ['-c', 'import sys; print(sys.version)'], { signal }).then(r => r.stdout.trim())
     let version: string
     try {
-      version = (await run(this.python, ['-c', 'import sys; print(sys.version)'], { signal })).stdout.trim()
+      version = await this.version
     } catch (err) {
+      this.version = undefined
       throw new AgentError(`Python programs need ${this.python} (${(err as Error).message.split('\n')[0]})`, 'python_missing', 500)
     }
     if (!existsSync(join(this.sdkDir, 'pyproject.toml'))) throw new AgentError(`the Python SDK is not at ${this.sdkDir}`, 'python_sdk_missing', 500)

@@ -94,8 +94,14 @@ export class ServiceStore {
   }
 
   find (name: string): ServiceRecord | undefined {
+    return this.entry(name)?.record
+  }
+
+  /** A stored service with when it was created (undefined: none, or not a valid record). */
+  entry (name: string): ServiceEntry | undefined {
     const e = this.state.get<unknown>('mlservices', name)
-    return e == null ? undefined : parse(e) ?? undefined
+    const record = e == null ? null : parse(e)
+    return record == null || e == null ? undefined : { record, createdAt: new Date(e.created).toISOString() }
   }
 
   get (name: string): ServiceRecord {

@@ -16,7 +16,7 @@ import { decide, deployUnit, unitExists } from '../../templates/deploy.ts'
 import type { DeployDeps } from '../../templates/deploy.ts'
 import { Rollouts, deleteService } from '../../templates/rollout.ts'
 import type { RolloutDeps } from '../../templates/rollout.ts'
-import type { ServiceRecord } from '../../templates/services.ts'
+import type { ServiceEntry } from '../../templates/services.ts'
 import { DRAIN_MS } from '../../blocks/assign-service.ts'
 import { addModel } from './models.ts'
 import type {
@@ -93,8 +93,15 @@ async function deploy (ctx: ApiContext, store: TemplateStore, ref: string, opts:
 }
 
 /** A service as the API shows it: its record, whether its name answers now, and when it was created. */
-function serviceView (ctx: ApiContext, e: { record: ServiceRecord, createdAt: string }): MLServiceView {
+function serviceView (ctx: ApiContext, e: ServiceEntry): MLServiceView {
   return { ...e.record, createdAt: e.createdAt, ready: ctx.router.models().includes(e.record.name) }
+}
+
+/** The stored service `name` as the API shows it (404 when there is none). */
+function storedService (ctx: ApiContext, name: string): MLServiceView {
+  const e = ctx.services.entry(name)
+  if (e == null) throw new NotFoundError(`no service ${name}`)
+  return serviceView(ctx, e)
 }
 
 export function registerTemplateRoutes (app: FastifyInstance, ctx: ApiContext): void {
@@ -161,7 +168,7 @@ export function registerTemplateRoutes (app: FastifyInstance, ctx: ApiContext): 
         if (err instanceof AgentError && err.status < 500) throw new AgentError(err.message, err.code, err.status, { ...(err.details as object ?? {}), explanation: m.explanation })
         throw err
       }
-      const service = serviceView(ctx, { record: ctx.services.get(m.name), createdAt: new Date().toISOString() })
+      const service = storedService(ctx, m.name)
       return await reply.status(201).send({ service, deployment: deployed, explanation: m.explanation } satisfies MLServiceAnswer)
     })
     // the manifest applied again: a changed modelTemplateVersionRef rolls the service to that version
@@ -170,23 +177,21 @@ export function registerTemplateRoutes (app: FastifyInstance, ctx: ApiContext): 
       const m = mapMLService(manifest)
       if (m.name !== req.params.name) throw new ValidationError(`metadata.name is ${m.name}, the path names ${req.params.name}`)
       const s = ctx.services.get(m.name)
-      if (store.version(m.versionRef).version.name === s.version) return await reply.status(200).send({ service: serviceView(ctx, { record: s, createdAt: '' }), rolling: false } satisfies MLServiceRollAnswer)
-      const record = await rollouts.start(m.name, m.versionRef)
+      if (store.version(m.versionRef).version.name === s.version) return await reply.status(200).send({ service: storedService(ctx, m.name), rolling: false } satisfies MLServiceRollAnswer)
+      await rollouts.start(m.name, m.versionRef)
       await ctx.services.update(m.name, cur => ({ ...cur, manifest, explanation: m.explanation }))
-      return await reply.status(202).send({ service: serviceView(ctx, { record, createdAt: '' }), rolling: true } satisfies MLServiceRollAnswer)
+      return await reply.status(202).send({ service: storedService(ctx, m.name), rolling: true } satisfies MLServiceRollAnswer)
     })
   })
 
   app.get<{ Params: { name: string } }>('/api/mlservices/:name', async (req): Promise<MLServiceView> => {
-    const e = ctx.services.list().find(x => x.record.name === req.params.name)
-    if (e == null) throw new NotFoundError(`no service ${req.params.name}`)
-    return serviceView(ctx, e)
+    return storedService(ctx, req.params.name)
   })
 
   app.post<{ Params: { name: string } }>('/api/mlservices/:name/rollout', async (req, reply) => {
     const body = parseWith(RolloutBodySchema, req.body)
-    const record = await rollouts.start(req.params.name, body.version, { ...(body.readyTimeoutMs != null ? { readyTimeoutMs: body.readyTimeoutMs } : {}) })
-    return await reply.status(202).send({ service: serviceView(ctx, { record, createdAt: '' }), rolling: true } satisfies MLServiceRollAnswer)
+    await rollouts.start(req.params.name, body.version, { ...(body.readyTimeoutMs != null ? { readyTimeoutMs: body.readyTimeoutMs } : {}) })
+    return await reply.status(202).send({ service: storedService(ctx, req.params.name), rolling: true } satisfies MLServiceRollAnswer)
   })
 
   app.delete<{ Params: { name: string } }>('/api/mlservices/:name', async (req): Promise<MLServiceDeletedAnswer> => {
