@@ -35,14 +35,30 @@ export interface PipelineFigures {
   parameters: number
   /** tokens/s, single stream, rounds */
   whole1: number[]
-  whole8: number
+  /** tokens/s in all, 8 streams, rounds (interleaved with the split's on the lab's first link) */
+  whole8: number[]
   /** per link setting */
   split1: Record<string, number[]>
-  split8: Record<string, number>
+  split8: Record<string, number[]>
+  /** 16 streams (the lab with the direct link only): the whole model with maxBatch 8 and with maxBatch 16, and the split (2 micro-batches of 8) */
+  whole16?: number[]
+  whole16b?: number[]
+  split16?: number[]
+  /** the decode ceilings with 8 and 16 streams: see Ceiling */
+  ceiling8?: Ceiling
+  ceiling16?: Ceiling
   placement: string[]
   /** the link settings measured (in one lab: direct, or through the proxy) */
   links: LinkSetting[]
 }
+
+/**
+ * What the pipeline could reach if neither box ever waited: the whole model's decode compute per token
+ * ÷ the busier box's stage decode compute per token, both read from the agents' own step metrics
+ * (blockmesh_model_step_seconds, blockmesh_decode_batch_size) over the same runs. Ratios below it are
+ * time a box spent waiting for the other (the link, the hand-offs, run times that differ).
+ */
+export interface Ceiling { wholeMsPerToken: number, stageMsPerToken: number[], ratio: number }
 
 export interface PipelineResult { figures: PipelineFigures[], cores: number, cpu: string, date: string, skipped?: string }
 
@@ -85,7 +101,7 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
       const names = new Map([[a.peerId, 'box-a'], [b.peerId, 'box-b']])
 
       /** The whole model on box-a and its 2-stage split on both boxes, measured over each link setting. */
-      const measure = async (label: string, parameters: number, whole: string, split: string, tokens: number, aggTokens: number): Promise<void> => {
+      const measure = async (label: string, parameters: number, whole: string, whole16: string, split: string, tokens: number, aggTokens: number): Promise<void> => {
         const v = await until(async () => {
           const r = (await a.api(`/api/vdags/${split}`)).body
           return r.ready === true && Array.isArray(r.route) ? r : undefined
@@ -94,13 +110,14 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
         if (new Set(placement).size !== 2) throw new Error(`the two stages are not on the two boxes: ${placement.join(' → ')}`)
         log(`  ${label}: stages on ${placement.join(' → ')}, requests to box-a`)
         const rounds = opts.quick ? 2 : 3
-        const fig: PipelineFigures = { model: label, parameters, whole1: [], whole8: 0, split1: {}, split8: {}, placement, links }
+        const fig: PipelineFigures = { model: label, parameters, whole1: [], whole8: [], split1: {}, split8: {}, placement, links }
         for (const link of links) {
           if (proxy != null) for (const t of (await proxy.proxy('a-to-b')).toxics) await proxy.removeToxic('a-to-b', String(t.name))
           if (proxy != null && link.up > 0) await proxy.addToxic('a-to-b', { name: 'up', type: 'latency', stream: 'upstream', attributes: { latency: link.up, jitter: 0 } })
           if (proxy != null && link.down > 0) await proxy.addToxic('a-to-b', { name: 'down', type: 'latency', stream: 'downstream', attributes: { latency: link.down, jitter: 0 } })
           await apiStream(a, split, 8) // warm-up through this link
           fig.split1[link.name] = []
+          fig.split8[link.name] = []
           const baseline = link.name === links[0].name
           if (baseline) await apiStream(a, whole, 8)
           for (let r = 0; r < rounds; r++) {
@@ -108,14 +125,40 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
             fig.split1[link.name].push((await apiStream(a, split, tokens)).tps)
             log(`  ${label} ${link.name} round ${r + 1}: ${baseline ? `whole ${fig.whole1.at(-1)?.toFixed(1)}, ` : ''}2 stages ${fig.split1[link.name].at(-1)?.toFixed(1)} tok/s`)
           }
-          if (baseline) {
-            fig.whole8 = await aggregate(a, whole, 8, aggTokens)
-            log(`  ${label} whole, 8 streams: ${fig.whole8.toFixed(1)} tok/s in all`)
+          // 8 streams: the whole model and the split in turn, round after round, so that the machine's
+          // slow and fast spells (other tenants of this VM) fall on both alike
+          const busy8 = baseline ? new StepMeter([a, b], whole, split) : null
+          for (let r = 0; r < rounds; r++) {
+            if (baseline) fig.whole8.push(await busy8!.whole(async () => await aggregate(a, whole, 8, aggTokens)))
+            fig.split8[link.name].push(busy8 != null ? await busy8.split(async () => await aggregate(a, split, 8, aggTokens)) : await aggregate(a, split, 8, aggTokens))
+            log(`  ${label} ${link.name} 8 streams round ${r + 1}: ${baseline ? `whole ${fig.whole8.at(-1)?.toFixed(1)}, ` : ''}2 stages ${fig.split8[link.name].at(-1)?.toFixed(1)} tok/s in all`)
           }
-          fig.split8[link.name] = await aggregate(a, split, 8, aggTokens)
-          log(`  ${label} ${link.name} 2 stages, 8 streams: ${fig.split8[link.name].toFixed(1)} tok/s in all`)
+          if (busy8 != null) fig.ceiling8 = busy8.ceiling()
+          if (baseline && direct) {
+            // 16 streams: more than one box batches (maxBatch 8): the split runs two micro-batches of 8;
+            // the whole model once with the same maxBatch 8 and once with maxBatch 16 (one batch of 16)
+            fig.whole16 = []
+            fig.whole16b = []
+            fig.split16 = []
+            const busy16 = new StepMeter([a, b], whole16, split)
+            await aggregate(a, whole16, 16, 4) // warm-up: the wider batch's first run
+            for (let r = 0; r < rounds; r++) {
+              fig.whole16.push(await aggregate(a, whole, 16, aggTokens))
+              fig.whole16b.push(await busy16.whole(async () => await aggregate(a, whole16, 16, aggTokens)))
+              fig.split16.push(await busy16.split(async () => await aggregate(a, split, 16, aggTokens)))
+              log(`  ${label} 16 streams round ${r + 1}: whole (maxBatch 8) ${fig.whole16.at(-1)?.toFixed(1)}, whole (maxBatch 16) ${fig.whole16b.at(-1)?.toFixed(1)}, 2 stages ${fig.split16.at(-1)?.toFixed(1)} tok/s in all`)
+            }
+            fig.ceiling16 = busy16.ceiling()
+          }
         }
         result.figures.push(fig)
+      }
+
+      /** The whole model as a block on box-a (one ONNX Runtime thread), batching up to `maxBatch` sequences. */
+      const wholeBlock = async (id: string, component: string, maxBatch: number): Promise<void> => {
+        const created = await a.api('/api/blocks', { method: 'POST', body: { id, component, threads: 1, maxBatch, policy: { cluster: { names: ['box-a'] } } } })
+        if (created.status !== 201) throw new Error(`block ${id}: ${created.status} ${JSON.stringify(created.body)}`)
+        await until(async () => (await a.api(`/api/blocks/${id}`)).body.status === 'ready', `${id} to load`, 600_000, 250)
       }
 
       // the generated ~100M model
@@ -124,18 +167,18 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
       const block = await deploy(a, componentSpec(m, `pipe-bench-${tag}`, { contextLength: m.spec.maxPositions }), { id: `whole-${tag}`, component: `pipe-bench-${tag}:${m.md5.slice(0, 8)}`, maxBatch: 8, threads: 1, policy: { cluster: { names: ['box-a'] } } })
       if (block.status !== 'ready') throw new Error(`block whole-${tag}: ${block.error as string}`)
       await splitAndDeploy(a, { modelName: `p2-${tag}`, modelPath: m.path, worldSize: 2, config: { vdag_name: `p2-${tag}`, block: { threads: 1, maxBatch: 8 } } })
-      await measure('~100M (generated)', parameterCount(m.spec), `whole-${tag}`, `p2-${tag}`, opts.quick ? 16 : 40, opts.quick ? 8 : 64)
+      if (direct) await wholeBlock(`whole16-${tag}`, `pipe-bench-${tag}:${m.md5.slice(0, 8)}`, 16)
+      await measure('~100M (generated)', parameterCount(m.spec), `whole-${tag}`, `whole16-${tag}`, `p2-${tag}`, opts.quick ? 16 : 40, opts.quick ? 8 : 64)
 
       // SmolLM2-135M-Instruct (GGUF Q4_1, converted on box-a), when its weights are on this machine
       const gguf = cachedWeightPath('smollm2')
       if (existsSync(gguf)) {
         const model = await addModel(a, gguf, KNOWN_MODELS.smollm2.name, 'q8', log)
-        const created = await a.api('/api/blocks', { method: 'POST', body: { id: 'whole-smollm2', component: model.uri, threads: 1, maxBatch: 8, policy: { cluster: { names: ['box-a'] } } } })
-        if (created.status !== 201) throw new Error(`block: ${created.status} ${JSON.stringify(created.body)}`)
-        await until(async () => (await a.api('/api/blocks/whole-smollm2')).body.status === 'ready', 'whole-smollm2 to load', 600_000, 250)
+        await wholeBlock('whole-smollm2', model.uri, 8)
+        if (direct) await wholeBlock('whole16-smollm2', model.uri, 16)
         const spec = model.spec
         await splitAndDeploy(a, { modelName: 'p2-smollm2', modelPath: spec.model.url, worldSize: 2, config: { vdag_name: 'p2-smollm2', md5: spec.model.md5, tokenizer: spec.tokenizer, context_length: spec.contextLength, block: { threads: 1, maxBatch: 8 } } })
-        await measure('SmolLM2-135M Q4_1', spec.modelInfo?.parameters ?? 135e6, 'whole-smollm2', 'p2-smollm2', opts.quick ? 16 : 40, opts.quick ? 8 : 64)
+        await measure('SmolLM2-135M Q4_1', spec.modelInfo?.parameters ?? 135e6, 'whole-smollm2', 'whole16-smollm2', 'p2-smollm2', opts.quick ? 16 : 40, opts.quick ? 8 : 64)
       } else {
         log(`  SmolLM2: skipped (no ${gguf}; scripts/fetch-weights.sh fetches it)`)
       }
@@ -147,26 +190,98 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
   }
 }
 
+/**
+ * Reads the agents' step metrics around runs of the whole model and of the split, adding up the model's
+ * decode compute (blockmesh_model_step_seconds, kind decode / stage-decode) and the tokens it decoded
+ * (blockmesh_decode_batch_size's sum), per block: for the Ceiling.
+ */
+class StepMeter {
+  private readonly agents: AgentProcess[]
+  private readonly wholeBlock: string
+  private readonly splitBlocks: string[]
+  private readonly totals = new Map<string, { seconds: number, tokens: number }>()
+
+  constructor (agents: AgentProcess[], whole: string, split: string) {
+    this.agents = agents
+    this.wholeBlock = whole
+    this.splitBlocks = [`${split}-s0`, `${split}-s1`]
+  }
+
+  async whole (run: () => Promise<number>): Promise<number> { return await this.around([this.wholeBlock], 'decode', run) }
+  async split (run: () => Promise<number>): Promise<number> { return await this.around(this.splitBlocks, 'stage-decode', run) }
+
+  ceiling (): Ceiling {
+    const per = (block: string): number => { const t = this.totals.get(block); return t == null || t.tokens === 0 ? NaN : 1000 * t.seconds / t.tokens }
+    const wholeMsPerToken = per(this.wholeBlock)
+    const stageMsPerToken = this.splitBlocks.map(per)
+    return { wholeMsPerToken, stageMsPerToken, ratio: wholeMsPerToken / Math.max(...stageMsPerToken) }
+  }
+
+  private async around (blocks: string[], kind: string, run: () => Promise<number>): Promise<number> {
+    const before = await Promise.all(blocks.map(async b => await this.read(b, kind)))
+    const out = await run()
+    const after = await Promise.all(blocks.map(async b => await this.read(b, kind)))
+    blocks.forEach((b, i) => {
+      const t = this.totals.get(b) ?? { seconds: 0, tokens: 0 }
+      t.seconds += after[i].seconds - before[i].seconds
+      t.tokens += after[i].tokens - before[i].tokens
+      this.totals.set(b, t)
+    })
+    return out
+  }
+
+  /** A block's decode seconds and decoded tokens so far, on whichever agent runs it. */
+  private async read (block: string, kind: string): Promise<{ seconds: number, tokens: number }> {
+    let seconds = 0
+    let tokens = 0
+    for (const a of this.agents) {
+      seconds += await a.metric('blockmesh_model_step_seconds_sum', { block, kind })
+      tokens += await a.metric('blockmesh_decode_batch_size_sum', { block })
+    }
+    return { seconds, tokens }
+  }
+}
+
 export function pipelineMarkdown (r: PipelineResult): string {
   if (r.skipped != null) return `Not measured on this machine: ${r.skipped}.`
   const rows: string[] = []
+  const wide: string[] = []
+  const x = (a: number, b: number): string => `**${(a / b).toFixed(2)}**`
+  const ceiling = (c: Ceiling | undefined): string => c == null || !Number.isFinite(c.ratio) ? '' : `${c.ratio.toFixed(2)} (${c.wholeMsPerToken.toFixed(1)} ÷ ${Math.max(...c.stageMsPerToken).toFixed(1)} ms)`
   for (const f of r.figures) {
     const w1 = median(f.whole1)
-    rows.push(`| ${f.model} | whole, box-a | ${f.links[0].name === 'direct' ? '(lab with a direct link)' : '(lab with the proxy)'} | ${w1.toFixed(1)} | 1 | ${f.whole8.toFixed(1)} | 1 |`)
+    const w8 = median(f.whole8)
+    rows.push(`| ${f.model} | whole, box-a | ${f.links[0].name === 'direct' ? '(lab with a direct link)' : '(lab with the proxy)'} | ${w1.toFixed(1)} | 1 | ${w8.toFixed(1)} | 1 | |`)
     for (const link of f.links) {
       const s1 = median(f.split1[link.name])
-      rows.push(`| ${f.model} | 2 stages, ${f.placement.join(' → ')} | ${link.name}: ${link.rtt} | ${s1.toFixed(1)} | **${(s1 / w1).toFixed(2)}** | ${f.split8[link.name].toFixed(1)} | **${(f.split8[link.name] / f.whole8).toFixed(2)}** |`)
+      const s8 = median(f.split8[link.name])
+      rows.push(`| ${f.model} | 2 stages, ${f.placement.join(' → ')} | ${link.name}: ${link.rtt} | ${s1.toFixed(1)} | ${x(s1, w1)} | ${s8.toFixed(1)} | ${x(s8, w8)} | ${link === f.links[0] ? ceiling(f.ceiling8) : ''} |`)
+    }
+    if (f.whole16 != null && f.whole16b != null && f.split16 != null && f.whole16.length > 0) {
+      const [a, b, s] = [median(f.whole16), median(f.whole16b), median(f.split16)]
+      wide.push(`| ${f.model} | ${a.toFixed(1)} | ${b.toFixed(1)} | ${s.toFixed(1)} | ${x(s, a)} | ${x(s, b)} | ${ceiling(f.ceiling16)} |`)
     }
   }
   return [
     `${r.date}, ${r.cpu}, ${r.cores} cores. Two "boxes" on this machine: each agent process pinned to its own core (\`taskset -c 0\` / \`-c 1\`), in its own network namespace with its own IP, the only link between them through Toxiproxy (latency toxics; RTT = the two directions' latencies added, plus ~0.2 ms for the proxy itself). ` +
     'Each model runs with one ONNX Runtime thread per box. Requests go to box-a, which hosts the whole model (baseline) and drives the pipeline. The pipeline is a ring on /blockmesh/pipeline/1.0.0: box-a runs stage 0 and sends the activations to box-b, box-b runs stage 1, samples, and sends the token back; with 8 streams the sequences go round in two micro-batches of 4, one on each box at a time, so both boxes work at once. ' +
-    'Single stream: decode tokens/s timed at the client from the first to the last token, median of rounds. 8 streams: 8 concurrent requests of up to 64 tokens each (prefill included), total completion tokens ÷ wall time. Ratios are against the whole model on one box in the same lab. The first lab links the boxes directly (a veth pair each, through a bridge); the second only through Toxiproxy, whose own CPU use falls on the same two cores.',
+    'Single stream: decode tokens/s timed at the client from the first to the last token, median of rounds. 8 streams: 8 concurrent requests of up to 64 tokens each (prefill included), total completion tokens ÷ wall time, median of rounds, the whole model and the split taking turns round after round (this VM has slow and fast spells of ±20%). Ratios are against the whole model on one box in the same lab. The first lab links the boxes directly (a veth pair each, through a bridge); the second only through Toxiproxy, whose own CPU use falls on the same two cores. ' +
+    '"Decode ceiling": what the 8-stream ratio would be if neither box ever waited for the other, from the agents\' own step metrics over the same runs: the whole model\'s decode compute per token ÷ the busier box\'s stage decode compute per token.',
     '',
-    '| model | served as | link | 1 stream tok/s | ÷ whole | 8 streams tok/s | ÷ whole |',
-    '| --- | --- | --- | ---: | ---: | ---: | ---: |',
+    '| model | served as | link | 1 stream tok/s | ÷ whole | 8 streams tok/s | ÷ whole | decode ceiling |',
+    '| --- | --- | --- | ---: | ---: | ---: | ---: | --- |',
     ...rows,
     '',
+    ...(wide.length > 0
+      ? [
+          'More streams than one box batches (the lab with the direct link): 16 concurrent requests. The split\'s stages keep maxBatch 8 and run two micro-batches of 8; the whole model once with the same maxBatch 8 (two batches of 8 take turns) and once with maxBatch 16 (one batch of 16).',
+          '',
+          '| model | whole, maxBatch 8 (tok/s) | whole, maxBatch 16 | 2 stages | ÷ whole (8) | ÷ whole (16) | decode ceiling vs maxBatch 16 |',
+          '| --- | ---: | ---: | ---: | ---: | ---: | --- |',
+          ...wide,
+          ''
+        ]
+      : []),
     'Goals (issue 14): ≥ 0.85 single stream and ≥ 1.3 with 8 streams on the LAN link. For comparison, Petals publishes 1.66 steps/s at 100 Mbit/s with < 5 ms RTT and 1.23 at 100 ms RTT for its distributed Llama-2 70B (a single sequence: every token crosses every hop, so RTT adds to each step, as here).'
   ].join('\n')
 }

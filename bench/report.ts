@@ -6,7 +6,13 @@ export const BENCHMARKS_FILE = new URL('../BENCHMARKS.md', import.meta.url)
 
 export function machineLine (): string {
   let commit = 'unknown'
-  try { commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() } catch { /* not a checkout */ }
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim()
+    // changes not committed yet (other than the files the benchmarks write) are part of what was measured
+    const changed = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).split('\n')
+      .map(l => l.slice(3).trim()).filter(f => f !== '' && f !== 'BENCHMARKS.md' && f !== 'README.md')
+    if (changed.length > 0) commit += ` + local changes (${changed.join(', ')})`
+  } catch { /* not a checkout */ }
   const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU'
   return `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC · ${cpu}, ${os.availableParallelism()} cores, ` +
     `${Math.round(os.totalmem() / 1024 ** 3)} GiB RAM · ${os.type()} ${os.release()} · Node ${process.versions.node} · commit ${commit}`

@@ -20,6 +20,7 @@ import { runGraphProfile, graphMarkdown } from './graph-profile.ts'
 import { runLoadBench, loadMarkdown } from './load.ts'
 import { runResilienceBench, resilienceMarkdown } from './resilience.ts'
 import { runPipelineBench, pipelineMarkdown } from './pipeline.ts'
+import { runKvCopyBench, kvCopyMarkdown } from './kv-copy.ts'
 import { runContentBench, contentMarkdown, UPLINK } from './content.ts'
 
 const { values } = parseArgs({
@@ -29,10 +30,10 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false }
   }
 })
-const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,activations,tunnel,pipeline,content,load,dashboard').split(',').map(s => s.trim()))
+const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,activations,tunnel,pipeline,kvcopy,content,load,dashboard').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'activations', 'tunnel', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline', 'content']
+const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'activations', 'tunnel', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline', 'kvcopy', 'content']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -82,6 +83,10 @@ if (only.has('tunnel')) {
 if (only.has('pipeline')) {
   log('pipeline: 2 stages on two pinned cores in their own namespaces (Toxiproxy link at 0.2 / 5 / 50 ms RTT) vs the whole model on one')
   writeSection('pipeline', 'Pipeline on separate boxes: 2 stages on two cores vs the whole model on one', pipelineMarkdown(await runPipelineBench({ quick: values.quick, log })))
+}
+if (only.has('kvcopy')) {
+  log('kvcopy: a batched decode step with and without its KV cache copied out of ONNX Runtime')
+  writeSection('kvcopy', 'Decode step: what handing the KV cache back to JavaScript costs', kvCopyMarkdown(await runKvCopyBench({ quick: values.quick, log })))
 }
 if (only.has('content')) {
   log(`content: a ~116 MiB model to 1, 2 and 4 new hosts, every uplink at ${UPLINK / 1024 ** 2} MiB/s: mesh fetch vs one HTTP server; one host's mesh throughput ÷ raw TCP`)
