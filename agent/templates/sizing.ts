@@ -6,7 +6,8 @@
  */
 import type { CapacityRecord } from '../../mesh/capacity/record.ts'
 import type { VersionSpec } from './schemas.ts'
-import { QuantizationError, estimateMemory, shapeFromModelInfo } from './estimate.ts'
+import { estimateMemory, shapeFromModelInfo } from './estimate.ts'
+import { QuantizationError } from './quant-bits.ts'
 import { decidePlacement, formatBytes } from './decide.ts'
 import type { Candidate, Decision } from './decide.ts'
 

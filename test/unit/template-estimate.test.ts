@@ -1,11 +1,13 @@
-// Memory estimates (agent/templates/estimate.ts): the figures, the arithmetic, shapes from model info, and
-// the estimate against a real load of SmolLM2 (the relative error is printed; the bound is generous).
+// Memory estimates (agent/templates/estimate.ts, bits per weight from quant-bits.ts): the figures, the
+// arithmetic, shapes from model info, and the estimate against a real load of SmolLM2 (the relative error is
+// printed; the bound is generous).
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { bitsPerWeight, estimateMemory, knownQuantizations, shapeFromModelInfo, QuantizationError } from '../../agent/templates/estimate.ts'
+import { estimateMemory, shapeFromModelInfo } from '../../agent/templates/estimate.ts'
+import { bitsPerWeight, knownQuantizations, QuantizationError } from '../../agent/templates/quant-bits.ts'
 import type { ModelShape } from '../../agent/templates/estimate.ts'
 import { realWeights } from '../helpers/weights.ts'
 
