@@ -21,9 +21,6 @@ import { hideSimulatedGpus, simulatedReason } from './simulated.ts'
 import type { HiddenGpus } from './simulated.ts'
 import { compareText } from './text.ts'
 
-export { gpuQualifies, gpuUnderUtilisation, groupClusters, nodeLimits } from './checks.ts'
-export type { ClusterView, NodeLimits } from './checks.ts'
-export { gib } from './text.ts'
 
 /**
  * Places `req.count` instances of a block, at most one per node, in one
