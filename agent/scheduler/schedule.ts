@@ -21,7 +21,6 @@ import { hideSimulatedGpus, simulatedReason } from './simulated.ts'
 import type { HiddenGpus } from './simulated.ts'
 import { compareText } from './text.ts'
 
-
 /**
  * Places `req.count` instances of a block, at most one per node, in one
  * cluster. Refuses (ok: false, with a reason per failing filter) when no
