@@ -88,4 +88,21 @@ describe('the engine (worker thread, batched decode)', () => {
     assert.equal(done.reason, 'stop')
     assert.deepEqual(toks, free.slice(0, firstSpace))
   })
+
+  test('the worker keeps the batched cache itself (the graph gives each step\'s keys and values): the same tokens as taking present.* back from every run', async () => {
+    assert.equal(engine.keepsCache, true, 'the generated graph gives step outputs, so the worker keeps the cache')
+    const plain = await ModelEngine.start({ modelPath: m.path, provider: 'cpu', gpus: { nvidia: false, any: false }, contextLength: 4096, maxBatch: 3, keepCache: false })
+    try {
+      assert.equal(plain.keepsCache, false)
+      // three at once, of different lengths (rows left-padded differently), long enough for the kept cache to grow several times
+      const prompts = ['The harbour', 'In spring the swallows came back', 'A']
+      const lengths = [70, 45, 90]
+      const run = async (e: ModelEngine): Promise<number[][]> => await Promise.all(prompts.map(async (p, i) => await collect(e, greedy(p, lengths[i]))))
+      const [kept, taken] = [await run(engine), await run(plain)]
+      assert.deepEqual(kept.map(t => t.length), lengths)
+      assert.deepEqual(kept, taken)
+    } finally {
+      await plain.close()
+    }
+  })
 })

@@ -84,10 +84,13 @@ async function pyCut (model: string, n: number, outdir: string, capacity?: numbe
 /** The stage IO contract (agent/executor/stage-io.ts) for stage `i` of `n` covering layers [a, b). */
 function checkContract (s: { inputs: string[], outputs: string[] }, i: number, n: number, [a, b]: [number, number]): void {
   const past = s.inputs.filter(x => x.startsWith('past_key_values.')).sort()
-  const present = s.outputs.filter(x => x.startsWith('present.')).sort()
+  const present = s.outputs.filter(x => /^present\.\d+\.(key|value)$/.test(x)).sort()
+  const step = s.outputs.filter(x => /^present\.\d+\.(key|value)_step$/.test(x)).sort()
   const layers = Array.from({ length: b - a }, (_, k) => a + k)
   assert.deepEqual(past, layers.flatMap(l => [`past_key_values.${l}.key`, `past_key_values.${l}.value`]).sort(), `stage ${i}: its layers' past KV`)
   assert.deepEqual(present, layers.flatMap(l => [`present.${l}.key`, `present.${l}.value`]).sort(), `stage ${i}: its layers' present KV`)
+  // the generated and converted graphs also give each layer's step keys and values (agent/executor/kv-cache.ts): a stage carries its layers'
+  assert.deepEqual(step, layers.flatMap(l => [`present.${l}.key_step`, `present.${l}.value_step`]).sort(), `stage ${i}: its layers' step KV`)
   assert.equal(s.inputs.includes('input_ids'), i === 0, `stage ${i}: input_ids only on the first stage`)
   assert.equal(s.inputs.includes('hidden_states'), i > 0, `stage ${i}: hidden_states on every stage after the first`)
   assert.equal(s.outputs.includes('hidden_states_out'), i < n - 1, `stage ${i}: hidden_states_out on every stage but the last`)

@@ -33,14 +33,14 @@ describe('stage engines chained in one process', () => {
   })
 
   /** Greedy generation through the three stages, the way the vDAG driver does it (in micro-batch `group`, when given). */
-  async function pipeline (seq: string, text: string, n: number, group?: number): Promise<number[]> {
+  async function pipeline (seq: string, text: string, n: number, group?: number, chain: StageEngine[] = stages): Promise<number[]> {
     let tokens = tok.encode(text, { bos: true })
     let past = 0
     const out: number[] = []
     for (let step = 0; step < n; step++) {
       let x: { tokens: number[] } | { hidden: Float32Array, seqLen: number } = { tokens }
       let result: StageOutput | undefined
-      for (const s of stages) {
+      for (const s of chain) {
         result = await s.step(seq, x, past, { sampling: { temperature: 0, topP: 1, seed: 1 }, ...(group != null ? { group } : {}) })
         if ('hidden' in result) x = { hidden: result.hidden, seqLen: result.seqLen }
       }
@@ -50,7 +50,7 @@ describe('stage engines chained in one process', () => {
       out.push(t)
       tokens = [t]
     }
-    for (const s of stages) s.drop(seq)
+    for (const s of chain) s.drop(seq)
     return out
   }
 
@@ -98,6 +98,23 @@ describe('stage engines chained in one process', () => {
     assert.ok(sizes.some(b => b === 2), `some steps ran as micro-batches of 2 (sizes seen: ${[...new Set(sizes)].join(',')})`)
     assert.ok(sizes.every(b => b <= 2), 'no stage batched two micro-batches together')
     for (const st of stages) assert.equal(st.active, 0)
+  })
+
+  test('the stages keep their batched caches (the split carries each layer\'s step outputs): the same tokens as taking present.* back from every run', async () => {
+    assert.deepEqual(stages.map(s => s.keepsCache), [true, true, true])
+    const plain = await Promise.all(stages.map(async (_, i) => await StageEngine.start({ modelPath: join(dir, `s${i}.onnx`), provider: 'cpu', gpus: { nvidia: false, any: false }, maxBatch: 4, keepCache: false })))
+    try {
+      assert.deepEqual(plain.map(s => s.keepsCache), [false, false, false])
+      // four sequences in two micro-batches, of different lengths, long enough for the kept caches to grow several times
+      const specs = [['Mara kept a notebook', 60], ['The gulls', 45], ['In spring', 70], ['A', 50]] as const
+      const run = async (chain: StageEngine[], tag: string): Promise<number[][]> => await Promise.all(specs.map(async ([p, n], i) => await pipeline(`${tag}-${i}`, p, n, i % 2, chain)))
+      const kept = await run(stages, 'kept')
+      const taken = await run(plain, 'plain')
+      assert.ok(kept.every((t, i) => t.length > 20 && t.length <= specs[i][1]))
+      assert.deepEqual(kept, taken)
+    } finally {
+      for (const s of plain) await s.close()
+    }
   })
 
   test('a step whose cache length disagrees is refused, not computed on the wrong context', async () => {

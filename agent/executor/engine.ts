@@ -15,8 +15,9 @@ export interface EngineOptions {
   contextLength: number
   maxBatch?: number
   intraOpThreads?: number
+  /** false: the worker takes the whole present.* back from every run even when it could keep the cache (for comparisons) */
+  keepCache?: boolean
 }
-
 
 export interface GenerationResult {
   reason: FinishReason
@@ -67,6 +68,8 @@ export class ModelEngine extends EventEmitter {
   readonly provider: ProviderReport
   readonly shape: DecoderShape
   readonly loadMs: number
+  /** whether the worker keeps the batched KV cache itself (the graph gives each step's keys and values) */
+  readonly keepsCache: boolean
   readonly contextLength: number
   private readonly worker: Worker
   private readonly live = new Map<number, Pending>()
@@ -81,6 +84,7 @@ export class ModelEngine extends EventEmitter {
     this.provider = ready.provider
     this.shape = ready.shape
     this.loadMs = ready.loadMs
+    this.keepsCache = ready.keepsCache
     this.contextLength = contextLength
     worker.on('message', (m: FromWorker) => { this.onMessage(m) })
     worker.on('error', (err) => { this.fail(err) })
@@ -93,7 +97,8 @@ export class ModelEngine extends EventEmitter {
       order: providerOrder(opts.provider, opts.gpus),
       intraOpThreads: opts.intraOpThreads,
       maxBatch: opts.maxBatch ?? 8,
-      contextLength: opts.contextLength
+      contextLength: opts.contextLength,
+      keepCache: opts.keepCache
     }
     const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: init })
     const ready = await new Promise<Extract<FromWorker, { type: 'ready' }>>((resolve, reject) => {

@@ -12,6 +12,8 @@ export interface WorkerInit {
   maxBatch: number
   /** positions the model supports (prompt + completion) */
   contextLength: number
+  /** false: take the whole present.* back from every run even when the graph gives step outputs (comparisons) */
+  keepCache?: boolean
 }
 
 /**
@@ -61,7 +63,7 @@ export type { TokenLogprob } from './sampling.ts'
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error'
 
 export type FromWorker =
-  | { type: 'ready', provider: ProviderReport, shape: DecoderShape, loadMs: number }
+  | { type: 'ready', provider: ProviderReport, shape: DecoderShape, loadMs: number, /** the batched cache is kept by the worker (kv-cache.ts) */ keepsCache: boolean }
   | { type: 'failed', error: string }
   /** tokens produced by one model run, as [sequence id, token] pairs */
   | { type: 'step', tokens: Array<[number, number]>, batch: number, kind: 'prefill' | 'decode', ms: number, logprobs?: Array<[number, TokenLogprob]> }

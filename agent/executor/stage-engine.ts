@@ -12,6 +12,8 @@ export interface StageEngineOptions {
   gpus: GpuPresence
   maxBatch?: number
   intraOpThreads?: number
+  /** false: take the whole present.* back from every run even when the stage could keep its batched caches (comparisons) */
+  keepCache?: boolean
 }
 
 export type StageOutput = { hidden: Float32Array, seqLen: number } | { token: number, logits?: Float32Array, logprob?: TokenLogprob }
@@ -26,6 +28,8 @@ export class StageEngine extends EventEmitter {
   readonly provider: ProviderReport
   readonly info: StageInfo
   readonly loadMs: number
+  /** whether the worker keeps batched caches itself (the stage's graph gives each step's keys and values) */
+  readonly keepsCache: boolean
   private readonly worker: Worker
   private readonly pending = new Map<number, { resolve: (o: StageOutput) => void, reject: (e: Error) => void }>()
   private readonly sequences = new Set<string>()
@@ -38,13 +42,14 @@ export class StageEngine extends EventEmitter {
     this.provider = ready.provider
     this.info = ready.info
     this.loadMs = ready.loadMs
+    this.keepsCache = ready.keepsCache
     worker.on('message', (m: FromStageWorker) => { this.onMessage(m) })
     worker.on('error', (err) => { this.fail(err) })
     worker.on('exit', (code) => { if (!this.closed) this.fail(new EngineError(`stage worker exited (${code})`, 'worker_exit')) })
   }
 
   static async start (opts: StageEngineOptions): Promise<StageEngine> {
-    const init: StageWorkerInit = { modelPath: opts.modelPath, order: providerOrder(opts.provider, opts.gpus), intraOpThreads: opts.intraOpThreads, maxBatch: opts.maxBatch ?? 8 }
+    const init: StageWorkerInit = { modelPath: opts.modelPath, order: providerOrder(opts.provider, opts.gpus), intraOpThreads: opts.intraOpThreads, maxBatch: opts.maxBatch ?? 8, keepCache: opts.keepCache }
     const worker = new Worker(new URL('./stage-worker.ts', import.meta.url), { workerData: init })
     const ready = await new Promise<Extract<FromStageWorker, { type: 'ready' }>>((resolve, reject) => {
       const onMessage = (m: FromStageWorker): void => {

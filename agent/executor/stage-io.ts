@@ -6,7 +6,8 @@ import type { Feeds } from './feeds.ts'
 
 /**
  * The stage IO contract: a split stage's graph reads `hidden_states` (every stage but the first) and
- * writes `hidden_states_out` (every stage but the last). The splitter writes graphs to it, the stage
+ * writes `hidden_states_out` (every stage but the last), its layers' past_key_values.N.* in and present.N.*
+ * out, and, where the model gives them, present.N.key_step / value_step (kv-cache.ts). The splitter writes graphs to it, the stage
  * worker runs them; it lives with the executor so that the splitter depends on the executor, never back.
  */
 export const HIDDEN_IN = 'hidden_states'

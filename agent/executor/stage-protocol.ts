@@ -7,6 +7,8 @@ export interface StageWorkerInit {
   order: ProviderName[]
   intraOpThreads?: number
   maxBatch: number
+  /** false: take the whole present.* back from every run even when the stage could keep its batched caches (comparisons) */
+  keepCache?: boolean
 }
 
 /**
@@ -54,7 +56,7 @@ export interface StageInfo {
 }
 
 export type FromStageWorker =
-  | { type: 'ready', provider: ProviderReport, info: StageInfo, loadMs: number }
+  | { type: 'ready', provider: ProviderReport, info: StageInfo, loadMs: number, /** batched caches are kept by the worker (kv-cache.ts) */ keepsCache: boolean }
   | { type: 'failed', error: string }
   | { type: 'result', id: number, hidden?: Float32Array, seqLen: number, token?: number, logits?: Float32Array, logprob?: TokenLogprob }
   /** the results of one batched run, in one message */

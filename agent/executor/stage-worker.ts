@@ -15,15 +15,18 @@ import { SequenceSampler, skipDraws } from './sampling.ts'
 import { Rng } from '../model/random.ts'
 import { io } from '../model/graph.ts'
 import { HIDDEN_IN, HIDDEN_OUT, stageFeeds, stagePresent, stageShape } from './stage-io.ts'
+import { appendStep, gather, keepsCache, stepFetches, stepMask, wholeFetches } from './kv-cache.ts'
+import type { CacheLayout, CacheRows } from './kv-cache.ts'
 import type { StageShape } from './stage-io.ts'
 import type { FromStageWorker, StageInfo, StageSampling, StageStepRequest, StageWorkerInit, ToStageWorker } from './stage-protocol.ts'
 
 /**
- * A batched cache: one [B, heads, time, headDim] tensor per cache input, row i holding members[i]'s
- * positions left-padded to `time`. Sequences that decode together step after step (a pipeline's
- * micro-batch) keep theirs here and feed it back as is; it is rebuilt only when the set changes.
+ * A batched cache: one [B, heads, cap, headDim] tensor per cache input, row i holding members[i]'s
+ * positions left-padded to end at `end` (kv-cache.ts; with room to grow when the stage's graph gives each
+ * step's keys and values). Sequences that decode together step after step (a pipeline's micro-batch)
+ * keep theirs here and feed it back as is; it is rebuilt only when the set changes.
  */
-interface Group { members: string[], past: Feeds, time: number }
+interface Group { members: string[], cache: CacheRows }
 
 /**
  * A sequence's cache here: its own (kv, after a prompt or a lone step) or its row in a group. rng/sampler:
@@ -52,6 +55,12 @@ function flushResults (): void {
 
 let session: ort.InferenceSession
 let shape: StageShape
+let layout: CacheLayout
+/** the stage's graph gives each step's own keys and values (and reads the attention mask): batched caches are kept here, with room to grow */
+let inPlace = false
+let fetches: Record<string, null> = {}
+/** every output but the step outputs: what a lone run (a prompt, a chunk) fetches */
+let wholeOutputs: Record<string, null> = {}
 let info: StageInfo
 const caches = new Map<string, Cache>()
 const queue: StageStepRequest[] = []
@@ -73,40 +82,16 @@ function cacheOf (seq: string): Cache {
   return c
 }
 
-/** Copies `seq`'s rows of each cache input out of its group (`into` rows of `time` positions, at `row`, left-padded). */
-function copyRows (from: { past: Feeds, time: number, row: number }, length: number, into: Feeds, row: number, time: number): void {
-  const { heads: A, headDim: D } = shape
-  for (const name of Object.keys(into)) {
-    const src = from.past[name].data as Float32Array
-    const dst = into[name].data as Float32Array
-    for (let a = 0; a < A; a++) {
-      const at = ((from.row * A + a) * from.time + (from.time - length)) * D
-      dst.set(src.subarray(at, at + length * D), ((row * A + a) * time + (time - length)) * D)
-    }
-  }
-}
-
-function emptyFeeds (rows: number, time: number): Feeds {
-  const { heads: A, headDim: D } = shape
-  const f: Feeds = {}
-  for (const l of shape.layers) {
-    for (const name of [io.pastKey(l), io.pastValue(l)]) f[name] = new ort.Tensor('float32', new Float32Array(rows * A * time * D), [rows, A, time, D])
-  }
-  return f
-}
-
 /** Where a sequence's positions are now: its own cache, or its row in its group. */
-function sourceOf (seq: string, c: Cache): { past: Feeds, time: number, row: number } {
-  if (c.group != null) return { past: c.group.past, time: c.group.time, row: c.group.members.indexOf(seq) }
-  return { past: c.kv as Feeds, time: c.length, row: 0 }
+function sourceOf (seq: string, c: Cache): { from: CacheRows, row: number } {
+  if (c.group != null) return { from: c.group.cache, row: c.group.members.indexOf(seq) }
+  return { from: { past: c.kv as Feeds, end: c.length, cap: c.length }, row: 0 }
 }
 
 /** A sequence in a group takes its positions out into a cache of its own (to run alone: a prompt chunk, a lone step). */
 function ownCache (seq: string, c: Cache): void {
   if (c.group == null) return
-  const kv = emptyFeeds(1, c.length)
-  copyRows(sourceOf(seq, c), c.length, kv, 0, c.length)
-  c.kv = kv
+  c.kv = gather(layout, [sourceOf(seq, c)], [c.length], false).past
   c.group = null
 }
 
@@ -149,7 +134,7 @@ async function runOne (req: StageStepRequest): Promise<void> {
     ? { tokens: req.tokens as number[] }
     : { hidden: new ort.Tensor('float32', req.hidden as Float32Array, [1, req.seqLen, info.hiddenSize]) }
   const t0 = performance.now()
-  const out = await session.run(stageFeeds(shape, x, cache.length, cache.kv))
+  const out = await session.run(stageFeeds(shape, x, cache.length, cache.kv), wholeOutputs)
   send({ type: 'batch', size: 1, ms: performance.now() - t0, rows: req.seqLen })
   cache.kv = stagePresent(shape, out)
   cache.length += req.seqLen
@@ -172,32 +157,31 @@ async function runBatch (reqs: StageStepRequest[]): Promise<void> {
   if (prev != null && prev.members.length === B && cs.every((c, i) => c.group === prev && prev.members[i] === reqs[i].seq)) {
     g = prev
   } else {
-    const T = Math.max(...cs.map(c => c.length))
-    const past = emptyFeeds(B, T)
-    cs.forEach((c, i) => { copyRows(sourceOf(reqs[i].seq, c), c.length, past, i, T) })
-    g = { members: reqs.map(r => r.seq), past, time: T }
+    g = { members: reqs.map(r => r.seq), cache: gather(layout, reqs.map((r, i) => sourceOf(r.seq, cs[i])), cs.map(c => c.length), inPlace) }
     for (const c of cs) { c.group = g; c.kv = null }
   }
-  const T = g.time
-  const feeds: Feeds = { ...g.past }
+  const { end: T, cap } = g.cache
+  const lengths = cs.map(c => c.length)
+  const feeds: Feeds = { ...g.cache.past }
   if (info.first) feeds[io.inputIds] = int64(reqs.map(r => (r.tokens as number[])[0]), [B, 1])
   else {
     const h = new Float32Array(B * info.hiddenSize)
     reqs.forEach((r, i) => { h.set(r.hidden as Float32Array, i * info.hiddenSize) })
     feeds[HIDDEN_IN] = new ort.Tensor('float32', h, [B, 1, info.hiddenSize])
   }
-  if (shape.inputs.includes(io.attentionMask)) {
+  if (inPlace) feeds[io.attentionMask] = stepMask(lengths, T, cap)
+  else if (shape.inputs.includes(io.attentionMask)) {
     const mask = new Array<number>(B * (T + 1))
-    cs.forEach((c, i) => { for (let t = 0; t <= T; t++) mask[i * (T + 1) + t] = t >= T - c.length ? 1 : 0 })
+    lengths.forEach((len, i) => { for (let t = 0; t <= T; t++) mask[i * (T + 1) + t] = t >= T - len ? 1 : 0 })
     feeds[io.attentionMask] = int64(mask, [B, T + 1])
   }
-  if (shape.inputs.includes(io.positionIds)) feeds[io.positionIds] = int64(cs.map(c => c.length), [B, 1])
+  if (shape.inputs.includes(io.positionIds)) feeds[io.positionIds] = int64(lengths, [B, 1])
   const t0 = performance.now()
-  const out = await session.run(feeds)
+  const out = await session.run(feeds, inPlace ? fetches : wholeOutputs)
   lastRunMs = performance.now() - t0
   send({ type: 'batch', size: B, ms: lastRunMs, rows: 1 })
-  g.past = stagePresent(shape, out)
-  g.time = T + 1
+  if (inPlace) appendStep(layout, g.cache, out, B)
+  else g.cache = { past: stagePresent(shape, out), end: T + 1, cap: T + 1 }
   cs.forEach((c, i) => {
     c.length++
     reply(reqs[i], c, out, i, B)
@@ -261,6 +245,10 @@ try {
   const created = await createSession(init.modelPath, init.order, { intraOpThreads: init.intraOpThreads })
   session = created.session
   shape = stageShape(session)
+  layout = { names: shape.layers.flatMap(l => [io.pastKey(l), io.pastValue(l)]), heads: shape.heads, headDim: shape.headDim }
+  inPlace = init.keepCache !== false && shape.inputs.includes(io.attentionMask) && keepsCache(session.outputNames, layout)
+  fetches = stepFetches(session.outputNames)
+  wholeOutputs = wholeFetches(session.outputNames)
   const hiddenMeta = (session.inputMetadata as unknown as Array<{ name: string, shape?: Array<number | string> }>).find(m => m.name === HIDDEN_IN)
   const logitsMeta = (session.outputMetadata as unknown as Array<{ name: string, shape?: Array<number | string> }>).find(m => m.name === io.logits)
   const hiddenOutMeta = (session.outputMetadata as unknown as Array<{ name: string, shape?: Array<number | string> }>).find(m => m.name === HIDDEN_OUT)
@@ -272,7 +260,7 @@ try {
     hiddenSize: typeof hiddenMeta?.shape?.[2] === 'number' ? hiddenMeta.shape[2] : typeof hiddenOutMeta?.shape?.[2] === 'number' ? hiddenOutMeta.shape[2] : hiddenSize,
     vocab: typeof logitsMeta?.shape?.[2] === 'number' ? logitsMeta.shape[2] : 0
   }
-  send({ type: 'ready', provider: created.provider, info, loadMs: performance.now() - t0 })
+  send({ type: 'ready', provider: created.provider, info, loadMs: performance.now() - t0, keepsCache: inPlace })
   await loop()
 } catch (err) {
   send({ type: 'failed', error: (err as Error).message })

@@ -5,7 +5,9 @@
  * running sequences are decoded together in one batched run per step, their
  * caches left-padded to a common length (the attention mask hides the
  * padding). The batched cache is reused step to step and only rebuilt when
- * the set of running sequences changes.
+ * the set of running sequences changes; when the graph gives each step's own
+ * keys and values, the worker keeps that cache itself with room to grow
+ * instead of taking the whole present.* back from every run (kv-cache.ts).
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import ort from 'onnxruntime-node'
@@ -18,6 +20,8 @@ import type { TokenLogprob } from './sampling.ts'
 import { JsonConstraint, grammarFor, maskCount, vocabFor } from './json-constraint.ts'
 import { Rng } from '../model/random.ts'
 import { io } from '../model/graph.ts'
+import { appendStep, gather, keepsCache, stepFetches, stepMask, wholeFetches } from './kv-cache.ts'
+import type { CacheLayout, CacheRows } from './kv-cache.ts'
 import type { FinishReason, FromWorker, GenerateRequest, ToWorker, WorkerInit } from './protocol.ts'
 
 interface Seq {
@@ -37,7 +41,8 @@ interface Seq {
   cancelled: boolean
 }
 
-interface Group { members: Seq[], past: Feeds, time: number }
+/** The running sequences' batched cache: row i is members[i]'s. */
+interface Group { members: Seq[], cache: CacheRows }
 
 const port = parentPort
 if (port == null) throw new Error('worker.ts runs as a worker thread')
@@ -46,6 +51,12 @@ const send = (m: FromWorker): void => { port.postMessage(m) }
 
 let session: ort.InferenceSession
 let shape: DecoderShape
+let layout: CacheLayout
+/** the graph gives each step's own keys and values: the batched cache is kept here, with room to grow */
+let inPlace = false
+let fetches: Record<string, null> = {}
+/** every output but the step outputs: what a prefill (and a step without a kept cache) fetches */
+let wholeOutputs: Record<string, null> = {}
 const pending: Seq[] = []
 let running: Seq[] = []
 let group: Group | null = null
@@ -159,7 +170,7 @@ function lastRow (logits: Tensor, index: number): Float32Array {
 
 async function prefill (s: Seq): Promise<void> {
   const t0 = performance.now()
-  const out = await session.run(sequenceFeeds(s.req.prompt, 0, emptyPast(shape, 1)))
+  const out = await session.run(sequenceFeeds(s.req.prompt, 0, emptyPast(shape, 1)), wholeOutputs)
   s.kv = presentAsPast(shape, out)
   s.length = s.req.prompt.length
   const tokens = stepOut()
@@ -170,51 +181,24 @@ async function prefill (s: Seq): Promise<void> {
   flushDone()
 }
 
-/** Copies each member's cache into one [B, heads, T, headDim] tensor per input, left-padded. */
+/** Copies each member's cache into one [B, heads, T, headDim] tensor per input, left-padded (with room to grow when kept here). */
 function rebuildGroup (members: Seq[]): Group {
   members = [...members] // the group keeps its own list: `running` changes as sequences come and go
-  if (members.length === 1 && members[0].kv != null) {
+  if (members.length === 1 && members[0].kv != null && !inPlace) {
     const m = members[0]
-    const g = { members, past: m.kv as Feeds, time: m.length }
+    const g = { members, cache: { past: m.kv as Feeds, end: m.length, cap: m.length } }
     m.kv = null
     return g
   }
-  const B = members.length
-  const T = Math.max(...members.map(m => m.length))
-  const { heads: A, headDim: D } = shape
-  const past: Feeds = {}
   const old = group
-  for (let l = 0; l < shape.layers; l++) {
-    for (const name of [io.pastKey(l), io.pastValue(l)]) {
-      const dst = new Float32Array(B * A * T * D)
-      members.forEach((m, i) => {
-        let src: Float32Array
-        let srcRow: number
-        let srcTime: number
-        let srcOffset: number
-        if (m.kv != null) {
-          src = m.kv[name].data as Float32Array
-          srcRow = 0
-          srcTime = m.length
-          srcOffset = 0
-        } else {
-          if (old == null) throw new Error('sequence has no cache')
-          src = old.past[name].data as Float32Array
-          srcRow = old.members.indexOf(m)
-          srcTime = old.time
-          srcOffset = old.time - m.length
-        }
-        for (let a = 0; a < A; a++) {
-          const from = ((srcRow * A + a) * srcTime + srcOffset) * D
-          const to = ((i * A + a) * T + (T - m.length)) * D
-          dst.set(src.subarray(from, from + m.length * D), to)
-        }
-      })
-      past[name] = new ort.Tensor('float32', dst, [B, A, T, D])
-    }
-  }
+  const sources = members.map(m => {
+    if (m.kv != null) return { from: { past: m.kv, end: m.length, cap: m.length }, row: 0 }
+    if (old == null) throw new Error('sequence has no cache')
+    return { from: old.cache, row: old.members.indexOf(m) }
+  })
+  const cache = gather(layout, sources, members.map(m => m.length), inPlace)
   for (const m of members) m.kv = null
-  return { members, past, time: T }
+  return { members, cache }
 }
 
 async function decodeStep (): Promise<void> {
@@ -227,20 +211,24 @@ async function decodeStep (): Promise<void> {
   if (!same) group = rebuildGroup(running)
   const g = group as Group
   const B = g.members.length
-  const T = g.time
-  const mask = new Array<number>(B * (T + 1))
-  g.members.forEach((m, i) => {
-    for (let t = 0; t <= T; t++) mask[i * (T + 1) + t] = t >= T - m.length ? 1 : 0
-  })
-  const t0 = performance.now()
-  const out = await session.run({
+  const { end: T, cap } = g.cache
+  const lengths = g.members.map(m => m.length)
+  const feeds: Feeds = {
     [io.inputIds]: int64(g.members.map(m => m.last), [B, 1]),
-    [io.attentionMask]: int64(mask, [B, T + 1]),
-    [io.positionIds]: int64(g.members.map(m => m.length), [B, 1]),
-    ...g.past
-  })
-  g.past = presentAsPast(shape, out)
-  g.time = T + 1
+    [io.positionIds]: int64(lengths, [B, 1]),
+    ...g.cache.past
+  }
+  if (inPlace) {
+    feeds[io.attentionMask] = stepMask(lengths, T, cap)
+  } else {
+    const mask = new Array<number>(B * (T + 1))
+    lengths.forEach((len, i) => { for (let t = 0; t <= T; t++) mask[i * (T + 1) + t] = t >= T - len ? 1 : 0 })
+    feeds[io.attentionMask] = int64(mask, [B, T + 1])
+  }
+  const t0 = performance.now()
+  const out = await session.run(feeds, inPlace ? fetches : wholeOutputs)
+  if (inPlace) appendStep(layout, g.cache, out, B)
+  else g.cache = { past: presentAsPast(shape, out), end: T + 1, cap: T + 1 }
   const tokens = stepOut()
   g.members.forEach((m, i) => {
     m.length++
@@ -288,7 +276,11 @@ try {
   const created = await createSession(init.modelPath, init.order, { intraOpThreads: init.intraOpThreads })
   session = created.session
   shape = decoderShape(session)
-  send({ type: 'ready', provider: created.provider, shape, loadMs: performance.now() - t0 })
+  layout = { names: Array.from({ length: shape.layers }, (_, l) => [io.pastKey(l), io.pastValue(l)]).flat(), heads: shape.heads, headDim: shape.headDim }
+  inPlace = init.keepCache !== false && keepsCache(session.outputNames, layout)
+  fetches = stepFetches(session.outputNames)
+  wholeOutputs = wholeFetches(session.outputNames)
+  send({ type: 'ready', provider: created.provider, shape, loadMs: performance.now() - t0, keepsCache: inPlace })
   await loop()
 } catch (err) {
   send({ type: 'failed', error: (err as Error).message })

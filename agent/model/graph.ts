@@ -5,7 +5,7 @@ import type { NamedTensor } from './weights.ts'
 import { headDim } from './spec.ts'
 import type { ModelSpec } from './spec.ts'
 
-export const GENERATOR_VERSION = 1
+export const GENERATOR_VERSION = 2
 export const MASK_NEG = -1e9
 
 /** Input/output names of the Hugging Face optimum decoder convention. */
@@ -17,7 +17,14 @@ export const io = {
   pastValue: (i: number) => `past_key_values.${i}.value`,
   logits: 'logits',
   presentKey: (i: number) => `present.${i}.key`,
-  presentValue: (i: number) => `present.${i}.value`
+  presentValue: (i: number) => `present.${i}.value`,
+  /**
+   * The keys and values of this run's positions alone ([batch, heads, sequence, head_dim]), beside the
+   * whole present.*: an engine that keeps its own cache fetches these instead, so the run does not copy
+   * the whole cache out (agent/executor/kv-cache.ts).
+   */
+  stepKey: (i: number) => `present.${i}.key_step`,
+  stepValue: (i: number) => `present.${i}.value_step`
 }
 
 export const DIMS = { batch: 'batch_size', seq: 'sequence_length', past: 'past_sequence_length', total: 'total_sequence_length' }
@@ -87,8 +94,11 @@ export function buildGraph (spec: ModelSpec, weights: Iterable<NamedTensor>): IM
     const heads = (t: string): string =>
       add('Transpose', [add('Reshape', [`${n}/attn/${t}`, headsShape], `${n}/attn/${t}_bsad`)], `${n}/attn/${t}_heads`, { perm: [0, 2, 1, 3] })
     const q = heads('q')
-    const kAll = add('Concat', [io.pastKey(i), heads('k')], io.presentKey(i), { axis: 2 })
-    const vAll = add('Concat', [io.pastValue(i), heads('v')], io.presentValue(i), { axis: 2 })
+    const kNew = heads('k')
+    const vNew = heads('v')
+    nodes.push(node('Identity', [kNew], [io.stepKey(i)], `${n}/attn/k_step`), node('Identity', [vNew], [io.stepValue(i)], `${n}/attn/v_step`))
+    const kAll = add('Concat', [io.pastKey(i), kNew], io.presentKey(i), { axis: 2 })
+    const vAll = add('Concat', [io.pastValue(i), vNew], io.presentValue(i), { axis: 2 })
     const scores = add('Add', [
       add('Mul', [add('MatMul', [q, add('Transpose', [kAll], `${n}/attn/k_t`, { perm: [0, 1, 3, 2] })], `${n}/attn/qk`), scale], `${n}/attn/qk_scaled`),
       maskBias
@@ -115,6 +125,9 @@ export function buildGraph (spec: ModelSpec, weights: Iterable<NamedTensor>): IM
   for (let i = 0; i < spec.layers; i++) {
     inputs.push(valueInfo(io.pastKey(i), DT.FLOAT, [DIMS.batch, A, DIMS.past, D]), valueInfo(io.pastValue(i), DT.FLOAT, [DIMS.batch, A, DIMS.past, D]))
     outputs.push(valueInfo(io.presentKey(i), DT.FLOAT, [DIMS.batch, A, DIMS.total, D]), valueInfo(io.presentValue(i), DT.FLOAT, [DIMS.batch, A, DIMS.total, D]))
+  }
+  for (let i = 0; i < spec.layers; i++) {
+    outputs.push(valueInfo(io.stepKey(i), DT.FLOAT, [DIMS.batch, A, DIMS.seq, D]), valueInfo(io.stepValue(i), DT.FLOAT, [DIMS.batch, A, DIMS.seq, D]))
   }
   return {
     irVersion: IR_VERSION,

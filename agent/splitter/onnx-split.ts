@@ -13,6 +13,8 @@ export { HIDDEN_IN, HIDDEN_OUT }
  *   stage 0:        input_ids, attention_mask, position_ids, its past KV → hidden_states_out, its present KV
  *   middle stages:  hidden_states, attention_mask (…), its past KV      → hidden_states_out, its present KV
  *   last stage:     hidden_states, attention_mask (…), its past KV      → logits, its present KV
+ * plus, where the model gives them, its layers' step keys and values (present.N.key_step / value_step:
+ * the run's own positions, which let the stage worker keep its cache; agent/executor/kv-cache.ts).
  * Nodes shared by all layers (the attention mask) are copied into every stage
  * that needs them; where they read input_ids only for its shape, a later
  * stage reads the shape of hidden_states instead (same [batch, seq] prefix).

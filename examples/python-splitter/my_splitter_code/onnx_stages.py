@@ -9,6 +9,8 @@ Works on the generated models and on Hugging Face optimum-style exports whose no
 * middle stages: hidden_states, attention_mask (…), its past KV      → hidden_states_out, its present KV
 * last stage:    hidden_states, attention_mask (…), its past KV      → logits, its present KV
 
+plus, where the model gives them, its layers' step keys and values (present.N.key_step / value_step).
+
 Nodes shared by all layers (the attention mask) are copied into every stage that needs them; where they read
 input_ids only for its shape, a later stage reads the shape of hidden_states instead (same [batch, seq] prefix).
 
