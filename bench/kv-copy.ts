@@ -4,8 +4,10 @@
  * the whole present.* cache, which grows with batch × context. Here one batched decode step of the
  * generated ~100M model (one ONNX Runtime thread) is timed as the engines run it (all outputs) and with
  * the logits alone fetched (the cache is still computed inside the run, only not copied out), at batch
- * 1, 4, 8 and 16 with 100 cached positions. The difference is the copy's cost: the lever named in
- * docs/decisions.md ("Pipeline on separate boxes").
+ * 1, 4, 8 and 16 with 100 cached positions. The difference is the copy's cost. Then the engine itself,
+ * which keeps the batched cache when the graph gives each step's keys and values (agent/executor/kv-cache.ts),
+ * against the same engine taking present.* back from every run (keepCache: false): tokens/s with 1, 8 and
+ * 16 concurrent sequences (docs/decisions.md, "Pipeline on separate boxes").
  *
  *   npm run bench -- --only kvcopy
  */
@@ -15,14 +17,18 @@ import { PRESETS } from '../agent/model/spec.ts'
 import { decoderShape, int64 } from '../agent/executor/feeds.ts'
 import { io } from '../agent/model/graph.ts'
 import { median } from './stats.ts'
+import { ModelEngine } from '../agent/executor/engine.ts'
+import { ByteTokenizer } from '../agent/model/tokenizer.ts'
+import { EOS } from '../agent/model/spec.ts'
 
 export interface KvCopyRow { batch: number, positions: number, allMs: number, logitsMs: number, cacheMiB: number }
-export interface KvCopyResult { rows: KvCopyRow[], model: string, skipped?: string }
+export interface EngineRow { streams: number, kept: number[], taken: number[] }
+export interface KvCopyResult { rows: KvCopyRow[], engine: EngineRow[], model: string, skipped?: string }
 
 export async function runKvCopyBench (opts: { quick: boolean, log: (s: string) => void }): Promise<KvCopyResult> {
   const m = await ensureGeneratedModel({ ...PRESETS['100m'], seed: 1 }, '.blockmesh/bench-models', 'gpt-100m', opts.log)
   const session = await ort.InferenceSession.create(m.path, { executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: 1 })
-  const result: KvCopyResult = { rows: [], model: `generated ~100M (${m.spec.layers} layers, hidden ${m.spec.hidden})` }
+  const result: KvCopyResult = { rows: [], engine: [], model: `generated ~100M (${m.spec.layers} layers, hidden ${m.spec.hidden})` }
   // the binding names a partial fetch's outputs by the session's first names: fetch a prefix only
   if (session.outputNames[0] !== io.logits) { result.skipped = `the model's first output is ${session.outputNames[0]}, not ${io.logits}`; return result }
   const shape = decoderShape(session)
@@ -56,6 +62,39 @@ export async function runKvCopyBench (opts: { quick: boolean, log: (s: string) =
     opts.log(`  batch ${B}: all outputs ${row.allMs.toFixed(1)} ms, logits only ${row.logitsMs.toFixed(1)} ms (${row.cacheMiB.toFixed(0)} MiB of cache out)`)
   }
   await session.release()
+
+  // the engine, keeping the cache and not: the same model, maxBatch 16, one thread each, taking turns
+  const start = async (keepCache: boolean): Promise<ModelEngine> => await ModelEngine.start({ modelPath: m.path, provider: 'cpu', gpus: { nvidia: false, any: false }, contextLength: 1024, maxBatch: 16, intraOpThreads: 1, keepCache })
+  const kept = await start(true)
+  const taken = await start(false)
+  try {
+    if (!kept.keepsCache || taken.keepsCache) throw new Error('the engines did not take the cache modes asked for')
+    const prompt = new ByteTokenizer().encode('The harbour master kept a notebook of every ship that came in', { bos: true })
+    const tokensPerSecond = async (e: ModelEngine, streams: number, n: number): Promise<number> => {
+      const t0 = performance.now()
+      const counts = await Promise.all(Array.from({ length: streams }, async () => {
+        const g = e.generate({ prompt, maxTokens: n, temperature: 0, topP: 1, seed: 1, stopTokens: [EOS] })
+        let c = 0
+        for await (const _ of g.tokens) c++
+        return c
+      }))
+      return counts.reduce((a, b) => a + b, 0) / ((performance.now() - t0) / 1000)
+    }
+    await tokensPerSecond(kept, 2, 4)
+    await tokensPerSecond(taken, 2, 4)
+    for (const streams of [1, 8, 16]) {
+      const row: EngineRow = { streams, kept: [], taken: [] }
+      for (let r = 0; r < (opts.quick ? 1 : 3); r++) {
+        row.kept.push(await tokensPerSecond(kept, streams, 64))
+        row.taken.push(await tokensPerSecond(taken, streams, 64))
+      }
+      result.engine.push(row)
+      opts.log(`  engine, ${streams} stream(s): cache kept ${median(row.kept).toFixed(1)} tok/s, present.* taken back ${median(row.taken).toFixed(1)} tok/s`)
+    }
+  } finally {
+    await kept.close()
+    await taken.close()
+  }
   return result
 }
 
@@ -66,6 +105,12 @@ export function kvCopyMarkdown (r: KvCopyResult): string {
     '',
     '| batch | cache handed back | all outputs (ms) | logits only (ms) | the copy\'s share of the step | ms per token: all / logits only |',
     '| ---: | ---: | ---: | ---: | ---: | ---: |',
-    ...r.rows.map(x => `| ${x.batch} | ${x.cacheMiB.toFixed(0)} MiB | ${x.allMs.toFixed(1)} | ${x.logitsMs.toFixed(1)} | **${(100 * (1 - x.logitsMs / x.allMs)).toFixed(0)}%** | ${(x.allMs / x.batch).toFixed(2)} / ${(x.logitsMs / x.batch).toFixed(2)} |`)
+    ...r.rows.map(x => `| ${x.batch} | ${x.cacheMiB.toFixed(0)} MiB | ${x.allMs.toFixed(1)} | ${x.logitsMs.toFixed(1)} | **${(100 * (1 - x.logitsMs / x.allMs)).toFixed(0)}%** | ${(x.allMs / x.batch).toFixed(2)} / ${(x.logitsMs / x.batch).toFixed(2)} |`),
+    '',
+    'The engine (agent/executor/worker.ts, maxBatch 16, one thread) keeps the batched cache itself when the graph gives each step\'s keys and values (agent/executor/kv-cache.ts), against the same engine taking present.* back from every run (`keepCache: false`): 1, 8 and 16 concurrent generations of 64 tokens from the same prompt, total tokens ÷ wall time (prefill included), median of rounds, the two taking turns.',
+    '',
+    '| streams | cache kept (tok/s) | present.* taken back (tok/s) | kept ÷ taken back |',
+    '| ---: | ---: | ---: | ---: |',
+    ...r.engine.map(e => `| ${e.streams} | ${median(e.kept).toFixed(1)} | ${median(e.taken).toFixed(1)} | **${(median(e.kept) / median(e.taken)).toFixed(2)}** |`)
   ].join('\n')
 }

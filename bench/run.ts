@@ -85,8 +85,8 @@ if (only.has('pipeline')) {
   writeSection('pipeline', 'Pipeline on separate boxes: 2 stages on two cores vs the whole model on one', pipelineMarkdown(await runPipelineBench({ quick: values.quick, log })))
 }
 if (only.has('kvcopy')) {
-  log('kvcopy: a batched decode step with and without its KV cache copied out of ONNX Runtime')
-  writeSection('kvcopy', 'Decode step: what handing the KV cache back to JavaScript costs', kvCopyMarkdown(await runKvCopyBench({ quick: values.quick, log })))
+  log('kvcopy: a batched decode step with and without its KV cache copied out of ONNX Runtime; the engine keeping the cache vs taking present.* back')
+  writeSection('kvcopy', 'Decode step: what handing the KV cache back to JavaScript costs, and the engine keeping it', kvCopyMarkdown(await runKvCopyBench({ quick: values.quick, log })))
 }
 if (only.has('content')) {
   log(`content: a ~116 MiB model to 1, 2 and 4 new hosts, every uplink at ${UPLINK / 1024 ** 2} MiB/s: mesh fetch vs one HTTP server; one host's mesh throughput ÷ raw TCP`)

@@ -222,8 +222,9 @@ async function loop (): Promise<void> {
     const single = rest.find(r => !batchable(r, []))
     queue.unshift(...rest.filter(r => r !== single))
     try {
-      if (batch.length === 1) await runOne(batch[0])
-      else if (batch.length > 1) await runBatch(batch)
+      // a lone decode step runs as a batch of one where the cache is kept here (no present.* to take back)
+      if (batch.length === 1 && !inPlace) await runOne(batch[0])
+      else if (batch.length > 0) await runBatch(batch)
     } catch (err) {
       outbox.length = 0
       outboxTransfer.length = 0
