@@ -180,7 +180,7 @@ export class Agent {
     })
     this.vdags = new VdagStore(init.state)
     this.services = new ServiceStore(init.state)
-    this.router = new Router({ self: init.mesh.peerId.toString(), gossip: init.gossip, host: this.host, vdags: () => this.vdags.reports(), services: () => this.services.targets() })
+    this.router = new Router({ self: init.mesh.peerId.toString(), gossip: init.gossip, host: this.host, vdags: () => this.vdags.reports(), services: () => this.services.targets(), previousUnits: () => this.services.previousUnits() })
     this.tasks = new TaskService({
       pythonEnvs,
       db: init.db,

@@ -24,22 +24,39 @@ export class Router {
 
   private readonly localVdags: () => VdagReport[]
   private readonly services: () => ReadonlyMap<string, string>
+  private readonly previousUnits: () => ReadonlyMap<string, string>
 
   /**
    * `services`: names served by a unit of another name (a service rolled to a new version: its name → the
-   * block or vDAG that serves it now), kept in memory by its owner (agent/templates/services.ts).
+   * block or vDAG that serves it now), kept in memory by its owner (agent/templates/services.ts); `previousUnits`:
+   * the units those names were switched from while the old ones drain.
    */
-  constructor (init: { self: string, gossip: CapacityGossip, host: InstanceHost, vdags?: () => VdagReport[], services?: () => ReadonlyMap<string, string> }) {
+  constructor (init: { self: string, gossip: CapacityGossip, host: InstanceHost, vdags?: () => VdagReport[], services?: () => ReadonlyMap<string, string>, previousUnits?: () => ReadonlyMap<string, string> }) {
     this.self = init.self
     this.gossip = init.gossip
     this.host = init.host
     this.localVdags = init.vdags ?? (() => [])
     this.services = init.services ?? (() => new Map())
+    this.previousUnits = init.previousUnits ?? (() => new Map())
   }
 
-  /** The block or vDAG that serves `name` now: a service's current unit, else the name itself. */
+  /**
+   * The block or vDAG that serves `name` now: a service's current unit, else the name itself. Just after a
+   * rollout's switch, while no ready instance of the new unit has reached this agent's view yet (capacity
+   * records travel apart from the desired state) and the old unit still serves, the old unit.
+   */
   resolve (name: string): string {
-    return this.services().get(name) ?? name
+    const target = this.services().get(name) ?? name
+    const previous = this.previousUnits().get(name)
+    if (previous != null && previous !== target && !this.servable(target) && this.servable(previous)) return previous
+    return target
+  }
+
+  /** Whether `unit` has a ready instance in this agent's view (a vDAG: every stage). */
+  servable (unit: string): boolean {
+    const v = this.vdag(unit)
+    if (v != null) return v.stages.every(b => this.candidates(b).length > 0)
+    return this.candidates(unit).length > 0
   }
 
   /** A vDAG served under `name`, owned here or by a live peer. */

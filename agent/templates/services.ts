@@ -73,12 +73,13 @@ function parse (e: Entry<unknown>): ServiceRecord | null {
 export class ServiceStore {
   private readonly state: DesiredState
   private routes: Map<string, string> | null = null
+  private switchedFrom: Map<string, string> | null = null
   private readonly unsubscribe: () => void
 
   constructor (state: DesiredState) {
     this.state = state
     this.unsubscribe = state.onChange(keys => {
-      if (keys.some(k => k.startsWith('mlservices/'))) this.routes = null
+      if (keys.some(k => k.startsWith('mlservices/'))) { this.routes = null; this.switchedFrom = null }
     })
   }
 
@@ -138,5 +139,22 @@ export class ServiceStore {
       this.routes = m
     }
     return this.routes
+  }
+
+  /**
+   * Services switched to a new unit whose old unit is still being drained (rollout phase `draining`): name →
+   * the old unit. An agent that has not yet seen an instance of the new unit ready (capacity records travel
+   * on their own) sends the name there meanwhile (Router.resolve).
+   */
+  previousUnits (): ReadonlyMap<string, string> {
+    if (this.switchedFrom == null) {
+      const m = new Map<string, string>()
+      for (const { record } of this.list()) {
+        const r = record.rollout
+        if (r != null && r.phase === 'draining' && r.from.unit !== record.target) m.set(record.name, r.from.unit)
+      }
+      this.switchedFrom = m
+    }
+    return this.switchedFrom
   }
 }
