@@ -31,11 +31,15 @@ export interface ApiOptions {
   bodyLimit?: number
 }
 
+/** Bodies declared over the limit but under this are let in and discarded after the 413, so that the client reads the answer. */
+const DRAIN_BYTES = 16 * 1024 * 1024
+
 export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<FastifyInstance> {
+  const bodyLimit = opts.bodyLimit ?? 1024 * 1024
   const app = Fastify({
     // per-request lines only at debug: the API logger starts at warn unless the agent runs at debug/trace
     loggerInstance: ctx.log.child({ mod: 'api' }, { level: ['debug', 'trace'].includes(ctx.log.level) ? ctx.log.level : 'warn' }) as FastifyBaseLogger,
-    bodyLimit: opts.bodyLimit ?? 1024 * 1024,
+    bodyLimit,
     return503OnClosing: true
   })
   const loopback = isLoopbackAddress(opts.host)
@@ -57,6 +61,14 @@ export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<Fast
         const bearer = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1]
         if (bearer == null || !ctx.tasks.authorizes(bearer, req.method, req.url.split('?')[0])) throw err
       }
+    }
+    // a body whose declared length is over the limit is refused before it is read. Fastify's own check closes
+    // the connection at once, and a client still sending then loses the answer to a reset (EPIPE); here the
+    // connection stays and Node discards the rest, unless the body is larger than is worth taking in.
+    const declared = Number(req.headers['content-length'] ?? NaN)
+    if (Number.isFinite(declared) && declared > bodyLimit) {
+      if (declared > DRAIN_BYTES) reply.header('connection', 'close')
+      throw new AgentError(`the request body is ${declared} bytes; this API takes at most ${bodyLimit}`, 'body_too_large', 413)
     }
   })
 
