@@ -144,14 +144,18 @@ describe('HTTP API security', () => {
     assert.equal(huge.status, 413)
     assert.equal(huge.body.error.code, 'body_too_large')
     assert.match(huge.body.error.message, /at most 1048576/)
-    // refused on its declared length, the connection kept while the rest arrives: twenty clients each sending
-    // 4 MiB in small writes all read the 413 (none loses it to a reset mid-upload)
+    // refused on its declared length, the answer sent once the client has finished sending: twenty clients each
+    // sending 4 MiB in small writes, with `Connection: close` (agent: false) and a pause halfway that gives the
+    // server time to answer early, all read the 413 (none loses it to a reset mid-upload)
     const uploads = await Promise.all(Array.from({ length: 20 }, async () => await new Promise<number>((resolve, reject) => {
       const req = httpRequest(`${a.url}/api/hardware/simulated-gpus`, { method: 'PUT', agent: false, headers: { authorization: `Bearer ${a.token}`, 'content-type': 'application/json', 'content-length': String(4 * 1024 * 1024) } }, res => { res.resume(); res.on('end', () => { resolve(res.statusCode ?? 0) }) })
       req.on('error', reject)
       const chunk = Buffer.alloc(64 * 1024, 0x20)
-      for (let i = 0; i < 64; i++) req.write(chunk)
-      req.end()
+      for (let i = 0; i < 32; i++) req.write(chunk)
+      setTimeout(() => {
+        for (let i = 0; i < 32; i++) req.write(chunk)
+        req.end()
+      }, 200)
     })))
     assert.deepEqual(uploads, Array(20).fill(413))
     assert.deepEqual((await a.api('/api/hardware/simulated-gpus')).body, before)

@@ -1,4 +1,5 @@
 import Fastify from 'fastify'
+import type { IncomingMessage } from 'node:http'
 import type { FastifyInstance, FastifyError, FastifyBaseLogger } from 'fastify'
 import type { ApiContext } from './context.ts'
 import { AgentError } from '../errors.ts'
@@ -33,6 +34,23 @@ export interface ApiOptions {
 
 /** Bodies declared over the limit but under this are let in and discarded after the 413, so that the client reads the answer. */
 const DRAIN_BYTES = 16 * 1024 * 1024
+/** How long an over-limit body is read and discarded before the 413 goes out regardless. */
+const DRAIN_MS = 10_000
+
+/** Reads a request's body to its end and drops it; resolves at the end, on close or error, or after `ms`. */
+async function discardBody (raw: IncomingMessage, ms: number): Promise<void> {
+  if (raw.complete) return
+  await new Promise<void>(resolve => {
+    const done = (): void => {
+      clearTimeout(timer)
+      raw.off('end', done).off('close', done).off('error', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    raw.on('end', done).on('close', done).on('error', done)
+    raw.resume()
+  })
+}
 
 export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<FastifyInstance> {
   const bodyLimit = opts.bodyLimit ?? 1024 * 1024
@@ -62,12 +80,15 @@ export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<Fast
         if (bearer == null || !ctx.tasks.authorizes(bearer, req.method, req.url.split('?')[0])) throw err
       }
     }
-    // a body whose declared length is over the limit is refused before it is read. Fastify's own check closes
-    // the connection at once, and a client still sending then loses the answer to a reset (EPIPE); here the
-    // connection stays and Node discards the rest, unless the body is larger than is worth taking in.
+    // a body whose declared length is over the limit is refused without being parsed. Fastify's own check, and
+    // Node when the client asked for `Connection: close`, close the socket as soon as the answer is written, and a
+    // client still sending then loses the answer to a reset (EPIPE). So a body up to DRAIN_BYTES is read and
+    // discarded first (bounded in time), and the 413 goes out once the client has finished sending; a larger
+    // one is answered at once and its connection closed.
     const declared = Number(req.headers['content-length'] ?? NaN)
     if (Number.isFinite(declared) && declared > bodyLimit) {
       if (declared > DRAIN_BYTES) reply.header('connection', 'close')
+      else await discardBody(req.raw, DRAIN_MS)
       throw new AgentError(`the request body is ${declared} bytes; this API takes at most ${bodyLimit}`, 'body_too_large', 413)
     }
   })
