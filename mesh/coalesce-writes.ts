@@ -1,5 +1,6 @@
 import type { ConnectionEncrypter, MessageStream } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { adoptNoiseFrameDecoder } from './noise-frames.ts'
 
 /** Encrypted messages up to this size leave as one buffer (bigger ones as the encrypter made them). */
 const MAX_COALESCE_BYTES = 256 * 1024
@@ -27,7 +28,8 @@ export function coalesceWrites<T extends MessageStream> (connection: T): T {
 }
 
 /**
- * A connection encrypter (Noise) whose raw connection writes each send as one buffer (coalesceWrites):
+ * A connection encrypter (Noise) whose raw connection writes each send as one buffer (coalesceWrites),
+ * and whose encrypted connection cuts messages without throwing (adoptNoiseFrameDecoder, mesh/noise-frames.ts):
  * `connectionEncrypters: [coalescing(noise())]`. Everything else is the encrypter's own.
  */
 export function coalescing<C> (factory: (components: C) => ConnectionEncrypter): (components: C) => ConnectionEncrypter {
@@ -35,8 +37,16 @@ export function coalescing<C> (factory: (components: C) => ConnectionEncrypter):
     const inner = factory(components)
     return {
       protocol: inner.protocol,
-      secureOutbound: async (connection, options) => await inner.secureOutbound(coalesceWrites(connection), options),
-      secureInbound: async (connection, options) => await inner.secureInbound(coalesceWrites(connection), options)
+      secureOutbound: async (connection, options) => {
+        const secured = await inner.secureOutbound(coalesceWrites(connection), options)
+        adoptNoiseFrameDecoder(secured.connection)
+        return secured
+      },
+      secureInbound: async (connection, options) => {
+        const secured = await inner.secureInbound(coalesceWrites(connection), options)
+        adoptNoiseFrameDecoder(secured.connection)
+        return secured
+      }
     }
   }
 }
