@@ -129,25 +129,8 @@ export class ContentUnreachableError extends MeshError {
 
 // ---------------------------------------------------------------- bitmaps
 
-/** Whether bit `i` is set (bit i of byte i>>3 is (i & 7), LSB first). */
-export function hasBit (bitmap: Uint8Array, i: number): boolean {
-  return ((bitmap[i >> 3] ?? 0) & (1 << (i & 7))) !== 0
-}
-
-export function setBit (bitmap: Uint8Array, i: number): void {
-  bitmap[i >> 3] |= 1 << (i & 7)
-}
-
-export function clearBit (bitmap: Uint8Array, i: number): void {
-  bitmap[i >> 3] &= ~(1 << (i & 7))
-}
-
-/** A bitmap of `chunks` bits, all set. */
-export function fullBitmap (chunks: number): Uint8Array {
-  const b = new Uint8Array(Math.ceil(chunks / 8)).fill(0xff)
-  if (chunks % 8 !== 0) b[b.length - 1] = (1 << (chunks % 8)) - 1
-  return b
-}
+// a `have` answer's bitmap: one bit per chunk (./bitmap.ts)
+export { clearBit, fullBitmap, hasBit, setBit } from './bitmap.ts'
 
 // ---------------------------------------------------------------- client side
 
