@@ -22,6 +22,7 @@ import { runResilienceBench, resilienceMarkdown } from './resilience.ts'
 import { runPipelineBench, pipelineMarkdown } from './pipeline.ts'
 import { runKvCopyBench, kvCopyMarkdown } from './kv-copy.ts'
 import { runContentBench, contentMarkdown, UPLINK } from './content.ts'
+import { runTensorParallelBench, tensorParallelMarkdown } from './tensor-parallel.ts'
 
 const { values } = parseArgs({
   options: {
@@ -30,10 +31,10 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false }
   }
 })
-const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,activations,tunnel,pipeline,kvcopy,content,load,dashboard').split(',').map(s => s.trim()))
+const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,activations,tunnel,pipeline,tp,kvcopy,content,load,dashboard').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'activations', 'tunnel', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline', 'kvcopy', 'content']
+const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'activations', 'tunnel', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline', 'tp', 'kvcopy', 'content']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -83,6 +84,10 @@ if (only.has('tunnel')) {
 if (only.has('pipeline')) {
   log('pipeline: 2 stages on two pinned cores in their own namespaces (Toxiproxy link at 0.2 / 5 / 50 ms RTT) vs the whole model on one')
   writeSection('pipeline', 'Pipeline on separate boxes: 2 stages on two cores vs the whole model on one', pipelineMarkdown(await runPipelineBench({ quick: values.quick, log })))
+}
+if (only.has('tp')) {
+  log('tp: tensor parallelism, 2 ranks on two pinned cores with an all-reduce per segment over PeerLinks, vs the whole model on one core')
+  writeSection('tp', 'Tensor parallelism: 2 ranks on two cores vs the whole model on one', tensorParallelMarkdown(await runTensorParallelBench({ quick: values.quick, log })))
 }
 if (only.has('kvcopy')) {
   log('kvcopy: a batched decode step with and without its KV cache copied out of ONNX Runtime; the engine keeping the cache vs taking present.* back')
