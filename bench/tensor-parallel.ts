@@ -9,7 +9,8 @@
  *   3. the same two ranks in step, an all-reduce of the partial after every segment (28 per decode step)
  *      over /blockmesh/pipeline/1.0.0 on loopback (TCP + Noise + Yamux, the agent's PeerLinks).
  * The pipeline bench (bench/pipeline.ts) shows why two pipeline stages cannot reach 1.3× with 8 streams on
- * CPU; this shows what the other split does.
+ * CPU; this shows what the other split does. TP_NODE_FLAGS (environment) adds node flags to the rank
+ * processes, for looking into them (e.g. "--trace-gc"; their diagnostics pass through to stderr).
  */
 import os from 'node:os'
 import { spawn, spawnSync } from 'node:child_process'
