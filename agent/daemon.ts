@@ -9,7 +9,7 @@ import type { AgentOptions, AgentOptionsInput, ReadyInfo } from './config.ts'
 import { ensureDataDir, loadOrCreateIdentity, loadOrCreateToken } from './identity.ts'
 import { MetaStore, openDatabase } from './db/database.ts'
 import type { Db } from './db/database.ts'
-import { PeerStore } from './db/peer-store.ts'
+import { PeerMemory } from './db/peer-memory.ts'
 import { HardwareMonitor } from './hardware/monitor.ts'
 import { parseSimulatedGpus } from './hardware/gpus.ts'
 import { AgentMetrics, watchContent, watchPeerScore } from './metrics.ts'
@@ -52,8 +52,6 @@ import { agentContent } from './content/wiring.ts'
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
 /** Peers seen within this window are restored (and dialled) at start. */
-const REMEMBER_MS = 24 * 3600_000
-const PERSIST_EVERY_MS = 10_000
 
 export function parseAgentOptions (input: AgentOptionsInput): AgentOptions {
   const r = AgentOptionsSchema.safeParse(input)
@@ -113,8 +111,7 @@ export class Agent {
   /** /blockmesh/content/1.0.0: peers fetch model files from this agent's content store */
   private contentServer: ContentService | undefined
   private apiUrl = ''
-  private persistTimer: NodeJS.Timeout | undefined
-  private readonly peerStore: PeerStore
+  private readonly peerMemory: PeerMemory
   private stopping: Promise<void> | undefined
 
   private constructor (init: {
@@ -131,7 +128,7 @@ export class Agent {
     this.token = init.token
     this.epoch = init.epoch
     this.providerProbe = init.providerProbe
-    this.peerStore = new PeerStore(init.db)
+    this.peerMemory = new PeerMemory(init.db, init.log)
     this.state = init.state
     this.components = new ComponentRegistry(init.state)
     this.content = init.content
@@ -281,24 +278,9 @@ export class Agent {
     const imported = await importLegacyTables(this.db, this.state, this.mesh.peerId.toString())
     if (imported > 0) this.log.info({ objects: imported }, 'components, blocks and vDAGs of this agent moved into the replicated desired state')
     await this.stateSync.start()
-    const remembered = this.peerStore.load(Date.now() - REMEMBER_MS)
-    this.gossip.remember(remembered)
-    // a peer met for the first time (or back from expiry) is written at once, so even an agent killed a
-    // moment later finds it again; every live peer is refreshed every PERSIST_EVERY_MS
-    const seen = new Set<string>()
-    this.gossip.onChange((peer, view) => {
-      if (view.status === 'expired') { seen.delete(peer); return }
-      if (seen.has(peer)) return
-      seen.add(peer)
-      try {
-        this.peerStore.saveAll([view])
-      } catch (err) {
-        this.log.warn({ err: (err as Error).message }, 'could not store peer')
-      }
-    })
+    // the peers of the last run go back into the gossip table before it starts
+    const remembered = this.peerMemory.start(this.gossip)
     await this.gossip.start()
-    this.persistTimer = setInterval(() => { this.persistPeers() }, PERSIST_EVERY_MS)
-    this.persistTimer.unref()
 
     this.api = await buildApi({
       name: this.options.name,
@@ -332,7 +314,7 @@ export class Agent {
     this.apiUrl = address
     this.host.resume()
     // after a restart, placement waits (a few heartbeats at most) for the peers remembered from the last run
-    this.owner.start({ settleMs: remembered.length > 0 ? 3 * this.options.heartbeatMs : 0 })
+    this.owner.start({ settleMs: remembered > 0 ? 3 * this.options.heartbeatMs : 0 })
     this.writeReadyFile()
     this.log.info({ peerId: this.mesh.peerId.toString(), api: this.apiUrl, multiaddrs: this.mesh.multiaddrs(), epoch: this.epoch }, 'agent ready')
   }
@@ -409,14 +391,6 @@ export class Agent {
     renameSync(path + '.tmp', path)
   }
 
-  private persistPeers (): void {
-    try {
-      this.peerStore.saveAll(this.gossip.peers().filter(p => p.status === 'live'))
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'could not persist peers')
-    }
-  }
-
   async stop (): Promise<void> {
     this.stopping ??= this.shutdown()
     return await this.stopping
@@ -425,7 +399,6 @@ export class Agent {
   private async shutdown (): Promise<void> {
     this.log.info('agent stopping')
     rmSync(join(this.options.dataDir, READY_FILE), { force: true })
-    clearInterval(this.persistTimer)
     this.providerProbe.stop()
     this.gossip.stop()
     this.hardware.stop()
@@ -440,7 +413,7 @@ export class Agent {
     await this.assign?.stop().catch(() => {})
     await this.pipeline?.stop().catch(() => {})
     await this.contentServer?.stop().catch(() => {})
-    this.persistPeers()
+    this.peerMemory.stop()
     await this.mesh.stop().catch((err: Error) => { this.log.warn({ err: err.message }, 'mesh stop failed') })
     this.db.close()
     this.log.info('agent stopped')

@@ -1,3 +1,4 @@
+import type { Statement } from 'better-sqlite3'
 import { CapacityRecordSchema } from '../../mesh/capacity/record.ts'
 import type { CapacityRecord } from '../../mesh/capacity/record.ts'
 import type { Db } from './database.ts'
@@ -5,15 +6,19 @@ import type { Db } from './database.ts'
 /** Persists the last record heard from each peer, so a restarted agent can find the mesh again. */
 export class PeerStore {
   private readonly db: Db
-  constructor (db: Db) { this.db = db }
-
-  saveAll (entries: Array<{ record: CapacityRecord, lastSeen: number }>): void {
-    const upsert = this.db.prepare(`INSERT INTO peers (peer_id, name, cluster, record, last_seen) VALUES (?, ?, ?, ?, ?)
+  private readonly upsert: Statement
+  constructor (db: Db) {
+    this.db = db
+    // prepared once: the agent writes peers every few seconds
+    this.upsert = db.prepare(`INSERT INTO peers (peer_id, name, cluster, record, last_seen) VALUES (?, ?, ?, ?, ?)
       ON CONFLICT(peer_id) DO UPDATE SET name = excluded.name, cluster = excluded.cluster, record = excluded.record, last_seen = excluded.last_seen
       WHERE excluded.last_seen >= peers.last_seen`)
+  }
+
+  saveAll (entries: Array<{ record: CapacityRecord, lastSeen: number }>): void {
     this.db.transaction(() => {
       for (const { record, lastSeen } of entries) {
-        upsert.run(record.peerId, record.name, record.cluster, JSON.stringify(record), lastSeen)
+        this.upsert.run(record.peerId, record.name, record.cluster, JSON.stringify(record), lastSeen)
       }
     })()
   }
