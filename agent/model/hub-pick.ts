@@ -5,7 +5,7 @@
  */
 import { posix } from 'node:path'
 import { ValidationError } from '../errors.ts'
-import { ModelSourceError } from './source.ts'
+import { ModelSourceError } from './source-error.ts'
 
 /** GGUF quantizations tried, in order, when no variant is asked for; then the smallest file. */
 export const GGUF_PREFERENCE: readonly string[] = ['Q4_K_M', 'Q4_0', 'Q4_1', 'Q8_0']

@@ -13,7 +13,10 @@ import { Readable, Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { GetObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3'
-import { DEFAULT_ATTEMPTS, ModelSourceError, PROGRESS_INTERVAL_MS, RETRY_BACKOFF_MS, formatBytes, md5File, statOrNull } from './source.ts'
+import { formatBytes } from './display.ts'
+import { DEFAULT_ATTEMPTS, PROGRESS_INTERVAL_MS, RETRY_BACKOFF_MS } from './download-policy.ts'
+import { md5File, statOrNull } from './file-hash.ts'
+import { ModelSourceError } from './source-error.ts'
 import type { MaterializeOptions, Materialized } from './source.ts'
 
 export interface S3Location { bucket: string, key: string }
