@@ -76,6 +76,14 @@ port.on('message', (m: ToStageWorker) => {
   wake?.()
 })
 
+/** Resolves when the next message arrives, or after `ms` (a straggler's wait without polling). */
+async function nextMessage (ms: number): Promise<void> {
+  await new Promise<void>(resolve => {
+    const timer = setTimeout(() => { wake = null; resolve() }, Math.max(0, ms))
+    wake = () => { clearTimeout(timer); wake = null; resolve() }
+  })
+}
+
 function cacheOf (seq: string): Cache {
   let c = caches.get(seq)
   if (c == null) { c = { kv: null, group: null, length: 0, mb: null, rng: null, sampler: null, sampling: null }; caches.set(seq, c) }
@@ -209,7 +217,7 @@ async function loop (): Promise<void> {
       const members = [...caches.values()].filter(c => c.mb === mb && c.length > 0).length
       const deadline = performance.now() + Math.min(10, lastRunMs / 2)
       while (!closed && queue.filter(r => r.group === mb && batchable(r, [])).length < members && performance.now() < deadline) {
-        await new Promise(resolve => setTimeout(resolve, 1))
+        await nextMessage(deadline - performance.now())
       }
     }
     const batch: StageStepRequest[] = []
