@@ -8,8 +8,8 @@
  *      its own segments (compute alone: half the heads and half the MLP for the whole batch);
  *   3. the same two ranks in step, an all-reduce of the partial after every segment (28 per decode step)
  *      over /blockmesh/pipeline/1.0.0 on loopback (TCP + Noise + Yamux, the agent's PeerLinks).
- * The pipeline bench (bench/pipeline.ts) shows why two pipeline stages cannot reach 1.3× with 8 streams on
- * CPU; this shows what the other split does. TP_NODE_FLAGS (environment) adds node flags to the rank
+ * The whole-model process also times the 2 stages of the ring pipeline at half the batch, on the same core:
+ * the pipeline's ceiling with no agent around it, beside the one bench/pipeline.ts measures inside agents. TP_NODE_FLAGS (environment) adds node flags to the rank
  * processes, for looking into them (e.g. "--trace-gc"; their diagnostics pass through to stderr).
  */
 import os from 'node:os'
@@ -96,11 +96,14 @@ export function tensorParallelMarkdown (r: TpResult): string {
     const over = r0.overlappedMs?.[b]
     const wait = r0.waitMs?.[b]
     const perReduce = (step - compute) / r0.exchanges!
-    return `| ${b} | ${w.toFixed(1)} | ${(b * 1000 / w).toFixed(1)} | ${compute.toFixed(1)} | **${(w / compute).toFixed(2)}** | ${step.toFixed(1)} | ${(b * 1000 / step).toFixed(1)} | **${(w / step).toFixed(2)}** | ${ms(over)} | ${over == null ? '–' : `**${(w / over).toFixed(2)}**`} | ${(perReduce * 1000).toFixed(0)} | ${wait == null ? '–' : wait.map(x => x.toFixed(2)).join(' / ')} |`
+    const stage = r.whole!.stageMs?.[b]
+    const ring = stage == null ? '–' : `**${(w / (2 * Math.max(...stage))).toFixed(2)}** (${stage.map(x => x.toFixed(1)).join(' / ')} ms)`
+    return `| ${b} | ${w.toFixed(1)} | ${(b * 1000 / w).toFixed(1)} | ${ring} | ${compute.toFixed(1)} | **${(w / compute).toFixed(2)}** | ${step.toFixed(1)} | ${(b * 1000 / step).toFixed(1)} | **${(w / step).toFixed(2)}** | ${ms(over)} | ${over == null ? '–' : `**${(w / over).toFixed(2)}**`} | ${(perReduce * 1000).toFixed(0)} | ${wait == null ? '–' : wait.map(x => x.toFixed(2)).join(' / ')} |`
   })
   return [
     `${r.date}, ${r.cpu}, ${r.cores} cores. The generated ~100M model (14 layers, hidden 768, 12 heads, float32), one decode position per sequence over a past of ${r.past} positions, median of ${r.steps} steps. ` +
     'Whole: the model\'s own graph alone on core 0 (fetching logits and the step\'s keys and values, as an engine that keeps its cache does). ' +
+    '"Ring pipeline alone": the same model cut into the 2 stages of the ring pipeline (agent/splitter), each timed on core 0 at half the batch (a micro-batch); a box runs both micro-batches in turn, so with no waiting and no agent around it the pipeline would give whole ÷ (2 × the slower stage) — the ceiling the pipeline benchmark measures inside agents. ' +
     'Two ranks: agent/model/tp-graph.ts\'s shards, rank 0 on core 0 and rank 1 on core 1, each process pinned (`taskset`) with one ONNX Runtime thread; a step is 28 segment runs (14 attention, 14 MLP) on each rank and the head on rank 0. ' +
     '"Compute alone": each rank times its segments while the other does the same (the slower rank shown). ' +
     '"In step": an all-reduce after every segment — the rank\'s partial [batch, 1, 768] sent to the other over /blockmesh/pipeline/1.0.0 on loopback (PeerLinks: TCP + Noise + Yamux) and the other\'s added — timed on rank 0. ' +
@@ -108,8 +111,8 @@ export function tensorParallelMarkdown (r: TpResult): string {
     'Per all-reduce: (in step − compute alone) ÷ 28. Wait: how long rank 0\'s all-reduces waited for the other rank\'s partial (p50 / p90 / p99, ms). ' +
     'Not in the serving path: this measures what the split would give before it is built (sampling would add one small message per step).',
     '',
-    '| batch | whole ms/step | whole tok/s | 2 ranks, compute alone ms/step | ÷ whole | 2 ranks in step ms/step | tok/s | ÷ whole | two micro-batches ms/step | ÷ whole | per all-reduce µs | wait p50 / p90 / p99 ms |',
-    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    '| batch | whole ms/step | whole tok/s | ring pipeline alone: whole ÷ 2 × slower stage at batch/2 | 2 ranks, compute alone ms/step | ÷ whole | 2 ranks in step ms/step | tok/s | ÷ whole | two micro-batches ms/step | ÷ whole | per all-reduce µs | wait p50 / p90 / p99 ms |',
+    '| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
     ...rows
   ].join('\n')
 }

@@ -18,6 +18,7 @@ import { modelWeights } from '../agent/model/weights.ts'
 import type { NamedTensor } from '../agent/model/weights.ts'
 import { buildGraph, io } from '../agent/model/graph.ts'
 import { encodeModel } from '../agent/model/onnx.ts'
+import { splitDecoder } from '../agent/splitter/onnx-split.ts'
 import { attentionSegment, headSegment, mlpSegment, tpIo, tpShare } from '../agent/model/tp-graph.ts'
 import { MeshNode, silentLogger } from '../mesh/node.ts'
 import { PeerLinks } from '../mesh/pipeline-link.ts'
@@ -39,6 +40,8 @@ const args = Args.parse(JSON.parse(process.argv[2] ?? '{}'))
 export interface RankTimes {
   /** per batch size: median ms per decode step */
   computeMs: Record<number, number>
+  /** mode whole, per batch size b: the 2 pipeline stages' ms per step at batch b/2 (a micro-batch) */
+  stageMs?: Record<number, [number, number]>
   /** with the all-reduces (mode rank, 2+ ranks) */
   stepMs?: Record<number, number>
   /** with the all-reduces, the batch as two micro-batches taking turns (batches of 2 and more) */
@@ -67,16 +70,41 @@ async function time (steps: number, run: () => Promise<void>): Promise<number> {
   return median(ms)
 }
 
+/** Feeds for any of the model's graphs (whole or a pipeline stage) at batch `b` over a past of `P`, by input name. */
+function feedsFor (session: ort.InferenceSession, b: number, P: number): Record<string, ort.Tensor> {
+  const feeds: Record<string, ort.Tensor> = {}
+  const past = f32(new Float32Array(b * spec.heads * P * D).fill(0.01), [b, spec.heads, P, D])
+  for (const name of session.inputNames) {
+    if (name === io.inputIds) feeds[name] = i64(b, 65, [b, 1])
+    else if (name === io.attentionMask) feeds[name] = i64(b * (P + 1), 1, [b, P + 1])
+    else if (name === io.positionIds) feeds[name] = i64(b, P, [b, 1])
+    else if (name.startsWith('past_key_values.')) feeds[name] = past
+    else feeds[name] = f32(new Float32Array(b * spec.hidden).fill(0.1), [b, 1, spec.hidden]) // a stage's hidden state in
+  }
+  return feeds
+}
+
+/** Everything but the whole present.* cache: what an engine that keeps its cache fetches. */
+const keptFetches = (session: ort.InferenceSession): string[] => session.outputNames.filter(n => !/^present\.\d+\.(key|value)$/.test(n))
+
 async function whole (): Promise<RankTimes> {
-  const session = await ort.InferenceSession.create(encodeModel(buildGraph(spec, W.values())), opts)
-  const out: RankTimes = { computeMs: {} }
+  const bytes = encodeModel(buildGraph(spec, W.values()))
+  const session = await ort.InferenceSession.create(bytes, opts)
+  // the same model cut into the 2 stages of the ring pipeline (agent/splitter), on the same core
+  const stages = await Promise.all(splitDecoder(bytes, 2).stages.map(async st => await ort.InferenceSession.create(st.bytes, opts)))
+  const out: RankTimes = { computeMs: {}, stageMs: {} }
   for (const b of args.batches) {
-    const P = args.past
-    const feeds: Record<string, ort.Tensor> = { input_ids: i64(b, 65, [b, 1]), attention_mask: i64(b * (P + 1), 1, [b, P + 1]), position_ids: i64(b, P, [b, 1]) }
-    const past = f32(new Float32Array(b * spec.heads * P * D).fill(0.01), [b, spec.heads, P, D])
-    for (let i = 0; i < spec.layers; i++) { feeds[io.pastKey(i)] = past; feeds[io.pastValue(i)] = past }
-    const fetches = [io.logits, ...Array.from({ length: spec.layers }, (_, i) => [io.stepKey(i), io.stepValue(i)]).flat()]
-    out.computeMs[b] = await time(args.steps, async () => { await session.run(feeds, fetches) })
+    const feeds = feedsFor(session, b, args.past)
+    out.computeMs[b] = await time(args.steps, async () => { await session.run(feeds, keptFetches(session)) })
+    if (b >= 2) {
+      // a micro-batch: half the streams
+      const ms: number[] = []
+      for (const st of stages) {
+        const f = feedsFor(st, b >> 1, args.past)
+        ms.push(await time(args.steps, async () => { await st.run(f, keptFetches(st)) }))
+      }
+      out.stageMs![b] = [ms[0], ms[1]]
+    }
   }
   return out
 }
