@@ -249,7 +249,8 @@ describe('one multi-chunk file among four upload-capped agents: trading, a holde
     assert.deepEqual(await digests(file.path), { md5: m.md5, sha256 })
     assert.equal(bySource[b.peerId], size, `every byte from the honest holder: ${JSON.stringify(bySource)}`)
     assert.equal(bySource[rogueId] ?? 0, 0)
-    assert.ok(rogueEvents.some(e => e.event === 'served' && e.op === 'chunk'), 'the rogue was asked for chunks and served forged ones')
+    // the rogue's report travels on its stdout, apart from the chunks: wait for the line, do not race it
+    await until(() => rogueEvents.some(e => e.event === 'served' && e.op === 'chunk'), 'the rogue to report that it was asked for chunks and served forged ones', 10_000)
 
     // penalised on the one peer score: a forged chunk weighs 12 (banned at 25)
     const peer = (await c.api(`/api/peers/${rogueId}`)).body
