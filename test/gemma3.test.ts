@@ -23,6 +23,8 @@ import { argmax } from '../agent/executor/sampling.ts'
 import type { DecoderShape, Feeds } from '../agent/executor/feeds.ts'
 import { io } from '../agent/model/graph.ts'
 import { tempDir } from './helpers/agents.ts'
+import { ModelEngine } from '../agent/executor/engine.ts'
+import { CORPUS_URL } from '../agent/model/weights.ts'
 import { realWeights } from './helpers/weights.ts'
 
 interface GoldenPrompt {
@@ -197,5 +199,38 @@ describe('Gemma 3 270M converted from GGUF agrees with llama.cpp', { skip: weigh
       report.push(`${p.user}: corr ${corr.toFixed(4)}, greedy ${clear}/${clear} clear steps, ${chosen.filter((t, k) => t === p.greedy.token_ids[k]).length}/${chosen.length} all`)
     }
     for (const line of report) t.diagnostic(line)
+  })
+
+  test('past the 512-token sliding window, the engine keeping its cache answers like the engine taking present.* back (two sequences batched)', async (t) => {
+    const start = async (keepCache: boolean): Promise<ModelEngine> => await ModelEngine.start({ modelPath: converted.onnxPath, provider: 'cpu', gpus: { nvidia: false, any: false }, contextLength: 1024, maxBatch: 2, keepCache, intraOpThreads: 2 })
+    const [kept, plain] = [await start(true), await start(false)]
+    try {
+      assert.equal(kept.keepsCache, true, 'the converted Gemma 3 graph gives step outputs, so the worker keeps the cache')
+      assert.equal(plain.keepsCache, false)
+      // two prompts past the window, of different lengths (rows left-padded differently); decoding goes on
+      // long enough for the kept cache to grow past its first room (16 positions, or an eighth)
+      const text = readFileSync(CORPUS_URL, 'utf8')
+      const ids = tok.encode(text).slice(0, 600)
+      const prompts = [ids.slice(0, 530), ids.slice(40, 600)]
+      const run = async (e: ModelEngine): Promise<Array<{ tokens: number[], logprobs: number[] }>> => await Promise.all(prompts.map(async prompt => {
+        const g = e.generate({ prompt, maxTokens: 80, temperature: 0, topP: 1, seed: 1, stopTokens: [], topLogprobs: 1 })
+        const tokens: number[] = []
+        for await (const t of g.tokens) tokens.push(t)
+        await g.done
+        return { tokens, logprobs: g.logprobs.map(l => l.logprob) }
+      }))
+      const [a, b] = [await run(kept), await run(plain)]
+      assert.deepEqual(a.map(r => r.tokens.length), [80, 80])
+      assert.deepEqual(a.map(r => r.tokens), b.map(r => r.tokens))
+      // the chosen tokens' logprobs too: a window that lost the cache's room would drop some of the oldest
+      // keys of the five sliding layers in six, which moves them though greedy tokens may not change
+      t.diagnostic(`largest logprob difference: ${Math.max(...a.flatMap((r, i) => r.logprobs.map((lp, k) => Math.abs(lp - b[i].logprobs[k])))).toExponential(2)}`)
+      a.forEach((r, i) => r.logprobs.forEach((lp, k) => {
+        assert.ok(Math.abs(lp - b[i].logprobs[k]) < 5e-4, `sequence ${i}, token ${k}: logprob ${lp} kept, ${b[i].logprobs[k]} from present.*`)
+      }))
+    } finally {
+      await kept.close()
+      await plain.close()
+    }
   })
 })

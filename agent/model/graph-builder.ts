@@ -56,9 +56,11 @@ export class GraphBuilder {
   }
 
   /**
-   * The additive attention bias [batch, 1, seq, total] shared by all layers: query j (absolute position
-   * past + j) may see key k when k <= past + j, where attention_mask is 1, and — with `window` — when
-   * k > past + j - window (sliding-window attention).
+   * The additive attention bias [batch, 1, seq, total] shared by all layers: query j (index past + j of the
+   * concatenation) may see key k when k <= past + j and attention_mask is 1 there, and — with `window`
+   * (sliding-window attention) — when fewer than `window` of the row's positions lie between them: the
+   * window counts the positions attention_mask marks (a running count along the row), not indices, so left
+   * padding and an engine's unused cache room between the past and the new positions do not shrink it.
    */
   maskBias (inputIds: string, attentionMask: string, prefix: string, window?: number): string {
     const S = this.add('Gather', [this.add('Shape', [inputIds], `${prefix}/ids_shape`), this.i64([1], true)], `${prefix}/S`, { axis: 0 })
@@ -69,13 +71,17 @@ export class GraphBuilder {
     const kidx = this.add('Range', [this.i64([0], true), T, one], `${prefix}/kidx`)
     const kRow = this.add('Unsqueeze', [kidx, this.i64([0])], `${prefix}/k_row`)
     const qCol = this.add('Unsqueeze', [qidx, this.i64([1])], `${prefix}/q_col`)
-    let allowedST = this.add('LessOrEqual', [kRow, qCol], `${prefix}/causal`)
-    if (window !== undefined) {
-      const recent = this.add('Greater', [kRow, this.add('Sub', [qCol, this.i64([window], true)], `${prefix}/window_start`)], `${prefix}/recent`)
-      allowedST = this.add('And', [allowedST, recent], `${prefix}/causal_window`)
-    }
+    const causal = this.add('LessOrEqual', [kRow, qCol], `${prefix}/causal`)
     const padOk = this.add('Unsqueeze', [this.add('Cast', [attentionMask], `${prefix}/mask_bool`, { to: DT.BOOL }), this.i64([1, 2])], `${prefix}/mask_b11t`)
-    const allowed = this.add('And', [this.add('Unsqueeze', [allowedST, this.i64([0, 1])], `${prefix}/causal_11st`), padOk], `${prefix}/allowed`)
+    let allowed = this.add('And', [this.add('Unsqueeze', [causal, this.i64([0, 1])], `${prefix}/causal_11st`), padOk], window === undefined ? `${prefix}/allowed` : `${prefix}/allowed_causal`)
+    if (window !== undefined) {
+      // the count of marked positions up to each index [batch, total], the queries' counts [batch, seq]
+      const count = this.add('CumSum', [attentionMask, this.i64([1], true)], `${prefix}/count`)
+      const qCount = this.add('Gather', [count, qidx], `${prefix}/q_count`, { axis: 1 })
+      const start = this.add('Sub', [this.add('Unsqueeze', [qCount, this.i64([2])], `${prefix}/q_count_bs1`), this.i64([window], true)], `${prefix}/window_start`)
+      const recent = this.add('Greater', [this.add('Unsqueeze', [count, this.i64([1])], `${prefix}/count_b1t`), start], `${prefix}/recent`)
+      allowed = this.add('And', [allowed, this.add('Unsqueeze', [recent, this.i64([1])], `${prefix}/recent_b1st`)], `${prefix}/allowed_window`)
+    }
     return this.add('Where', [allowed, this.f32(0), this.f32(MASK_NEG)], `${prefix}/bias`)
   }
 }

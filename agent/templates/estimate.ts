@@ -62,7 +62,7 @@ export type EstimateOptions = z.input<typeof EstimateOptionsSchema>
  * - LOAD_OVERHEAD: while loading, ONNX Runtime holds the file's protobuf and the session's own copies of
  *   the initializers (prepacked for MatMulNBits); RSS after a load is ≈ 1.75–1.9× the weights, and the
  *   allocator keeps that memory. Counted with the weights (per layer, embedding, head).
- * - KV_COPIES: an engine that takes `present.*` back (Hugging Face exports, sliding-window models) holds a
+ * - KV_COPIES: an engine that takes `present.*` back (Hugging Face exports) holds a
  *   sequence's past cache while ONNX Runtime writes the present one, and copies both into JavaScript arrays
  *   (agent/executor/worker.ts), and the batched cache is rebuilt when the set of running sequences changes:
  *   the cache is held about this many times over. An engine that keeps its cache (agent/executor/kv-cache.ts)

@@ -22,7 +22,7 @@ import { dequantize } from './quants.ts'
 import { hasNBitsForm, toGatherBlockQuantized, toMatMulNBits } from './nbits.ts'
 import type { DecoderConfig } from './arch.ts'
 
-export const CONVERTER_VERSION = 4
+export const CONVERTER_VERSION = 5
 /** opset 23: RMSNormalization, RotaryEmbedding, Attention (IR version 11) */
 const OPSET = 23
 const IR = 11
@@ -253,14 +253,11 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
     const r = local ? ropeLocal as { cos: string, sin: string } : ropeGlobal
     q = applyRope(q, r, A, `${n}/attn/q_rope`)
     k = applyRope(k, r, KV, `${n}/attn/k_rope`)
-    if (cfg.sliding == null) {
-      // this run's keys and values alone, in the cache's layout, for engines that keep their own cache
-      // (not with sliding windows: a cache with room to grow pads between the past and the new position,
-      // and the window is counted in positions of the concatenation)
-      const step = (t: string, out: string, name: string): string[] => g.addMulti('Transpose', [g.add('Reshape', [t, g.i64([0, 0, KV, D])], `${n}/attn/${name}_step_bsad`)], [out], `${n}/attn/${name}_step`, { perm: [0, 2, 1, 3] })
-      step(k, io.stepKey(i), 'k')
-      step(v, io.stepValue(i), 'v')
-    }
+    // this run's keys and values alone, in the cache's layout, for engines that keep their own cache (with
+    // sliding windows too: the window counts the positions the mask marks, so a cache's room does not shrink it)
+    const step = (t: string, out: string, name: string): string[] => g.addMulti('Transpose', [g.add('Reshape', [t, g.i64([0, 0, KV, D])], `${n}/attn/${name}_step_bsad`)], [out], `${n}/attn/${name}_step`, { perm: [0, 2, 1, 3] })
+    step(k, io.stepKey(i), 'k')
+    step(v, io.stepValue(i), 'v')
     const [ctx] = g.addMulti('Attention', [q, k, v, local ? slidingBias as string : bias, io.pastKey(i), io.pastValue(i)],
       [`${n}/attn/ctx`, io.presentKey(i), io.presentValue(i)], `${n}/attn/attention`,
       { q_num_heads: A, kv_num_heads: KV, scale: new FloatAttr(cfg.attentionScale) })
@@ -303,9 +300,7 @@ export function buildDecoder (cfg: DecoderConfig, tensor: (name: string) => RawT
     inputs.push(valueInfo(io.pastKey(i), DT.FLOAT, [DIMS.batch, KV, DIMS.past, D]), valueInfo(io.pastValue(i), DT.FLOAT, [DIMS.batch, KV, DIMS.past, D]))
     outputs.push(valueInfo(io.presentKey(i), DT.FLOAT, [DIMS.batch, KV, DIMS.total, D]), valueInfo(io.presentValue(i), DT.FLOAT, [DIMS.batch, KV, DIMS.total, D]))
   }
-  if (cfg.sliding == null) {
-    for (let i = 0; i < cfg.layers; i++) outputs.push(valueInfo(io.stepKey(i), DT.FLOAT, [DIMS.batch, KV, DIMS.seq, D]), valueInfo(io.stepValue(i), DT.FLOAT, [DIMS.batch, KV, DIMS.seq, D]))
-  }
+  for (let i = 0; i < cfg.layers; i++) outputs.push(valueInfo(io.stepKey(i), DT.FLOAT, [DIMS.batch, KV, DIMS.seq, D]), valueInfo(io.stepValue(i), DT.FLOAT, [DIMS.batch, KV, DIMS.seq, D]))
   const metadataProps = Object.entries({ 'blockmesh.converter': String(CONVERTER_VERSION), 'blockmesh.architecture': cfg.architecture, 'blockmesh.hidden_size': String(cfg.hidden), ...opts.metadata }).map(([key, value]) => ({ key, value }))
   return {
     irVersion: IR,
