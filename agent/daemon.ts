@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import { MeshNode, parsePeerId } from '../mesh/node.ts'
 import { CapacityGossip } from '../mesh/capacity/gossip.ts'
 import { readSwarmKeyFile } from '../mesh/swarm-key.ts'
-import { AgentOptionsSchema, DB_FILE, READY_FILE } from './config.ts'
+import { DB_FILE, READY_FILE, parseAgentOptions } from './config.ts'
 import type { AgentOptions, AgentOptionsInput, ReadyInfo } from './config.ts'
 import { ensureDataDir, loadOrCreateIdentity, loadOrCreateToken } from './identity.ts'
 import { MetaStore, openDatabase } from './db/database.ts'
@@ -16,7 +16,6 @@ import { AgentMetrics, watchContent, watchPeerScore } from './metrics.ts'
 import { buildApi } from './api/server.ts'
 import { createLogger } from './log.ts'
 import type { Logger } from './log.ts'
-import { ConfigError, formatIssues } from './errors.ts'
 import { ComponentRegistry } from './registry/components.ts'
 import { Tokenizers } from './model/tokenizers/load.ts'
 import { InstanceHost } from './blocks/host.ts'
@@ -50,20 +49,6 @@ import type { ModelFiles } from './content/files.ts'
 import { agentContent } from './content/wiring.ts'
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
-
-/** Peers seen within this window are restored (and dialled) at start. */
-
-export function parseAgentOptions (input: AgentOptionsInput): AgentOptions {
-  const r = AgentOptionsSchema.safeParse(input)
-  if (!r.success) {
-    throw new ConfigError(formatIssues(r.error.issues).map(i => `--${kebab(i.field.split('.')[0])}: ${i.message}`).join('\n'))
-  }
-  return r.data
-}
-
-function kebab (s: string): string {
-  return s.replace(/[A-Z]/g, c => '-' + c.toLowerCase())
-}
 
 /**
  * One agent: identity, SQLite state, hardware readings, the libp2p mesh node,
