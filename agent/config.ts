@@ -1,7 +1,6 @@
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { z } from 'zod'
-import { ConfigError, formatIssues } from './errors.ts'
 
 const label = z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, ".", "_" and "-" only, starting with a letter or digit')
 
@@ -62,16 +61,3 @@ export interface ReadyInfo {
 
 export const READY_FILE = 'agent.json'
 export const DB_FILE = 'agent.db'
-
-/** The agent's options from CLI flags or a caller, validated; a ConfigError names each bad flag as `--kebab-case`. */
-export function parseAgentOptions (input: AgentOptionsInput): AgentOptions {
-  const r = AgentOptionsSchema.safeParse(input)
-  if (!r.success) {
-    throw new ConfigError(formatIssues(r.error.issues).map(i => `--${kebab(i.field.split('.')[0])}: ${i.message}`).join('\n'))
-  }
-  return r.data
-}
-
-function kebab (s: string): string {
-  return s.replace(/[A-Z]/g, c => '-' + c.toLowerCase())
-}
