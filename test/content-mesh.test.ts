@@ -249,11 +249,12 @@ describe('one multi-chunk file among four upload-capped agents: trading, a holde
     assert.deepEqual(await digests(file.path), { md5: m.md5, sha256 })
     assert.equal(bySource[b.peerId], size, `every byte from the honest holder: ${JSON.stringify(bySource)}`)
     assert.equal(bySource[rogueId] ?? 0, 0)
-    // the rogue's report travels on its stdout, apart from the chunks: wait for the line, do not race it
-    await until(() => rogueEvents.some(e => e.event === 'served' && e.op === 'chunk'), 'the rogue to report that it was asked for chunks and served forged ones', 10_000)
+    // the rogue reports on its stdout once a forged chunk is written, apart from the chunks: wait for the line
+    await until(() => rogueEvents.some(e => e.event === 'served' && e.op === 'chunk'), 'the rogue to report that it served forged chunks', 10_000)
 
     // penalised on the one peer score: a forged chunk weighs 12 (banned at 25)
-    const peer = (await c.api(`/api/peers/${rogueId}`)).body
+    // a forged chunk written after the honest holder completed the file is checked when it lands: wait for it
+    const peer = await until(async () => { const p = (await c.api(`/api/peers/${rogueId}`)).body; return p.score >= 11 ? p : undefined }, 'the rogue to be struck on C', 10_000)
     assert.ok(peer.score >= 11, `the rogue's score on C: ${JSON.stringify(peer.score)}`)
     assert.ok(await c.metric('blockmesh_peer_offences_total', { offence: 'forged' }) > offencesBefore)
     // the victim's log names the refused chunk and the rogue
