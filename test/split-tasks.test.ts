@@ -155,6 +155,27 @@ describe('split tasks through the local-process runner', () => {
     assert.match(t3.error, /^begin: download of http:\/\/127\.0\.0\.1:\d+\/models\/missing\.onnx failed: HTTP 404/)
   })
 
+  test('the built-in splitter refuses an unknown cost model; a model too small to time is balanced by bytes, and the result says so', async () => {
+    const bad = await agent.api('/start_model_split_job', {
+      method: 'POST',
+      body: { task_data: { model_name: 'tiny2', model_download_url: tiny.path, world_size: 2, model_split_config: { cost: 'fastest' } }, container_image: 'blockmesh/onnx-splitter' }
+    })
+    const t1 = await finished(agent, bad.body.task_id)
+    assert.equal(t1.status, 'failed')
+    assert.equal(t1.error, 'main: model_split_config.cost must be "measured" or "params", not "fastest"')
+    // a model of its own: its stage layers are registered under their MD5s, which the S3 test below registers anew
+    const own = generateModel({ ...PRESETS.tiny, layers: 2, seed: 23 }, join(dir, 'tiny2-cost.onnx'))
+    const ok = await agent.api('/start_model_split_job', {
+      method: 'POST',
+      body: { task_data: { model_name: 'tiny2-cost', model_download_url: own.path, world_size: 2, model_split_config: {} }, container_image: 'blockmesh/onnx-splitter' }
+    })
+    const t2 = await finished(agent, ok.body.task_id)
+    assert.equal(t2.status, 'complete', t2.error)
+    // two layers: fewer than the probes need (agent/splitter/calibrate.ts)
+    assert.deepEqual(t2.result.balance, { cost: 'params', ranges: [[0, 1], [1, 2]] })
+    assert.deepEqual(t2.result.plan.stages.map((s: { layers: [number, number] }) => s.layers), [[0, 1], [1, 2]])
+  })
+
   test('the built-in splitter uploads the stages to an S3-compatible store; the plan points there and serves', async () => {
     const start = await agent.api('/start_model_split_job', {
       method: 'POST',

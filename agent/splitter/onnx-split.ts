@@ -80,7 +80,6 @@ export function indexGraph (model: ModelProto): GraphIndex {
   return { model, nodes, producer, initializers, inputs, outputs, layerOf, layers }
 }
 
-/** Parameter bytes per layer, and of the parts before (embeddings) and after (final norm, LM head). */
 /**
  * Parameter bytes per layer, before the first layer (embeddings) and after the last (final norm, LM
  * head). With `perStep`, the bytes a decode step reads instead, which is what a stage's step costs on
@@ -89,7 +88,7 @@ export function indexGraph (model: ModelProto): GraphIndex {
  * MatMul reads it. Counting the table as the embedding's, as plain bytes do, gave the first stage too few
  * layers and the last the whole LM head on top (SmolLM2: a fifth of the model's bytes).
  */
-export function parameterBytes (ix: GraphIndex, opts: { perStep?: boolean } = {}): { perLayer: number[], pre: number, post: number } {
+export function parameterBytes (ix: GraphIndex, opts: { perStep?: boolean } = {}): StepCosts {
   const perLayer = new Array<number>(ix.layers).fill(0)
   let pre = 0
   let post = 0
@@ -110,7 +109,10 @@ export function parameterBytes (ix: GraphIndex, opts: { perStep?: boolean } = {}
   return { perLayer, pre, post }
 }
 
-export function balanceLayers (bytes: { perLayer: number[], pre: number, post: number }, worldSize: number, weights?: number[]): Array<[number, number]> {
+/** What a balance weighs: the cost of each layer, and of the parts before (embeddings) and after (final norm, LM head) them. */
+export interface StepCosts { perLayer: number[], pre: number, post: number }
+
+export function balanceLayers (bytes: StepCosts, worldSize: number, weights?: number[]): Array<[number, number]> {
   const L = bytes.perLayer.length
   if (!Number.isInteger(worldSize) || worldSize < 1) throw new SplitError('world_size must be a positive integer')
   if (worldSize > L) throw new SplitError(`world_size ${worldSize} exceeds the model's ${L} layers`)
@@ -271,12 +273,16 @@ export interface SplitOutput {
   layers: number
 }
 
-/** Decodes, balances, cuts and encodes: the whole split of a model file's bytes. */
-export function splitDecoder (modelBytes: Uint8Array, worldSize: number, weights?: number[]): SplitOutput {
+/**
+ * Decodes, balances, cuts and encodes: the whole split of a model file's bytes. Balanced by `costs` when
+ * given (./calibrate.ts: measured), else by what a decode step reads on each stage (weight-bound decode),
+ * not by bytes stored; `weights`: each stage's capacity.
+ */
+export function splitDecoder (modelBytes: Uint8Array, worldSize: number, weights?: number[], costs?: StepCosts): SplitOutput {
   const model = decodeModel(modelBytes)
   const ix = indexGraph(model)
-  // balanced by what a decode step reads on each stage (weight-bound decode), not by bytes stored
-  const ranges = balanceLayers(parameterBytes(ix, { perStep: true }), worldSize, weights)
+  if (costs != null && costs.perLayer.length !== ix.layers) throw new SplitError(`the costs name ${costs.perLayer.length} layers, the model has ${ix.layers}`)
+  const ranges = balanceLayers(costs ?? parameterBytes(ix, { perStep: true }), worldSize, weights)
   const stages = buildStages(model, ranges).map(st => {
     const bytes = encodeModel(st.model)
     return { ...st, bytes, md5: createHash('md5').update(bytes).digest('hex') }

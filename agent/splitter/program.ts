@@ -7,7 +7,9 @@
  * and reports a model plan.
  *
  * model_split_config (all optional):
- *   balance: "params" (default) | "capacity"; capacity: [weights per stage]
+ *   balance: "params" (default: equal stages) | "capacity"; capacity: [weights per stage]
+ *   cost: "measured" (default: layers by the bytes a step reads, the embeddings and LM head timed against
+ *     a layer on this machine, ./calibrate.ts) | "params" (bytes a step reads, for every part)
  *   vdag_name, context_length, verify_prompt, tolerance (default 1e-4)
  *   md5: expected MD5 of the source model
  *   tokenizer: the source component's tokenizer spec, given to the stage components and the vDAG
@@ -20,6 +22,8 @@ import { pathToFileURL, fileURLToPath } from 'node:url'
 import { Context, FileDownloader, LayerHash, ModelLayerClient, RegistryError, S3Manager, executeModelSplitter } from './sdk/index.ts'
 import type { StepResult } from './sdk/index.ts'
 import { splitDecoder } from './onnx-split.ts'
+import type { StepCosts } from './onnx-split.ts'
+import { calibrate } from './calibrate.ts'
 import { verifySplit } from './verify.ts'
 import { buildPlan } from './plan.ts'
 import type { PlanStage } from './plan.ts'
@@ -29,7 +33,9 @@ import { TokenizerSchema } from '../registry/components.ts'
 import type { TokenizerSpec } from '../registry/components.ts'
 
 interface Begun { sourcePath: string, md5: string }
-interface Split extends Begun { stages: PlanStage[], layers: number, contextLength: number, verification: Awaited<ReturnType<typeof verifySplit>> }
+/** How the cut was weighed: by measured step time (the layer equivalents of the parts around the layers) or by bytes. */
+interface BalanceRecord { cost: 'measured' | 'params', ranges: Array<[number, number]>, pre_layers?: number, post_layers?: number }
+interface Split extends Begun { stages: PlanStage[], layers: number, contextLength: number, verification: Awaited<ReturnType<typeof verifySplit>>, balance: BalanceRecord }
 
 export class OnnxPipelineSplitter {
   private readonly ctx: Context
@@ -71,9 +77,31 @@ export class OnnxPipelineSplitter {
     await this.ctx.progress(0.2, `splitting into ${world} stages`)
     const bytes = readFileSync(extra.sourcePath)
     const weights = this.config.balance === 'capacity' ? this.config.capacity as number[] : undefined
+    const cost = this.config.cost ?? 'measured'
+    if (cost !== 'measured' && cost !== 'params') return [false, `model_split_config.cost must be "measured" or "params", not ${JSON.stringify(cost)}`]
+    let costs: StepCosts | undefined
+    let balance: BalanceRecord
+    /** a part's cost in layers (of the median layer) */
+    const inLayers = (c: StepCosts, x: number): number => { const unit = [...c.perLayer].sort((p, q) => p - q)[c.perLayer.length >> 1]; return unit > 0 ? Math.round(100 * x / unit) / 100 : 0 }
+    if (cost === 'measured' && world > 1) {
+      // a stage's decode step runs a micro-batch: maxBatch rows shared by as many micro-batches as stages
+      const maxBatch = Number(this.config.block?.maxBatch ?? 8)
+      const batch = Math.max(1, Math.ceil((Number.isFinite(maxBatch) && maxBatch > 0 ? maxBatch : 8) / world))
+      try {
+        const c = await calibrate(decodeModel(bytes), { batch })
+        if (c != null) {
+          costs = c.costs
+          await this.ctx.progress(0.3, `balanced by measured step time (batch ${c.batch}, ${c.past} cached positions): before the layers ${inLayers(c.costs, c.costs.pre)} layer(s), after them ${inLayers(c.costs, c.costs.post)} (by bytes ${inLayers(c.bytes, c.bytes.pre)} and ${inLayers(c.bytes, c.bytes.post)})`)
+        }
+      } catch (err) {
+        // a model ONNX Runtime cannot run fails verification below; here it is balanced by bytes
+        await this.ctx.progress(0.3, `step times not measured (${(err as Error).message}): balanced by the bytes a step reads`)
+      }
+    }
     let split
     try {
-      split = splitDecoder(bytes, world, weights)
+      split = splitDecoder(bytes, world, weights, costs)
+      balance = costs != null ? { cost: 'measured', ranges: split.ranges, pre_layers: inLayers(costs, costs.pre), post_layers: inLayers(costs, costs.post) } : { cost: 'params', ranges: split.ranges }
     } catch (err) {
       return [false, (err as Error).message]
     }
@@ -90,7 +118,7 @@ export class OnnxPipelineSplitter {
     if (!(verification.maxAbsDiff <= tolerance && verification.decodeMaxAbsDiff <= tolerance && verification.greedyEqual)) {
       return [false, `verification failed: max abs diff ${verification.maxAbsDiff} (decode ${verification.decodeMaxAbsDiff}) over tolerance ${tolerance}, greedy equal ${String(verification.greedyEqual)}`]
     }
-    return [true, { ...extra, stages, layers: split.layers, contextLength: contextLengthOf(bytes, this.config.context_length), verification }]
+    return [true, { ...extra, stages, layers: split.layers, contextLength: contextLengthOf(bytes, this.config.context_length), verification, balance }]
   }
 
   async finish (extra: Split): Promise<StepResult<Record<string, unknown>>> {
@@ -142,6 +170,7 @@ export class OnnxPipelineSplitter {
       output_dir: this.ctx.outputDir,
       artifact,
       max_abs_diff: extra.verification.maxAbsDiff,
+      balance: extra.balance,
       plan
     }]
   }

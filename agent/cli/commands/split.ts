@@ -27,6 +27,7 @@ interface SplitOpts extends TargetOpts {
   image: string
   storage: string
   balance?: string
+  cost?: string
   capacity?: string
   config?: string
   wait?: boolean
@@ -71,6 +72,7 @@ export function registerSplitCommands (program: Command): void {
     .option('--storage <size>', 'storage_size for a Kubernetes Job\'s volume', '1Gi')
     .option('--balance <how>', 'params (by parameter bytes) or capacity (with --capacity)')
     .option('--capacity <weights>', 'relative capacity per stage, e.g. 2,1,1')
+    .option('--cost <how>', 'what a stage\'s work is weighed by: measured (default: layers by the bytes a step reads, the embeddings and LM head timed against a layer) or params (bytes a step reads)')
     .option('--config <json>', 'more model_split_config (JSON object)')
     .option('--wait', 'follow the task until it ends')
     .option('--deploy', 'when the task completes, deploy its plan (implies --wait)')
@@ -111,6 +113,10 @@ export function registerSplitCommands (program: Command): void {
       }
       config = { ...modelConfig, ...config }
       if (opts.balance != null) config.balance = opts.balance
+      if (opts.cost != null) {
+        if (opts.cost !== 'measured' && opts.cost !== 'params') throw new ValidationError(`--cost: measured or params, got ${JSON.stringify(opts.cost)}`)
+        config.cost = opts.cost
+      }
       if (opts.capacity != null) {
         const w = opts.capacity.split(',').map(Number)
         if (w.some(x => !Number.isFinite(x) || x <= 0)) throw new ValidationError(`--capacity: positive numbers, comma-separated, got ${JSON.stringify(opts.capacity)}`)
