@@ -185,6 +185,9 @@ describe(missing == null ? 'dashboard in Chromium against a 3-agent mesh' : `das
     await until(async () => await task.getAttribute('data-status') === 'complete', 'the split task to complete', 90_000)
     await task.locator('[data-testid=plan-toggle]').click()
     assert.equal(await task.locator('[data-testid=plan] tbody tr').count(), 2)
+    // the form asked for the measured balance (its default); the model's two layers are too few to time, and the plan says so
+    assert.equal(await page.inputValue('[data-testid=split-cost]'), 'measured')
+    assert.equal(await task.locator('[data-testid=plan-balance]').textContent(), 'cut by the bytes a decode step reads')
     await task.getByLabel('vDAG name').fill('ui-pipeline')
     await task.locator('[data-testid=deploy-vdag]').click()
     await task.locator('[data-testid=vdag-deployed]').waitFor({ timeout: 60_000 })

@@ -6,7 +6,8 @@ import { errorOf } from '../../renderer/src/errors.ts'
 import { graphElements, peerPositions, vdagLayouts } from '../../renderer/src/topology-model.ts'
 import { SseSplitter, EventTooLargeError } from '../../renderer/src/sse.ts'
 import { compact, numberOrText } from '../../renderer/src/form.ts'
-import type { Peer } from '../../renderer/src/types.ts'
+import type { Peer, Task } from '../../renderer/src/types.ts'
+import { balanceOf, planOf } from '../../renderer/src/split-result.ts'
 
 test('errors in each of the agent\'s shapes become one ApiError with field messages', () => {
   const api = errorOf(400, { error: { code: 'invalid_request', message: 'invalid body', details: [{ field: 'policy.node.minRam', message: 'not a size' }] } })
@@ -70,4 +71,18 @@ test('form values: numbers where they parse, the text otherwise (so the API name
   assert.equal(numberOrText('16GiB'), '16GiB')
   assert.equal(numberOrText(''), undefined)
   assert.deepEqual(compact({ a: 1, b: undefined, p: { c: {}, n: { x: undefined, y: 0 } }, l: [] }), { a: 1, p: { n: { y: 0 } }, l: [] })
+})
+
+test('a split task\'s result: the plan and the balance line are read only when they have the expected shape', () => {
+  const task = (result: unknown): Task => ({ task_id: 't', status: 'complete', progress: 1, result } as unknown as Task)
+  const plan = { vdag: { name: 'x-pipeline' }, stages: [{ rank: 0, layers: [0, 16], model_layer_hash: 'a'.repeat(32), size_bytes: 10 }] }
+  assert.equal(planOf(task({ plan }))?.vdag.name, 'x-pipeline')
+  assert.equal(planOf(task({ plan: { ...plan, stages: [{ rank: 0, layers: [0] }] } })), null)
+  assert.equal(balanceOf(task({ balance: { cost: 'measured', ranges: [[0, 16], [16, 30]], pre_layers: 0, post_layers: 2.5 } })),
+    'cut by measured step time: the parts before the layers weigh 0 layer(s), the parts after them (final norm, LM head) 2.5')
+  assert.equal(balanceOf(task({ balance: { cost: 'params', ranges: [[0, 1], [1, 2]] } })), 'cut by the bytes a decode step reads')
+  assert.equal(balanceOf(task({ balance: { cost: 'measured', post_layers: '<img>' } })),
+    'cut by measured step time: the parts before the layers weigh ? layer(s), the parts after them (final norm, LM head) ?')
+  assert.equal(balanceOf(task({ balance: { cost: 'fastest' } })), null)
+  assert.equal(balanceOf(task(null)), null)
 })

@@ -8,17 +8,7 @@ import { usePoll } from '../poll.ts'
 import { numberOrText } from '../form.ts'
 import { NeedsLogin } from '../components/login.tsx'
 import { ago, bytes } from '../format.ts'
-
-interface PlanStage { rank: number, layers: [number, number], model_layer_hash: string, size_bytes: number, download_url?: string, inputs?: string[], outputs?: string[] }
-interface Plan { vdag: { name: string }, stages: PlanStage[] }
-
-/** The task's plan if it has the shape this view draws (a splitter writes the result; it is not trusted). */
-export function planOf (t: Task): Plan | null {
-  const p = t.result?.plan as Partial<Plan> | undefined
-  if (p == null || typeof p.vdag?.name !== 'string' || !Array.isArray(p.stages)) return null
-  const ok = p.stages.every(s => typeof s?.rank === 'number' && Array.isArray(s.layers) && s.layers.length === 2 && typeof s.model_layer_hash === 'string' && typeof s.size_bytes === 'number')
-  return ok ? p as Plan : null
-}
+import { balanceOf, planOf } from '../split-result.ts'
 
 function TaskCard ({ task, canWrite, onChange }: { task: Task, canWrite: boolean, onChange: () => void }) {
   const [open, setOpen] = useState(false)
@@ -27,6 +17,7 @@ function TaskCard ({ task, canWrite, onChange }: { task: Task, canWrite: boolean
   const [deployed, setDeployed] = useState<string | null>(null)
   const [busy, setBusy] = useState(false)
   const plan = planOf(task)
+  const balance = balanceOf(task)
   const deploy = async (): Promise<void> => {
     setBusy(true)
     setError(null)
@@ -55,6 +46,7 @@ function TaskCard ({ task, canWrite, onChange }: { task: Task, canWrite: boolean
                 <tr key={s.rank}><td>{s.rank}</td><td>{s.layers[0]}..{s.layers[1] - 1}</td><td class="mono">{s.model_layer_hash}</td><td>{bytes(s.size_bytes)}</td><td class="muted">{(s.inputs ?? []).length} → {(s.outputs ?? []).length} tensors</td></tr>
               ))}</tbody>
             </table>)}
+          {balance != null && <p class="muted" data-testid="plan-balance">{balance}</p>}
           {typeof task.result?.max_abs_diff === 'number' && <p class="muted">verified against the whole model: max abs diff {task.result.max_abs_diff}</p>}
           <div class="row">
             <input placeholder={`vDAG name (default ${plan.vdag.name})`} value={name} onInput={e => { setName((e.target as HTMLInputElement).value) }} aria-label="vDAG name" disabled={!canWrite} />
@@ -80,6 +72,7 @@ export function SplitView () {
   const [worldSize, setWorldSize] = useState('2')
   const [image, setImage] = useState('blockmesh/onnx-splitter')
   const [balance, setBalance] = useState<'params' | 'capacity'>('params')
+  const [cost, setCost] = useState<'measured' | 'params'>('measured')
   const [error, setError] = useState<ApiError | Error | null>(null)
   const [busy, setBusy] = useState(false)
 
@@ -109,7 +102,7 @@ export function SplitView () {
       await api('/start_model_split_job', {
         method: 'POST',
         body: {
-          task_data: { model_name: modelName.trim(), model_download_url: url.trim(), world_size: numberOrText(worldSize), model_split_config: { balance } },
+          task_data: { model_name: modelName.trim(), model_download_url: url.trim(), world_size: numberOrText(worldSize), model_split_config: { balance, cost } },
           container_image: image.trim()
         }
       })
@@ -143,10 +136,16 @@ export function SplitView () {
           <Field label="World size (stages)" name="task_data.world_size" error={fieldError('task_data.world_size')}>
             <input inputMode="numeric" value={worldSize} onInput={e => { setWorldSize((e.target as HTMLInputElement).value) }} data-testid="split-world-size" />
           </Field>
-          <Field label="Balance stages by" name="balance">
+          <Field label="Stages get" name="balance">
             <select value={balance} onChange={e => { setBalance((e.target as HTMLSelectElement).value as 'params' | 'capacity') }}>
-              <option value="params">parameter bytes</option>
-              <option value="capacity">capacity weights (set in the task's config)</option>
+              <option value="params">equal shares of the work</option>
+              <option value="capacity">shares by capacity weights (set in the task's config)</option>
+            </select>
+          </Field>
+          <Field label="Work weighed by" name="cost" hint="measured: the embeddings and LM head timed against a layer on this machine (right for quantized models)">
+            <select value={cost} onChange={e => { setCost((e.target as HTMLSelectElement).value as 'measured' | 'params') }} data-testid="split-cost">
+              <option value="measured">measured step time</option>
+              <option value="params">bytes a decode step reads</option>
             </select>
           </Field>
           <Field label="Splitter (container image)" name="container_image" error={fieldError('container_image')} hint="a splitter program on this agent, or an image for a Kubernetes Job">
