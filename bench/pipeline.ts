@@ -12,7 +12,7 @@ import os from 'node:os'
 import { AgentProcess, stopAll, until } from '../test/helpers/agents.ts'
 import { componentSpec, deploy, splitAndDeploy } from '../test/helpers/models.ts'
 import { NetLab, Toxiproxy } from '../test/helpers/netns.ts'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { ensureGeneratedModel } from '../agent/model/cache.ts'
 import { PRESETS, parameterCount } from '../agent/model/spec.ts'
 import { KNOWN_MODELS, cachedWeightPath } from '../agent/model/known-models.ts'
@@ -44,6 +44,12 @@ export interface PipelineFigures {
   whole16?: number[]
   whole16b?: number[]
   split16?: number[]
+  /**
+   * 8 streams with long prompts (the lab with the direct link only): distinct prompts of about
+   * `promptTokens` tokens each, 64 new tokens. all: completion tokens ÷ wall time (prefill included);
+   * decode: tokens of all streams while all 8 were decoding ÷ that window. Rounds, interleaved.
+   */
+  long?: { promptTokens: number, whole: number[], split: number[], wholeDecode: number[], splitDecode: number[], ceiling?: Ceiling }
   /** the decode ceilings with 8 and 16 streams: see Ceiling */
   ceiling8?: Ceiling
   ceiling16?: Ceiling
@@ -101,7 +107,7 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
       const names = new Map([[a.peerId, 'box-a'], [b.peerId, 'box-b']])
 
       /** The whole model on box-a and its 2-stage split on both boxes, measured over each link setting. */
-      const measure = async (label: string, parameters: number, whole: string, whole16: string, split: string, tokens: number, aggTokens: number): Promise<void> => {
+      const measure = async (label: string, parameters: number, whole: string, whole16: string, split: string, tokens: number, aggTokens: number, longChars: number): Promise<void> => {
         const v = await until(async () => {
           const r = (await a.api(`/api/vdags/${split}`)).body
           return r.ready === true && Array.isArray(r.route) ? r : undefined
@@ -149,6 +155,23 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
               log(`  ${label} 16 streams round ${r + 1}: whole (maxBatch 8) ${fig.whole16.at(-1)?.toFixed(1)}, whole (maxBatch 16) ${fig.whole16b.at(-1)?.toFixed(1)}, 2 stages ${fig.split16.at(-1)?.toFixed(1)} tok/s in all`)
             }
             fig.ceiling16 = busy16.ceiling()
+            // 8 streams with long prompts: the per-sequence part of a step (the KV cache each row reads)
+            // grows with the context, and that part is what the two boxes split
+            const prompts = Array.from({ length: 8 }, (_, i) => longPrompt(i, longChars))
+            const long = { promptTokens: 0, whole: [] as number[], split: [] as number[], wholeDecode: [] as number[], splitDecode: [] as number[] }
+            const busyLong = new StepMeter([a, b], whole, split)
+            await longAggregate(a, split, prompts.slice(0, 1), 4) // warm-up: the long prompt's first runs
+            for (let r = 0; r < rounds; r++) {
+              let wr: LongRound | undefined
+              let sr: LongRound | undefined
+              await busyLong.whole(async () => { wr = await longAggregate(a, whole, prompts, aggTokens); return 0 })
+              await busyLong.split(async () => { sr = await longAggregate(a, split, prompts, aggTokens); return 0 })
+              if (wr == null || sr == null) throw new Error('no long-prompt round')
+              long.promptTokens = wr.promptTokens
+              long.whole.push(wr.all); long.split.push(sr.all); long.wholeDecode.push(wr.decode); long.splitDecode.push(sr.decode)
+              log(`  ${label} 8 streams, prompts of ${wr.promptTokens} tokens, round ${r + 1}: whole ${wr.all.toFixed(1)} (decode ${wr.decode.toFixed(1)}), 2 stages ${sr.all.toFixed(1)} (decode ${sr.decode.toFixed(1)}) tok/s in all`)
+            }
+            fig.long = { ...long, ceiling: busyLong.ceiling() }
           }
         }
         result.figures.push(fig)
@@ -168,7 +191,7 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
       if (block.status !== 'ready') throw new Error(`block whole-${tag}: ${block.error as string}`)
       await splitAndDeploy(a, { modelName: `p2-${tag}`, modelPath: m.path, worldSize: 2, config: { vdag_name: `p2-${tag}`, block: { threads: 1, maxBatch: 8 } } })
       if (direct) await wholeBlock(`whole16-${tag}`, `pipe-bench-${tag}:${m.md5.slice(0, 8)}`, 16)
-      await measure('~100M (generated)', parameterCount(m.spec), `whole-${tag}`, `whole16-${tag}`, `p2-${tag}`, opts.quick ? 16 : 40, opts.quick ? 8 : 64)
+      await measure('~100M (generated)', parameterCount(m.spec), `whole-${tag}`, `whole16-${tag}`, `p2-${tag}`, opts.quick ? 16 : 40, opts.quick ? 8 : 64, 480)
 
       // SmolLM2-135M-Instruct (GGUF Q4_1, converted on box-a), when its weights are on this machine
       const gguf = cachedWeightPath('smollm2')
@@ -178,7 +201,7 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
         if (direct) await wholeBlock('whole16-smollm2', model.uri, 16)
         const spec = model.spec
         await splitAndDeploy(a, { modelName: 'p2-smollm2', modelPath: spec.model.url, worldSize: 2, config: { vdag_name: 'p2-smollm2', md5: spec.model.md5, tokenizer: spec.tokenizer, context_length: spec.contextLength, block: { threads: 1, maxBatch: 8 } } })
-        await measure('SmolLM2-135M Q4_1', spec.modelInfo?.parameters ?? 135e6, 'whole-smollm2', 'whole16-smollm2', 'p2-smollm2', opts.quick ? 16 : 40, opts.quick ? 8 : 64)
+        await measure('SmolLM2-135M Q4_1', spec.modelInfo?.parameters ?? 135e6, 'whole-smollm2', 'whole16-smollm2', 'p2-smollm2', opts.quick ? 16 : 40, opts.quick ? 8 : 64, 2000)
       } else {
         log(`  SmolLM2: skipped (no ${gguf}; scripts/fetch-weights.sh fetches it)`)
       }
@@ -187,6 +210,57 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
       await tp?.stop()
       lab.destroy()
     }
+  }
+}
+
+const CORPUS = readFileSync(new URL('../agent/model/corpus.txt', import.meta.url), 'utf8').replace(/\s+/g, ' ')
+
+/** A prompt of `chars` characters of the corpus, starting at a different place for each stream. */
+function longPrompt (i: number, chars: number): string {
+  let text = ''
+  while (text.length < chars + 97 * i) text += CORPUS + ' '
+  return text.slice(97 * i, 97 * i + chars)
+}
+
+interface LongRound { all: number, decode: number, promptTokens: number }
+
+/**
+ * One request per prompt at once, streamed, each token timed at the client. all: completion tokens ÷ wall
+ * time; decode: the tokens all streams produced while every one of them was decoding (from the last first
+ * token to the first last token) ÷ that window, so prefill counts in neither engine's decode figure.
+ */
+async function longAggregate (agent: AgentProcess, model: string, prompts: string[], n: number): Promise<LongRound> {
+  const t0 = performance.now()
+  const streams = await Promise.all(prompts.map(async prompt => {
+    const res = await fetch(`${agent.url}/v1/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${agent.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model, prompt, max_tokens: n, temperature: 0, stream: true, stream_options: { include_usage: true } })
+    })
+    if (!res.ok || res.body == null) throw new Error(`completion failed: ${res.status} ${await res.text()}`)
+    const times: number[] = []
+    let usage = { prompt_tokens: 0, completion_tokens: 0 }
+    let buf = ''
+    for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
+      buf += Buffer.from(part).toString('utf8')
+      let i: number
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const event = buf.slice(0, i)
+        buf = buf.slice(i + 2)
+        if (event.includes('"usage"')) usage = JSON.parse(event.slice(6)).usage
+        else if (event.includes('"text":')) times.push(performance.now())
+      }
+    }
+    return { times, usage }
+  }))
+  const wall = (performance.now() - t0) / 1000
+  const from = Math.max(...streams.map(s => s.times[0] ?? Infinity))
+  const to = Math.min(...streams.map(s => s.times.at(-1) ?? -Infinity))
+  const inWindow = streams.reduce((sum, s) => sum + s.times.filter(t => t > from && t <= to).length, 0)
+  return {
+    all: streams.reduce((sum, s) => sum + s.usage.completion_tokens, 0) / wall,
+    decode: to > from ? inWindow / ((to - from) / 1000) : NaN,
+    promptTokens: median(streams.map(s => s.usage.prompt_tokens))
   }
 }
 
@@ -248,7 +322,13 @@ export function pipelineMarkdown (r: PipelineResult): string {
   const wide: string[] = []
   const x = (a: number, b: number): string => `**${(a / b).toFixed(2)}**`
   const ceiling = (c: Ceiling | undefined): string => c == null || !Number.isFinite(c.ratio) ? '' : `${c.ratio.toFixed(2)} (${c.wholeMsPerToken.toFixed(1)} ÷ ${Math.max(...c.stageMsPerToken).toFixed(1)} ms)`
+  const long: string[] = []
   for (const f of r.figures) {
+    if (f.long != null && f.long.whole.length > 0) {
+      const l = f.long
+      const [wa, sa, wd, sd] = [median(l.whole), median(l.split), median(l.wholeDecode), median(l.splitDecode)]
+      long.push(`| ${f.model} | ${l.promptTokens} | ${wa.toFixed(1)} | ${sa.toFixed(1)} | ${x(sa, wa)} | ${wd.toFixed(1)} | ${sd.toFixed(1)} | ${x(sd, wd)} | ${ceiling(l.ceiling)} |`)
+    }
     const w1 = median(f.whole1)
     const w8 = median(f.whole8)
     rows.push(`| ${f.model} | whole, box-a | ${f.links[0].name === 'direct' ? '(lab with a direct link)' : '(lab with the proxy)'} | ${w1.toFixed(1)} | 1 | ${w8.toFixed(1)} | 1 | |`)
@@ -279,6 +359,16 @@ export function pipelineMarkdown (r: PipelineResult): string {
           '| model | whole, maxBatch 8 (tok/s) | whole, maxBatch 16 | 2 stages | ÷ whole (8) | ÷ whole (16) | decode ceiling vs maxBatch 16 |',
           '| --- | ---: | ---: | ---: | ---: | ---: | --- |',
           ...wide,
+          ''
+        ]
+      : []),
+    ...(long.length > 0
+      ? [
+          'Long prompts (the lab with the direct link): the same 8 streams, each with its own prompt of the length shown (corpus text), 64 new tokens. "All": completion tokens ÷ wall time, prefill included (the pipeline prefills one prompt on box-b while the next starts on box-a). "Decode": the tokens of all 8 streams while every one of them was decoding ÷ that window, so neither prefill counts. A decode step\'s per-sequence part (each row reads its own KV cache) grows with the context, and that is the part the two boxes split; the weights each box reads per step do not shrink with more rows.',
+          '',
+          '| model | prompt tokens | whole, all (tok/s) | 2 stages, all | ÷ whole | whole, decode | 2 stages, decode | ÷ whole | decode ceiling |',
+          '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+          ...long,
           ''
         ]
       : []),
