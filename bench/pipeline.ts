@@ -49,7 +49,9 @@ export interface PipelineFigures {
    * `promptTokens` tokens each, 64 new tokens. all: completion tokens ÷ wall time (prefill included);
    * decode: tokens of all streams while all 8 were decoding ÷ that window. Rounds, interleaved.
    */
-  long?: { promptTokens: number, whole: number[], split: number[], wholeDecode: number[], splitDecode: number[], ceiling?: Ceiling }
+  long?: { promptTokens: number, whole: number[], split: number[], wholeDecode: number[], splitDecode: number[], replicas: number[], replicasDecode: number[], ceiling?: Ceiling }
+  /** 8 streams (short prompts, the lab with the direct link): the whole model as two replicas, one per box, requests to box-a (which serves half and forwards half), rounds */
+  replicas8?: number[]
   /** the decode ceilings with 8 and 16 streams: see Ceiling */
   ceiling8?: Ceiling
   ceiling16?: Ceiling
@@ -107,7 +109,7 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
       const names = new Map([[a.peerId, 'box-a'], [b.peerId, 'box-b']])
 
       /** The whole model on box-a and its 2-stage split on both boxes, measured over each link setting. */
-      const measure = async (label: string, parameters: number, whole: string, whole16: string, split: string, tokens: number, aggTokens: number, longChars: number): Promise<void> => {
+      const measure = async (label: string, parameters: number, whole: string, whole16: string, split: string, replicas: string | null, tokens: number, aggTokens: number, longChars: number): Promise<void> => {
         const v = await until(async () => {
           const r = (await a.api(`/api/vdags/${split}`)).body
           return r.ready === true && Array.isArray(r.route) ? r : undefined
@@ -137,6 +139,7 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
           for (let r = 0; r < rounds; r++) {
             if (baseline) fig.whole8.push(await busy8!.whole(async () => await aggregate(a, whole, 8, aggTokens)))
             fig.split8[link.name].push(busy8 != null ? await busy8.split(async () => await aggregate(a, split, 8, aggTokens)) : await aggregate(a, split, 8, aggTokens))
+            if (baseline && replicas != null) (fig.replicas8 ??= []).push(await aggregate(a, replicas, 8, aggTokens))
             log(`  ${label} ${link.name} 8 streams round ${r + 1}: ${baseline ? `whole ${fig.whole8.at(-1)?.toFixed(1)}, ` : ''}2 stages ${fig.split8[link.name].at(-1)?.toFixed(1)} tok/s in all`)
           }
           if (busy8 != null) fig.ceiling8 = busy8.ceiling()
@@ -158,7 +161,7 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
             // 8 streams with long prompts: the per-sequence part of a step (the KV cache each row reads)
             // grows with the context, and that part is what the two boxes split
             const prompts = Array.from({ length: 8 }, (_, i) => longPrompt(i, longChars))
-            const long = { promptTokens: 0, whole: [] as number[], split: [] as number[], wholeDecode: [] as number[], splitDecode: [] as number[] }
+            const long = { promptTokens: 0, whole: [] as number[], split: [] as number[], wholeDecode: [] as number[], splitDecode: [] as number[], replicas: [] as number[], replicasDecode: [] as number[] }
             const busyLong = new StepMeter([a, b], whole, split)
             await longAggregate(a, split, prompts.slice(0, 1), 4) // warm-up: the long prompt's first runs
             for (let r = 0; r < rounds; r++) {
@@ -166,10 +169,12 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
               let sr: LongRound | undefined
               await busyLong.whole(async () => { wr = await longAggregate(a, whole, prompts, aggTokens); return 0 })
               await busyLong.split(async () => { sr = await longAggregate(a, split, prompts, aggTokens); return 0 })
+              const rr = replicas != null ? await longAggregate(a, replicas, prompts, aggTokens) : { all: NaN, decode: NaN, promptTokens: 0 }
               if (wr == null || sr == null) throw new Error('no long-prompt round')
               long.promptTokens = wr.promptTokens
               long.whole.push(wr.all); long.split.push(sr.all); long.wholeDecode.push(wr.decode); long.splitDecode.push(sr.decode)
-              log(`  ${label} 8 streams, prompts of ${wr.promptTokens} tokens, round ${r + 1}: whole ${wr.all.toFixed(1)} (decode ${wr.decode.toFixed(1)}), 2 stages ${sr.all.toFixed(1)} (decode ${sr.decode.toFixed(1)}) tok/s in all`)
+              long.replicas.push(rr.all); long.replicasDecode.push(rr.decode)
+              log(`  ${label} 8 streams, prompts of ${wr.promptTokens} tokens, round ${r + 1}: whole ${wr.all.toFixed(1)} (decode ${wr.decode.toFixed(1)}), 2 stages ${sr.all.toFixed(1)} (decode ${sr.decode.toFixed(1)}), 2 replicas ${rr.all.toFixed(1)} (decode ${rr.decode.toFixed(1)}) tok/s in all`)
             }
             fig.long = { ...long, ceiling: busyLong.ceiling() }
           }
@@ -184,6 +189,19 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
         await until(async () => (await a.api(`/api/blocks/${id}`)).body.status === 'ready', `${id} to load`, 600_000, 250)
       }
 
+      /** The whole model as two replicas, one per box (the lab with the direct link): round robin, no session affinity. */
+      const replicaBlock = async (id: string, component: string): Promise<string | null> => {
+        if (!direct) return null
+        const created = await a.api('/api/blocks', { method: 'POST', body: { id, component, threads: 1, maxBatch: 8, minInstances: 2, maxInstances: 2, policy: { cluster: { names: ['box-a', 'box-b'] } }, loadBalancing: { strategy: 'round-robin', sessionAffinity: false, sessionTtl: 600 } } })
+        if (created.status !== 201) throw new Error(`block ${id}: ${created.status} ${JSON.stringify(created.body)}`)
+        const blk = await until(async () => { const r = (await a.api(`/api/blocks/${id}`)).body; return r.instances?.filter((i: { status: string }) => i.status === 'ready').length === 2 ? r : undefined }, `${id}'s two replicas to load`, 600_000, 250)
+        const hosts = new Set(blk.instances.map((i: { peerId: string }) => i.peerId))
+        if (!hosts.has(a.peerId) || !hosts.has(b.peerId)) { log(`  ${id}: the replicas are not one per box, not measured: ${JSON.stringify(blk.instances)}`); return null }
+        await until(async () => (await a.api('/v1/models')).body.data.some((x: { id: string }) => x.id === id), `box-a to route ${id}`, 60_000)
+        for (let i = 0; i < 2; i++) await apiStream(a, id, 4) // warm-up: each replica's first run
+        return id
+      }
+
       // the generated ~100M model
       const m = await ensureGeneratedModel({ ...PRESETS['100m'], seed: 1 }, '.blockmesh/bench-models', 'gpt-100m', log)
       const tag = m.md5.slice(0, 6)
@@ -191,7 +209,8 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
       if (block.status !== 'ready') throw new Error(`block whole-${tag}: ${block.error as string}`)
       await splitAndDeploy(a, { modelName: `p2-${tag}`, modelPath: m.path, worldSize: 2, config: { vdag_name: `p2-${tag}`, block: { threads: 1, maxBatch: 8 } } })
       if (direct) await wholeBlock(`whole16-${tag}`, `pipe-bench-${tag}:${m.md5.slice(0, 8)}`, 16)
-      await measure('~100M (generated)', parameterCount(m.spec), `whole-${tag}`, `whole16-${tag}`, `p2-${tag}`, opts.quick ? 16 : 40, opts.quick ? 8 : 64, 480)
+      const replicas = await replicaBlock(`replicas-${tag}`, `pipe-bench-${tag}:${m.md5.slice(0, 8)}`)
+      await measure('~100M (generated)', parameterCount(m.spec), `whole-${tag}`, `whole16-${tag}`, `p2-${tag}`, replicas, opts.quick ? 16 : 40, opts.quick ? 8 : 64, 480)
 
       // SmolLM2-135M-Instruct (GGUF Q4_1, converted on box-a), when its weights are on this machine
       const gguf = cachedWeightPath('smollm2')
@@ -199,9 +218,10 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
         const model = await addModel(a, gguf, KNOWN_MODELS.smollm2.name, 'q8', log)
         await wholeBlock('whole-smollm2', model.uri, 8)
         if (direct) await wholeBlock('whole16-smollm2', model.uri, 16)
+        const smolReplicas = await replicaBlock('replicas-smollm2', model.uri)
         const spec = model.spec
         await splitAndDeploy(a, { modelName: 'p2-smollm2', modelPath: spec.model.url, worldSize: 2, config: { vdag_name: 'p2-smollm2', md5: spec.model.md5, tokenizer: spec.tokenizer, context_length: spec.contextLength, block: { threads: 1, maxBatch: 8 } } })
-        await measure('SmolLM2-135M Q4_1', spec.modelInfo?.parameters ?? 135e6, 'whole-smollm2', 'whole16-smollm2', 'p2-smollm2', opts.quick ? 16 : 40, opts.quick ? 8 : 64, 2000)
+        await measure('SmolLM2-135M Q4_1', spec.modelInfo?.parameters ?? 135e6, 'whole-smollm2', 'whole16-smollm2', 'p2-smollm2', smolReplicas, opts.quick ? 16 : 40, opts.quick ? 8 : 64, 2000)
       } else {
         log(`  SmolLM2: skipped (no ${gguf}; scripts/fetch-weights.sh fetches it)`)
       }
@@ -327,7 +347,8 @@ export function pipelineMarkdown (r: PipelineResult): string {
     if (f.long != null && f.long.whole.length > 0) {
       const l = f.long
       const [wa, sa, wd, sd] = [median(l.whole), median(l.split), median(l.wholeDecode), median(l.splitDecode)]
-      long.push(`| ${f.model} | ${l.promptTokens} | ${wa.toFixed(1)} | ${sa.toFixed(1)} | ${x(sa, wa)} | ${wd.toFixed(1)} | ${sd.toFixed(1)} | ${x(sd, wd)} | ${ceiling(l.ceiling)} |`)
+      const [ra, rd] = [median(l.replicas), median(l.replicasDecode)]
+      long.push(`| ${f.model} | ${l.promptTokens} | ${wa.toFixed(1)} | ${sa.toFixed(1)} | ${x(sa, wa)} | ${Number.isFinite(ra) ? `${ra.toFixed(1)} | ${x(ra, wa)}` : '– | –'} | ${wd.toFixed(1)} | ${sd.toFixed(1)} | ${x(sd, wd)} | ${Number.isFinite(rd) ? `${rd.toFixed(1)} | ${x(rd, wd)}` : '– | –'} | ${ceiling(l.ceiling)} |`)
     }
     const w1 = median(f.whole1)
     const w8 = median(f.whole8)
@@ -336,6 +357,10 @@ export function pipelineMarkdown (r: PipelineResult): string {
       const s1 = median(f.split1[link.name])
       const s8 = median(f.split8[link.name])
       rows.push(`| ${f.model} | 2 stages, ${f.placement.join(' → ')} | ${link.name}: ${link.rtt} | ${s1.toFixed(1)} | ${x(s1, w1)} | ${s8.toFixed(1)} | ${x(s8, w8)} | ${link === f.links[0] ? ceiling(f.ceiling8) : ''} |`)
+      if (link.name === 'direct' && f.replicas8 != null && f.replicas8.length > 0) {
+        const r8 = median(f.replicas8)
+        rows.push(`| ${f.model} | 2 replicas, one per box (requests to box-a) | ${link.name}: ${link.rtt} | | | ${r8.toFixed(1)} | ${x(r8, w8)} | |`)
+      }
     }
     if (f.whole16 != null && f.whole16b != null && f.split16 != null && f.whole16.length > 0) {
       const [a, b, s] = [median(f.whole16), median(f.whole16b), median(f.split16)]
@@ -346,6 +371,7 @@ export function pipelineMarkdown (r: PipelineResult): string {
     `${r.date}, ${r.cpu}, ${r.cores} cores. Two "boxes" on this machine: each agent process pinned to its own core (\`taskset -c 0\` / \`-c 1\`), in its own network namespace with its own IP, the only link between them through Toxiproxy (latency toxics; RTT = the two directions' latencies added, plus ~0.2 ms for the proxy itself). ` +
     'Each model runs with one ONNX Runtime thread per box. Requests go to box-a, which hosts the whole model (baseline) and drives the pipeline. The pipeline is a ring on /blockmesh/pipeline/1.0.0: box-a runs stage 0 and sends the activations to box-b, box-b runs stage 1, samples, and sends the token back; with 8 streams the sequences go round in two micro-batches of 4, one on each box at a time, so both boxes work at once. ' +
     'Single stream: decode tokens/s timed at the client from the first to the last token, median of rounds. 8 streams: 8 concurrent requests of up to 64 tokens each (prefill included), total completion tokens ÷ wall time, median of rounds, the whole model and the split taking turns round after round (this VM has slow and fast spells of ±20%). Ratios are against the whole model on one box in the same lab. The first lab links the boxes directly (a veth pair each, through a bridge); the second only through Toxiproxy, whose own CPU use falls on the same two cores. ' +
+    '"2 replicas": for a model that fits one box, the other way to use two: the whole model on each box (one block, two instances), box-a serving half of the requests and forwarding the other half to box-b over the mesh (round robin). ' +
     '"Decode ceiling": what the 8-stream ratio would be if neither box ever waited for the other, from the agents\' own step metrics over the same runs: the whole model\'s decode compute per token ÷ the busier box\'s stage decode compute per token.',
     '',
     '| model | served as | link | 1 stream tok/s | ÷ whole | 8 streams tok/s | ÷ whole | decode ceiling |',
@@ -366,8 +392,8 @@ export function pipelineMarkdown (r: PipelineResult): string {
       ? [
           'Long prompts (the lab with the direct link): the same 8 streams, each with its own prompt of the length shown (corpus text), 64 new tokens. "All": completion tokens ÷ wall time, prefill included (the pipeline prefills one prompt on box-b while the next starts on box-a). "Decode": the tokens of all 8 streams while every one of them was decoding ÷ that window, so neither prefill counts. A decode step\'s per-sequence part (each row reads its own KV cache) grows with the context, and that is the part the two boxes split; the weights each box reads per step do not shrink with more rows.',
           '',
-          '| model | prompt tokens | whole, all (tok/s) | 2 stages, all | ÷ whole | whole, decode | 2 stages, decode | ÷ whole | decode ceiling |',
-          '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+          '| model | prompt tokens | whole, all (tok/s) | 2 stages, all | ÷ whole | 2 replicas, all | ÷ whole | whole, decode | 2 stages, decode | ÷ whole | 2 replicas, decode | ÷ whole | decode ceiling (2 stages) |',
+          '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
           ...long,
           ''
         ]
