@@ -1,6 +1,5 @@
-import type { ConnectionEncrypter, MessageStream } from '@libp2p/interface'
+import type { MessageStream } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { adoptNoiseFrameDecoder } from './noise-frames.ts'
 
 /** Encrypted messages up to this size leave as one buffer (bigger ones as the encrypter made them). */
 const MAX_COALESCE_BYTES = 256 * 1024
@@ -25,28 +24,4 @@ export function coalesceWrites<T extends MessageStream> (connection: T): T {
     return original(new Uint8ArrayList(data.subarray()))
   }
   return connection
-}
-
-/**
- * A connection encrypter (Noise) whose raw connection writes each send as one buffer (coalesceWrites),
- * and whose encrypted connection cuts messages without throwing (adoptNoiseFrameDecoder, mesh/noise-frames.ts):
- * `connectionEncrypters: [coalescing(noise())]`. Everything else is the encrypter's own.
- */
-export function coalescing<C> (factory: (components: C) => ConnectionEncrypter): (components: C) => ConnectionEncrypter {
-  return (components) => {
-    const inner = factory(components)
-    return {
-      protocol: inner.protocol,
-      secureOutbound: async (connection, options) => {
-        const secured = await inner.secureOutbound(coalesceWrites(connection), options)
-        adoptNoiseFrameDecoder(secured.connection)
-        return secured
-      },
-      secureInbound: async (connection, options) => {
-        const secured = await inner.secureInbound(coalesceWrites(connection), options)
-        adoptNoiseFrameDecoder(secured.connection)
-        return secured
-      }
-    }
-  }
 }

@@ -3,7 +3,7 @@ import { createLibp2p } from 'libp2p'
 import type { Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
-import { coalescing } from './coalesce-writes.ts'
+import { tunedNoise } from './noise-tuning.ts'
 import { halfWindowUpdates } from './yamux-window.ts'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
@@ -128,8 +128,8 @@ export class MeshNode {
       start: false,
       addresses: { listen },
       transports: [tcp()],
-      // Noise, with each encrypted message written to the socket as one buffer (mesh/coalesce-writes.ts)
-      connectionEncrypters: [coalescing(noise())],
+      // Noise, each encrypted message written to the socket as one buffer and messages cut without throwing (mesh/noise-tuning.ts)
+      connectionEncrypters: [tunedNoise(noise())],
       // Yamux, its window updates sent once half a stream's window is used (mesh/yamux-window.ts)
       streamMuxers: [halfWindowUpdates(yamux())],
       connectionProtector: init.swarmKey != null ? preSharedKey({ psk: init.swarmKey }) : undefined,

@@ -1,7 +1,7 @@
 /**
  * NoiseFrameDecoder (mesh/noise-frames.ts) cuts a Noise connection's bytes into the same messages as the
  * LengthPrefixedDecoder that @chainsafe/libp2p-noise makes (used here as the reference), however the bytes
- * are chunked, without throwing; and the encrypter the mesh uses (coalescing(noise())) really gives both
+ * are chunked, without throwing; and the encrypter the mesh uses (tunedNoise(noise())) really gives both
  * ends of a real Noise handshake the new decoder, over which messages still go both ways.
  */
 import { test } from 'node:test'
@@ -14,7 +14,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { defaultLogger } from '@libp2p/logger'
 import { NoiseFrameDecoder, adoptNoiseFrameDecoder } from '../../mesh/noise-frames.ts'
-import { coalescing } from '../../mesh/coalesce-writes.ts'
+import { tunedNoise } from '../../mesh/noise-tuning.ts'
 
 /** Noise's own length decoder: a RangeError when fewer than two bytes are left */
 const uint16BE = (data: Uint8ArrayList | Uint8Array): number => {
@@ -82,11 +82,11 @@ test('adopting carries over the bytes the old decoder held; other connections ar
   assert.equal(adoptNoiseFrameDecoder(null), false)
 })
 
-test('a real Noise handshake through coalescing(noise()): both ends get the decoder, and messages still flow', async () => {
+test('a real Noise handshake through tunedNoise(noise()): both ends get the decoder, and messages still flow', async () => {
   const upgrader = { getStreamMuxers: () => new Map() }
   const encrypter = async () => {
     const privateKey = await generateKeyPair('Ed25519')
-    return coalescing(noise())({ privateKey, peerId: peerIdFromPrivateKey(privateKey), logger: defaultLogger(), upgrader } as never)
+    return tunedNoise(noise())({ privateKey, peerId: peerIdFromPrivateKey(privateKey), logger: defaultLogger(), upgrader } as never)
   }
   const [a, b] = [await encrypter(), await encrypter()]
   const [outbound, inbound] = multiaddrConnectionPair()
