@@ -155,7 +155,7 @@ describe('split tasks through the local-process runner', () => {
     assert.match(t3.error, /^begin: download of http:\/\/127\.0\.0\.1:\d+\/models\/missing\.onnx failed: HTTP 404/)
   })
 
-  test('the built-in splitter refuses an unknown cost model; a model too small to time is balanced by bytes, and the result says so', async () => {
+  test('the built-in splitter refuses an unknown cost model; a model too small to time is balanced by bytes, a larger one by measured time, and the result says which', async () => {
     const bad = await agent.api('/start_model_split_job', {
       method: 'POST',
       body: { task_data: { model_name: 'tiny2', model_download_url: tiny.path, world_size: 2, model_split_config: { cost: 'fastest' } }, container_image: 'blockmesh/onnx-splitter' }
@@ -174,6 +174,18 @@ describe('split tasks through the local-process runner', () => {
     // two layers: fewer than the probes need (agent/splitter/calibrate.ts)
     assert.deepEqual(t2.result.balance, { cost: 'params', ranges: [[0, 1], [1, 2]] })
     assert.deepEqual(t2.result.plan.stages.map((s: { layers: [number, number] }) => s.layers), [[0, 1], [1, 2]])
+    // six layers: timed; the result says how the parts around the layers weighed, and the plan is cut as it says
+    const six = generateModel({ ...PRESETS.tiny, layers: 6, seed: 24 }, join(dir, 'tiny6-cost.onnx'))
+    const timed = await agent.api('/start_model_split_job', {
+      method: 'POST',
+      body: { task_data: { model_name: 'tiny6-cost', model_download_url: six.path, world_size: 2, model_split_config: { block: { maxBatch: 4 } } }, container_image: 'blockmesh/onnx-splitter' }
+    })
+    const t3 = await finished(agent, timed.body.task_id)
+    assert.equal(t3.status, 'complete', t3.error)
+    assert.equal(t3.result.balance.cost, 'measured')
+    assert.ok(t3.result.balance.pre_layers >= 0 && t3.result.balance.post_layers >= 0, JSON.stringify(t3.result.balance))
+    assert.deepEqual(t3.result.plan.stages.map((s: { layers: [number, number] }) => s.layers), t3.result.balance.ranges)
+    assert.ok(t3.result.max_abs_diff <= 1e-4)
   })
 
   test('the built-in splitter uploads the stages to an S3-compatible store; the plan points there and serves', async () => {

@@ -33,6 +33,12 @@ import { TokenizerSchema } from '../registry/components.ts'
 import type { TokenizerSpec } from '../registry/components.ts'
 
 interface Begun { sourcePath: string, md5: string }
+/** A part's cost in layers (of the median layer), to two decimals. */
+function inLayers (c: StepCosts, x: number): number {
+  const unit = [...c.perLayer].sort((p, q) => p - q)[c.perLayer.length >> 1]
+  return unit > 0 ? Math.round(100 * x / unit) / 100 : 0
+}
+
 /** How the cut was weighed: by measured step time (the layer equivalents of the parts around the layers) or by bytes. */
 interface BalanceRecord { cost: 'measured' | 'params', ranges: Array<[number, number]>, pre_layers?: number, post_layers?: number }
 interface Split extends Begun { stages: PlanStage[], layers: number, contextLength: number, verification: Awaited<ReturnType<typeof verifySplit>>, balance: BalanceRecord }
@@ -79,25 +85,8 @@ export class OnnxPipelineSplitter {
     const weights = this.config.balance === 'capacity' ? this.config.capacity as number[] : undefined
     const cost = this.config.cost ?? 'measured'
     if (cost !== 'measured' && cost !== 'params') return [false, `model_split_config.cost must be "measured" or "params", not ${JSON.stringify(cost)}`]
-    let costs: StepCosts | undefined
+    const costs = cost === 'measured' && world > 1 ? await this.measuredCosts(bytes, world) : undefined
     let balance: BalanceRecord
-    /** a part's cost in layers (of the median layer) */
-    const inLayers = (c: StepCosts, x: number): number => { const unit = [...c.perLayer].sort((p, q) => p - q)[c.perLayer.length >> 1]; return unit > 0 ? Math.round(100 * x / unit) / 100 : 0 }
-    if (cost === 'measured' && world > 1) {
-      // a stage's decode step runs a micro-batch: maxBatch rows shared by as many micro-batches as stages
-      const maxBatch = Number(this.config.block?.maxBatch ?? 8)
-      const batch = Math.max(1, Math.ceil((Number.isFinite(maxBatch) && maxBatch > 0 ? maxBatch : 8) / world))
-      try {
-        const c = await calibrate(decodeModel(bytes), { batch })
-        if (c != null) {
-          costs = c.costs
-          await this.ctx.progress(0.3, `balanced by measured step time (batch ${c.batch}, ${c.past} cached positions): before the layers ${inLayers(c.costs, c.costs.pre)} layer(s), after them ${inLayers(c.costs, c.costs.post)} (by bytes ${inLayers(c.bytes, c.bytes.pre)} and ${inLayers(c.bytes, c.bytes.post)})`)
-        }
-      } catch (err) {
-        // a model ONNX Runtime cannot run fails verification below; here it is balanced by bytes
-        await this.ctx.progress(0.3, `step times not measured (${(err as Error).message}): balanced by the bytes a step reads`)
-      }
-    }
     let split
     try {
       split = splitDecoder(bytes, world, weights, costs)
@@ -119,6 +108,25 @@ export class OnnxPipelineSplitter {
       return [false, `verification failed: max abs diff ${verification.maxAbsDiff} (decode ${verification.decodeMaxAbsDiff}) over tolerance ${tolerance}, greedy equal ${String(verification.greedyEqual)}`]
     }
     return [true, { ...extra, stages, layers: split.layers, contextLength: contextLengthOf(bytes, this.config.context_length), verification, balance }]
+  }
+
+  /**
+   * The stages' costs timed on this machine (./calibrate.ts), for a stage's decode step of a micro-batch:
+   * maxBatch rows shared by as many micro-batches as stages. Undefined (balanced by bytes) when the model
+   * is too small to time or ONNX Runtime cannot run its probes (such a model fails verification anyway).
+   */
+  private async measuredCosts (bytes: Uint8Array, world: number): Promise<StepCosts | undefined> {
+    const maxBatch = Number(this.config.block?.maxBatch ?? 8)
+    const batch = Math.max(1, Math.ceil((Number.isFinite(maxBatch) && maxBatch > 0 ? maxBatch : 8) / world))
+    try {
+      const c = await calibrate(decodeModel(bytes), { batch })
+      if (c == null) return undefined
+      await this.ctx.progress(0.3, `balanced by measured step time (batch ${c.batch}, ${c.past} cached positions): before the layers ${inLayers(c.costs, c.costs.pre)} layer(s), after them ${inLayers(c.costs, c.costs.post)} (by bytes ${inLayers(c.bytes, c.bytes.pre)} and ${inLayers(c.bytes, c.bytes.post)})`)
+      return c.costs
+    } catch (err) {
+      await this.ctx.progress(0.3, `step times not measured (${(err as Error).message}): balanced by the bytes a step reads`)
+      return undefined
+    }
   }
 
   async finish (extra: Split): Promise<StepResult<Record<string, unknown>>> {
