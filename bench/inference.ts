@@ -58,18 +58,20 @@ class BareLoop {
 }
 
 /** One streamed completion through the API; returns decode tokens/s (first to last token) and the token count. */
-export async function apiStream (agent: AgentProcess, model: string, n: number): Promise<{ tps: number, tokens: number }> {
+/**
+ * One streamed completion, each token timed at the client as its event arrives. Light parsing, so the
+ * measuring client takes little of the CPU it measures: timestamps per event; JSON only for the usage
+ * event at the end.
+ */
+export async function timedStream (agent: AgentProcess, model: string, prompt: string, n: number): Promise<{ times: number[], usage: { prompt_tokens: number, completion_tokens: number } }> {
   const res = await fetch(`${agent.url}/v1/completions`, {
     method: 'POST',
     headers: { authorization: `Bearer ${agent.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ model, prompt: PROMPT, max_tokens: n, temperature: 0, stream: true, stream_options: { include_usage: true } })
+    body: JSON.stringify({ model, prompt, max_tokens: n, temperature: 0, stream: true, stream_options: { include_usage: true } })
   })
   if (!res.ok || res.body == null) throw new Error(`completion failed: ${res.status} ${await res.text()}`)
-  // light parsing, so the measuring client takes little of the CPU it measures: timestamps per
-  // event; JSON only for the usage event at the end
-  let first = 0
-  let last = 0
-  let tokens = 0
+  const times: number[] = []
+  let usage = { prompt_tokens: 0, completion_tokens: 0 }
   let buf = ''
   for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
     buf += Buffer.from(part).toString('utf8')
@@ -77,14 +79,19 @@ export async function apiStream (agent: AgentProcess, model: string, n: number):
     while ((i = buf.indexOf('\n\n')) >= 0) {
       const event = buf.slice(0, i)
       buf = buf.slice(i + 2)
-      if (event.includes('"usage"')) { tokens = JSON.parse(event.slice(6)).usage.completion_tokens; continue }
-      if (!event.includes('"text":"",') && event.includes('"text":')) {
-        const now = performance.now()
-        if (first === 0) first = now
-        last = now
-      }
+      if (event.includes('"usage"')) usage = JSON.parse(event.slice(6)).usage
+      else if (!event.includes('"text":"",') && event.includes('"text":')) times.push(performance.now())
     }
   }
+  return { times, usage }
+}
+
+/** Decode tokens/s of one streamed completion of the benchmark's prompt: first to last token, at the client. */
+export async function apiStream (agent: AgentProcess, model: string, n: number): Promise<{ tps: number, tokens: number }> {
+  const { times, usage } = await timedStream(agent, model, PROMPT, n)
+  const tokens = usage.completion_tokens
+  const first = times[0] ?? 0
+  const last = times.at(-1) ?? 0
   return { tps: (tokens - 1) / ((last - first) / 1000), tokens }
 }
 

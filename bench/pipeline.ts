@@ -16,7 +16,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { ensureGeneratedModel } from '../agent/model/cache.ts'
 import { PRESETS, parameterCount } from '../agent/model/spec.ts'
 import { KNOWN_MODELS, cachedWeightPath } from '../agent/model/known-models.ts'
-import { aggregate, apiStream } from './inference.ts'
+import { aggregate, apiStream, timedStream } from './inference.ts'
 import { addModel } from './real-model.ts'
 import { median } from './stats.ts'
 
@@ -251,28 +251,7 @@ interface LongRound { all: number, decode: number, promptTokens: number }
  */
 async function longAggregate (agent: AgentProcess, model: string, prompts: string[], n: number): Promise<LongRound> {
   const t0 = performance.now()
-  const streams = await Promise.all(prompts.map(async prompt => {
-    const res = await fetch(`${agent.url}/v1/completions`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${agent.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model, prompt, max_tokens: n, temperature: 0, stream: true, stream_options: { include_usage: true } })
-    })
-    if (!res.ok || res.body == null) throw new Error(`completion failed: ${res.status} ${await res.text()}`)
-    const times: number[] = []
-    let usage = { prompt_tokens: 0, completion_tokens: 0 }
-    let buf = ''
-    for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buf += Buffer.from(part).toString('utf8')
-      let i: number
-      while ((i = buf.indexOf('\n\n')) >= 0) {
-        const event = buf.slice(0, i)
-        buf = buf.slice(i + 2)
-        if (event.includes('"usage"')) usage = JSON.parse(event.slice(6)).usage
-        else if (event.includes('"text":')) times.push(performance.now())
-      }
-    }
-    return { times, usage }
-  }))
+  const streams = await Promise.all(prompts.map(async prompt => await timedStream(agent, model, prompt, n)))
   const wall = (performance.now() - t0) / 1000
   const from = Math.max(...streams.map(s => s.times[0] ?? Infinity))
   const to = Math.min(...streams.map(s => s.times.at(-1) ?? -Infinity))
