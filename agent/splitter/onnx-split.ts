@@ -279,7 +279,11 @@ export interface SplitOutput {
  * not by bytes stored; `weights`: each stage's capacity.
  */
 export function splitDecoder (modelBytes: Uint8Array, worldSize: number, weights?: number[], costs?: StepCosts): SplitOutput {
-  const model = decodeModel(modelBytes)
+  return splitModel(decodeModel(modelBytes), worldSize, weights, costs)
+}
+
+/** splitDecoder of a model already decoded (the splitter program decodes once, to time and to cut). */
+export function splitModel (model: ModelProto, worldSize: number, weights?: number[], costs?: StepCosts): SplitOutput {
   const ix = indexGraph(model)
   if (costs != null && costs.perLayer.length !== ix.layers) throw new SplitError(`the costs name ${costs.perLayer.length} layers, the model has ${ix.layers}`)
   const ranges = balanceLayers(costs ?? parameterBytes(ix, { perStep: true }), worldSize, weights)

@@ -21,13 +21,14 @@ import { isAbsolute, join } from 'node:path'
 import { pathToFileURL, fileURLToPath } from 'node:url'
 import { Context, FileDownloader, LayerHash, ModelLayerClient, RegistryError, S3Manager, executeModelSplitter } from './sdk/index.ts'
 import type { StepResult } from './sdk/index.ts'
-import { splitDecoder } from './onnx-split.ts'
+import { splitModel } from './onnx-split.ts'
 import type { StepCosts } from './onnx-split.ts'
 import { calibrate } from './calibrate.ts'
 import { verifySplit } from './verify.ts'
 import { buildPlan } from './plan.ts'
 import type { PlanStage } from './plan.ts'
 import { decodeModel } from '../model/onnx.ts'
+import type { ModelProto } from '../model/onnx.ts'
 import { ByteTokenizer } from '../model/tokenizer.ts'
 import { TokenizerSchema } from '../registry/components.ts'
 import type { TokenizerSpec } from '../registry/components.ts'
@@ -85,11 +86,13 @@ export class OnnxPipelineSplitter {
     const weights = this.config.balance === 'capacity' ? this.config.capacity as number[] : undefined
     const cost = this.config.cost ?? 'measured'
     if (cost !== 'measured' && cost !== 'params') return [false, `model_split_config.cost must be "measured" or "params", not ${JSON.stringify(cost)}`]
-    const costs = cost === 'measured' && world > 1 ? await this.measuredCosts(bytes, world) : undefined
+    let model: ModelProto
+    try { model = decodeModel(bytes) } catch (err) { return [false, (err as Error).message] }
+    const costs = cost === 'measured' && world > 1 ? await this.measuredCosts(model, world) : undefined
     let balance: BalanceRecord
     let split
     try {
-      split = splitDecoder(bytes, world, weights, costs)
+      split = splitModel(model, world, weights, costs)
       balance = costs != null ? { cost: 'measured', ranges: split.ranges, pre_layers: inLayers(costs, costs.pre), post_layers: inLayers(costs, costs.post) } : { cost: 'params', ranges: split.ranges }
     } catch (err) {
       return [false, (err as Error).message]
@@ -107,7 +110,7 @@ export class OnnxPipelineSplitter {
     if (!(verification.maxAbsDiff <= tolerance && verification.decodeMaxAbsDiff <= tolerance && verification.greedyEqual)) {
       return [false, `verification failed: max abs diff ${verification.maxAbsDiff} (decode ${verification.decodeMaxAbsDiff}) over tolerance ${tolerance}, greedy equal ${String(verification.greedyEqual)}`]
     }
-    return [true, { ...extra, stages, layers: split.layers, contextLength: contextLengthOf(bytes, this.config.context_length), verification, balance }]
+    return [true, { ...extra, stages, layers: split.layers, contextLength: contextLengthOf(model, this.config.context_length), verification, balance }]
   }
 
   /**
@@ -115,11 +118,11 @@ export class OnnxPipelineSplitter {
    * maxBatch rows shared by as many micro-batches as stages. Undefined (balanced by bytes) when the model
    * is too small to time or ONNX Runtime cannot run its probes (such a model fails verification anyway).
    */
-  private async measuredCosts (bytes: Uint8Array, world: number): Promise<StepCosts | undefined> {
+  private async measuredCosts (model: ModelProto, world: number): Promise<StepCosts | undefined> {
     const maxBatch = Number(this.config.block?.maxBatch ?? 8)
     const batch = Math.max(1, Math.ceil((Number.isFinite(maxBatch) && maxBatch > 0 ? maxBatch : 8) / world))
     try {
-      const c = await calibrate(decodeModel(bytes), { batch })
+      const c = await calibrate(model, { batch })
       if (c == null) return undefined
       await this.ctx.progress(0.3, `balanced by measured step time (batch ${c.batch}, ${c.past} cached positions): before the layers ${inLayers(c.costs, c.costs.pre)} layer(s), after them ${inLayers(c.costs, c.costs.post)} (by bytes ${inLayers(c.bytes, c.bytes.pre)} and ${inLayers(c.bytes, c.bytes.post)})`)
       return c.costs
@@ -185,10 +188,10 @@ export class OnnxPipelineSplitter {
 }
 
 /** The model's context: model_split_config.context_length, else the generator's metadata, else 2048. */
-function contextLengthOf (bytes: Uint8Array, configured: unknown): number {
+function contextLengthOf (model: ModelProto, configured: unknown): number {
   if (typeof configured === 'number' && configured > 0) return configured
   try {
-    const spec = decodeModel(bytes).metadataProps?.find(p => p.key === 'blockmesh.spec')?.value
+    const spec = model.metadataProps?.find(p => p.key === 'blockmesh.spec')?.value
     if (spec != null) return (JSON.parse(spec) as { maxPositions: number }).maxPositions
   } catch { /* not a generated model */ }
   return 2048
