@@ -231,6 +231,8 @@ describe('blockmesh split / task / vdag', () => {
     assert.equal(split.code, 0, split.stderr)
     assert.match(split.stderr, /started split task task-\w+/)
     assert.match(split.stdout, /model plan: vDAG tiny-cli, verified/)
+    // two layers: too few to time (agent/splitter/calibrate.ts)
+    assert.match(split.stdout, /verified \(max abs diff [^)]*\), cut by the bytes a step reads\n/)
     assert.match(split.stdout, /^0\s+0\.\.0\s+[0-9a-f]{32}/m)
     assert.match(split.stdout, /deployed vDAG tiny-cli: tiny-cli-s0 → tiny-cli-s1/)
     const id = /started split task (task-\w+)/.exec(split.stderr)?.[1] as string

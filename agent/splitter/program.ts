@@ -40,9 +40,9 @@ function inLayers (c: StepCosts, x: number): number {
   return unit > 0 ? Math.round(100 * x / unit) / 100 : 0
 }
 
-/** How the cut was weighed: by measured step time (the layer equivalents of the parts around the layers) or by bytes. */
-interface BalanceRecord { cost: 'measured' | 'params', ranges: Array<[number, number]>, pre_layers?: number, post_layers?: number }
-interface Split extends Begun { stages: PlanStage[], layers: number, contextLength: number, verification: Awaited<ReturnType<typeof verifySplit>>, balance: BalanceRecord }
+/** How the cut was weighed (a split task's `result.balance`): by measured step time (the layer equivalents of the parts around the layers) or by bytes. */
+export interface SplitBalance { cost: 'measured' | 'params', ranges: Array<[number, number]>, pre_layers?: number, post_layers?: number }
+interface Split extends Begun { stages: PlanStage[], layers: number, contextLength: number, verification: Awaited<ReturnType<typeof verifySplit>>, balance: SplitBalance }
 
 export class OnnxPipelineSplitter {
   private readonly ctx: Context
@@ -89,7 +89,7 @@ export class OnnxPipelineSplitter {
     let model: ModelProto
     try { model = decodeModel(bytes) } catch (err) { return [false, (err as Error).message] }
     const costs = cost === 'measured' && world > 1 ? await this.measuredCosts(model, world) : undefined
-    let balance: BalanceRecord
+    let balance: SplitBalance
     let split
     try {
       split = splitModel(model, world, weights, costs)

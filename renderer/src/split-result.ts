@@ -1,5 +1,5 @@
 /** What the split view reads from a split task's result (a splitter writes it; nothing in it is trusted). */
-import type { Task } from './types.ts'
+import type { SplitBalance, Task } from './types.ts'
 
 export interface PlanStage { rank: number, layers: [number, number], model_layer_hash: string, size_bytes: number, download_url?: string, inputs?: string[], outputs?: string[] }
 export interface Plan { vdag: { name: string }, stages: PlanStage[] }
@@ -14,7 +14,7 @@ export function planOf (t: Task): Plan | null {
 
 /** How the splitter weighed the cut (the task result's `balance`, untrusted): a line for the plan, or null. */
 export function balanceOf (t: Task): string | null {
-  const b = t.result?.balance as { cost?: unknown, pre_layers?: unknown, post_layers?: unknown } | undefined
+  const b = t.result?.balance as Partial<Record<keyof SplitBalance, unknown>> | undefined
   if (b == null || (b.cost !== 'measured' && b.cost !== 'params')) return null
   if (b.cost === 'params') return 'cut by the bytes a decode step reads'
   const n = (x: unknown): string => typeof x === 'number' && Number.isFinite(x) ? String(x) : '?'

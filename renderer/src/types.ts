@@ -18,6 +18,7 @@ export type {
   ContentFetchAnswer,
   EventsHello,
   EventsPeers,
+  SplitBalance,
   HolderView,
   ImportProgress,
   InstanceView,

@@ -8,7 +8,7 @@ import type { TargetOpts } from '../target.ts'
 import { AgentError, ValidationError } from '../../errors.ts'
 import { ensureGeneratedModel } from '../../model/cache.ts'
 import { PRESETS } from '../../model/spec.ts'
-import type { ComponentsAnswer, SplitJobStarted, Task, TaskAnswer, TasksAnswer, Vdag, VdagAnswer, VdagDeployAnswer, VdagsAnswer } from '../../../contracts/api.ts'
+import type { ComponentsAnswer, SplitBalance, SplitJobStarted, Task, TaskAnswer, TasksAnswer, Vdag, VdagAnswer, VdagDeployAnswer, VdagsAnswer } from '../../../contracts/api.ts'
 
 /** Where `blockmesh split --model PRESET` keeps the models it generates (shared with npm start). */
 export const MODELS_DIR = '.blockmesh/models'
@@ -40,10 +40,12 @@ function taskLine (t: Task): string {
 }
 
 function planSummary (t: Task): string {
-  const r = t.result as { plan?: { vdag: { name: string }, stages: Array<{ rank: number, layers: [number, number], model_layer_hash: string, size_bytes: number }> }, max_abs_diff?: number } | null
+  const r = t.result as { plan?: { vdag: { name: string }, stages: Array<{ rank: number, layers: [number, number], model_layer_hash: string, size_bytes: number }> }, max_abs_diff?: number, balance?: SplitBalance } | null
   if (r?.plan == null) return ''
   const rows = r.plan.stages.map(s => [String(s.rank), `${s.layers[0]}..${s.layers[1] - 1}`, s.model_layer_hash, `${(s.size_bytes / 1024 / 1024).toFixed(1)} MiB`])
-  return `model plan: vDAG ${r.plan.vdag.name}, verified (max abs diff ${r.max_abs_diff ?? '?'})\n${table(['STAGE', 'LAYERS', 'MD5', 'SIZE'], rows)}`
+  const b = r.balance
+  const cut = b?.cost === 'measured' ? `, cut by measured step time (before the layers ${b.pre_layers ?? '?'} layer(s), after them ${b.post_layers ?? '?'})` : b?.cost === 'params' ? ', cut by the bytes a step reads' : ''
+  return `model plan: vDAG ${r.plan.vdag.name}, verified (max abs diff ${r.max_abs_diff ?? '?'})${cut}\n${table(['STAGE', 'LAYERS', 'MD5', 'SIZE'], rows)}`
 }
 
 async function waitFor (api: string, id: string, onChange: (t: Task) => void): Promise<Task> {
