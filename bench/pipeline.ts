@@ -165,12 +165,9 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
             const busyLong = new StepMeter([a, b], whole, split)
             await longAggregate(a, split, prompts.slice(0, 1), 4) // warm-up: the long prompt's first runs
             for (let r = 0; r < rounds; r++) {
-              let wr: LongRound | undefined
-              let sr: LongRound | undefined
-              await busyLong.whole(async () => { wr = await longAggregate(a, whole, prompts, aggTokens); return 0 })
-              await busyLong.split(async () => { sr = await longAggregate(a, split, prompts, aggTokens); return 0 })
+              const wr = await busyLong.whole(async () => await longAggregate(a, whole, prompts, aggTokens))
+              const sr = await busyLong.split(async () => await longAggregate(a, split, prompts, aggTokens))
               const rr = replicas != null ? await longAggregate(a, replicas, prompts, aggTokens) : { all: NaN, decode: NaN, promptTokens: 0 }
-              if (wr == null || sr == null) throw new Error('no long-prompt round')
               long.promptTokens = wr.promptTokens
               long.whole.push(wr.all); long.split.push(sr.all); long.wholeDecode.push(wr.decode); long.splitDecode.push(sr.decode)
               long.replicas.push(rr.all); long.replicasDecode.push(rr.decode)
@@ -280,8 +277,8 @@ class StepMeter {
     this.splitBlocks = [`${split}-s0`, `${split}-s1`]
   }
 
-  async whole (run: () => Promise<number>): Promise<number> { return await this.around([this.wholeBlock], 'decode', run) }
-  async split (run: () => Promise<number>): Promise<number> { return await this.around(this.splitBlocks, 'stage-decode', run) }
+  async whole<T> (run: () => Promise<T>): Promise<T> { return await this.around([this.wholeBlock], 'decode', run) }
+  async split<T> (run: () => Promise<T>): Promise<T> { return await this.around(this.splitBlocks, 'stage-decode', run) }
 
   ceiling (): Ceiling {
     const per = (block: string): number => { const t = this.totals.get(block); return t == null || t.tokens === 0 ? NaN : 1000 * t.seconds / t.tokens }
@@ -290,7 +287,7 @@ class StepMeter {
     return { wholeMsPerToken, stageMsPerToken, ratio: wholeMsPerToken / Math.max(...stageMsPerToken) }
   }
 
-  private async around (blocks: string[], kind: string, run: () => Promise<number>): Promise<number> {
+  private async around<T> (blocks: string[], kind: string, run: () => Promise<T>): Promise<T> {
     const before = await Promise.all(blocks.map(async b => await this.read(b, kind)))
     const out = await run()
     const after = await Promise.all(blocks.map(async b => await this.read(b, kind)))

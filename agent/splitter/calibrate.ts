@@ -62,15 +62,26 @@ export function costsFromProbes (bytes: StepCosts, t: ProbeTimes): { costs: Step
   const overheadMs = Math.max(0, t.second - msPerByte * b[1])
   const preMs = Math.max(0, t.first - overheadMs - msPerByte * b[0])
   const postMs = Math.max(0, t.last - overheadMs - msPerByte * b[L - 1])
-  const sorted = [...b].sort((x, y) => x - y)
-  const quarter = sorted[sorted.length >> 1] / 4
+  const quarter = layerUnit(bytes) / 4
   const round = (ms: number): number => quarter > 0 ? Math.round(ms / msPerByte / quarter) * quarter : ms / msPerByte
   return { costs: { perLayer: [...b], pre: round(preMs), post: round(postMs) }, msPerByte, overheadMs }
 }
 
+/** The median of `xs` (the upper middle one of an even count). */
 function median (xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
   return s[s.length >> 1]
+}
+
+/** A median layer's cost: pre and post are rounded to a quarter of it, and reported in it. */
+export function layerUnit (c: StepCosts): number {
+  return median(c.perLayer)
+}
+
+/** A part's cost in median layers, to two decimals. */
+export function inLayers (c: StepCosts, x: number): number {
+  const unit = layerUnit(c)
+  return unit > 0 ? Math.round(100 * x / unit) / 100 : 0
 }
 
 /** Feeds for a batched single-token decode step through a probe stage: `batch` rows, `past` positions cached. */

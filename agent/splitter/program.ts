@@ -23,7 +23,7 @@ import { Context, FileDownloader, LayerHash, ModelLayerClient, RegistryError, S3
 import type { StepResult } from './sdk/index.ts'
 import { splitModel } from './onnx-split.ts'
 import type { StepCosts } from './onnx-split.ts'
-import { calibrate } from './calibrate.ts'
+import { calibrate, inLayers } from './calibrate.ts'
 import { verifySplit } from './verify.ts'
 import { buildPlan } from './plan.ts'
 import type { PlanStage } from './plan.ts'
@@ -34,12 +34,6 @@ import { TokenizerSchema } from '../registry/components.ts'
 import type { TokenizerSpec } from '../registry/components.ts'
 
 interface Begun { sourcePath: string, md5: string }
-/** A part's cost in layers (of the median layer), to two decimals. */
-function inLayers (c: StepCosts, x: number): number {
-  const unit = [...c.perLayer].sort((p, q) => p - q)[c.perLayer.length >> 1]
-  return unit > 0 ? Math.round(100 * x / unit) / 100 : 0
-}
-
 /** How the cut was weighed (a split task's `result.balance`): by measured step time (the layer equivalents of the parts around the layers) or by bytes. */
 export interface SplitBalance { cost: 'measured' | 'params', ranges: Array<[number, number]>, pre_layers?: number, post_layers?: number }
 interface Split extends Begun { stages: PlanStage[], layers: number, contextLength: number, verification: Awaited<ReturnType<typeof verifySplit>>, balance: SplitBalance }
