@@ -98,6 +98,15 @@ describe('kill -9 of the agent that created the blocks: names stay, reconciliati
       return v.reconciler?.peerId === a.peerId ? v : undefined
     }, 'the creator to reconcile its block again', 60_000)
     assert.ok(back.reconciler.term > term, 'taking over raises the term')
+    // a stage left on the same agent as the other stage while A was down moves away now that A is back: a
+    // new instance first, then the crowded one stops (agent/blocks/anti-affinity.ts), so for a moment the
+    // stage has two. A full run caught that moment (tiny2-pipeline-s1 ready on b and c): wait for the move
+    // to settle, then hold it to one instance each across several heartbeats
+    const live = async (id: string): Promise<any[]> => (await b.api(`/api/blocks/${id}`)).body.instances.filter((x: any) => x.status !== 'failed')
+    await until(async () => {
+      const [w, s0, s1] = await Promise.all(['whole', 'tiny2-pipeline-s0', 'tiny2-pipeline-s1'].map(live))
+      return w.length === 1 && s0.length === 1 && s1.length === 1 && s0[0].peerId !== s1[0].peerId
+    }, 'one instance of each block, the stages apart', 60_000)
     // stable: one instance of each block, across several heartbeats
     for (let i = 0; i < 4; i++) {
       await new Promise(resolve => setTimeout(resolve, HEARTBEAT_MS))
