@@ -154,6 +154,8 @@ export class Agent {
     this.owner = new BlockOwner({
       state: init.state,
       allowSimulatedGpus: init.options.allowSimulatedGpus,
+      name: init.options.name,
+      acceptRemoteProcesses: init.options.acceptRemoteProcesses,
       mesh: init.mesh,
       gossip: init.gossip,
       host: this.host,

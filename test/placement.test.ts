@@ -5,7 +5,7 @@
  */
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
 import { startFixtureServer } from './helpers/fixture.ts'
@@ -208,6 +208,33 @@ describe('init processes and autoscaling', () => {
     await Promise.all(load)
     await until(async () => (await owner.api('/api/blocks/auto')).body.instances.length === 1, 'the autoscaler to remove the idle instance', 120_000)
     assert.ok(await owner.metric('blockmesh_autoscale_decisions_total', { block: 'auto', direction: 'down' }) >= 1)
+  })
+})
+
+describe('an init process another agent wrote runs only with --accept-remote-processes, whoever reconciles the block', () => {
+  test('a block this agent creates on a component a peer wrote is refused here, says why, and starts no process; the agent\'s own component runs', async () => {
+    const writer = await AgentProcess.start({ name: 'writer' })
+    const victim = await AgentProcess.start({ name: 'victim', bootstrap: [writer.addr] })
+    const marker = join(tempDir('bm-foreign-init-'), 'ran')
+    // the init process would leave a file behind if it ever started
+    const comp = (name: string): object => ({ name, version: '1', runtime: 'external', external: { model: 'm' }, init: { command: process.execPath, args: ['-e', `require('fs').writeFileSync(${JSON.stringify(marker)}, 'ran'); setInterval(() => {}, 1000)`], readiness: '/health', timeoutSeconds: 30 } })
+    try {
+      await until(async () => (await victim.peers()).length === 2, 'the mesh to form')
+      assert.equal((await writer.api('/api/components', { method: 'POST', body: comp('foreign-init') })).status, 201)
+      await until(async () => (await victim.api('/api/components/foreign-init:1')).status === 200, 'the component to reach the victim')
+      // created through the victim's own API: the victim reconciles it, and only the victim may host it
+      const r = await victim.api('/api/blocks', { method: 'POST', body: { id: 'foreign-init', component: 'foreign-init:1', policy: { cluster: {}, node: { names: ['victim'] } } } })
+      assert.equal(r.status, 201, JSON.stringify(r.body))
+      const failed = await until(async () => { const b = (await victim.api('/api/blocks/foreign-init')).body; return b.status === 'failed' && /accept-remote-processes/.test(b.error ?? '') ? b : undefined }, 'the victim to refuse the foreign init process')
+      assert.equal(failed.instances.length, 0)
+      assert.equal(existsSync(marker), false, 'the init process never started')
+      // the victim's own component with the same init process is its operator's choice: it starts
+      assert.equal((await victim.api('/api/components', { method: 'POST', body: comp('own-init') })).status, 201)
+      assert.equal((await victim.api('/api/blocks', { method: 'POST', body: { id: 'own-init', component: 'own-init:1', policy: { cluster: {}, node: { names: ['victim'] } } } })).status, 201)
+      await until(() => existsSync(marker), 'the agent\'s own init process to start')
+    } finally {
+      await stopAll([victim, writer])
+    }
   })
 })
 

@@ -10,7 +10,7 @@ import type { AgentMetrics } from '../metrics.ts'
 import type { InstanceHost } from './host.ts'
 import { ASSIGN_PROTOCOL, AssignResponseSchema } from './assign.ts'
 import type { AssignRequest, AssignResponse } from './assign.ts'
-import { acceptStart } from './assign-service.ts'
+import { acceptStart, processRefusal } from './assign-service.ts'
 import type { InstanceLedger } from './ledger.ts'
 
 export interface AssignClientInit {
@@ -23,6 +23,12 @@ export interface AssignClientInit {
   metrics?: AgentMetrics
   /** an instance stopped to scale down or to restore anti-affinity may finish its sequences for this long */
   drainMs?: number
+  /** this agent's name, in refusals */
+  name: string
+  /** --accept-remote-processes: run external systems and init processes of components other agents wrote */
+  acceptRemoteProcesses: boolean
+  /** the checked writer of a component (the replicated state's entry) */
+  authorOf: (component: string) => string | undefined
 }
 
 /**
@@ -39,15 +45,16 @@ export class AssignClient {
     this.init = init
   }
 
-  /** Orders a new instance of `block` on the placement's peer; true when the peer accepted it. */
-  async start (block: string, spec: BlockSpec, component: ComponentSpec, p: Placement, term: number): Promise<boolean> {
+  /** Orders a new instance of `block` on the placement's peer: the peer's answer (why, when it refused). */
+  async start (block: string, spec: BlockSpec, component: ComponentSpec, p: Placement, term: number): Promise<AssignResponse> {
     const { self, ledger, log, metrics } = this.init
     const instance = `${block.slice(0, 48)}-${randomBytes(4).toString('hex')}`
     ledger.pending.set(instance, { block, peer: p.peerId, peerName: p.name, at: Date.now() })
     let answer: AssignResponse
     try {
       if (p.peerId === self) {
-        answer = acceptStart(this.init.host, { block, instance, spec, component, from: self, term })
+        answer = processRefusal(this.init.name, component, this.init.acceptRemoteProcesses, { self, writer: this.init.authorOf(spec.component) }) ??
+          acceptStart(this.init.host, { block, instance, spec, component, from: self, term })
       } else {
         const req: AssignRequest = { op: 'start', block, instance, spec, component, term }
         answer = await requestJson(this.init.mesh, p.peerId, ASSIGN_PROTOCOL, req, AssignResponseSchema, { timeoutMs: 15_000 })
@@ -59,10 +66,10 @@ export class AssignClient {
     if (!answer.accepted) {
       ledger.pending.delete(instance)
       log.warn({ block, peer: p.name, reason: answer.reason }, 'peer refused the instance')
-      return false
+      return answer
     }
     log.info({ block, instance, peer: p.name, term }, 'instance assigned')
-    return true
+    return answer
   }
 
   /**

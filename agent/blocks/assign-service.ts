@@ -54,6 +54,18 @@ export interface AssignService {
   isStarted: () => boolean
 }
 
+/**
+ * Whether this agent may run what a component starts besides a model: an external system or an init
+ * process. Peers' orders need --accept-remote-processes; so do this agent's own reconciler's orders for a
+ * component another agent wrote (a block anyone may create can name this agent as its reconciler), unless
+ * this agent wrote the component itself (`author`: the checked writer in the replicated state).
+ */
+export function processRefusal (name: string, component: ComponentSpec, accept: boolean, author?: { self: string, writer: string | undefined }): AssignResponse | null {
+  if (component.runtime !== 'external' && component.init == null) return null
+  if (accept || (author != null && author.writer === author.self)) return null
+  return { accepted: false, reason: `${name} does not run external systems or init processes for peers (start it with --accept-remote-processes)` }
+}
+
 /** An order to start an instance here, from a peer or from this agent's own reconciler. */
 export interface StartOrder { block: string, instance: string, spec: BlockSpec, component: ComponentSpec, from: string, term: number }
 
@@ -119,9 +131,8 @@ class Assign implements AssignService {
   private startOrder (req: Extract<Order, { op: 'start' }>, peer: string): AssignResponse {
     const { host, node } = this.components
     const { name } = this.init
-    if ((req.component.runtime === 'external' || req.component.init != null) && !this.init.acceptRemoteProcesses) {
-      return { accepted: false, reason: `${name} does not run external systems or init processes for peers (start it with --accept-remote-processes)` }
-    }
+    const refused = processRefusal(name, req.component, this.init.acceptRemoteProcesses)
+    if (refused != null) return refused
     const hosted = host.list().find(h => h.block === req.block)
     // re-check the node filter against this node's own readings now (the owner saw them a heartbeat ago);
     // whether simulated GPUs may be used is the placer's decision (it refuses them unless allowed there)

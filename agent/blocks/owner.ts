@@ -41,6 +41,10 @@ export interface BlockOwnerInit {
   excludeMs?: number
   /** an instance stopped to scale down, to restore anti-affinity or because its block was deleted may finish its sequences for this long */
   drainMs?: number
+  /** this agent's name, in refusals */
+  name: string
+  /** --accept-remote-processes: run external systems and init processes of components other agents wrote */
+  acceptRemoteProcesses: boolean
 }
 
 /**
@@ -77,7 +81,7 @@ export class BlockOwner {
     this.store = new BlockStore(init.state)
     this.observed = new Observed({ self, gossip: init.gossip, host: init.host })
     this.ledger = new InstanceLedger({ excludeMs: init.excludeMs })
-    const orders = new AssignClient({ self, mesh: init.mesh, gossip: init.gossip, host: init.host, ledger: this.ledger, log: init.log, metrics: init.metrics, drainMs: init.drainMs })
+    const orders = new AssignClient({ self, mesh: init.mesh, gossip: init.gossip, host: init.host, ledger: this.ledger, log: init.log, metrics: init.metrics, drainMs: init.drainMs, name: init.name, acceptRemoteProcesses: init.acceptRemoteProcesses, authorOf: uri => init.components.author(uri) })
     this.placer = new Placer({
       observed: this.observed,
       ledger: this.ledger,

@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import { schedule } from '../scheduler/schedule.ts'
 import type { InstanceNeeds, NodeView, Placement } from '../scheduler/policy.ts'
 import { nodeViewsFrom } from '../scheduler/nodes.ts'
+import type { AssignResponse } from './assign.ts'
 import type { BlockSpec } from '../registry/blocks.ts'
 import type { ComponentRegistry, ComponentSpec } from '../registry/components.ts'
 import type { AgentMetrics } from '../metrics.ts'
@@ -17,7 +18,8 @@ export function needsOf (component: ComponentSpec): InstanceNeeds {
 }
 
 /** Orders an instance on a peer; true when the peer accepted it (agent/blocks/assign-client.ts). */
-export type Assign = (block: string, spec: BlockSpec, component: ComponentSpec, p: Placement, term: number) => Promise<boolean>
+/** Orders an instance on a placement's peer: the peer's answer (agent/blocks/assign-client.ts). */
+export type Assign = (block: string, spec: BlockSpec, component: ComponentSpec, p: Placement, term: number) => Promise<AssignResponse>
 
 export interface PlacerInit {
   observed: Observed
@@ -82,8 +84,12 @@ export class Placer {
       if (result.placements.length === 0) return
       outcomes.refusals.delete(id)
       for (const p of result.placements) {
-        if (await this.init.assign(id, { ...spec, id }, component, p, term)) remaining--
-        else ledger.exclude(id, p.peerId)
+        const answer = await this.init.assign(id, { ...spec, id }, component, p, term)
+        if (answer.accepted) remaining--
+        else {
+          ledger.exclude(id, p.peerId)
+          outcomes.failures.set(id, `${p.name} refused the instance: ${answer.reason ?? 'no reason given'}`)
+        }
       }
     }
   }

@@ -168,6 +168,11 @@ export class ComponentRegistry {
     return parsed.success ? { uri, spec: parsed.data, createdAt: new Date(e.created).toISOString() } : undefined
   }
 
+  /** Who wrote the component (the replicated state checks a value's writer against its signed change). */
+  author (uri: string): string | undefined {
+    return this.state.get<unknown>('components', uri)?.writer
+  }
+
   get (uri: string): Component {
     const c = this.find(uri)
     if (c == null) throw new NotFoundError(`no component ${uri}`)

@@ -5,14 +5,14 @@ import type { PrivateKey } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import type { Db } from '../db/database.ts'
 import { ChangeStore } from './store.ts'
-import { actorFor, openChange, sealChange, StateFrameError } from './frame.ts'
+import { actorFor, actorPrefix, openChange, sealChange, StateFrameError } from './frame.ts'
 import type { Collection, OpenedChange } from './frame.ts'
 
 /** A stored object of the desired state, with who wrote it last and when (writer's clock, informational). */
 export interface Entry<T = unknown> {
   id: string
   value: T
-  /** peer ID of the agent that wrote this version */
+  /** peer ID of the agent that wrote this version: checked against the Automerge actor of the change that wrote it, which is bound to its signer */
   writer: string
   /** ms: when the object was first created, and when this version was written */
   created: number
@@ -217,12 +217,26 @@ export class DesiredState {
       try {
         const w = JSON.parse(raw.toString()) as Wrapped
         if (typeof w !== 'object' || w == null || typeof w.writer !== 'string' || typeof w.at !== 'number' || typeof w.created !== 'number') throw new Error('not a wrapped value')
+        // the value names its writer; the op that wrote it carries the actor its signer was bound to
+        // (frame.ts): a value naming another agent as its writer is a forgery, and is not seen here
+        if (this.actorOf(key, raw.toString())?.startsWith(actorPrefix(w.writer)) !== true) {
+          coll.delete(id)
+          this.log?.warn({ key, writer: w.writer }, 'desired-state value names a writer other than its signer; ignored')
+          continue
+        }
         coll.set(id, { id, value: w.value, writer: w.writer, created: w.created, at: w.at })
       } catch (err) {
         coll.delete(id)
         this.log?.warn({ key, err: (err as Error).message }, 'desired-state value is not JSON; ignored')
       }
     }
+  }
+
+  /** The Automerge actor of the op that put `shown` at a root key (of concurrent puts, the winner shown). */
+  private actorOf (key: string, shown: string): string | undefined {
+    const all = A.getBackend(this.doc).getAll('_root', key) as Array<[string, unknown, string]>
+    const op = all.filter(v => v[1] === shown).at(-1)?.[2]
+    return op?.slice(op.indexOf('@') + 1)
   }
 
   private emit (keys: string[], origin: 'local' | 'remote'): void {

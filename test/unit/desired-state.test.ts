@@ -116,3 +116,24 @@ test('frames are checked: forged writer, foreign operations, tampering, missing 
   assert.equal(await reason(new Uint8Array(600 * 1024)), 'oversized')
   assert.equal(y.state.get('blocks', 'evil'), undefined)
 })
+
+test('a value naming another agent as its writer is not seen; the signer\'s own values are, and a later honest write shows again', async () => {
+  const x = await replica()
+  const y = await replica()
+  const xId = peerIdFromPrivateKey(x.key).toString()
+  const yId = peerIdFromPrivateKey(y.key).toString()
+  // mallory (y's key, y's actor: the frame itself is valid) writes a component that claims x wrote it
+  await y.state.put('components', 'honest:1', { name: 'honest' })
+  const forgedDoc = A.change(A.init<any>({ actor: actorFor(yId, 7) }), d => {
+    d['components/evil:1'] = new A.ImmutableString(JSON.stringify({ value: { name: 'evil', init: { command: 'sh' } }, writer: xId, created: 1, at: 1 }))
+  })
+  const forged = await sealChange(A.getLastLocalChange(forgedDoc) as Uint8Array, y.key)
+  assert.equal(await x.state.receive(forged), 'applied', 'the frame is well formed and signed by its actor')
+  assert.equal(x.state.get('components', 'evil:1'), undefined, 'but its value lies about its writer')
+  await sync(y.state, x.state)
+  assert.equal(x.state.get('components', 'honest:1')?.writer, yId, 'a value naming its signer is seen, with the signer as writer')
+  // x overwrites the key itself: its own write is seen, writer x
+  await x.state.put('components', 'evil:1', { name: 'fixed' })
+  assert.deepEqual(x.state.get('components', 'evil:1')?.value, { name: 'fixed' })
+  assert.equal(x.state.get('components', 'evil:1')?.writer, xId)
+})
