@@ -27,14 +27,17 @@ export function reconcilerOf (block: string, createdBy: string, self: string, pe
  * expired peers, this host's own instance: `hostTerm`), which a new claim must exceed; and the highest a
  * live peer claims as its reconciler, before which a reconciler steps down.
  */
-export function seenTerms (block: string, hostTerm: number, peers: PeerView[]): { term: number, claim: number } {
+export function seenTerms (block: string, hostTerm: number, peers: PeerView[], who?: { createdBy: string, self: string }): { term: number, claim: number } {
   let term = hostTerm
   let claim = 0
+  // with `who`: only a claimant some view could choose makes this agent step down (the creator, or an agent
+  // of higher rendezvous weight that this one may not see as live), not any peer that publishes a claim
+  const plausible = (peer: string): boolean => who == null || peer === who.createdBy || rendezvousWeight(block, peer) > rendezvousWeight(block, who.self)
   for (const p of peers) {
     for (const r of p.record.reconciles ?? []) {
       if (r.block !== block) continue
       term = Math.max(term, r.term)
-      if (p.status === 'live') claim = Math.max(claim, r.term)
+      if (p.status === 'live' && plausible(p.record.peerId)) claim = Math.max(claim, r.term)
     }
     for (const r of p.record.instances) if (r.block === block) term = Math.max(term, r.term ?? 0)
   }

@@ -14,6 +14,7 @@ import type { AssignClient } from './assign-client.ts'
 import { mayStop, peersRunning, stopOrder, surge } from './anti-affinity.ts'
 import { Autoscaler, autoscaleMetric } from './autoscaler.ts'
 import { reconcilerOf, seenTerms } from './election.ts'
+import { MAX_TERM } from '../../mesh/capacity/record.ts'
 import { DRAIN_MS } from './assign-service.ts'
 
 export interface ReconcilerInit {
@@ -44,6 +45,8 @@ export class Reconciler {
   private readonly init: ReconcilerInit
   /** the term this agent holds for each block it reconciles */
   private readonly terms = new Map<string, number>()
+  /** blocks whose terms a peer used up (logged once) */
+  private readonly exhausted = new Set<string>()
   private readonly autoscaler = new Autoscaler()
   private timer: NodeJS.Timeout | undefined
   private running: Promise<void> | null = null
@@ -177,7 +180,7 @@ export class Reconciler {
     }
     // after a restart, let remembered peers come back before placing anything
     if (Date.now() < this.settleUntil && gossip.peers().some(p => p.status === 'expired')) return
-    const seen = seenTerms(id, this.init.host.term(id), gossip.peers())
+    const seen = seenTerms(id, this.init.host.term(id), gossip.peers(), { createdBy: e.value.createdBy, self: this.self })
     let term = this.terms.get(id)
     if (term != null && seen.claim > term) {
       // another live agent claims the block with a higher term: it reconciles, this one steps down
@@ -186,6 +189,13 @@ export class Reconciler {
       return
     }
     if (term == null || seen.term > term) {
+      if (seen.term >= MAX_TERM) {
+        // a peer published the last term there is: claiming past it would make this agent's own record
+        // unpublishable (its schema bounds terms); the block waits rather than the whole agent going silent
+        if (!this.exhausted.has(id)) { this.exhausted.add(id); log.error({ block: id, term: seen.term }, 'no higher term left to claim the block with; not reconciling it') }
+        this.forget(id)
+        return
+      }
       term = Math.max(seen.term, term ?? 0) + 1
       this.terms.set(id, term)
       this.init.metrics?.reconcilerClaims?.inc()

@@ -2,14 +2,23 @@ import type { DesiredState, Entry } from '../state/replica.ts'
 import { BlockSpecSchema } from '../registry/blocks.ts'
 import type { BlockSpec } from '../registry/blocks.ts'
 import { ConflictError } from '../registry/components.ts'
+import { z } from 'zod'
 import { NotFoundError, ValidationError } from '../errors.ts'
 
 /** A block in the replicated desired state. */
 export interface StoredBlock { spec: BlockSpec, target: number | null, createdBy: string }
 
+/** What a stored block must be to be seen: any peer writes these, and the reconciler publishes their target. */
+const StoredBlockSchema = z.object({
+  spec: z.unknown().refine(v => BlockSpecSchema.safeParse(v).success, 'not a valid block spec'),
+  target: z.number().int().min(0).max(1024).nullable(),
+  createdBy: z.string().min(1).max(128)
+})
+const valid = (e: Entry<StoredBlock> | undefined): boolean => e != null && StoredBlockSchema.safeParse(e.value).success
+
 /**
  * Blocks in the mesh's replicated desired state (collection `blocks`): the only room that reads or writes
- * them. An object another agent wrote that is not a valid block spec (a newer or corrupt writer) is
+ * them. An object another agent wrote that is not a valid block (spec, target, creator; a newer or corrupt writer) is
  * invisible here rather than an error, so one bad object cannot stop reconciliation of the rest.
  */
 export class BlockStore {
@@ -21,12 +30,12 @@ export class BlockStore {
 
   /** Every valid block. */
   entries (): Array<Entry<StoredBlock>> {
-    return this.state.list<StoredBlock>('blocks').filter(e => BlockSpecSchema.safeParse(e.value?.spec).success)
+    return this.state.list<StoredBlock>('blocks').filter(valid)
   }
 
   entry (id: string): Entry<StoredBlock> | undefined {
     const e = this.state.get<StoredBlock>('blocks', id)
-    return e != null && BlockSpecSchema.safeParse(e.value?.spec).success ? e : undefined
+    return valid(e) ? e : undefined
   }
 
   /** Adds a new block; a block id is a model name, so an existing one is a conflict, never overwritten. */

@@ -242,6 +242,9 @@ export class PipelineService implements PipelineClient {
       this.perPeer.set(from, held + 1)
       s = { seq: msg.seq, hop: msg.hop, engine, open, from, busy: false, forwarded: false, lastStep: msg.step, touched: Date.now(), dropped: false }
       this.seqs.set(key, s)
+    } else if (s.from !== from) {
+      // only the peer that opened a sequence here feeds it (as only it may drop it)
+      return `a step for sequence ${msg.seq} at hop ${msg.hop}, which another peer feeds`
     } else if (s.busy) {
       return `a second step for sequence ${msg.seq} while one is under way`
     }

@@ -4,6 +4,9 @@ import { EnvelopeError, openEnvelope, sealPayload } from '../envelope.ts'
 import { CapacityFrameError } from '../errors.ts'
 
 /** Frames larger than this are refused before any decoding. */
+/** The highest reconciler term (fence) a record may carry. */
+export const MAX_TERM = 2 ** 40
+
 export const MAX_CAPACITY_FRAME_BYTES = 64 * 1024
 /** Connections a record lists, at most (a record stays well under the frame bound). */
 export const MAX_LINKS = 256
@@ -68,7 +71,7 @@ export const InstanceReportSchema = z.object({
   affinity: z.boolean(),
   sessionTtl: z.number().int().min(0).max(86_400),
   /** the fence (term) of the reconciler that placed it (absent from older agents) */
-  term: z.number().int().min(0).max(2 ** 40).optional()
+  term: z.number().int().min(0).max(MAX_TERM).optional()
 })
 export type InstanceReport = z.infer<typeof InstanceReportSchema>
 
@@ -85,7 +88,7 @@ export type VdagReport = z.infer<typeof VdagReportSchema>
 /** A block this node reconciles (places and replaces instances of), with its fence and last outcome. */
 export const ReconcileReportSchema = z.object({
   block: text(64),
-  term: z.number().int().min(0).max(2 ** 40),
+  term: z.number().int().min(0).max(MAX_TERM),
   target: z.number().int().min(0).max(1024),
   status: z.enum(['pending', 'loading', 'ready', 'failed']),
   error: text(200).nullable()

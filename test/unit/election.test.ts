@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import type { PeerView } from '../../mesh/capacity/gossip.ts'
-import { reconcilerOf, seenTerms } from '../../agent/blocks/election.ts'
+import { reconcilerOf, rendezvousWeight, seenTerms } from '../../agent/blocks/election.ts'
 import { Autoscaler } from '../../agent/blocks/autoscaler.ts'
 
 const view = (peerId: string, live: boolean, extra: Partial<PeerView['record']> = {}): PeerView => ({
@@ -31,6 +31,21 @@ test('a new term exceeds every term seen, expired peers\' included; only live cl
   assert.deepEqual(seenTerms('b', 2, peers), { term: 7, claim: 4 })
   assert.deepEqual(seenTerms('b', 9, peers), { term: 9, claim: 4 }, 'this host\'s own fence counts')
   assert.deepEqual(seenTerms('x', 0, peers), { term: 0, claim: 0 })
+})
+
+test('a claim makes this reconciler step down only from the creator or an agent that outweighs it; any claim still raises the fence', () => {
+  const claim = (peerId: string, term: number): PeerView => view(peerId, true, { reconciles: [{ block: 'b', term, target: 1, status: 'ready', error: null }] })
+  // names on both sides of self's rendezvous weight for block b
+  const names = Array.from({ length: 20 }, (_, i) => `peer-${i}`)
+  const self = 'self'
+  const lighter = names.find(n => rendezvousWeight('b', n) < rendezvousWeight('b', self)) as string
+  const heavier = names.find(n => rendezvousWeight('b', n) > rendezvousWeight('b', self)) as string
+  assert.ok(lighter != null && heavier != null)
+  const who = { createdBy: 'creator', self }
+  assert.deepEqual(seenTerms('b', 0, [claim(lighter, 1e9)], who), { term: 1e9, claim: 0 }, 'a lighter peer that no view would choose: no step-down, but its term is exceeded')
+  assert.deepEqual(seenTerms('b', 0, [claim(heavier, 8)], who), { term: 8, claim: 8 })
+  assert.deepEqual(seenTerms('b', 0, [claim('creator', 3)], who), { term: 3, claim: 3 })
+  assert.deepEqual(seenTerms('b', 0, [claim(lighter, 5)]), { term: 5, claim: 5 }, 'without who, every live claim counts')
 })
 
 test('autoscaler: a change only when the whole window is past the threshold, then not again within the cooldown', () => {
