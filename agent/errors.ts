@@ -33,6 +33,14 @@ export class NotFoundError extends AgentError {
   }
 }
 
+/** Something too large to keep or to send to peers (a desired-state object past what peers accept). */
+export class TooLargeError extends AgentError {
+  constructor (message: string) {
+    super(message, 'too_large', 413)
+    this.name = 'TooLargeError'
+  }
+}
+
 export class ConfigError extends AgentError {
   constructor (message: string, options?: ErrorOptions) {
     super(message, 'invalid_config', 2, undefined, options)

@@ -5,7 +5,8 @@ import type { PrivateKey } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import type { Db } from '../db/database.ts'
 import { ChangeStore } from './store.ts'
-import { actorFor, actorPrefix, openChange, sealChange, StateFrameError } from './frame.ts'
+import { MAX_VALUE_BYTES, actorFor, actorPrefix, openChange, sealChange, StateFrameError } from './frame.ts'
+import { TooLargeError } from '../errors.ts'
 import type { Collection, OpenedChange } from './frame.ts'
 
 /** A stored object of the desired state, with who wrote it last and when (writer's clock, informational). */
@@ -123,6 +124,11 @@ export class DesiredState {
     const run = this.writing.then(async () => {
       const p = plan()
       if (p == null) return null
+      // peers refuse (and strike the sender of) a value past MAX_VALUE_BYTES characters, or a frame past
+      // MAX_STATE_FRAME_BYTES: refuse it here, before the change is made (a change made is kept). Counted in
+      // UTF-8 bytes, a value within the bound also seals into a frame within its bound.
+      const bytes = p.json == null ? 0 : Buffer.byteLength(p.json, 'utf8')
+      if (bytes > MAX_VALUE_BYTES) throw new TooLargeError(`${p.key} would be ${bytes} bytes stored; the mesh carries at most ${MAX_VALUE_BYTES} per object`)
       const next = A.change(this.doc, d => {
         if (p.json == null) delete d[p.key]
         else d[p.key] = new A.ImmutableString(p.json)

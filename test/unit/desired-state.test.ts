@@ -13,6 +13,7 @@ import { openDatabase } from '../../agent/db/database.ts'
 import { DesiredState } from '../../agent/state/replica.ts'
 import { StateFrameError, actorFor, openChange, sealChange } from '../../agent/state/frame.ts'
 import { tempDir } from '../helpers/agents.ts'
+import { TooLargeError } from '../../agent/errors.ts'
 
 async function replica (dir = tempDir('bm-state-'), key?: Awaited<ReturnType<typeof generateKeyPair>>, epoch = 1): Promise<{ state: DesiredState, dir: string, key: Awaited<ReturnType<typeof generateKeyPair>> }> {
   const k = key ?? await generateKeyPair('Ed25519')
@@ -136,4 +137,16 @@ test('a value naming another agent as its writer is not seen; the signer\'s own 
   await x.state.put('components', 'evil:1', { name: 'fixed' })
   assert.deepEqual(x.state.get('components', 'evil:1')?.value, { name: 'fixed' })
   assert.equal(x.state.get('components', 'evil:1')?.writer, xId)
+})
+
+test('an object past what peers accept is refused at the write (413), nothing is kept, and the replica goes on writing', async () => {
+  const x = await replica()
+  const y = await replica()
+  const before = x.state.changes()
+  await assert.rejects(x.state.put('templates', 'huge', { notes: 'é'.repeat(140 * 1024) }), (err: any) => err instanceof TooLargeError && err.status === 413)
+  assert.equal(x.state.changes(), before)
+  assert.equal(x.state.get('templates', 'huge'), undefined)
+  await x.state.put('templates', 'small', { notes: 'é'.repeat(1000) })
+  assert.equal(await sync(x.state, y.state), 1, 'what was kept reaches a peer, which accepts it')
+  assert.deepEqual(y.state.get('templates', 'small')?.value, { notes: 'é'.repeat(1000) })
 })
