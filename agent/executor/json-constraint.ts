@@ -11,6 +11,10 @@
  * grammar (GrammarNode) is plain JSON, built from a response_format by agent/openai/json-schema.ts.
  */
 
+/** A grammar's literal (a JSON text) and a property's name are at most this long (the mesh frame carrying a grammar checks the same). */
+export const MAX_GRAMMAR_LITERAL_CHARS = 4096
+export const MAX_GRAMMAR_KEY_CHARS = 1024
+
 /** What the output must be: any JSON value, or a practical subset of JSON Schema (see json-schema.ts). */
 export type GrammarNode =
   | { type: 'any' }

@@ -11,6 +11,7 @@
  * properties beyond those declared are never generated, which every schema here allows.
  */
 import { createHash } from 'node:crypto'
+import { MAX_GRAMMAR_KEY_CHARS, MAX_GRAMMAR_LITERAL_CHARS } from '../executor/json-constraint.ts'
 import type { GrammarNode, GrammarProp } from '../executor/json-constraint.ts'
 import type { TextTokenizer } from '../model/tokenizer.ts'
 import { OpenAIError } from './errors.ts'
@@ -98,6 +99,10 @@ function compileSchema (schema: unknown, path: string, depth: number): Compiled 
   if (schema.enum !== undefined && !Array.isArray(schema.enum)) throw refuse(`\`enum\` (at ${at(path)}) must be a list`)
   if (Array.isArray(schema.enum) && schema.enum.length > MAX_ENUM) throw refuse(`\`enum\` (at ${at(path)}) has more than ${MAX_ENUM} values`)
   if (isPlainObject(schema.properties) && Object.keys(schema.properties).length > MAX_PROPERTIES) throw refuse(`more than ${MAX_PROPERTIES} properties (at ${at(path)})`)
+  if (isPlainObject(schema.properties)) {
+    const long = Object.keys(schema.properties).find(k => k.length > MAX_GRAMMAR_KEY_CHARS)
+    if (long != null) throw refuse(`a property name longer than ${MAX_GRAMMAR_KEY_CHARS} characters (at ${at(path)})`)
+  }
   // sub-schemas are checked (and refused) whether or not the value's type reaches them
   const props: Array<[string, Compiled]> = isPlainObject(schema.properties)
     ? Object.entries(schema.properties).map(([k, v]) => [k, compileSchema(v, `${path}/properties/${k}`, depth + 1)])
@@ -115,7 +120,9 @@ function compileSchema (schema: unknown, path: string, depth: number): Compiled 
     if (ok.length === 0) {
       return { unsat: schema.enum !== undefined && (schema.enum as unknown[]).length === 0 ? `\`enum\` is empty (at ${at(path)})` : `no value of \`${schema.enum !== undefined ? 'enum' : 'const'}\` satisfies the rest of the schema (at ${at(path)})` }
     }
-    return { node: { type: 'literal', values: [...new Set(ok.map(v => JSON.stringify(v)))] } }
+    const texts = [...new Set(ok.map(v => JSON.stringify(v)))]
+    if (texts.some(t => t.length > MAX_GRAMMAR_LITERAL_CHARS)) throw refuse(`a value of \`${schema.enum !== undefined ? 'enum' : 'const'}\` longer than ${MAX_GRAMMAR_LITERAL_CHARS} characters as JSON (at ${at(path)})`)
+    return { node: { type: 'literal', values: texts } }
   }
 
   const hasObjectKeywords = schema.properties !== undefined || schema.required !== undefined || schema.additionalProperties !== undefined

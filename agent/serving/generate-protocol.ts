@@ -7,6 +7,7 @@ import { MeshError } from '../../mesh/errors.ts'
 import { LogprobSchema } from '../vdag/pipeline-protocol.ts'
 import { ComponentSpecSchema } from '../registry/components.ts'
 import type { GenerateParams } from '../executor/engine.ts'
+import { MAX_GRAMMAR_KEY_CHARS, MAX_GRAMMAR_LITERAL_CHARS } from '../executor/json-constraint.ts'
 import type { GrammarNode } from '../executor/json-constraint.ts'
 
 export const GENERATE_PROTOCOL = '/blockmesh/generate/1.0.0'
@@ -26,8 +27,8 @@ const GrammarSchema: z.ZodType<GrammarNode> = z.lazy(() => z.union([
   z.object({ type: z.literal('any') }).strict(),
   z.object({ type: z.literal('string') }).strict(),
   z.object({ type: z.literal('number'), integer: z.boolean() }).strict(),
-  z.object({ type: z.literal('literal'), values: z.array(z.string().max(4096)).min(1).max(1024) }).strict(),
-  z.object({ type: z.literal('object'), props: z.array(z.object({ key: z.string().max(1024), value: GrammarSchema, required: z.boolean() }).strict()).max(1024).nullable() }).strict(),
+  z.object({ type: z.literal('literal'), values: z.array(z.string().max(MAX_GRAMMAR_LITERAL_CHARS)).min(1).max(1024) }).strict(),
+  z.object({ type: z.literal('object'), props: z.array(z.object({ key: z.string().max(MAX_GRAMMAR_KEY_CHARS), value: GrammarSchema, required: z.boolean() }).strict()).max(1024).nullable() }).strict(),
   z.object({ type: z.literal('array'), items: GrammarSchema.nullable() }).strict(),
   z.object({ type: z.literal('union'), options: z.array(GrammarSchema).min(1).max(16) }).strict()
 ]))

@@ -175,6 +175,11 @@ test('json_schema refusals name the keyword or the reason, as 400s on response_f
   refused({ type: 'strng' }, /not a JSON Schema type/)
   refused(false, /cannot be satisfied/)
   refused({ type: 'object', additionalProperties: { type: 'string' } }, /additionalProperties/)
+  // past what the mesh's generate frame carries (a host would refuse the frame and strike this agent): refused here
+  refused({ enum: ['x'.repeat(5000)] }, /`enum` longer than 4096 characters/)
+  refused({ const: { a: 'y'.repeat(4100) } }, /`const` longer than 4096 characters/)
+  refused({ type: 'object', properties: { ['k'.repeat(1025)]: { type: 'string' } } }, /property name longer than 1024/)
+  assert.doesNotThrow(() => grammarFromSchema({ enum: ['x'.repeat(4000)] }))
   // an optional property that cannot be satisfied is simply never written
   const g = grammarFromSchema({ type: 'object', properties: { a: false, b: { type: 'null' } } })
   assert.deepEqual(g, { type: 'object', props: [{ key: 'b', value: { type: 'literal', values: ['null'] }, required: false }] })
