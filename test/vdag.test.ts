@@ -224,6 +224,23 @@ describe('a model split into 3 stages, served across 3 agent processes', () => {
     }
   })
 
+  test('a plan with one bad stage is refused whole (400) before anything is written', async () => {
+    const comp = (name: string): object => ({ name, version: '1', runtime: 'external', external: { url: 'http://127.0.0.1:9/v1', model: 'm' } })
+    const bad = [
+      { components: [comp('pd-good'), {}], blocks: [{ id: 'pd-a' }, { id: 'pd-b' }], vdag: { name: 'pd', contextLength: 128 } },
+      { components: [comp('pd-good'), comp('pd-other')], blocks: [{ id: 'pd-a' }, { id: 'pd-b', maxInstances: 'many' }], vdag: { name: 'pd', contextLength: 128 } },
+      { components: [comp('pd-good')], blocks: [{ id: 'pd-a' }], vdag: { name: 'not a name!', contextLength: 128 } },
+      { components: [comp('pd-good'), comp('pd-other')], blocks: [{ id: 'pd-a' }], vdag: { name: 'pd', contextLength: 128 } }
+    ]
+    for (const plan of bad) {
+      const r = await a.api('/api/vdags/deploy', { method: 'POST', body: { plan } })
+      assert.equal(r.status, 400, JSON.stringify(r.body))
+    }
+    assert.equal((await a.api('/api/components/pd-good:1')).status, 404, 'the good stage\'s component was not written')
+    assert.equal((await a.api('/api/blocks/pd-a')).status, 404, 'nor its block')
+    assert.equal((await a.api('/api/vdags/pd')).status, 404)
+  })
+
   test('malformed or oversized pipeline frames are rejected and the peer dropped; the agent keeps serving', async () => {
     const hosted = (await a.api('/api/instances')).body.instances.find((i: any) => i.block.startsWith('tiny3-pipeline-s'))
     const r = spawnSync(process.execPath, [ROGUE, a.addr, hosted.block, 'garbage,oversized,bad-shape,garbage'], { encoding: 'utf8', timeout: 60_000 })

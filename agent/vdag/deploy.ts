@@ -5,6 +5,7 @@ import { ComponentSpecSchema, ConflictError, componentUri } from '../registry/co
 import type { CapacityGossip } from '../../mesh/capacity/gossip.ts'
 import type { InstanceHost } from '../blocks/host.ts'
 import { VdagSpecSchema } from './registry.ts'
+import { BlockSpecSchema } from '../registry/blocks.ts'
 import type { Vdag, VdagStore } from './registry.ts'
 import type { ModelPlan } from '../splitter/plan.ts'
 import { ValidationError } from '../errors.ts'
@@ -46,13 +47,29 @@ export interface DeployResult { vdag: Vdag, blocks: Array<{ id: string, reused: 
  */
 export async function deployPlan (plan: ModelPlan, deps: { owner: BlockOwner, components: ComponentRegistry, vdags: VdagStore, router: Router, gossip: CapacityGossip, host: InstanceHost }, opts: { vdagName?: string } = {}): Promise<DeployResult> {
   if (!Array.isArray(plan.components) || !Array.isArray(plan.blocks) || plan.vdag == null) throw new ValidationError('not a model plan: components, blocks and vdag are required')
+  if (plan.blocks.length !== plan.components.length) throw new ValidationError(`not a model plan: ${plan.components.length} components but ${plan.blocks.length} blocks`)
+  // everything is checked before anything is written: a bad stage must not leave the good ones behind
+  const issues = (e: { issues: Array<{ path: PropertyKey[], message: string }> }): string => e.issues.map(x => `${x.path.map(String).join('.')}: ${x.message}`).join('; ')
+  const stages = plan.components.map((raw, i) => {
+    const parsed = ComponentSpecSchema.safeParse(raw)
+    if (!parsed.success) throw new ValidationError(`plan component ${i}: ${issues(parsed.error)}`)
+    const uri = componentUri(parsed.data)
+    const block = BlockSpecSchema.safeParse({ ...(plan.blocks[i] as object), component: uri })
+    if (!block.success) throw new ValidationError(`plan block ${i}: ${issues(block.error)}`)
+    return { spec: parsed.data, uri, block: block.data }
+  })
+  const vdagOf = (ids: string[]): ReturnType<typeof VdagSpecSchema.safeParse> => VdagSpecSchema.safeParse({
+    name: opts.vdagName ?? plan.vdag.name,
+    nodes: ids.map((block, i) => ({ id: `s${i}`, block })),
+    edges: ids.slice(1).map((_, i) => ({ from: `s${i}`, to: `s${i + 1}` })),
+    contextLength: plan.vdag.contextLength,
+    tokenizer: plan.vdag.tokenizer
+  })
+  const planned = vdagOf(stages.map((st, i) => st.block.id ?? `stage-${i}`))
+  if (!planned.success) throw new ValidationError(`plan vdag: ${issues(planned.error)}`)
   const ids: string[] = []
   const blocks: DeployResult['blocks'] = []
-  for (const [i, raw] of plan.components.entries()) {
-    const parsed = ComponentSpecSchema.safeParse(raw)
-    if (!parsed.success) throw new ValidationError(`plan component ${i}: ${parsed.error.issues.map(x => `${x.path.join('.')}: ${x.message}`).join('; ')}`)
-    const spec = parsed.data
-    const uri = componentUri(spec)
+  for (const { spec, uri, block } of stages) {
     try {
       await deps.components.create(spec)
     } catch (err) {
@@ -65,23 +82,16 @@ export async function deployPlan (plan: ModelPlan, deps: { owner: BlockOwner, co
       blocks.push({ id: running.block, reused: true })
       continue
     }
-    const wanted = plan.blocks[i] as { id: string }
-    if (deps.owner.has(wanted.id)) {
-      ids.push(wanted.id)
-      blocks.push({ id: wanted.id, reused: true })
+    if (block.id != null && deps.owner.has(block.id)) {
+      ids.push(block.id)
+      blocks.push({ id: block.id, reused: true })
       continue
     }
-    const b = await deps.owner.create({ ...(plan.blocks[i] as object), component: uri } as Parameters<BlockOwner['create']>[0])
+    const b = await deps.owner.create({ ...(plan.blocks[stages.findIndex(st => st.block === block)] as object), component: uri } as Parameters<BlockOwner['create']>[0])
     ids.push(b.id)
     blocks.push({ id: b.id, reused: false })
   }
-  const name = opts.vdagName ?? plan.vdag.name
-  const spec = VdagSpecSchema.parse({
-    name,
-    nodes: ids.map((block, i) => ({ id: `s${i}`, block })),
-    edges: ids.slice(1).map((_, i) => ({ from: `s${i}`, to: `s${i + 1}` })),
-    contextLength: plan.vdag.contextLength,
-    tokenizer: plan.vdag.tokenizer
-  })
-  return { vdag: await deps.vdags.create(spec, spec.contextLength as number), blocks }
+  const final = vdagOf(ids)
+  if (!final.success) throw new ValidationError(`plan vdag: ${issues(final.error)}`)
+  return { vdag: await deps.vdags.create(final.data, final.data.contextLength as number), blocks }
 }
