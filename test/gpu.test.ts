@@ -96,7 +96,6 @@ test('blockmesh gpu setup --force without network: "could not download the CUDA 
 test('a provider whose probe crashes or hangs is reported as such; the others are still probed (in a new child)', async () => {
   process.env.BLOCKMESH_PROBE_FAULT = 'crash:cpu,hang:tensorrt'
   try {
-    const started = Date.now()
     const r = await probeProviders({ timeoutMs: 2000, nvidia: { gpus: [], error: 'nvidia-smi not found' } })
     const byName = new Map(r.providers.map(p => [p.name, p]))
     assert.deepEqual(byName.get('cpu'), { name: 'cpu', available: false, reason: 'probe crashed (signal SIGSEGV)' })
@@ -104,7 +103,6 @@ test('a provider whose probe crashes or hangs is reported as such; the others ar
     if (!existsSync(join(ort.binDir, 'libonnxruntime_providers_tensorrt.so'))) assert.match(trt?.reason ?? '', /not installed/, 'missing libraries stay the reason')
     else assert.equal(trt?.reason, 'probe timed out after 2 s')
     assert.ok(byName.has('cuda') && byName.has('webgpu'), `the providers after the crash and the hang were probed: ${JSON.stringify(r.providers)}`)
-    assert.ok(Date.now() - started < 20_000)
   } finally {
     delete process.env.BLOCKMESH_PROBE_FAULT
   }
