@@ -8,6 +8,7 @@ import { AgentProcess, stopAll, until } from './helpers/agents.ts'
 import type { AgentSpec } from './helpers/agents.ts'
 import { NetLab, Toxiproxy } from './helpers/netns.ts'
 import type { NetHost } from './helpers/netns.ts'
+import { skipNamed } from './helpers/skip.ts'
 
 const noLab = NetLab.available()
 const noToxiproxy = noLab ?? Toxiproxy.available()
@@ -43,7 +44,7 @@ function tcpReaches (from: NetHost, ip: string, port: number): boolean {
   return out === 'connected'
 }
 
-describe('chaos harness: network namespaces (NetLab)', { skip: noLab ?? false }, () => {
+describe(skipNamed('chaos harness: network namespaces (NetLab)', noLab), { skip: noLab ?? false }, () => {
   test('a partition cuts the links between hosts in different groups, never the test process\'s path to a host', async () => {
     const lab = NetLab.create(3)
     try {
@@ -80,7 +81,7 @@ describe('chaos harness: network namespaces (NetLab)', { skip: noLab ?? false },
   })
 })
 
-describe('three agents, each on its own network host (namespaces), through a partition and its healing', { skip: noLab ?? false }, () => {
+describe(skipNamed('three agents, each on its own network host (namespaces), through a partition and its healing', noLab), { skip: noLab ?? false }, () => {
   let lab: NetLab
   let agents: AgentProcess[] = []
 
@@ -119,7 +120,7 @@ describe('three agents, each on its own network host (namespaces), through a par
   })
 })
 
-describe('two agents on separate network hosts that reach each other only through Toxiproxy (namespaces)', { skip: noToxiproxy ?? false }, () => {
+describe(skipNamed('two agents on separate network hosts that reach each other only through Toxiproxy (namespaces)', noToxiproxy), { skip: noToxiproxy ?? false }, () => {
   let lab: NetLab
   let tp: Toxiproxy
   let agents: AgentProcess[] = []

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { cli, CliProcess, alive } from './helpers/cli.ts'
 import { realWeights } from './helpers/weights.ts'
 import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
+import { skipNamed } from './helpers/skip.ts'
 
 const BIN = fileURLToPath(new URL('../agent/cli/bin.mjs', import.meta.url))
 
@@ -130,7 +131,7 @@ describe('blockmesh demo', () => {
     assert.ok(!existsSync(join(dir, 'agent-0', 'agent.json')), 'agents removed their ready files: a clean stop')
   })
 
-  test('with the real model (what npm start does): SmolLM2 from the weight cache, served whole and as a 3-stage vDAG, answering the same', { skip: realWeights('smollm2').skip }, async () => {
+  test(skipNamed('with the real model (what npm start does): SmolLM2 from the weight cache, served whole and as a 3-stage vDAG, answering the same', realWeights('smollm2').skip), { skip: realWeights('smollm2').skip }, async () => {
     const dir = tempDir('bm-demo-')
     const demo = new CliProcess(['demo', '--agents', '3', '--base-port', '0', '--data-dir', dir, '--heartbeat-ms', '1000'])
     try {

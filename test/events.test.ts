@@ -7,6 +7,8 @@ import { join } from 'node:path'
 import { AgentProcess, stopAll, until } from './helpers/agents.ts'
 import { RENDERER_DIST } from '../agent/api/routes/dashboard.ts'
 import { SseSplitter } from '../renderer/src/sse.ts'
+import { skipNamed } from './helpers/skip.ts'
+const notBuilt = (): string | false => !existsSync(join(RENDERER_DIST, 'index.html')) && 'the dashboard is not built (npm test builds it)'
 
 /** Reads the first `n` events (name and parsed data) of an SSE response. */
 async function readEvents (res: Response, n: number): Promise<Array<{ event: string, data: any }>> {
@@ -99,7 +101,7 @@ describe('dashboard API: live events, token check, the built renderer', () => {
     assert.deepEqual(right.body, { authenticated: true })
   })
 
-  test('the built dashboard is served at / with the CSP; hashed assets are immutable; nothing else is', { skip: !existsSync(join(RENDERER_DIST, 'index.html')) && 'the dashboard is not built (npm test builds it)' }, async () => {
+  test(skipNamed('the built dashboard is served at / with the CSP; hashed assets are immutable; nothing else is', notBuilt()), { skip: notBuilt() }, async () => {
     const page = await fetch(`${a.url}/`)
     assert.equal(page.status, 200)
     assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'self'/)

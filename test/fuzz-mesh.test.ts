@@ -210,9 +210,8 @@ const tunnelTarget: StreamTarget<TunnelCase> = {
     if (headFraming.kind === 'ok' || headFraming.kind === 'zero') { if (body != null) parts.push(frame(body, bodyFraming)) }
     const last = parts.length === 2 ? bodyFraming : headFraming
     return {
-      // KNOWN ISSUE (mesh/tunnel.ts, see the todo test below): a length prefix that never ends is only refused at the
-      // end of the stream, so those frames are sent with the stream closed after them
-      bytes: concat(parts), head: head.bytes, headFraming, body, bodyFraming, keepOpen: refusedAtOnce(last) && last.kind !== 'overlong',
+      // a length prefix that never ends is refused at once too (the test of it below), so the stream stays open
+      bytes: concat(parts), head: head.bytes, headFraming, body, bodyFraming, keepOpen: refusedAtOnce(last),
       label: `head:${headFraming.kind}/${head.how.split(/[:+]/).slice(0, 2).join(':')} body:${body == null ? 'none' : bodyFraming.kind}`
     }
   }),

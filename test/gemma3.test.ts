@@ -26,6 +26,7 @@ import { tempDir } from './helpers/agents.ts'
 import { ModelEngine } from '../agent/executor/engine.ts'
 import { CORPUS_URL } from '../agent/model/weights.ts'
 import { realWeights } from './helpers/weights.ts'
+import { skipNamed } from './helpers/skip.ts'
 
 interface GoldenPrompt {
   user: string
@@ -71,7 +72,7 @@ function correlation (a: ArrayLike<number>, b: ArrayLike<number>): number {
   return ab / Math.sqrt(aa * bb)
 }
 
-describe('Gemma 3 270M converted from GGUF agrees with llama.cpp', { skip: weights.skip }, () => {
+describe(skipNamed('Gemma 3 270M converted from GGUF agrees with llama.cpp', weights.skip), { skip: weights.skip }, () => {
   const dir = tempDir('bm-gemma3-')
   let converted: ConvertedModel
   let tok: HfTextTokenizer

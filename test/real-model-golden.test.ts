@@ -25,6 +25,7 @@ import { decoderShape, emptyPast, presentAsPast, sequenceFeeds } from '../agent/
 import { argmax } from '../agent/executor/sampling.ts'
 import { tempDir } from './helpers/agents.ts'
 import { realWeights } from './helpers/weights.ts'
+import { skipNamed } from './helpers/skip.ts'
 
 const GOLDEN = JSON.parse(readFileSync(new URL('./golden/smollm2-135m-instruct-q4_1.llamacpp.json', import.meta.url), 'utf8'))
 const weights = realWeights('smollm2')
@@ -42,7 +43,7 @@ function correlation (a: Float32Array, b: Float32Array): number {
   return ab / Math.sqrt(aa * bb)
 }
 
-describe(`SmolLM2 converted from GGUF agrees with llama.cpp ${GOLDEN.header.llama_cpp_python_version as string}`, { skip: weights.skip }, () => {
+describe(skipNamed(`SmolLM2 converted from GGUF agrees with llama.cpp ${GOLDEN.header.llama_cpp_python_version as string}`, weights.skip), { skip: weights.skip }, () => {
   const dir = tempDir('bm-golden-')
   let converted: ConvertedModel
   let tokenizer: HfTextTokenizer

@@ -14,6 +14,7 @@ import { realWeights } from './helpers/weights.ts'
 import { CLI_ENTRY } from '../agent/demo.ts'
 import { existsSync, mkdirSync } from 'node:fs'
 import { chromium } from 'playwright-core'
+import { skipNamed } from './helpers/skip.ts'
 
 const CHROMIUM = process.env.BLOCKMESH_CHROMIUM ?? '/usr/bin/chromium'
 const SHOTS = join(import.meta.dirname, '..', 'test-results', 'dashboard')
@@ -36,7 +37,8 @@ async function cli (agent: AgentProcess, args: string[]): Promise<{ code: number
   })
 }
 
-describe('SmolLM2 added, served and split across three agent processes', { skip: weights.skip }, () => {
+const noChromium = existsSync(CHROMIUM) ? false : `Chromium is not installed at ${CHROMIUM} (.ci/run installs Debian's chromium)`
+describe(skipNamed('SmolLM2 added, served and split across three agent processes', weights.skip), { skip: weights.skip }, () => {
   let a: AgentProcess, b: AgentProcess, c: AgentProcess
   const dir = tempDir('bm-real-')
   let added: any
@@ -104,7 +106,7 @@ describe('SmolLM2 added, served and split across three agent processes', { skip:
     assert.equal(card.model_info.architecture, 'llama')
   })
 
-  test('the dashboard shows what the model is, and its chat streams SmolLM2\'s answer', { skip: existsSync(CHROMIUM) ? false : `Chromium is not installed at ${CHROMIUM} (.ci/run installs Debian's chromium)` }, async () => {
+  test(skipNamed('the dashboard shows what the model is, and its chat streams SmolLM2\'s answer', noChromium), { skip: noChromium }, async () => {
     mkdirSync(SHOTS, { recursive: true })
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })
     try {

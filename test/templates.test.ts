@@ -15,6 +15,7 @@ import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { AgentProcess, stopAll, until } from './helpers/agents.ts'
 import { realWeights } from './helpers/weights.ts'
+import { skipNamed } from './helpers/skip.ts'
 
 const sha1 = (s: string): string => createHash('sha1').update(s).digest('hex')
 const FILES: Record<string, number> = { 'README.md': 10, 'Tiny-Chat-Q2_K.gguf': 90_000_000, 'Tiny-Chat-Q4_K_M.gguf': 150_000_000, 'Tiny-Chat-Q8_0.gguf': 260_000_000 }
@@ -178,7 +179,7 @@ describe('templates on one agent', () => {
 })
 
 const smol = realWeights('smollm2')
-test('one click: the smollm2 template deployed whole from the weight cache, then chat by the template\'s name', { skip: smol.skip, timeout: 300_000 }, async () => {
+test(skipNamed('one click: the smollm2 template deployed whole from the weight cache, then chat by the template\'s name', smol.skip), { skip: smol.skip, timeout: 300_000 }, async () => {
   const r = await agent.api('/api/templates/smollm2-135m-instruct/deploy', { method: 'POST', body: { replicas: 1 } })
   assert.equal(r.status, 201, JSON.stringify(r.body))
   assert.equal(r.body.deployed, true)

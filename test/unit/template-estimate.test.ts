@@ -10,6 +10,7 @@ import { estimateMemory, shapeFromModelInfo } from '../../agent/templates/estima
 import { bitsPerWeight, knownQuantizations, QuantizationError } from '../../agent/templates/quant-bits.ts'
 import type { ModelShape } from '../../agent/templates/estimate.ts'
 import { realWeights } from '../helpers/weights.ts'
+import { skipNamed } from '../helpers/skip.ts'
 
 const smollm2: ModelShape = { parameters: 134515008, layers: 30, hidden: 576, heads: 9, kvHeads: 3, headDim: 64, vocab: 49152, contextLength: 8192, tiedEmbeddings: true }
 
@@ -82,7 +83,7 @@ test('shapes from model info: what is recorded is used, what is missing is assum
 })
 
 const smol = realWeights('smollm2')
-test('the estimate against a real load of SmolLM2 (q8): ONNX file size and process RSS growth', { skip: smol.skip, timeout: 300_000 }, async () => {
+test(skipNamed('the estimate against a real load of SmolLM2 (q8): ONNX file size and process RSS growth', smol.skip), { skip: smol.skip, timeout: 300_000 }, async () => {
   const { convertGguf } = await import('../../agent/model/gguf/convert.ts')
   const { ModelEngine } = await import('../../agent/executor/engine.ts')
   const dir = await mkdtemp(join(tmpdir(), 'bm-estimate-'))
