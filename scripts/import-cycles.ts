@@ -7,10 +7,12 @@
  * places: neither can be read, tested or moved without the other. This finds such loops from the source
  * text alone: every `import … from '…'`, `export … from '…'` and `import '…'` with a relative specifier,
  * type-only imports included (a folder that needs another's types depends on it as much), each file mapped
- * to its folder. Files directly in a root or in a folder that has subfolders (agent/daemon.ts,
- * agent/errors.ts, mesh/node.ts, agent/api/server.ts, agent/cli/main.ts…) are rooms of their own: a
- * composition root and shared leaves live there, and lumping them together would make every folder that
- * imports errors.ts part of a loop with the daemon. Files of one folder may import each other freely.
+ * to its folder. Files directly in a root (agent/daemon.ts, agent/errors.ts, mesh/node.ts…) are rooms of
+ * their own: a composition root and shared leaves live there, and lumping them together would make every
+ * folder that imports errors.ts part of a loop with the daemon. Files of one folder may import each other
+ * freely, and so may a folder and its own subfolders (agent/api/server.ts and agent/api/routes/, agent/model/
+ * and agent/model/gguf/): one room's inner structure. A parent folder's loose files are that folder's room,
+ * so agent/model/import.ts importing agent/splitter/ while the splitter imports agent/model/onnx.ts is a cycle.
  *
  * A second rule: contracts/ (the API's answer types) is types only for the code that runs, so agent/ and
  * mesh/ import it with `import type` and nothing of it is needed at run time (the desktop app ships agent/
@@ -51,27 +53,17 @@ export function importsOf (file: string, text: string): ImportEdge[] {
   return out
 }
 
-/**
- * The room a file belongs to: its folder; or the file itself when its folder is a root or holds rooms of
- * its own (subfolders): such a folder's loose files are a composition root (agent/daemon.ts,
- * agent/api/server.ts, agent/cli/main.ts) or shared leaves (agent/errors.ts, agent/api/context.ts).
- */
-export function roomOf (file: string, roots: string[] = ROOTS, parents: Set<string> = new Set()): string | undefined {
+/** The room a file belongs to: its folder; or the file itself when it lies directly in a root. */
+export function roomOf (file: string, roots: string[] = ROOTS): string | undefined {
   const root = roots.find(r => file.startsWith(r + '/'))
   if (root == null) return undefined
   const folder = dirname(file)
-  return folder === root || parents.has(folder) ? file : folder
+  return folder === root ? file : folder
 }
 
-/** Folders (under the roots) that hold subfolders with sources. */
-function parentFolders (files: Iterable<string>, roots: string[]): Set<string> {
-  const out = new Set<string>()
-  for (const f of files) {
-    const root = roots.find(r => f.startsWith(r + '/'))
-    if (root == null) continue
-    for (let d = dirname(dirname(f)); d.length >= root.length && d !== '.'; d = dirname(d)) out.add(d)
-  }
-  return out
+/** A folder and its own subfolders are one room's inner structure: imports between them make no cycle. */
+function nested (a: string, b: string): boolean {
+  return a.startsWith(b + '/') || b.startsWith(a + '/')
 }
 
 /** Every source file under the roots (relative paths), with its text. */
@@ -92,13 +84,12 @@ export function readSources (repo: string = ROOT, roots: string[] = ROOTS): Map<
 export function folderCycles (sources: Map<string, string>, roots: string[] = ROOTS): FolderCycle[] {
   // room graph, with one import kept per edge to name it in the report
   const edges = new Map<string, Map<string, ImportEdge>>()
-  const parents = parentFolders(sources.keys(), roots)
   for (const [file, text] of sources) {
-    const from = roomOf(file, roots, parents)
+    const from = roomOf(file, roots)
     if (from == null) continue
     for (const imp of importsOf(file, text)) {
-      const to = roomOf(imp.to, roots, parents)
-      if (to == null || to === from) continue
+      const to = roomOf(imp.to, roots)
+      if (to == null || to === from || nested(from, to)) continue
       let m = edges.get(from)
       if (m == null) { m = new Map(); edges.set(from, m) }
       if (!m.has(to)) m.set(to, imp)

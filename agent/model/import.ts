@@ -16,7 +16,7 @@ import { readHfExport } from './hf-export.ts'
 import { resolveHubModel } from './hub.ts'
 import { resolveOllamaModel } from './ollama.ts'
 import { materializeModel, md5File } from './source.ts'
-import { slugOf } from '../splitter/plan.ts'
+import { slugOf } from './names.ts'
 import type { ComponentSpecInput, ModelInfo } from '../registry/components.ts'
 
 /** The context a model gets by default when its own is longer (KV caches grow with it); --context-length overrides. */

@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { TokenizerSchema } from '../registry/components.ts'
 import type { TokenizerSpec } from '../registry/components.ts'
 import type { Verification } from './verify.ts'
+import { slugOf } from '../model/names.ts'
 
 /** One stage of a plan: which layers, which file (by MD5), where it is. */
 export interface PlanStage {
@@ -29,11 +30,6 @@ export interface ModelPlan {
   blocks: Array<Record<string, unknown>>
   vdag: { name: string, nodes: Array<{ id: string, block: string }>, edges: Array<{ from: string, to: string }>, contextLength: number, tokenizer: TokenizerSpec }
   verification: Verification
-}
-
-export function slugOf (s: string): string {
-  const slug = s.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 40)
-  return slug === '' ? 'model' : slug
 }
 
 /** Components, blocks and the vDAG for a set of stage files. */
@@ -106,3 +102,4 @@ export const DeployablePlanSchema = z.object({
     tokenizer: TokenizerSchema.optional()
   }).passthrough()
 }).passthrough().refine(p => p.blocks.length === p.components.length, { message: 'one block per component', path: ['blocks'] })
+

@@ -32,6 +32,14 @@ test('the finder sees a cycle between folders, through type imports and around a
     'agent/c/z.ts': "import '../a/x.ts'\n"
   }))
   assert.deepEqual(loop.map(c => c.folders), [['agent/a', 'agent/b', 'agent/c']])
+  // a parent folder's loose files are its room: a loop through them and a sibling is found, whatever the subfolders
+  const parent = folderCycles(src({
+    'agent/model/import.ts': "import { slugOf } from '../splitter/plan.ts'\nimport { convert } from './gguf/convert.ts'\n",
+    'agent/model/gguf/convert.ts': "import { encode } from '../onnx.ts'\n",
+    'agent/model/onnx.ts': 'export const encode = 1\n',
+    'agent/splitter/plan.ts': "import { encode } from '../model/onnx.ts'\n"
+  }))
+  assert.deepEqual(parent.map(c => c.folders), [['agent/model', 'agent/splitter']])
   // not cycles: files of one folder, a root's loose files (composition root and shared leaves), a parent
   // folder's loose files with its subfolders, packages
   assert.deepEqual(folderCycles(src({

@@ -9,7 +9,7 @@ import type { ImportProgress } from '../../model/import.ts'
 import { AgentError } from '../../errors.ts'
 import { filesOf } from '../../content/files.ts'
 import type { AddModelEvent, Component, ModelsAnswer } from '../../../contracts/api.ts'
-import { slugOf } from '../../splitter/plan.ts'
+import { slugOf } from '../../model/names.ts'
 
 export const AddModelBodySchema = z.object({
   /** a local .gguf, a Hugging Face ONNX export directory, hf://ORG/REPO[@REV][/PATH], ollama://NAME[:TAG], or an http(s) URL of a GGUF */

@@ -1,6 +1,5 @@
 import { materializeModel } from '../source.ts'
 import { ValidationError } from '../../errors.ts'
-import type { ModelFiles } from '../../content/files.ts'
 import { ByteTokenizer } from '../tokenizer.ts'
 import type { TextTokenizer } from '../tokenizer.ts'
 import { MAX_BUNDLE_BYTES, loadTokenizerBundle } from './bundle.ts'
@@ -11,15 +10,20 @@ import type { TokenizerSpec } from '../../registry/components.ts'
  * path, file:// or http(s), MD5-checked) and built once, and shared by every block and vDAG that names it.
  * A failed load is not remembered, so a fixed file is picked up by the next request.
  */
+/** Where bundles come from when the agent has a content store (agent/content/files.ts ModelFiles is one): a held, verified local copy. */
+export interface BundleFiles {
+  ensure: (file: { url: string, md5: string, name: string }, opts: { signal?: AbortSignal }) => Promise<{ path: string, sizeBytes: number, release: () => void }>
+}
+
 export class Tokenizers {
   private readonly cacheDir: string
   private readonly byMd5 = new Map<string, Promise<TextTokenizer>>()
   private readonly bytes = new ByteTokenizer()
 
-  private readonly files: ModelFiles | undefined
+  private readonly files: BundleFiles | undefined
 
   /** `files`: bundles come from the content store or the peers that hold them (else their URL), as model files do */
-  constructor (opts: { cacheDir: string, files?: ModelFiles }) {
+  constructor (opts: { cacheDir: string, files?: BundleFiles }) {
     this.cacheDir = opts.cacheDir
     this.files = opts.files
   }
