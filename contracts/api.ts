@@ -16,12 +16,13 @@ import type { Component, ComponentSpec, ModelInfo } from '../agent/registry/comp
 import type { BlockView, InstanceStatus, InstanceView } from '../agent/blocks/views.ts'
 import type { Vdag } from '../agent/vdag/registry.ts'
 import type { Task } from '../agent/tasks/store.ts'
-import type { SplitBalance } from '../agent/splitter/program.ts'
+import type { SplitBalance, SplitTaskResult } from '../agent/splitter/program.ts'
+import type { ModelPlan, PlanStage } from '../agent/splitter/plan.ts'
 import type { ImportProgress } from '../agent/model/import.ts'
 import type { HolderView } from '../agent/content/directory.ts'
 import type { ContentEntry, TransferProgress } from '../agent/content/types.ts'
 
-export type { BlockView, Component, ContentEntry, HolderView, TransferProgress, ComponentSpec, GpuReading, ImportProgress, InstanceReport, InstanceStatus, InstanceView, ModelInfo, ProviderStatus, Readings, ReconcileReport, SplitBalance, StatsSample, Task, Vdag, VdagReport }
+export type { BlockView, Component, ContentEntry, HolderView, TransferProgress, ComponentSpec, GpuReading, ImportProgress, InstanceReport, InstanceStatus, InstanceView, ModelInfo, ProviderStatus, Readings, ReconcileReport, ModelPlan, PlanStage, SplitBalance, SplitTaskResult, StatsSample, Task, Vdag, VdagReport }
 
 // ---- mesh: GET /api/node, /api/peers, /api/peers/:id, /api/state, /api/events
 

@@ -26,7 +26,7 @@ import type { StepCosts } from './onnx-split.ts'
 import { calibrate, inLayers } from './calibrate.ts'
 import { verifySplit } from './verify.ts'
 import { buildPlan } from './plan.ts'
-import type { PlanStage } from './plan.ts'
+import type { ModelPlan, PlanStage } from './plan.ts'
 import { decodeModel } from '../model/onnx.ts'
 import type { ModelProto } from '../model/onnx.ts'
 import { ByteTokenizer } from '../model/tokenizer.ts'
@@ -37,6 +37,20 @@ interface Begun { sourcePath: string, md5: string }
 /** How the cut was weighed (a split task's `result.balance`): by measured step time (the layer equivalents of the parts around the layers) or by bytes. */
 export interface SplitBalance { cost: 'measured' | 'params', ranges: Array<[number, number]>, pre_layers?: number, post_layers?: number }
 interface Split extends Begun { stages: PlanStage[], layers: number, contextLength: number, verification: Awaited<ReturnType<typeof verifySplit>>, balance: SplitBalance }
+
+/** A split task's result as the built-in splitter writes it (GET /tasks/:id `result`; other splitters may write less). */
+export interface SplitTaskResult {
+  status: 'done'
+  model_name: string
+  world_size: number
+  output_dir: string
+  /** the plan, also as a file */
+  artifact: string
+  /** the largest difference between the chained stages' logits and the whole model's */
+  max_abs_diff: number
+  balance: SplitBalance
+  plan: ModelPlan
+}
 
 export class OnnxPipelineSplitter {
   private readonly ctx: Context
@@ -168,7 +182,7 @@ export class OnnxPipelineSplitter {
     }
     const artifact = join(this.ctx.outputDir, 'plan.json')
     writeFileSync(artifact, JSON.stringify(plan, null, 2) + '\n')
-    return [true, {
+    const result: SplitTaskResult = {
       status: 'done',
       model_name: this.ctx.taskData.model_name,
       world_size: extra.stages.length,
@@ -177,7 +191,8 @@ export class OnnxPipelineSplitter {
       max_abs_diff: extra.verification.maxAbsDiff,
       balance: extra.balance,
       plan
-    }]
+    }
+    return [true, { ...result }]
   }
 }
 

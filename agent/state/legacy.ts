@@ -1,3 +1,4 @@
+import { MetaStore } from '../db/database.ts'
 import type { Db } from '../db/database.ts'
 import type { DesiredState } from './replica.ts'
 
@@ -17,7 +18,7 @@ export async function importLegacyTables (db: Db, state: DesiredState, self: str
   for (const v of vdags) { await state.put('vdags', v.name, JSON.parse(v.spec)); n++ }
   if (n > 0) {
     // the old tables stay as they were (a downgrade still finds them); the desired state is the truth from now on
-    db.prepare("INSERT INTO meta (key, value) VALUES ('legacy_imported', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(String(Date.now()))
+    new MetaStore(db).set('legacy_imported', String(Date.now()))
   }
   return n
 }

@@ -1,8 +1,9 @@
 /** What the split view reads from a split task's result (a splitter writes it; nothing in it is trusted). */
-import type { SplitBalance, Task } from './types.ts'
+import type { ModelPlan, PlanStage, SplitBalance, Task } from './types.ts'
 
-export interface PlanStage { rank: number, layers: [number, number], model_layer_hash: string, size_bytes: number, download_url?: string, inputs?: string[], outputs?: string[] }
-export interface Plan { vdag: { name: string }, stages: PlanStage[] }
+/** What the view draws of a plan: the agent's ModelPlan type, the parts the view checks before it draws them. */
+export type DrawnStage = Pick<PlanStage, 'rank' | 'layers' | 'model_layer_hash' | 'size_bytes'> & Partial<Pick<PlanStage, 'inputs' | 'outputs'>>
+export interface Plan { vdag: Pick<ModelPlan['vdag'], 'name'>, stages: DrawnStage[] }
 
 /** The task's plan if it has the shape this view draws (a splitter writes the result; it is not trusted). */
 export function planOf (t: Task): Plan | null {

@@ -6,6 +6,7 @@ import type { CapacityRecord } from '../../../mesh/capacity/record.ts'
 import type { NodeAnswer, PeerJson, PeersAnswer, StateAnswer } from '../../../contracts/api.ts'
 import { parseWith } from '../validate.ts'
 import { NotFoundError } from '../../errors.ts'
+import { COLLECTIONS } from '../../state/frame.ts'
 
 export function peerJson (ctx: ApiContext, record: CapacityRecord, lastSeen: number, status: PeerView['status'], self: boolean): PeerJson {
   const { v: _v, ts: _ts, ...rest } = record
@@ -51,7 +52,7 @@ export function registerMeshRoutes (app: FastifyInstance, ctx: ApiContext): void
     digest: ctx.state.digest(),
     changes: ctx.state.changes(),
     actors: ctx.state.vector().size,
-    objects: Object.fromEntries((['components', 'blocks', 'vdags', 'plans'] as const).map(c => [c, ctx.state.list(c).length]))
+    objects: Object.fromEntries(COLLECTIONS.map(c => [c, ctx.state.list(c).length]))
   }))
   app.get('/api/peers', async (req): Promise<PeersAnswer> => {
     const q = parseWith(PeersQuery, req.query, 'query')

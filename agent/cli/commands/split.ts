@@ -8,7 +8,7 @@ import type { TargetOpts } from '../target.ts'
 import { AgentError, ValidationError } from '../../errors.ts'
 import { ensureGeneratedModel } from '../../model/cache.ts'
 import { PRESETS } from '../../model/spec.ts'
-import type { ComponentsAnswer, SplitBalance, SplitJobStarted, Task, TaskAnswer, TasksAnswer, Vdag, VdagAnswer, VdagDeployAnswer, VdagsAnswer } from '../../../contracts/api.ts'
+import type { ComponentsAnswer, SplitJobStarted, SplitTaskResult, Task, TaskAnswer, TasksAnswer, Vdag, VdagAnswer, VdagDeployAnswer, VdagsAnswer } from '../../../contracts/api.ts'
 
 /** Where `blockmesh split --model PRESET` keeps the models it generates (shared with npm start). */
 export const MODELS_DIR = '.blockmesh/models'
@@ -40,7 +40,8 @@ function taskLine (t: Task): string {
 }
 
 function planSummary (t: Task): string {
-  const r = t.result as { plan?: { vdag: { name: string }, stages: Array<{ rank: number, layers: [number, number], model_layer_hash: string, size_bytes: number }> }, max_abs_diff?: number, balance?: SplitBalance } | null
+  // any splitter's result: the built-in one writes all of SplitTaskResult, others may write less
+  const r = t.result as Partial<SplitTaskResult> | null
   if (r?.plan == null) return ''
   const rows = r.plan.stages.map(s => [String(s.rank), `${s.layers[0]}..${s.layers[1] - 1}`, s.model_layer_hash, `${(s.size_bytes / 1024 / 1024).toFixed(1)} MiB`])
   const b = r.balance
