@@ -177,9 +177,19 @@ export function watchPeerScore (metrics: AgentMetrics, score: import('../mesh/pe
   const registers = [metrics.registry]
   const offences = new Counter({ name: 'blockmesh_peer_offences_total', help: 'Offences by peers on any protocol, by weight class (oversized, malformed, forged)', labelNames: ['offence'], registers })
   new Gauge({ name: 'blockmesh_peers_scored', help: 'Peers with a peer score above zero (an offence not yet decayed away)', registers, collect () { this.set(score.size) } })
+  // the kind is the reason's lead (text our code writes, with numbers, hashes and names a peer chose in it):
+  // numbers and hashes are folded, and past 32 kinds the rest count as `other`, so peers cannot grow the series
+  const kinds = new Set<string>()
+  const kindOf = (reason: string): string => {
+    const k = reason.split(':')[0].replace(/[0-9a-f]{8,}/gi, 'H').replace(/\d+/g, 'N').slice(0, 40)
+    if (kinds.has(k)) return k
+    if (kinds.size >= 32) return 'other'
+    kinds.add(k)
+    return k
+  }
   return score.observe({
     onStrike: (_peer, reason, offence) => {
-      metrics.peerStrikes.inc({ kind: reason.split(':')[0].slice(0, 40) })
+      metrics.peerStrikes.inc({ kind: kindOf(reason) })
       offences.inc({ offence })
     },
     onBan: () => { metrics.peersBanned.inc() }

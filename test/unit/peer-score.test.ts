@@ -175,3 +175,22 @@ describe('one score across protocols, on real libp2p nodes', () => {
     }), 'a banned peer cannot reconnect')
   })
 })
+
+describe('peer score metrics', () => {
+  test('strike kinds fold the numbers and hashes peers choose, and stop growing past 32 series', async () => {
+    const { AgentMetrics, watchPeerScore } = await import('../../agent/metrics.ts')
+    const metrics = new AgentMetrics(() => 0)
+    const { score } = scored({ banThreshold: 1e9 })
+    watchPeerScore(metrics, score)
+    // the same kind with different numbers and hashes: one series
+    score.strike('p', 'chunk 3 of 12 bytes from d41d8cd98f00b204e9800998ecf8427e: forged', 'forged')
+    score.strike('p', 'chunk 77 of 4096 bytes from 0cc175b9c0f1b6a831c399e269772661: forged', 'forged')
+    // a peer that makes up a new reason each time
+    for (let i = 0; i < 100; i++) score.strike(`q${i}`, `made-up reason ${String.fromCharCode(97 + (i % 26))}${String.fromCharCode(97 + Math.floor(i / 26))}: x`, 'malformed')
+    const series = (await metrics.peerStrikes.get()).values
+    assert.ok(series.length <= 33, `${series.length} series`)
+    assert.equal(series.find(v => v.labels.kind === 'chunk N of N bytes from H')?.value, 2)
+    assert.equal(series.reduce((n, v) => n + v.value, 0), 102, 'every strike counted')
+    assert.ok((series.find(v => v.labels.kind === 'other')?.value ?? 0) > 0)
+  })
+})
