@@ -4,7 +4,7 @@ import type { MeshNode } from './node.ts'
 import { parsePeerId } from './node.ts'
 import { Exchange, StreamProtocolService, decodeJson, encodeJson, firstIssue, lengthPrefixed, reportOffence, requestFault } from './rpc.ts'
 import type { ProtocolComponents, RpcOptions } from './rpc.ts'
-import { FrameError, FrameTooLargeError, MalformedFrameError, RemoteError, StreamAbortedError, TruncatedFrameError } from './errors.ts'
+import { FrameError, FrameTooLargeError, MalformedFrameError, RemoteError, StreamAbortedError, StreamTimeoutError, TruncatedFrameError } from './errors.ts'
 import { PeerStreamSlots, releaseOnClose } from './stream-slots.ts'
 
 /**
@@ -57,6 +57,8 @@ export interface TunnelOptions extends RpcOptions {
   maxBodyBytes?: number
   /** body chunks are sent in frames of at most this size */
   chunkBytes?: number
+  /** the request (head and body) must have arrived within this long (default 10 s); the answer may take timeoutMs */
+  requestTimeoutMs?: number
 }
 
 export type TunnelHandler = (req: TunnelRequest, ctx: { peer: string, signal: AbortSignal }) => Promise<TunnelResponse>
@@ -101,6 +103,11 @@ export class TunnelService extends StreamProtocolService {
     const { signal } = exchange
     // a length prefix that never ends is refused at once (lpStream would wait for more bytes)
     const lp = lengthPrefixed(stream, Math.max(maxBody, 64 * 1024))
+    // a peer that opens tunnels and trickles their requests would hold up to a body per stream for the whole
+    // answer time: the request itself has a short deadline of its own
+    const requestMs = this.init.requestTimeoutMs ?? 10_000
+    const requestTimer = setTimeout(() => { exchange.abort(new StreamTimeoutError(`a ${protocol} request took longer than ${requestMs} ms to arrive`)) }, requestMs)
+    requestTimer.unref()
     try {
       let head: z.output<typeof TunnelRequestSchema>
       let body: Uint8Array
@@ -114,7 +121,9 @@ export class TunnelService extends StreamProtocolService {
         if (bodyBytes == null) throw new TruncatedFrameError('the stream ended before the request body')
         if (bodyBytes.length > maxBody) throw new FrameTooLargeError(`body of ${bodyBytes.length} bytes is over ${maxBody}`)
         body = bodyBytes
+        clearTimeout(requestTimer)
       } catch (err) {
+        clearTimeout(requestTimer)
         const fault = requestFault(err, exchange, `${protocol} request`)
         if (fault == null) throw err
         reportOffence(this.components, this.init, peer, `invalid ${protocol} request: ${fault.message}`, fault.offence)
@@ -130,6 +139,7 @@ export class TunnelService extends StreamProtocolService {
     } catch (err) {
       if (stream.status === 'open') stream.abort(err as Error)
     } finally {
+      clearTimeout(requestTimer)
       untrack()
     }
   }

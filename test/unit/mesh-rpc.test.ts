@@ -188,4 +188,24 @@ describe('typed frame errors and protocol services (issue 14)', () => {
     await service.stop()
     await assert.rejects(openTunnel(a, b.peerId.toString(), '/test/tunnel-service/1', { target: '/x', headers: {}, body: new Uint8Array(0) }, { timeoutMs: 5000 }))
   })
+
+  test('a tunnel request that does not arrive within its deadline is refused and is an offence; the handler never runs', async () => {
+    const invalid: Array<{ reason: string, offence: Offence }> = []
+    let handled = 0
+    const service = tunnelService({ protocol: '/test/slow-request/1', requestTimeoutMs: 300, onInvalid: (_peer, reason, offence) => { invalid.push({ reason, offence }) }, handler: async () => { handled++; return { status: 204, headers: {}, body: (async function * () {})() } } })({ registrar: b.libp2p, score: b.score })
+    await service.start()
+    try {
+      // a head, then nothing: the body never comes
+      const stream = await a.libp2p.dialProtocol(b.peerId, '/test/slow-request/1')
+      const lp = lengthPrefixed(stream, 64 * 1024)
+      await lp.write(new TextEncoder().encode(JSON.stringify({ target: '/x', headers: {} })))
+      const closed = new Promise<void>(resolve => { stream.addEventListener('close', () => { resolve() }, { once: true }) })
+      await closed
+      assert.equal(handled, 0)
+      assert.equal(invalid.length, 1, JSON.stringify(invalid))
+      assert.match(invalid[0].reason, /request/)
+    } finally {
+      await service.stop()
+    }
+  })
 })
