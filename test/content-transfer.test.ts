@@ -19,7 +19,7 @@ import type { ContentService, ContentServiceInit } from '../agent/content/servic
 import { MeshContentFetcher } from '../agent/content/fetcher.ts'
 import type { MeshContentFetcherInit } from '../agent/content/fetcher.ts'
 import { CONTENT_PROTOCOL, ContentBusyError, requestChunk } from '../agent/content/protocol.ts'
-import { NoSourceError } from '../agent/content/errors.ts'
+import { NoSourceError, ContentTooLargeError } from '../agent/content/errors.ts'
 import type { ContentDirectory, ContentStore, TransferProgress } from '../agent/content/types.ts'
 
 const CHUNK = 64 * 1024
@@ -152,6 +152,16 @@ describe('content transfer between real libp2p nodes', () => {
     assert.deepEqual(f.fetcher.transfers(), [], 'no transfer left in progress')
     // complete here now: a second fetch is a look-up
     assert.equal((await f.fetcher.fetch(file.md5)).md5, file.md5)
+  })
+
+  test('a file over the fetcher\'s --max-model-bytes is refused from its manifest: nothing fetched, no partial kept', async () => {
+    const h = await agent('big-holder')
+    const f = await agent('small-fetcher', { fetcher: { maxFileBytes: 100_000 } })
+    const file = await randomFile([h])
+    holders.set(file.md5, { complete: [h.id], partial: [] })
+    await assert.rejects(f.fetcher.fetch(file.md5), (e: unknown) => e instanceof ContentTooLargeError && e.status === 413 && /over this agent's limit/.test(e.message))
+    assert.equal(f.store.get(file.md5), undefined, 'no partial begun')
+    assert.equal(h.service.stats().byPeer[f.id] ?? 0, 0, 'no chunk served')
   })
 
   test('concurrent fetches of one file share one transfer', async () => {

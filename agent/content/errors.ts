@@ -60,3 +60,11 @@ export class NoSourceError extends AgentError {
     this.name = 'NoSourceError'
   }
 }
+
+/** A file larger than this agent takes (--max-model-bytes), as its manifest says: refused before any byte is fetched or room is made. */
+export class ContentTooLargeError extends AgentError {
+  constructor (message: string, details?: Record<string, unknown>) {
+    super(message, 'content_too_large', 413, details)
+    this.name = 'ContentTooLargeError'
+  }
+}

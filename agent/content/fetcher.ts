@@ -9,7 +9,7 @@ import type { MeshLogger } from '../../mesh/node.ts'
 import { silentLogger } from '../../mesh/node.ts'
 import type { OffenceSink } from '../../mesh/rpc.ts'
 import { ValidationError } from '../errors.ts'
-import { ContentDigestError, ManifestError, NoSourceError } from './errors.ts'
+import { ContentDigestError, ManifestError, NoSourceError, ContentTooLargeError } from './errors.ts'
 import { download } from './fetch-download.ts'
 import type { DownloadContext } from './fetch-download.ts'
 import { FetchPeers } from './fetch-peers.ts'
@@ -35,6 +35,8 @@ export interface MeshContentFetcherInit {
   maxInFlightPerSource?: number
   /** how often partial sources are asked which chunks they have, and the directory read again (default 500 ms) */
   haveRefreshMs?: number
+  /** files larger than this are refused when their manifest says so, before room is made for them (--max-model-bytes) */
+  maxFileBytes?: number
   /** fetches a file from its original source when no peer holds it: resolves with a local path of the file */
   origin?: (origin: OriginSource, md5: string, signal: AbortSignal) => Promise<string>
   /** how long a fetch waits for a holder to appear, and a transfer with no usable source for one to come back (default 5 s) */
@@ -168,6 +170,8 @@ export class MeshContentFetcher implements ContentFetcher {
       signed = got.signed
       manifestSource = got.peer
     }
+    const max = this.init.maxFileBytes
+    if (max != null && signed.manifest.size > max) throw new ContentTooLargeError(`${md5} is ${signed.manifest.size} bytes, over this agent's limit of ${max} (--max-model-bytes)`, { md5, size: signed.manifest.size, max })
     t.progress.totalBytes = signed.manifest.size
     t.progress.name = name ?? signed.manifest.name ?? null
     // a partial begun earlier keeps its manifest (the store's answer says which chunks to fetch)

@@ -54,6 +54,7 @@ export function agentContent (init: AgentContentInit): ModelFiles {
     directory,
     log: init.log.child({ mod: 'fetch' }),
     origin,
+    maxFileBytes: init.maxModelBytes,
     // a file added on a peer a moment ago is in its next record
     holderWaitMs: Math.max(5000, 3 * init.heartbeatMs)
   })
