@@ -153,11 +153,14 @@ export class ComponentRegistry {
   private readonly state: DesiredState
   constructor (state: DesiredState) { this.state = state }
 
+  /** Refuses a name:version that exists (a version is immutable). */
+  assertNew (spec: ComponentSpec): void {
+    if (this.state.get('components', componentUri(spec)) != null) throw new ConflictError(`component ${componentUri(spec)} exists; publish a new version instead`)
+  }
+
   async create (spec: ComponentSpec): Promise<Component> {
     const uri = componentUri(spec)
-    const e = await this.state.put('components', uri, spec, current => {
-      if (current != null) throw new ConflictError(`component ${uri} exists; publish a new version instead`)
-    })
+    const e = await this.state.put('components', uri, spec, () => { this.assertNew(spec) })
     return { uri, spec, createdAt: new Date(e.created).toISOString() }
   }
 

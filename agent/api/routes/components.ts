@@ -8,9 +8,12 @@ import type { Component, ComponentsAnswer, DeletedAnswer } from '../../../contra
 export function registerComponentRoutes (app: FastifyInstance, ctx: ApiContext): void {
   app.post('/api/components', async (req, reply) => {
     const spec = parseWith(ComponentSpecSchema, req.body)
-    const component = await ctx.components.create(spec)
-    // its files on this machine join the content store, so hosts elsewhere fetch them from here
+    // an existing name:version is refused before anything else happens
+    ctx.components.assertNew(spec)
+    // its files on this machine join the content store, so hosts elsewhere fetch them from here: first, so a
+    // file the store fails to take (an I/O error) fails the request before the component exists anywhere
     const shared = await ctx.content.share(filesOf(spec))
+    const component = await ctx.components.create(spec)
     ctx.log.info({ component: component.uri, shared: shared.added.length, ...(shared.skipped.length > 0 ? { notShared: shared.skipped } : {}) }, 'component created')
     return await reply.status(201).send(component)
   })
