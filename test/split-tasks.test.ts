@@ -155,14 +155,19 @@ describe('split tasks through the local-process runner', () => {
     assert.match(t3.error, /^begin: download of http:\/\/127\.0\.0\.1:\d+\/models\/missing\.onnx failed: HTTP 404/)
   })
 
-  test('the built-in splitter refuses an unknown cost model; a model too small to time is balanced by bytes, a larger one by measured time, and the result says which', async () => {
-    const bad = await agent.api('/start_model_split_job', {
-      method: 'POST',
-      body: { task_data: { model_name: 'tiny2', model_download_url: tiny.path, world_size: 2, model_split_config: { cost: 'fastest' } }, container_image: 'blockmesh/onnx-splitter' }
-    })
-    const t1 = await finished(agent, bad.body.task_id)
-    assert.equal(t1.status, 'failed')
-    assert.equal(t1.error, 'main: model_split_config.cost must be "measured" or "params", not "fastest"')
+  test('the built-in splitter\'s options are checked at the start (an unknown cost model, a misspelt option: 400 naming the field, no task); a model too small to time is balanced by bytes, a larger one by measured time, and the result says which', async () => {
+    const tasksBefore = (await agent.api('/tasks')).body.data.length
+    for (const [config, field] of [[{ cost: 'fastest' }, 'cost'], [{ tolernace: 1e-3 }, '(root)'], [{ balance: 'capacity' }, 'capacity'], [{ tolerance: 'x' }, 'tolerance']] as const) {
+      const bad = await agent.api('/start_model_split_job', {
+        method: 'POST',
+        body: { task_data: { model_name: 'tiny2', model_download_url: tiny.path, world_size: 2, model_split_config: config }, container_image: 'blockmesh/onnx-splitter' }
+      })
+      assert.equal(bad.status, 400, JSON.stringify(bad.body))
+      assert.equal(bad.body.success, false)
+      assert.match(String(bad.body.error), /^invalid task_data\.model_split_config: /)
+      assert.equal(bad.body.details[0].field, field, `${JSON.stringify(config)}: ${JSON.stringify(bad.body)}`)
+    }
+    assert.equal((await agent.api('/tasks')).body.data.length, tasksBefore, 'no task was started')
     // a model of its own: its stage layers are registered under their MD5s, which the S3 test below registers anew
     const own = generateModel({ ...PRESETS.tiny, layers: 2, seed: 23 }, join(dir, 'tiny2-cost.onnx'))
     const ok = await agent.api('/start_model_split_job', {

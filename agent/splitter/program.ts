@@ -30,8 +30,10 @@ import type { ModelPlan, PlanStage } from './plan.ts'
 import { decodeModel } from '../model/onnx.ts'
 import type { ModelProto } from '../model/onnx.ts'
 import { ByteTokenizer } from '../model/tokenizer.ts'
-import { TokenizerSchema } from '../registry/components.ts'
 import type { TokenizerSpec } from '../registry/components.ts'
+import { BuiltinSplitConfigSchema } from './config.ts'
+import type { BuiltinSplitConfig } from './config.ts'
+import { formatIssues } from '../errors.ts'
 
 interface Begun { sourcePath: string, md5: string }
 /** How the cut was weighed (a split task's `result.balance`): by measured step time (the layer equivalents of the parts around the layers) or by bytes. */
@@ -54,24 +56,24 @@ export interface SplitTaskResult {
 
 export class OnnxPipelineSplitter {
   private readonly ctx: Context
-  private readonly config: Record<string, any>
+  private readonly config: BuiltinSplitConfig
+  /** why model_split_config was refused (config.ts), reported by begin */
+  private readonly configError: string | null
 
   constructor (ctx: Context) {
     this.ctx = ctx
-    this.config = ctx.taskData.model_split_config ?? {}
+    const parsed = BuiltinSplitConfigSchema.safeParse(ctx.taskData.model_split_config ?? {})
+    this.config = parsed.success ? parsed.data : {}
+    this.configError = parsed.success ? null : formatIssues(parsed.error.issues).map(i => `model_split_config.${i.field}: ${i.message}`).join('; ')
   }
 
   /** model_split_config.tokenizer: the source component's tokenizer, carried into the plan (checked by the component schema) */
   private tokenizer (): TokenizerSpec | undefined {
-    const t = this.config.tokenizer
-    if (t == null) return undefined
-    const parsed = TokenizerSchema.safeParse(t)
-    if (!parsed.success) throw new Error(`model_split_config.tokenizer: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
-    return parsed.data
+    return this.config.tokenizer
   }
 
   async begin (): Promise<StepResult<Begun>> {
-    try { this.tokenizer() } catch (err) { return [false, (err as Error).message] }
+    if (this.configError != null) return [false, this.configError]
     const url = this.ctx.taskData.model_download_url
     mkdirSync(this.ctx.outputDir, { recursive: true })
     let sourcePath = url.startsWith('file://') ? fileURLToPath(url) : url
@@ -83,7 +85,7 @@ export class OnnxPipelineSplitter {
     }
     const md5 = await new LayerHash().getHash(sourcePath)
     if (md5 == null) return [false, `cannot read the model at ${sourcePath}`]
-    if (typeof this.config.md5 === 'string' && this.config.md5.toLowerCase() !== md5) return [false, `model MD5 is ${md5}, expected ${String(this.config.md5)}`]
+    if (this.config.md5 != null && this.config.md5.toLowerCase() !== md5) return [false, `model MD5 is ${md5}, expected ${this.config.md5}`]
     return [true, { sourcePath, md5 }]
   }
 
@@ -91,9 +93,8 @@ export class OnnxPipelineSplitter {
     const world = this.ctx.taskData.world_size
     await this.ctx.progress(0.2, `splitting into ${world} stages`)
     const bytes = readFileSync(extra.sourcePath)
-    const weights = this.config.balance === 'capacity' ? this.config.capacity as number[] : undefined
+    const weights = this.config.balance === 'capacity' ? this.config.capacity : undefined
     const cost = this.config.cost ?? 'measured'
-    if (cost !== 'measured' && cost !== 'params') return [false, `model_split_config.cost must be "measured" or "params", not ${JSON.stringify(cost)}`]
     let model: ModelProto
     try { model = decodeModel(bytes) } catch (err) { return [false, (err as Error).message] }
     const costs = cost === 'measured' && world > 1 ? await this.measuredCosts(model, world) : undefined
@@ -112,9 +113,9 @@ export class OnnxPipelineSplitter {
       stages.push({ rank: s.index, layers: s.layers, model_layer_hash: s.md5, url: pathToFileURL(path).toString(), size_bytes: s.bytes.length, parameter_bytes: s.parameterBytes, inputs: s.inputs, outputs: s.outputs })
     }
     await this.ctx.progress(0.6, 'verifying: stages chained against the whole model')
-    const prompt = new ByteTokenizer().encode(String(this.config.verify_prompt ?? 'The harbour town woke before the sun.'), { bos: true })
+    const prompt = new ByteTokenizer().encode(this.config.verify_prompt ?? 'The harbour town woke before the sun.', { bos: true })
     const verification = await verifySplit(bytes, split.stages.map(s => s.bytes), prompt, 4)
-    const tolerance = Number(this.config.tolerance ?? 1e-4)
+    const tolerance = this.config.tolerance ?? 1e-4
     if (!(verification.maxAbsDiff <= tolerance && verification.decodeMaxAbsDiff <= tolerance && verification.greedyEqual)) {
       return [false, `verification failed: max abs diff ${verification.maxAbsDiff} (decode ${verification.decodeMaxAbsDiff}) over tolerance ${tolerance}, greedy equal ${String(verification.greedyEqual)}`]
     }
@@ -141,7 +142,7 @@ export class OnnxPipelineSplitter {
   }
 
   async finish (extra: Split): Promise<StepResult<Record<string, unknown>>> {
-    const s3 = this.config.s3 as { bucket: string, prefix?: string, endpoint?: string, region?: string, public_url_base?: string } | undefined
+    const s3 = this.config.s3
     if (s3 != null) {
       await this.ctx.progress(0.8, `uploading ${extra.stages.length} stages to s3://${s3.bucket}`)
       const m = new S3Manager(process.env.AWS_ACCESS_KEY_ID ?? '', process.env.AWS_SECRET_ACCESS_KEY ?? '', s3.region ?? 'us-east-1', { endpoint: s3.endpoint })
@@ -157,8 +158,8 @@ export class OnnxPipelineSplitter {
       layers: extra.layers,
       stages: extra.stages,
       contextLength: extra.contextLength,
-      vdagName: this.config.vdag_name as string | undefined,
-      block: this.config.block as Record<string, unknown> | undefined,
+      vdagName: this.config.vdag_name,
+      block: this.config.block,
       verification: extra.verification,
       tokenizer: this.tokenizer()
     })

@@ -5,6 +5,8 @@ import { parseWith } from '../validate.ts'
 import type { AgentError } from '../../errors.ts'
 import { registryErrorBody } from './registries.ts'
 import type { SplitJobStarted, TaskAnswer, TasksAnswer } from '../../../contracts/api.ts'
+import { BUILTIN_SPLITTERS } from '../../tasks/service.ts'
+import { BuiltinSplitConfigSchema } from '../../splitter/config.ts'
 
 /**
  * The split runner's routes (seed 002): POST /start_model_split_job, and the
@@ -20,6 +22,8 @@ export function registerTaskRoutes (app: FastifyInstance, ctx: ApiContext): void
     })
     scope.post('/start_model_split_job', async (req, reply) => {
       const job = parseWith(StartSplitJobSchema, req.body)
+      // the built-in splitter's options are known here: refused now, naming the field, rather than as a failed task
+      if (Object.hasOwn(BUILTIN_SPLITTERS, job.container_image)) parseWith(BuiltinSplitConfigSchema, job.task_data.model_split_config, 'task_data.model_split_config')
       const task = ctx.tasks.start(job)
       return await reply.status(201).send({ success: true, task_id: task.task_id } satisfies SplitJobStarted)
     })
