@@ -319,6 +319,12 @@ export async function serveJson<S extends z.ZodType> (node: MeshNode, protocol: 
   return service
 }
 
+/** A responder's unreadable answer costs it on the one peer score (an answer cut short costs nothing). */
+export function answerOffence (node: Pick<MeshNode, 'score'>, peer: string, protocol: string, err: FrameError): void {
+  if (err instanceof TruncatedFrameError) return
+  node.score.strike(peer, `unreadable ${protocol} answer: ${err.message}`, err.offence)
+}
+
 /** Sends one request and returns the validated result; RemoteError when the peer answers with an error or with no valid answer. */
 export async function requestJson<S extends z.ZodType> (node: MeshNode, peer: string, protocol: string, request: unknown, schema: S, opts: RpcOptions & { signal?: AbortSignal } = {}): Promise<z.output<S>> {
   const maxFrame = opts.maxFrameBytes ?? 1024 * 1024
@@ -334,6 +340,9 @@ export async function requestJson<S extends z.ZodType> (node: MeshNode, peer: st
       raw = decodeJson(bytes) as typeof raw
     } catch (err) {
       if (!(err instanceof FrameError)) throw err
+      // an answer that is not a frame (oversized, not JSON) is the responder's offence; one cut short is not
+      // (a peer may stop or restart mid-answer)
+      answerOffence(node, peer, protocol, err)
       throw new RemoteError('bad_response', `unreadable ${protocol} answer: ${err.message}`, { cause: err })
     }
     await stream.close({ signal }).catch(() => {})

@@ -2,7 +2,7 @@ import type { Connection, Stream, StreamHandlerOptions } from '@libp2p/interface
 import { z } from 'zod'
 import type { MeshNode } from './node.ts'
 import { parsePeerId } from './node.ts'
-import { Exchange, StreamProtocolService, decodeJson, encodeJson, firstIssue, lengthPrefixed, reportOffence, requestFault } from './rpc.ts'
+import { Exchange, StreamProtocolService, answerOffence, decodeJson, encodeJson, firstIssue, lengthPrefixed, reportOffence, requestFault } from './rpc.ts'
 import type { ProtocolComponents, RpcOptions } from './rpc.ts'
 import { FrameError, FrameTooLargeError, MalformedFrameError, RemoteError, StreamAbortedError, StreamTimeoutError, TruncatedFrameError } from './errors.ts'
 import { PeerStreamSlots, releaseOnClose } from './stream-slots.ts'
@@ -187,6 +187,7 @@ export async function openTunnel (node: MeshNode, peer: string, protocol: string
       head = ResponseHeadSchema.safeParse(decodeJson(bytes))
     } catch (err) {
       if (!(err instanceof FrameError)) throw err
+      answerOffence(node, peer, protocol, err)
       throw new RemoteError('bad_response', `unreadable tunnel answer: ${err.message}`, { cause: err })
     }
     if (!head.success) throw new RemoteError('bad_response', `unexpected tunnel answer: ${firstIssue(head.error)}`)

@@ -189,6 +189,35 @@ describe('typed frame errors and protocol services (issue 14)', () => {
     await assert.rejects(openTunnel(a, b.peerId.toString(), '/test/tunnel-service/1', { target: '/x', headers: {}, body: new Uint8Array(0) }, { timeoutMs: 5000 }))
   })
 
+  test('a responder whose answer is not a frame (not JSON, oversized) is struck; one that closes without answering is not', async () => {
+    const bId = b.peerId.toString()
+    const answers: Record<string, (lp: ReturnType<typeof lengthPrefixed>, stream: any) => Promise<void>> = {
+      '/test/garbage-answer/1': async (lp) => { await lp.write(new TextEncoder().encode('not json {')) },
+      '/test/huge-answer/1': async (_lp, stream) => { stream.send(new Uint8Array([0x80, 0x80, 0x80, 0x10])) },
+      '/test/no-answer/1': async () => {}
+    }
+    for (const [protocol, answer] of Object.entries(answers)) {
+      await b.libp2p.handle(protocol, async (stream) => {
+        const lp = lengthPrefixed(stream, 64 * 1024)
+        await lp.readFrame()
+        await answer(lp, stream)
+        await stream.close().catch(() => {})
+      })
+    }
+    try {
+      const before = a.score.score(bId)
+      await assert.rejects(requestJson(a, bId, '/test/no-answer/1', {}, z.unknown(), { timeoutMs: 5000 }), (e: unknown) => e instanceof RemoteError)
+      assert.equal(a.score.score(bId), before, 'a stream closed without an answer costs nothing')
+      await assert.rejects(requestJson(a, bId, '/test/garbage-answer/1', {}, z.unknown(), { timeoutMs: 5000 }), (e: unknown) => e instanceof RemoteError && e.remoteCode === 'bad_response')
+      const afterGarbage = a.score.score(bId)
+      assert.ok(afterGarbage > before, `struck for the garbage answer: ${before} → ${afterGarbage}`)
+      await assert.rejects(requestJson(a, bId, '/test/huge-answer/1', {}, z.unknown(), { timeoutMs: 5000, maxFrameBytes: 1024 }), (e: unknown) => e instanceof RemoteError && e.remoteCode === 'bad_response')
+      assert.ok(a.score.score(bId) > afterGarbage, 'struck for the oversized answer')
+    } finally {
+      for (const protocol of Object.keys(answers)) await b.libp2p.unhandle(protocol)
+    }
+  })
+
   test('a tunnel request that does not arrive within its deadline is refused and is an offence; the handler never runs', async () => {
     const invalid: Array<{ reason: string, offence: Offence }> = []
     let handled = 0
