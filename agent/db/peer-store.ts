@@ -7,12 +7,17 @@ import type { Db } from './database.ts'
 export class PeerStore {
   private readonly db: Db
   private readonly upsert: Statement
-  constructor (db: Db) {
+  private readonly prune: Statement
+  /** rows kept: the most recently seen peers (identities cost nothing to make) */
+  readonly maxRows: number
+  constructor (db: Db, maxRows = 4096) {
+    this.maxRows = maxRows
     this.db = db
     // prepared once: the agent writes peers every few seconds
     this.upsert = db.prepare(`INSERT INTO peers (peer_id, name, cluster, record, last_seen) VALUES (?, ?, ?, ?, ?)
       ON CONFLICT(peer_id) DO UPDATE SET name = excluded.name, cluster = excluded.cluster, record = excluded.record, last_seen = excluded.last_seen
       WHERE excluded.last_seen >= peers.last_seen`)
+    this.prune = db.prepare('DELETE FROM peers WHERE peer_id NOT IN (SELECT peer_id FROM peers ORDER BY last_seen DESC LIMIT ?)')
   }
 
   saveAll (entries: Array<{ record: CapacityRecord, lastSeen: number }>): void {
@@ -20,6 +25,7 @@ export class PeerStore {
       for (const { record, lastSeen } of entries) {
         this.upsert.run(record.peerId, record.name, record.cluster, JSON.stringify(record), lastSeen)
       }
+      this.prune.run(this.maxRows)
     })()
   }
 

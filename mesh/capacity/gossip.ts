@@ -23,7 +23,8 @@ export interface CapacityObserver {
   published?: () => void
   accepted?: (peer: string) => void
   rejected?: (reason: RejectReason | 'unsigned', source: string) => void
-  ignored?: (reason: 'stale' | 'self', source: string) => void
+  /** not-allowed: the record's author is banned here, or not on the allow-list; full: MAX_REMEMBERED_PEERS live peers are known */
+  ignored?: (reason: 'stale' | 'self' | 'not-allowed' | 'full', source: string) => void
   heartbeatLag?: (ms: number) => void
   /** a rejected frame cost its forwarder; `score`: the peer's score after it (0 once banned) */
   penalised?: (peer: string, score: number) => void
@@ -243,10 +244,24 @@ export class CapacityGossip {
       this.observer.ignored?.('self', from)
       return TopicValidatorResult.Ignore
     }
+    // an author this agent would not let connect (banned, or off the allow-list) is neither remembered nor
+    // dialled, whoever relays its record (not an offence of the relay: its allow-list may differ)
+    if (!this.node.gate.permits(record.peerId)) {
+      this.observer.ignored?.('not-allowed', from)
+      return TopicValidatorResult.Ignore
+    }
     const known = this.table.get(record.peerId)
     if (known != null && compareRecords(record, known.record) <= 0) {
       this.observer.ignored?.('stale', from)
       return TopicValidatorResult.Ignore
+    }
+    if (known == null && this.table.size >= MAX_REMEMBERED_PEERS) {
+      // new identities cost nothing to make: past the bound, a new author waits until a known peer expires
+      this.trim()
+      if (this.table.size >= MAX_REMEMBERED_PEERS) {
+        this.observer.ignored?.('full', from)
+        return TopicValidatorResult.Ignore
+      }
     }
     this.accept(record)
     return TopicValidatorResult.Accept
@@ -343,9 +358,9 @@ export class CapacityGossip {
   }
 
   private trim (): void {
-    if (this.table.size <= MAX_REMEMBERED_PEERS) return
+    if (this.table.size < MAX_REMEMBERED_PEERS) return
     for (const [id, view] of this.table) {
-      if (this.table.size <= MAX_REMEMBERED_PEERS) break
+      if (this.table.size < MAX_REMEMBERED_PEERS) break
       if (view.status === 'expired') this.table.delete(id)
     }
   }

@@ -6,6 +6,7 @@ import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { z } from 'zod'
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import type { Message } from '@libp2p/gossipsub'
 import { lpStream } from '@libp2p/utils'
@@ -15,7 +16,7 @@ import type { Offence } from '../../mesh/peer-score.ts'
 import { Penalties } from '../../mesh/penalties.ts'
 import { MeshNode } from '../../mesh/node.ts'
 import { CapacityGossip } from '../../mesh/capacity/gossip.ts'
-import { CAPACITY_TOPIC } from '../../mesh/capacity/record.ts'
+import { CAPACITY_TOPIC, encodeCapacityRecord } from '../../mesh/capacity/record.ts'
 import { jsonRpcService } from '../../mesh/rpc.ts'
 
 const MIN = 60_000
@@ -173,6 +174,22 @@ describe('one score across protocols, on real libp2p nodes', () => {
       if (conn.status === 'open' && rogue.isConnected(target.peerId.toString())) return
       throw new Error('refused')
     }), 'a banned peer cannot reconnect')
+  })
+
+  test('a banned peer\'s own valid record, relayed by another peer, is ignored: not remembered, not dialled, the relay not struck', async () => {
+    const peer = rogue.peerId.toString()
+    assert.equal(target.gate.isBanned(peer), true, 'banned by the test above')
+    const own = gossip.localRecord()
+    assert.ok(own != null)
+    const record = { ...own, peerId: peer, name: 'rogue', epoch: 1, seq: 1 }
+    const data = await encodeCapacityRecord(record, rogue.privateKey)
+    const relay = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+    const validate = target.libp2p.services.pubsub.topicValidators.get(CAPACITY_TOPIC)
+    assert.ok(validate != null)
+    const msg = { type: 'signed', from: rogue.peerId, topic: CAPACITY_TOPIC, data, sequenceNumber: 99n, signature: new Uint8Array(64), key: rogue.privateKey.publicKey } as unknown as Message
+    assert.equal(await validate(relay, msg), TopicValidatorResult.Ignore)
+    assert.equal(gossip.peers().some(p => p.record.peerId === peer), false)
+    assert.equal(target.score.score(relay.toString()), 0)
   })
 })
 

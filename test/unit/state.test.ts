@@ -58,6 +58,11 @@ test('stored peers come back newest first; damaged rows are skipped, never fatal
   db.prepare("INSERT INTO peers VALUES ('p3', 'x', 'c', '{broken', 300)").run()
   assert.deepEqual(store.load().map(p => p.record.name), ['two', 'one'])
   assert.deepEqual(store.load(150).map(p => p.record.name), ['two'])
+  // many identities: only the most recently seen maxRows are kept
+  const small = new PeerStore(db, 3)
+  small.saveAll(Array.from({ length: 10 }, (_, i) => ({ record: rec(`q${i}`, `q${i}`), lastSeen: 1000 + i })))
+  assert.deepEqual(small.load(0, 100).map(p => p.record.name), ['q9', 'q8', 'q7'])
+  assert.equal(db.prepare('SELECT COUNT(*) FROM peers').pluck().get(), 3)
   db.close()
 })
 
