@@ -1,9 +1,11 @@
 /**
  * PeerMemory (agent/db/peer-memory.ts) over a real SQLite file: at start the peers heard from within a day go
  * back into the gossip table; a peer met for the first time is written at once; one that expired and comes
- * back is written again; stop writes every live peer a last time. The gossip here is a small stand-in with
- * the three methods PeerMemory uses (the real CapacityGossip needs a libp2p node; test/mesh.test.ts covers a
- * restarted agent finding the mesh from its stored peers).
+ * back is written again; stop writes every live peer a last time. The gossip here is a stand-in with the
+ * three methods PeerMemory uses, so that the test makes peers live and expired at the moments it chooses
+ * (the real CapacityGossip expires peers on its own clock, after missed heartbeats). PeerMemory with the real
+ * CapacityGossip over real libp2p nodes is test/mesh.test.ts: a restarted agent finds the mesh from its
+ * stored peers.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
