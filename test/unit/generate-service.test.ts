@@ -9,33 +9,25 @@ import { RemoteEngine } from '../../agent/serving/remote-engine.ts'
 import type { GenerateParams, Generation, GenerationResult } from '../../agent/executor/engine.ts'
 import { ComponentSpecSchema } from '../../agent/registry/components.ts'
 import { ByteTokenizer } from '../../agent/model/tokenizer.ts'
+import { ModelEngine } from '../../agent/executor/engine.ts'
+import { generateModel } from '../../agent/model/generate.ts'
+import { PRESETS } from '../../agent/model/spec.ts'
+import { tempDir } from '../helpers/agents.ts'
+import { join } from 'node:path'
 import { tokenVocab } from '../../agent/openai/json-schema.ts'
 
-/** A fake engine: p.maxTokens tokens (ids 100, 101, …) every few ms, logprobs when asked; remembers its calls. */
-function fakeEngine (calls: GenerateParams[], cancelled: number[]): Extract<HostedEngine, { kind: 'onnx' }>['engine'] {
+/**
+ * The host's engine: a real ModelEngine (ONNX Runtime, the generated tiny model) with a recorder around it,
+ * so the tests can see what the wire delivered to the engine (its GenerateParams) and that a cancel reached it.
+ */
+function recorded (real: ModelEngine, calls: GenerateParams[], cancelled: number[]): Extract<HostedEngine, { kind: 'onnx' }>['engine'] {
   return {
-    provider: { name: 'cpu' },
+    provider: real.provider,
     generate: (p: GenerateParams): Generation => {
       const id = calls.push(p)
-      let cancel = false
-      const logprobs: Array<{ logprob: number, top: Array<[number, number]> }> = []
-      let resolve!: (r: GenerationResult) => void
-      const done = new Promise<GenerationResult>(r => { resolve = r })
-      return {
-        id,
-        logprobs,
-        done,
-        cancel: () => { cancel = true },
-        tokens: (async function * () {
-          for (let i = 0; i < p.maxTokens; i++) {
-            await new Promise(r => setTimeout(r, 5))
-            if (cancel) { cancelled.push(id); resolve({ reason: 'cancelled', promptTokens: p.prompt.length, completionTokens: i }); return }
-            if (p.topLogprobs != null) logprobs.push({ logprob: -0.5, top: [[100 + i, -0.5], [7, -Infinity]] })
-            yield 100 + i
-          }
-          resolve({ reason: 'length', promptTokens: p.prompt.length, completionTokens: p.maxTokens })
-        })()
-      }
+      const g = real.generate(p)
+      void g.done.then(r => { if (r.reason === 'cancelled') cancelled.push(id) })
+      return g
     }
   }
 }
@@ -46,15 +38,27 @@ describe('/blockmesh/generate/1.0.0 between two libp2p nodes', () => {
   const calls: GenerateParams[] = []
   const cancelled: number[] = []
   const invalid: string[] = []
-  const spec = ComponentSpecSchema.parse({ name: 'tiny', version: '1', runtime: 'onnx', model: { url: '/m.onnx', md5: 'a'.repeat(32) }, contextLength: 512 })
-  const params = (over: Partial<GenerateParams> = {}): GenerateParams => ({ prompt: [1, 2, 3], maxTokens: 5, temperature: 0, topP: 1, seed: 9, stopTokens: [0], ...over })
+  // a long context, so a generation runs long enough to be cancelled or lost mid-way
+  const model = generateModel({ ...PRESETS.tiny, maxPositions: 8192, seed: 71 }, join(tempDir('bm-generate-'), 'tiny.onnx'))
+  const spec = ComponentSpecSchema.parse({ name: 'tiny', version: '1', runtime: 'onnx', model: { url: model.path, md5: model.md5 }, contextLength: 8192 })
+  const params = (over: Partial<GenerateParams> = {}): GenerateParams => ({ prompt: [72, 105, 33], maxTokens: 5, temperature: 0, topP: 1, seed: 9, stopTokens: [], ...over })
+  let real: ModelEngine
+
+  /** The same request run on the engine here, without the protocol: what the host's answer must be. */
+  async function direct (p: GenerateParams): Promise<{ tokens: number[], result: GenerationResult, logprobs: Generation['logprobs'] }> {
+    const g = real.generate(p)
+    const tokens: number[] = []
+    for await (const t of g.tokens) tokens.push(t)
+    return { tokens, result: await g.done, logprobs: g.logprobs }
+  }
 
   before(async () => {
+    real = await ModelEngine.start({ modelPath: model.path, provider: 'cpu', gpus: { nvidia: false, any: false }, contextLength: 8192, maxBatch: 4, intraOpThreads: 1 })
     a = await MeshNode.create({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'] })
     b = await MeshNode.create({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'] })
     await a.start()
     await b.start()
-    const engine = fakeEngine(calls, cancelled)
+    const engine = recorded(real, calls, cancelled)
     server = generateService()({
       registrar: b.libp2p,
       dialer: b.libp2p,
@@ -70,7 +74,7 @@ describe('/blockmesh/generate/1.0.0 between two libp2p nodes', () => {
     client = generateService()({ registrar: a.libp2p, dialer: a.libp2p, serving: () => { throw new Error('none') }, tokenizers: { get: async () => new ByteTokenizer() } })
     await a.libp2p.dial(b.libp2p.getMultiaddrs()[0])
   })
-  after(async () => { await client.stop().catch(() => {}); await server.stop().catch(() => {}); await a.stop(); await b.stop() })
+  after(async () => { await client.stop().catch(() => {}); await server.stop().catch(() => {}); await a.stop(); await b.stop(); await real.close() })
 
   test('describe answers with the instance\'s component spec', async () => {
     const d = await client.describe(b.peerId.toString(), 'tiny')
@@ -79,13 +83,18 @@ describe('/blockmesh/generate/1.0.0 between two libp2p nodes', () => {
 
   test('generate streams the token ids, the logprobs and the result; RemoteEngine hands them out as a TokenSource', async () => {
     const engine = new RemoteEngine(client, b.peerId.toString(), 'tiny', 'cpu')
-    const g = engine.generate(params({ topLogprobs: 1, resumed: 2, presencePenalty: 0.5 }))
+    const p = params({ topLogprobs: 2, resumed: 2, presencePenalty: 0.5 })
+    const g = engine.generate(p)
     const got: number[] = []
     for await (const t of g.tokens) got.push(t)
-    assert.deepEqual(got, [100, 101, 102, 103, 104])
-    assert.deepEqual(await g.done, { reason: 'length', promptTokens: 3, completionTokens: 5 })
+    const here = await direct(p)
+    assert.equal(here.tokens.length, 5)
+    assert.deepEqual(got, here.tokens, 'the host\'s greedy tokens, as the engine gives them here')
+    const done = await g.done
+    assert.deepEqual({ reason: done.reason, promptTokens: done.promptTokens, completionTokens: done.completionTokens }, { reason: here.result.reason, promptTokens: here.result.promptTokens, completionTokens: here.result.completionTokens })
+    assert.equal(done.reason, 'length')
     assert.equal(g.logprobs.length, 5)
-    assert.deepEqual(g.logprobs[0].top, [[100, -0.5], [7, -Infinity]])
+    assert.deepEqual(g.logprobs, here.logprobs, 'logprobs and top alternatives, through the wire unchanged')
     const seen = calls[calls.length - 1]
     assert.equal(seen.resumed, 2)
     assert.equal(seen.presencePenalty, 0.5)
