@@ -14,7 +14,7 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
-import { AgentProcess, stopAll, until } from './helpers/agents.ts'
+import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
 import { componentSpec, deploy, tinyModel } from './helpers/models.ts'
 import { MeshNode } from '../mesh/node.ts'
 import { openTunnel } from '../mesh/tunnel.ts'
@@ -28,7 +28,7 @@ import type { ServingDeps } from '../agent/serving/backend.ts'
 import { AgentMetrics } from '../agent/metrics.ts'
 import { createLogger } from '../agent/log.ts'
 import { ByteTokenizer } from '../agent/model/tokenizer.ts'
-import { TokenStream } from '../agent/executor/token-stream.ts'
+import { ModelEngine } from '../agent/executor/engine.ts'
 import type { GenerateParams } from '../agent/executor/engine.ts'
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/openai-server.ts', import.meta.url))
@@ -229,32 +229,38 @@ describe('serving layer units', () => {
   })
 })
 
-describe('OpenAIServing without Fastify (a fake engine on this agent)', () => {
+describe('OpenAIServing without Fastify: a real engine in this process, the agent\'s routing as a stand-in', () => {
   const tokenizer = new ByteTokenizer()
   const seen: GenerateParams[] = []
-  /** Says "hello" in bytes, one token at a time, then stops at max_tokens or with EOS. */
+  // the engine is real (ONNX Runtime on the generated tiny model); what routing and the registries answer is a
+  // stand-in here (one local instance), so that the serving layer runs without an agent's HTTP server
+  const model = tinyModel(tempDir('bm-serving-unit-'), 77)
+  let real: ModelEngine
   const engine = {
-    provider: { name: 'fake' },
+    get provider () { return real.provider },
     generate (params: GenerateParams) {
       seen.push(params)
-      const s = new TokenStream()
-      const text = [...Buffer.from('hello')]
-      const n = Math.min(text.length, params.maxTokens)
-      setImmediate(() => {
-        for (let i = 0; i < n; i++) s.push(text[i])
-        s.end({ reason: n < text.length ? 'length' : 'stop', promptTokens: params.prompt.length, completionTokens: n })
-      })
-      return s.generation(() => {})
+      return real.generate(params)
     }
   }
-  const component = { uri: 'fake:1', createdAt: new Date(0).toISOString(), spec: { name: 'fake', version: '1', runtime: 'onnx', tokenizer: { type: 'byte' }, contextLength: 512, defaults: { maxTokens: 16, temperature: 0, topP: 1 }, resources: {} } }
+  /** The tokens and finish of the same request on the engine directly: what the answer must say. */
+  async function direct (p: GenerateParams): Promise<{ text: string, reason: string, completionTokens: number }> {
+    const g = real.generate(p)
+    const tokens: number[] = []
+    for await (const t of g.tokens) tokens.push(t)
+    const r = await g.done
+    return { text: tokenizer.decode(tokens), reason: r.reason, completionTokens: r.completionTokens }
+  }
+  before(async () => { real = await ModelEngine.start({ modelPath: model.path, provider: 'cpu', gpus: { nvidia: false, any: false }, contextLength: 512, maxBatch: 4, intraOpThreads: 1 }) })
+  after(async () => { await real.close() })
+  const component = { uri: 'tiny-local:1', createdAt: new Date(0).toISOString(), spec: { name: 'tiny-local', version: '1', runtime: 'onnx', tokenizer: { type: 'byte' }, contextLength: 512, defaults: { maxTokens: 16, temperature: 0, topP: 1 }, resources: {} } }
   const deps = {
     mesh: { peerId: { toString: () => 'self-peer' }, libp2p: {} },
     gossip: { peers: () => [] },
     router: {
       resolve: (name: string) => name,
       vdag: () => undefined,
-      pick: (model: string) => model === 'fake' ? { kind: 'local', instance: 'i1' } : null,
+      pick: (model: string) => model === 'tiny-local' ? { kind: 'local', instance: 'i1' } : null,
       known: () => false,
       markFailure: () => {}
     },
@@ -271,18 +277,22 @@ describe('OpenAIServing without Fastify (a fake engine on this agent)', () => {
   const signal = new AbortController().signal
 
   test('chat, whole: a JSON body with the answer, usage and the headers naming the instance', async () => {
-    const res = await serving.serve(CHAT, CHAT.parse({ model: 'fake', messages: [{ role: 'user', content: 'hi' }] }), { signal })
+    const res = await serving.serve(CHAT, CHAT.parse({ model: 'tiny-local', messages: [{ role: 'user', content: 'hi' }] }), { signal })
     assert.equal(res.kind, 'json')
     assert.deepEqual(res.headers, { [INSTANCE]: 'i1', [SERVED_BY]: 'self-peer' })
     const body = (res as { body: any }).body
+    const p = seen.at(-1) as GenerateParams
+    assert.deepEqual(p.prompt, tokenizer.chatPrompt([{ role: 'user', content: 'hi' }]), 'the chat template\'s prompt went to the engine')
+    assert.equal(p.maxTokens, 16, 'the component\'s default max tokens')
+    const expected = await direct(p)
     assert.equal(body.object, 'chat.completion')
-    assert.equal(body.system_fingerprint, 'blockmesh-fake')
-    assert.deepEqual(body.choices, [{ index: 0, message: { role: 'assistant', content: 'hello' }, logprobs: null, finish_reason: 'stop' }])
-    assert.deepEqual(body.usage, { prompt_tokens: tokenizer.chatPrompt([{ role: 'user', content: 'hi' }]).length, completion_tokens: 5, total_tokens: tokenizer.chatPrompt([{ role: 'user', content: 'hi' }]).length + 5 })
+    assert.equal(body.system_fingerprint, `blockmesh-${real.provider.name}`)
+    assert.deepEqual(body.choices, [{ index: 0, message: { role: 'assistant', content: expected.text }, logprobs: null, finish_reason: expected.reason }])
+    assert.deepEqual(body.usage, { prompt_tokens: p.prompt.length, completion_tokens: expected.completionTokens, total_tokens: p.prompt.length + expected.completionTokens })
   })
 
   test('completions, streamed, n=2: SSE onto a sink, each choice whole, finish, usage, [DONE]', async () => {
-    const res = await serving.serve(COMPLETIONS, COMPLETIONS.parse({ model: 'fake', prompt: 'say', n: 2, seed: 7, max_tokens: 3, stream: true, stream_options: { include_usage: true } }), { signal })
+    const res = await serving.serve(COMPLETIONS, COMPLETIONS.parse({ model: 'tiny-local', prompt: 'say', n: 2, seed: 7, max_tokens: 3, stream: true, stream_options: { include_usage: true } }), { signal })
     assert.equal(res.kind, 'stream')
     const sink = new TunnelSink()
     const writing = (res as { writeTo: (s: TunnelSink) => Promise<void> }).writeTo(sink)
@@ -293,12 +303,15 @@ describe('OpenAIServing without Fastify (a fake engine on this agent)', () => {
     const data = events(text)
     assert.equal(data.at(-1), '[DONE]')
     const chunks = data.slice(0, -1).map(d => JSON.parse(d))
-    for (const i of [0, 1]) {
+    const [p0, p1] = seen.slice(-2).sort((x, y) => x.seed - y.seed)
+    for (const [i, p] of [p0, p1].entries()) {
+      const expected = await direct(p)
       const mine = chunks.filter(c => c.choices[0]?.index === i)
-      assert.equal(mine.map(c => c.choices[0].text).join(''), 'hel')
+      assert.equal(mine.map(c => c.choices[0].text).join(''), expected.text)
       assert.equal(mine.at(-1).choices[0].finish_reason, 'length')
+      assert.equal(expected.completionTokens, 3)
     }
-    assert.deepEqual(chunks.at(-1).usage, { prompt_tokens: 4, completion_tokens: 6, total_tokens: 10 })
+    assert.deepEqual(chunks.at(-1).usage, { prompt_tokens: p0.prompt.length, completion_tokens: 6, total_tokens: p0.prompt.length + 6 })
     assert.equal(chunks.at(-1).system_fingerprint, undefined)
     // choice i samples with seed + i
     assert.deepEqual(seen.slice(-2).map(p => p.seed).sort(), [7, 8])
@@ -306,6 +319,6 @@ describe('OpenAIServing without Fastify (a fake engine on this agent)', () => {
 
   test('an unknown model, a prompt over the context: OpenAIErrors thrown before any answer', async () => {
     await assert.rejects(serving.serve(CHAT, CHAT.parse({ model: 'nope', messages: [{ role: 'user', content: 'hi' }] }), { signal }), (err: unknown) => err instanceof OpenAIError && err.status === 404 && err.code === 'model_not_found')
-    await assert.rejects(serving.serve(COMPLETIONS, COMPLETIONS.parse({ model: 'fake', prompt: 'x'.repeat(600) }), { signal }), (err: unknown) => err instanceof OpenAIError && err.status === 400 && err.code === 'context_length_exceeded')
+    await assert.rejects(serving.serve(COMPLETIONS, COMPLETIONS.parse({ model: 'tiny-local', prompt: 'x'.repeat(600) }), { signal }), (err: unknown) => err instanceof OpenAIError && err.status === 400 && err.code === 'context_length_exceeded')
   })
 })
