@@ -48,6 +48,7 @@ import type { ContentService } from './content/service.ts'
 import { stageFilesOf } from './content/files.ts'
 import type { ModelFiles } from './content/files.ts'
 import { agentContent } from './content/wiring.ts'
+import { PlanStore, onSplitComplete } from './vdag/plans.ts'
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -76,6 +77,7 @@ export class Agent {
   readonly owner: BlockOwner
   readonly router: Router
   readonly vdags: VdagStore
+  readonly plans: PlanStore
   readonly services: ServiceStore
   readonly tasks: TaskService
   readonly penalties: Penalties
@@ -164,6 +166,7 @@ export class Agent {
       metrics: init.metrics
     })
     this.vdags = new VdagStore(init.state)
+    this.plans = new PlanStore(init.state)
     this.services = new ServiceStore(init.state)
     this.router = new Router({ self: init.mesh.peerId.toString(), gossip: init.gossip, host: this.host, vdags: () => this.vdags.reports(), services: () => this.services.targets(), previousUnits: () => this.services.previousUnits() })
     this.tasks = new TaskService({
@@ -177,17 +180,7 @@ export class Agent {
       programs: init.options.splitters,
       log: init.log.child({ mod: 'tasks' }),
       // a split task's plan joins the desired state, so any agent can deploy it (POST /api/vdags/deploy {task_id})
-      onComplete: (task) => {
-        const plan = (task.result as { plan?: unknown } | null)?.plan
-        if (plan == null) return
-        // the stage files written here join the content store (pinned), so stage hosts fetch them from this agent
-        this.content.share(stageFilesOf(plan)).then(r => {
-          init.log.info({ task: task.task_id, added: r.added.length, skipped: r.skipped }, 'stage files shared')
-        }, (err: Error) => { init.log.warn({ task: task.task_id, err: err.message }, 'could not share the stage files') })
-        init.state.put('plans', task.task_id, { task_id: task.task_id, plan }).catch((err: Error) => {
-          init.log.warn({ task: task.task_id, err: err.message }, 'could not replicate the split plan')
-        })
-      }
+      onComplete: (task) => { onSplitComplete(task, { plans: this.plans, share: async (plan) => await this.content.share(stageFilesOf(plan)), log: init.log }) }
     })
     this.stages = (block: string) => {
       const s = this.host.serving(block)
@@ -291,6 +284,7 @@ export class Agent {
       db: this.db,
       content: this.content,
       vdags: this.vdags,
+      plans: this.plans,
       services: this.services,
       pipeline: this.started(this.pipeline, 'pipeline'),
       tasks: this.tasks,

@@ -17,6 +17,7 @@ import type { GenerateService } from '../serving/generate-service.ts'
 import type { MigrationSettings } from '../serving/migrate.ts'
 import type { ModelFiles } from '../content/files.ts'
 import type { ServiceStore } from '../templates/services.ts'
+import type { PlanStore } from '../vdag/plans.ts'
 
 /** What the HTTP routes may reach of the running agent. */
 export interface ApiContext {
@@ -46,6 +47,8 @@ export interface ApiContext {
   db: Db
   /** the vDAGs of the mesh */
   vdags: VdagStore
+  /** split plans replicated from the agents that ran their tasks */
+  plans: PlanStore
   /** ML services (template versions served under a name), and the names the router resolves through them */
   services: ServiceStore
   /** the stage engines running here, by block */

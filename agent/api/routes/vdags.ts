@@ -44,7 +44,7 @@ export function registerVdagRoutes (app: FastifyInstance, ctx: ApiContext): void
     let plan: ModelPlan
     if ('task_id' in body) {
       // a task run here, or the replicated plan of one run on any agent
-      const replicated = ctx.state.get<{ plan: ModelPlan }>('plans', body.task_id)?.value.plan
+      const replicated = ctx.plans.get(body.task_id)
       if (replicated != null && ctx.tasks.store.find(body.task_id) == null) plan = replicated
       else {
         const task = ctx.tasks.store.get(body.task_id)
