@@ -85,6 +85,8 @@ export interface ContentAnswer {
 }
 /** POST /api/content/fetch: the file now held here, and where its bytes came from. */
 export interface ContentFetchAnswer { file: ContentEntry, bySource: Record<string, number> }
+/** POST /api/content/fetch: each file fetched (or already here), with the bytes that came from each source */
+export interface ContentFetchFilesAnswer { files: ContentFetchAnswer[] }
 export interface ModelsAnswer { models: ModelSummary[] }
 
 /** One line of the NDJSON answer of POST /api/models when progress is asked for (the last is done or error). */

@@ -1,5 +1,6 @@
 import { Store } from './store.ts'
 import { desktop } from './desktop.ts'
+import type { AuthAnswer } from './types.ts'
 
 /**
  * The agent's token: in this page's memory only (a reload forgets it), or in
@@ -25,7 +26,7 @@ class Auth {
     const res = await fetch('/api/auth', { headers: { authorization: `Bearer ${t}` }, cache: 'no-store', credentials: 'omit' })
     if (res.status === 401) throw new Error('the agent refused this token')
     if (!res.ok) throw new Error(`the agent answered HTTP ${res.status}`)
-    const body = await res.json().catch(() => null) as { authenticated?: boolean } | null
+    const body = await res.json().catch(() => null) as Partial<AuthAnswer> | null
     // a proxy that strips Authorization would get { authenticated: false } with 200: not a login
     if (body?.authenticated !== true) throw new Error('the agent did not see the token (is a proxy dropping the Authorization header?)')
     this.state.set({ token: t })

@@ -4,7 +4,7 @@ import type { ApiContext } from '../context.ts'
 import { parseWith } from '../validate.ts'
 import { NotFoundError } from '../../errors.ts'
 import { Md5Hex } from '../../content/types.ts'
-import type { ContentAnswer, ContentFetchAnswer, DeletedAnswer } from '../../../contracts/api.ts'
+import type { ContentAnswer, ContentFetchAnswer, ContentFetchFilesAnswer, DeletedAnswer } from '../../../contracts/api.ts'
 
 export const ContentFetchBodySchema = z.union([
   z.object({ md5: Md5Hex }).strict(),
@@ -23,7 +23,7 @@ export function registerContentRoutes (app: FastifyInstance, ctx: ApiContext): v
     transfers: ctx.content.fetcher.transfers()
   }))
 
-  app.post('/api/content/fetch', async (req): Promise<{ files: ContentFetchAnswer[] }> => {
+  app.post('/api/content/fetch', async (req): Promise<ContentFetchFilesAnswer> => {
     const body = parseWith(ContentFetchBodySchema, req.body)
     const ac = new AbortController()
     req.raw.on('close', () => { if (!req.raw.complete) ac.abort() })

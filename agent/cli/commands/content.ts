@@ -3,7 +3,7 @@ import { apiGet, apiRequest } from '../client.ts'
 import { formatAge, formatBytes, table } from '../format.ts'
 import { needToken, print, withTarget } from '../target.ts'
 import type { TargetOpts } from '../target.ts'
-import type { ContentAnswer, ContentFetchAnswer, DeletedAnswer } from '../../../contracts/api.ts'
+import type { ContentAnswer, ContentFetchFilesAnswer, DeletedAnswer } from '../../../contracts/api.ts'
 
 /** `blockmesh content …`: the agent's content store of model files (issue 15). */
 export function registerContentCommand (program: Command): void {
@@ -27,7 +27,7 @@ export function registerContentCommand (program: Command): void {
     .argument('<md5-or-component>')
     .action(async (what: string, opts: TargetOpts) => {
       const body = /^[a-f0-9]{32}$/.test(what) ? { md5: what } : { component: what }
-      const r = await apiRequest<{ files: ContentFetchAnswer[] }>(opts.api, '/api/content/fetch', { method: 'POST', body, token: needToken(opts), timeoutMs: 24 * 3600_000 })
+      const r = await apiRequest<ContentFetchFilesAnswer>(opts.api, '/api/content/fetch', { method: 'POST', body, token: needToken(opts), timeoutMs: 24 * 3600_000 })
       print(opts, r, () => r.files.map(f => `${f.file.md5} ${f.file.name ?? ''} ${formatBytes(f.file.size)}: ${Object.keys(f.bySource).length === 0 ? 'already here' : Object.entries(f.bySource).map(([s, n]) => `${formatBytes(n)} from ${s}`).join(', ')}`).join('\n'))
     })
   withTarget(content.command('rm').description('remove a file from this agent\'s store (refused while a block uses it)'))

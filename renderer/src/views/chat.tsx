@@ -3,7 +3,7 @@ import { api, messageOf } from '../api.ts'
 import { useStore } from '../store.ts'
 import { auth } from '../auth.ts'
 import { live } from '../live.ts'
-import type { ModelEntry } from '../types.ts'
+import type { ModelCardsAnswer, ModelEntry } from '../types.ts'
 import { streamChat } from '../chat-stream.ts'
 import type { ChatMessage, StreamStats } from '../chat-stream.ts'
 import { NeedsLogin } from '../components/login.tsx'
@@ -29,7 +29,7 @@ export function ChatView () {
 
   useEffect(() => {
     let current = true // a newer fetch supersedes this one
-    api<{ data: ModelEntry[] }>('/v1/models').then(r => {
+    api<ModelCardsAnswer>('/v1/models').then(r => {
       if (!current) return
       setListError(null)
       setModels(r.data)

@@ -3,7 +3,7 @@ import { parse as parseYaml } from 'yaml'
 import { api, ApiError, messageOf } from '../api.ts'
 import { useStore } from '../store.ts'
 import { auth } from '../auth.ts'
-import type { Block, Component } from '../types.ts'
+import type { Block, BlocksAnswer, Component, ComponentsAnswer } from '../types.ts'
 import { Field } from '../components/field.tsx'
 import { usePoll } from '../poll.ts'
 import { compact, numberOrText } from '../form.ts'
@@ -110,7 +110,7 @@ export function DeployView () {
   const [busy, setBusy] = useState(false)
 
   const poll = usePoll(async (signal) => {
-    const [c, b] = await Promise.all([api<{ components: Component[] }>('/api/components', { signal }), api<{ blocks: Block[] }>('/api/blocks', { signal })])
+    const [c, b] = await Promise.all([api<ComponentsAnswer>('/api/components', { signal }), api<BlocksAnswer>('/api/blocks', { signal })])
     setComponents(c.components)
     setBlocks(b.blocks)
     setCreated(cur => cur == null ? cur : b.blocks.find(x => x.id === cur.id) ?? cur)

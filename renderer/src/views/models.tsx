@@ -7,7 +7,7 @@ import { usePoll } from '../poll.ts'
 import { NeedsLogin } from '../components/login.tsx'
 import { ago, bytes, shortId } from '../format.ts'
 import { fileLabel, heldHere, holdersOf, percentOf, percentText, removeBlocker, shortMd5, sizeOf, transfersOf } from '../content-model.ts'
-import type { ContentAnswer, ContentEntry, ContentFetchAnswer, HolderView, ModelSummary, ModelsAnswer, Peer } from '../types.ts'
+import type { ContentAnswer, ContentEntry, ContentFetchAnswer, ContentFetchFilesAnswer, HolderView, ModelSummary, ModelsAnswer, Peer } from '../types.ts'
 
 /** A progress bar (a <progress> element: the CSP allows no inline style); indeterminate while the size is unknown. */
 function Progress ({ percent, label }: { percent: number | null, label: string }) {
@@ -74,7 +74,7 @@ function ModelCard ({ model, peers, self, canWrite, onPulled }: { model: ModelSu
     setError(null)
     setResult(null)
     try {
-      const r = await api<{ files: ContentFetchAnswer[] }>('/api/content/fetch', { method: 'POST', body: { component: model.uri } })
+      const r = await api<ContentFetchFilesAnswer>('/api/content/fetch', { method: 'POST', body: { component: model.uri } })
       setResult(`${r.files.length} file${r.files.length === 1 ? '' : 's'} held here: ${sourcesText(r.files, peers)}`)
       onPulled()
     } catch (err) { setError(messageOf(err)) } finally { setBusy(false) }

@@ -2,7 +2,7 @@ import { useEffect, useState } from 'preact/hooks'
 import { api, ApiError, messageOf } from '../api.ts'
 import { useStore } from '../store.ts'
 import { auth } from '../auth.ts'
-import type { Component, Task, Vdag, VdagDeployAnswer } from '../types.ts'
+import type { Component, ComponentsAnswer, Task, TasksAnswer, Vdag, VdagDeployAnswer, VdagsAnswer } from '../types.ts'
 import { Field } from '../components/field.tsx'
 import { usePoll } from '../poll.ts'
 import { numberOrText } from '../form.ts'
@@ -78,9 +78,9 @@ export function SplitView () {
 
   const poll = usePoll(async (signal) => {
     const [c, t, v] = await Promise.all([
-      api<{ components: Component[] }>('/api/components', { signal }),
-      api<{ data: Task[] }>('/tasks', { signal }),
-      api<{ vdags: Vdag[] }>('/api/vdags', { signal })
+      api<ComponentsAnswer>('/api/components', { signal }),
+      api<TasksAnswer>('/tasks', { signal }),
+      api<VdagsAnswer>('/api/vdags', { signal })
     ])
     setComponents(c.components.filter(x => x.spec.runtime === 'onnx' && x.spec.stage == null && x.spec.model != null))
     setTasks(t.data)
