@@ -49,6 +49,8 @@ import { stageFilesOf } from './content/files.ts'
 import type { ModelFiles } from './content/files.ts'
 import { agentContent } from './content/wiring.ts'
 import { PlanStore, onSplitComplete } from './vdag/plans.ts'
+import { SplitRunnerRegistry } from './registry/split-runners.ts'
+import { ModelLayerRegistry } from './registry/model-layers.ts'
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -61,6 +63,8 @@ export class Agent {
   readonly options: AgentOptions
   readonly log: Logger
   readonly db: Db
+  readonly splitRunners: SplitRunnerRegistry
+  readonly modelLayers: ModelLayerRegistry
   readonly mesh: MeshNode
   readonly gossip: CapacityGossip
   readonly hardware: HardwareMonitor
@@ -109,6 +113,8 @@ export class Agent {
     this.options = init.options
     this.log = init.log
     this.db = init.db
+    this.splitRunners = new SplitRunnerRegistry(init.db)
+    this.modelLayers = new ModelLayerRegistry(init.db)
     this.mesh = init.mesh
     this.gossip = init.gossip
     this.hardware = init.hardware
@@ -281,7 +287,8 @@ export class Agent {
       owner: this.owner,
       host: this.host,
       router: this.router,
-      db: this.db,
+      splitRunners: this.splitRunners,
+      modelLayers: this.modelLayers,
       content: this.content,
       vdags: this.vdags,
       plans: this.plans,

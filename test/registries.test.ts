@@ -12,6 +12,8 @@ import { openDatabase } from '../agent/db/database.ts'
 import type { Db } from '../agent/db/database.ts'
 import { AgentError, NotFoundError, UnauthorizedError } from '../agent/errors.ts'
 import { registerRegistryRoutes } from '../agent/api/routes/registries.ts'
+import { SplitRunnerRegistry } from '../agent/registry/split-runners.ts'
+import { ModelLayerRegistry } from '../agent/registry/model-layers.ts'
 
 const TOKEN = 'test-token'
 
@@ -89,7 +91,7 @@ async function startServer (dbPath: string): Promise<Server> {
     void reply.status(status).send({ error: { code: err instanceof AgentError ? err.code : 'internal_error', message: err.message } })
   })
   app.get('/api/other/:id', async () => { throw new NotFoundError('no such other') })
-  registerRegistryRoutes(app, { db, log: pino({ level: 'silent' }) })
+  registerRegistryRoutes(app, { runners: new SplitRunnerRegistry(db), layers: new ModelLayerRegistry(db), log: pino({ level: 'silent' }) })
   await app.listen({ host: '127.0.0.1', port: 0 })
   return { app, db, url: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` }
 }

@@ -6,7 +6,8 @@ import type { AgentMetrics } from '../metrics.ts'
 import type { BlockOwner } from '../blocks/owner.ts'
 import type { InstanceHost } from '../blocks/host.ts'
 import type { Router } from '../blocks/router.ts'
-import type { Db } from '../db/database.ts'
+import type { SplitRunnerRegistry } from '../registry/split-runners.ts'
+import type { ModelLayerRegistry } from '../registry/model-layers.ts'
 import type { PipelineClient } from '../vdag/pipeline.ts'
 import type { VdagStore } from '../vdag/registry.ts'
 import type { DesiredState } from '../state/replica.ts'
@@ -44,7 +45,9 @@ export interface ApiContext {
   /** instances this agent runs */
   host: InstanceHost
   router: Router
-  db: Db
+  /** the seed's split-runner and model-layer registries (SQLite, this agent's own) */
+  splitRunners: SplitRunnerRegistry
+  modelLayers: ModelLayerRegistry
   /** the vDAGs of the mesh */
   vdags: VdagStore
   /** split plans replicated from the agents that ran their tasks */

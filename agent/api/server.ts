@@ -126,7 +126,7 @@ export async function buildApi (ctx: ApiContext, opts: ApiOptions): Promise<Fast
   registerVdagRoutes(app, ctx)
   registerTaskRoutes(app, ctx)
   registerTemplateRoutes(app, ctx)
-  registerRegistryRoutes(app, { db: ctx.db, log: ctx.log })
+  registerRegistryRoutes(app, { runners: ctx.splitRunners, layers: ctx.modelLayers, log: ctx.log })
   registerEventRoutes(app, ctx)
   registerDashboardRoutes(app)
   return app

@@ -1,12 +1,13 @@
 import { z } from 'zod'
 import type { FastifyError, FastifyInstance } from 'fastify'
 import type { Logger } from '../../log.ts'
-import type { Db } from '../../db/database.ts'
 import { AgentError } from '../../errors.ts'
 import { parseWith } from '../validate.ts'
 import { DOCUMENT_LIMITS } from '../../registry/documents.ts'
-import { CreateSplitRunnerSchema, SplitRunnerRegistry } from '../../registry/split-runners.ts'
-import { ModelLayerSchema, ModelLayerRegistry } from '../../registry/model-layers.ts'
+import { CreateSplitRunnerSchema } from '../../registry/split-runners.ts'
+import type { SplitRunnerRegistry } from '../../registry/split-runners.ts'
+import { ModelLayerSchema } from '../../registry/model-layers.ts'
+import type { ModelLayerRegistry } from '../../registry/model-layers.ts'
 import type { RegistryErrorBody, RegistrySuccessBody } from '../../../contracts/api.ts'
 
 function ok<T> (data: T): RegistrySuccessBody<T> {
@@ -38,10 +39,8 @@ const FindQuerySchema = z.object({
  * Queries (`POST /split-runners`, `POST /model-layers`) take the MongoDB-style filter as the body
  * and `?limit=N` (1–1000, default 1000). A split runner's kubeconfig is never returned.
  */
-export function registerRegistryRoutes (app: FastifyInstance, deps: { db: Db, log: Logger }): void {
-  const runners = new SplitRunnerRegistry(deps.db)
-  const layers = new ModelLayerRegistry(deps.db)
-  const log = deps.log
+export function registerRegistryRoutes (app: FastifyInstance, deps: { runners: SplitRunnerRegistry, layers: ModelLayerRegistry, log: Logger }): void {
+  const { runners, layers, log } = deps
 
   void app.register(async (scope) => {
     scope.setErrorHandler((err: FastifyError | AgentError, req, reply) => {
