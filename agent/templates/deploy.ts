@@ -11,7 +11,7 @@ import { AgentError } from '../errors.ts'
 import type { BlockOwner, BlockView } from '../blocks/owner.ts'
 import type { InstanceHost } from '../blocks/host.ts'
 import type { Router } from '../blocks/router.ts'
-import type { Component, ComponentRegistry, ComponentSpecInput } from '../registry/components.ts'
+import type { Component, ComponentRegistry } from '../registry/components.ts'
 import type { VdagStore } from '../vdag/registry.ts'
 import type { TaskService } from '../tasks/service.ts'
 import type { ModelPlan } from '../splitter/plan.ts'
@@ -21,18 +21,11 @@ import { sourceOf, sourceUri } from './schemas.ts'
 import type { VersionSpec } from './schemas.ts'
 import { candidateOf, decideDeployment, estimateVersion } from './sizing.ts'
 import type { Decision, VersionEstimate } from './sizing.ts'
+import { addModel } from '../catalog/add-model.ts'
+import type { AddModelDeps } from '../catalog/add-model.ts'
 
-/** `model add` as the HTTP API does it (agent/api/routes/models.ts), handed in so this room does not import the API. */
-export type AddModel = (body: {
-  source: string
-  name?: string
-  variant?: string
-  weights?: VersionSpec['weights']
-  contextLength?: number
-}, opts: { defaults?: ComponentSpecInput['defaults'] }) => Promise<{ component: Component }>
-
-/** What deploying needs of the agent (the HTTP API's context has all of it, plus `addModel`). */
-export interface DeployDeps {
+/** What deploying needs of the agent (the HTTP API's context has all of it). */
+export interface DeployDeps extends AddModelDeps {
   owner: BlockOwner
   vdags: VdagStore
   router: Router
@@ -41,7 +34,6 @@ export interface DeployDeps {
   components: ComponentRegistry
   tasks: Pick<TaskService, 'start' | 'store'>
   log: Logger
-  addModel: AddModel
 }
 
 /** The mesh's choice for a version from the live peers' free memory (null: no estimate, the parameter count is unknown). */
@@ -67,7 +59,7 @@ async function addVersionModel (deps: DeployDeps, spec: VersionSpec, name: strin
     const got = await obtainKnownModel(known.id, { log: line => { deps.log.info({ template: versionName }, line) } })
     if (got.path != null) source = got.path
   }
-  const added = await deps.addModel({
+  const added = await addModel(deps, {
     source,
     name,
     ...(src.kind === 'hub' && src.file == null && src.quantization != null ? { variant: src.quantization } : {}),

@@ -13,12 +13,10 @@ import { estimateVersion } from '../../templates/sizing.ts'
 import { mapMLService } from '../../templates/mlservice.ts'
 import type { FieldNote } from '../../templates/mlservice.ts'
 import { decide, deployUnit, unitExists } from '../../templates/deploy.ts'
-import type { DeployDeps } from '../../templates/deploy.ts'
 import { Rollouts, deleteService } from '../../templates/rollout.ts'
 import type { RolloutDeps } from '../../templates/rollout.ts'
 import type { ServiceEntry } from '../../templates/services.ts'
 import { DRAIN_MS } from '../../blocks/assign-service.ts'
-import { addModel } from './models.ts'
 import type {
   MLServiceAnswer, MLServiceDeletedAnswer, MLServiceRollAnswer, MLServicesAnswer, MLServiceView, TemplateAnswer, TemplateDeployAnswer, TemplatesAnswer, TemplateUpdateAnswer
 } from '../../../contracts/api.ts'
@@ -46,10 +44,6 @@ function view (t: TemplateRecord): TemplateAnswer {
   }
 }
 
-/** The deployment room's view of the API context (`model add` as the models route does it). */
-function deployDeps (ctx: ApiContext): DeployDeps {
-  return { ...ctx, addModel: async (body, opts) => await addModel(ctx, body, opts) }
-}
 
 /**
  * Decide whole / split / refused for a version and, unless a dry run, deploy it as the service `name`: its
@@ -70,7 +64,7 @@ async function deploy (ctx: ApiContext, store: TemplateStore, ref: string, opts:
   if (opts.dryRun === true) return { ...base, deployed: false, note: 'dry run: nothing deployed' }
   if (ctx.services.has(name)) throw new AgentError(`a service ${name} exists already; roll it to this version (blockmesh service roll ${name} ${version.name}) or deploy under another name (--name)`, 'conflict', 409)
   if (unitExists(ctx, name)) throw new AgentError(`a block or vDAG ${name} exists already; delete it or deploy under another name (--name)`, 'conflict', 409)
-  const d = await deployUnit(deployDeps(ctx), { spec, version: version.name, unit: name, decision, replicas, maxReplicas })
+  const d = await deployUnit(ctx, { spec, version: version.name, unit: name, decision, replicas, maxReplicas })
   await ctx.services.put({
     name,
     namespace: opts.manifest?.namespace ?? 'default',
@@ -106,7 +100,7 @@ function storedService (ctx: ApiContext, name: string): MLServiceView {
 
 export function registerTemplateRoutes (app: FastifyInstance, ctx: ApiContext): void {
   const store = new TemplateStore(ctx.state)
-  const rolloutDeps: RolloutDeps = { ...deployDeps(ctx), services: ctx.services, templates: store, self: ctx.mesh.peerId.toString(), heartbeatMs: ctx.gossip.heartbeatMs, drainMs: DRAIN_MS }
+  const rolloutDeps: RolloutDeps = { ...ctx, services: ctx.services, templates: store, self: ctx.mesh.peerId.toString(), heartbeatMs: ctx.gossip.heartbeatMs, drainMs: DRAIN_MS }
   const rollouts = new Rollouts(rolloutDeps)
   app.addHook('onClose', async () => { await rollouts.close() })
 
