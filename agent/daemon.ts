@@ -51,6 +51,9 @@ import { agentContent } from './content/wiring.ts'
 import { PlanStore, onSplitComplete } from './vdag/plans.ts'
 import { SplitRunnerRegistry } from './registry/split-runners.ts'
 import { ModelLayerRegistry } from './registry/model-layers.ts'
+import { TemplateStore } from './templates/store.ts'
+import { Rollouts } from './templates/rollout.ts'
+import { DRAIN_MS } from './blocks/assign-service.ts'
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -82,6 +85,8 @@ export class Agent {
   readonly router: Router
   readonly vdags: VdagStore
   readonly plans: PlanStore
+  readonly templates: TemplateStore
+  private rollouts: Rollouts | undefined
   readonly services: ServiceStore
   readonly tasks: TaskService
   readonly penalties: Penalties
@@ -173,6 +178,7 @@ export class Agent {
     })
     this.vdags = new VdagStore(init.state)
     this.plans = new PlanStore(init.state)
+    this.templates = new TemplateStore(init.state)
     this.services = new ServiceStore(init.state)
     this.router = new Router({ self: init.mesh.peerId.toString(), gossip: init.gossip, host: this.host, vdags: () => this.vdags.reports(), services: () => this.services.targets(), previousUnits: () => this.services.previousUnits() })
     this.tasks = new TaskService({
@@ -269,6 +275,13 @@ export class Agent {
     const remembered = this.peerMemory.start(this.gossip)
     await this.gossip.start()
 
+    const models = { cacheDir: join(this.options.dataDir, 'models'), maxBytes: this.options.maxModelBytes }
+    // rollouts of services run by this agent, and the takeover of those whose agent died
+    this.rollouts = new Rollouts({
+      owner: this.owner, vdags: this.vdags, router: this.router, gossip: this.gossip, host: this.host, components: this.components, tasks: this.tasks,
+      models, content: this.content, services: this.services, templates: this.templates,
+      self: this.mesh.peerId.toString(), heartbeatMs: this.gossip.heartbeatMs, drainMs: DRAIN_MS, log: this.log.child({ mod: 'rollouts' })
+    })
     this.api = await buildApi({
       name: this.options.name,
       cluster: this.options.cluster,
@@ -283,7 +296,7 @@ export class Agent {
       components: this.components,
       state: this.state,
       tokenizers: this.tokenizers,
-      models: { cacheDir: join(this.options.dataDir, 'models'), maxBytes: this.options.maxModelBytes },
+      models,
       owner: this.owner,
       host: this.host,
       router: this.router,
@@ -293,6 +306,8 @@ export class Agent {
       vdags: this.vdags,
       plans: this.plans,
       services: this.services,
+      templates: this.templates,
+      rollouts: this.rollouts,
       pipeline: this.started(this.pipeline, 'pipeline'),
       tasks: this.tasks,
       log: this.log,
@@ -397,6 +412,7 @@ export class Agent {
     await this.stateSync.stop().catch(() => {})
     await this.host.stopAll().catch((err: Error) => { this.log.warn({ err: err.message }, 'stopping instances failed') })
     await this.api?.close().catch(() => {})
+    await this.rollouts?.close().catch(() => {})
     await this.generate?.stop().catch(() => {})
     await this.tunnel?.stop().catch(() => {})
     await this.assign?.stop().catch(() => {})

@@ -19,6 +19,8 @@ import type { MigrationSettings } from '../serving/migrate.ts'
 import type { ModelFiles } from '../content/files.ts'
 import type { ServiceStore } from '../templates/services.ts'
 import type { PlanStore } from '../vdag/plans.ts'
+import type { TemplateStore } from '../templates/store.ts'
+import type { Rollouts } from '../templates/rollout.ts'
 
 /** What the HTTP routes may reach of the running agent. */
 export interface ApiContext {
@@ -52,6 +54,10 @@ export interface ApiContext {
   vdags: VdagStore
   /** split plans replicated from the agents that ran their tasks */
   plans: PlanStore
+  /** model templates and their versions (seed 004) */
+  templates: TemplateStore
+  /** service rollouts run by this agent */
+  rollouts: Rollouts
   /** ML services (template versions served under a name), and the names the router resolves through them */
   services: ServiceStore
   /** the stage engines running here, by block */

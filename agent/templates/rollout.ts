@@ -158,6 +158,11 @@ export class Rollouts {
     await Promise.all([...this.running.values()].map(async r => { await r.done }))
   }
 
+  /** Deletes a service: its rollout stopped, its units drained and removed (deleteService). */
+  async deleteService (name: string): Promise<string[]> {
+    return await deleteService(this.deps, this, name)
+  }
+
   async close (): Promise<void> {
     clearTimeout(this.timer)
     this.timer = undefined

@@ -4,8 +4,7 @@ import { parse as parseYaml } from 'yaml'
 import type { ApiContext } from '../context.ts'
 import { parseWith } from '../validate.ts'
 import { AgentError, NotFoundError, ValidationError } from '../../errors.ts'
-import { TemplateStore } from '../../templates/store.ts'
-import type { TemplateRecord, TemplateVersionView } from '../../templates/store.ts'
+import type { TemplateRecord, TemplateStore, TemplateVersionView } from '../../templates/store.ts'
 import { availability } from '../../templates/catalogue.ts'
 import { CreateTemplateBodySchema, DeployTemplateBodySchema, MLServiceSchema, RolloutBodySchema, UpdateTemplateBodySchema, VersionSpecSchema } from '../../templates/schemas.ts'
 import { hubTemplateFacts } from '../../templates/hub-meta.ts'
@@ -13,10 +12,7 @@ import { estimateVersion } from '../../templates/sizing.ts'
 import { mapMLService } from '../../templates/mlservice.ts'
 import type { FieldNote } from '../../templates/mlservice.ts'
 import { decide, deployUnit, unitExists } from '../../templates/deploy.ts'
-import { Rollouts, deleteService } from '../../templates/rollout.ts'
-import type { RolloutDeps } from '../../templates/rollout.ts'
 import type { ServiceEntry } from '../../templates/services.ts'
-import { DRAIN_MS } from '../../blocks/assign-service.ts'
 import type {
   MLServiceAnswer, MLServiceDeletedAnswer, MLServiceRollAnswer, MLServicesAnswer, MLServiceView, TemplateAnswer, TemplateDeployAnswer, TemplatesAnswer, TemplateUpdateAnswer
 } from '../../../contracts/api.ts'
@@ -99,10 +95,7 @@ function storedService (ctx: ApiContext, name: string): MLServiceView {
 }
 
 export function registerTemplateRoutes (app: FastifyInstance, ctx: ApiContext): void {
-  const store = new TemplateStore(ctx.state)
-  const rolloutDeps: RolloutDeps = { ...ctx, services: ctx.services, templates: store, self: ctx.mesh.peerId.toString(), heartbeatMs: ctx.gossip.heartbeatMs, drainMs: DRAIN_MS }
-  const rollouts = new Rollouts(rolloutDeps)
-  app.addHook('onClose', async () => { await rollouts.close() })
+  const { templates: store, rollouts } = ctx
 
   app.get('/api/templates', async (): Promise<TemplatesAnswer> => ({ templates: store.list().map(view) }))
   app.get<{ Params: { name: string } }>('/api/templates/:name', async (req): Promise<TemplateAnswer> => view(store.version(req.params.name).template))
@@ -189,7 +182,7 @@ export function registerTemplateRoutes (app: FastifyInstance, ctx: ApiContext): 
   })
 
   app.delete<{ Params: { name: string } }>('/api/mlservices/:name', async (req): Promise<MLServiceDeletedAnswer> => {
-    const units = await deleteService(rolloutDeps, rollouts, req.params.name)
+    const units = await rollouts.deleteService(req.params.name)
     ctx.log.info({ service: req.params.name, units }, 'service deleted')
     return { deleted: req.params.name, units }
   })
