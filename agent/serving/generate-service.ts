@@ -26,6 +26,7 @@ import { createHash } from 'node:crypto'
 import type { Connection, PeerId, Stream, StreamHandlerOptions } from '@libp2p/interface'
 import { decodeJson, encodeJson, firstIssue, lengthPrefixed } from '../../mesh/rpc.ts'
 import type { FramedStream } from '../../mesh/rpc.ts'
+import { FrameError, TruncatedFrameError } from '../../mesh/errors.ts'
 import { PeerStreamSlots, releaseOnClose } from '../../mesh/stream-slots.ts'
 import { parsePeerId } from '../../mesh/node.ts'
 import type { MeshLogger } from '../../mesh/node.ts'
@@ -56,7 +57,7 @@ export interface GenerateComponents {
   tokenizers: { get: (spec: TokenizerSpec, signal?: AbortSignal) => Promise<TextTokenizer> }
   /** a banned peer is served nothing */
   isBanned?: (peer: string) => boolean
-  /** told about peers that sent a request that does not parse (for strikes) */
+  /** told about peers that sent a request that does not parse, or answered with a frame that is not one (for strikes) */
   onInvalid?: (peer: string, reason: string) => void
   log?: MeshLogger
 }
@@ -245,7 +246,7 @@ class Generate implements GenerateService {
     const lp = lengthPrefixed(stream, Math.max(MAX_ANSWER_BYTES, MAX_REQUEST_BYTES))
     try {
       await lp.write(encodeJson(request), { signal })
-      const first = await readAnswer(lp, signal)
+      const first = await this.read(lp, peer, signal)
       if (first == null) throw new GenerateError('stream_broken', `${peer} closed the stream without answering`, true)
       if (first.t === 'error') throw new GenerateError(first.code, first.message, first.code !== 'bad_request')
       return { stream, lp, first }
@@ -254,6 +255,16 @@ class Generate implements GenerateService {
       signal?.throwIfAborted()
       if (err instanceof GenerateError) throw err
       throw new GenerateError('stream_broken', `the stream to ${peer} broke: ${(err as Error).message}`, true, { cause: err })
+    }
+  }
+
+  /** The next answer from `peer`; a frame that is not one (oversized, not JSON) is the peer's offence, a stream cut short is not. */
+  private async read (lp: FramedStream<Stream>, peer: string, signal: AbortSignal | undefined): Promise<Answer | null> {
+    try {
+      return await readAnswer(lp, signal)
+    } catch (err) {
+      if (err instanceof FrameError && !(err instanceof TruncatedFrameError)) this.components.onInvalid?.(peer, `unreadable ${this.protocol} answer: ${err.message}`)
+      throw err
     }
   }
 
@@ -271,12 +282,13 @@ class Generate implements GenerateService {
     const { stream, lp, first } = await this.open(peer, { v: 1, op: 'generate', block, params: wireParams(params) }, signal)
     if (first.t !== 'accepted') { stream.abort(new Error('unexpected answer')); throw new GenerateError('bad_response', `expected accepted, got ${first.t}`, true) }
     const close = (): void => { if (stream.status === 'open') stream.abort(new Error('closed by the client')) }
+    const read = async (): Promise<Answer | null> => await this.read(lp, peer, signal)
     async function * frames (): AsyncGenerator<Extract<Answer, { t: 'tokens' | 'done' }>> {
       try {
         while (true) {
           let a: Answer | null
           try {
-            a = await readAnswer(lp, signal)
+            a = await read()
           } catch (err) {
             signal?.throwIfAborted()
             throw new GenerateError('stream_broken', `the stream to ${peer} broke: ${(err as Error).message}`, true, { cause: err })

@@ -154,6 +154,32 @@ describe('/blockmesh/generate/1.0.0 between two libp2p nodes', () => {
     })
   })
 
+  test('a host whose answer is not a frame (not JSON) is reported for a strike; one that closes without answering is not', async () => {
+    const rogue = await MeshNode.create({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    await rogue.start()
+    const struck: string[] = []
+    const watcher = generateService()({ registrar: a.libp2p, dialer: a.libp2p, serving: () => { throw new Error('none') }, tokenizers: { get: async () => new ByteTokenizer() }, onInvalid: (peer, reason) => { struck.push(`${peer}: ${reason}`) } })
+    let mode: 'garbage' | 'silent' = 'silent'
+    await rogue.libp2p.handle(GENERATE_PROTOCOL, async (stream) => {
+      const lp = lpStream(stream, { maxDataLength: 1 << 20 })
+      await lp.read()
+      if (mode === 'garbage') await lp.write(new TextEncoder().encode('{"t": "accep'))
+      await stream.close().catch(() => {})
+    })
+    try {
+      await a.libp2p.dial(rogue.libp2p.getMultiaddrs()[0])
+      const id = rogue.peerId.toString()
+      await assert.rejects(watcher.generate(id, 'tiny', params()), (e: unknown) => e instanceof GenerateError && e.lost)
+      assert.equal(struck.length, 0, 'a stream closed without an answer costs nothing')
+      mode = 'garbage'
+      await assert.rejects(watcher.generate(id, 'tiny', params()), (e: unknown) => e instanceof GenerateError)
+      assert.equal(struck.length, 1, JSON.stringify(struck))
+      assert.ok(struck[0].startsWith(`${id}: unreadable`), struck[0])
+    } finally {
+      await rogue.stop()
+    }
+  })
+
   test('the host going away mid-generation ends the generation as lost', async () => {
     const g = new RemoteEngine(client, b.peerId.toString(), 'tiny').generate(params({ maxTokens: 10_000 }))
     let n = 0
