@@ -1,7 +1,10 @@
 // The desktop app's main process, bundled as it ships (main/dist/main.cjs), run under plain Node with a
 // stand-in 'electron' module (test/fixtures/fake-electron.cjs) that records what main does and lets the
 // test act as the window's pages. The real Electron window is tested in electron-window.test.ts where
-// the Electron binary exists.
+// the Electron binary exists. The remote agent connected to is a real agent process; `--local` runs a
+// stand-in agent entry (test/fixtures) that the test can make start, exit or hang on cue, since main's
+// handling of those is what is tested here (the real local agent under main's launcher is
+// electron-local-agent.test.ts).
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
@@ -16,7 +19,7 @@ import { CSP } from '../agent/api/csp.ts'
 import { buildDesktop } from '../main/build.ts'
 import { IPC_CHANNELS } from '../main/ipc-channels.ts'
 import { secureWebPreferences } from '../main/security.ts'
-import { tempDir, until } from './helpers/agents.ts'
+import { AgentProcess, stopAll, tempDir, until } from './helpers/agents.ts'
 
 const FAKE_ELECTRON = fileURLToPath(new URL('./fixtures/fake-electron.cjs', import.meta.url))
 const FAKE_AGENT = fileURLToPath(new URL('./fixtures/fake-desktop-agent.ts', import.meta.url))
@@ -67,7 +70,7 @@ class App {
 describe('the desktop main process (bundled, with a stand-in Electron)', () => {
   let root: string
   let dist: string
-  let agentServer: Server
+  let agent: AgentProcess
   let agentOrigin: string
   let closedOrigin: string
   const apps: App[] = []
@@ -88,14 +91,9 @@ describe('the desktop main process (bundled, with a stand-in Electron)', () => {
     mkdirSync(join(root, 'app', 'node_modules', 'electron'), { recursive: true })
     copyFileSync(FAKE_ELECTRON, join(root, 'app', 'node_modules', 'electron', 'index.js'))
 
-    // something that answers like an agent: /api/health and a dashboard at /
-    agentServer = createServer((req, res) => {
-      if (req.url === '/api/health') { res.setHeader('content-type', 'application/json'); res.end(JSON.stringify({ status: 'ok', name: 'remote-1', peerId: 'p', version: '0.1.0' })); return }
-      res.setHeader('content-type', 'text/html')
-      res.end('<!doctype html><title>dashboard</title>')
-    })
-    await new Promise<void>(resolve => agentServer.listen(0, '127.0.0.1', resolve))
-    agentOrigin = `http://127.0.0.1:${(agentServer.address() as AddressInfo).port}`
+    // a real agent to connect to (its /api/health, its dashboard at /)
+    agent = await AgentProcess.start({ name: 'remote-1' })
+    agentOrigin = new URL(agent.url).origin
     const closed = createServer()
     await new Promise<void>(resolve => closed.listen(0, '127.0.0.1', resolve))
     closedOrigin = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`
@@ -104,8 +102,7 @@ describe('the desktop main process (bundled, with a stand-in Electron)', () => {
 
   after(async () => {
     for (const app of apps) app.kill()
-    agentServer.closeAllConnections()
-    await new Promise(resolve => agentServer.close(resolve))
+    await stopAll([agent])
     rmSync(root, { recursive: true, force: true })
   })
 
