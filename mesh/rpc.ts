@@ -319,9 +319,14 @@ export async function serveJson<S extends z.ZodType> (node: MeshNode, protocol: 
   return service
 }
 
-/** A responder's unreadable answer costs it on the one peer score (an answer cut short costs nothing). */
+/** Whether a failure to read an answer is the responder's offence: a frame that is not one (oversized, not JSON), not one cut short (a peer may stop mid-answer). */
+export function isAnswerOffence (err: unknown): err is FrameError {
+  return err instanceof FrameError && !(err instanceof TruncatedFrameError)
+}
+
+/** A responder's unreadable answer costs it on the one peer score (isAnswerOffence). */
 export function answerOffence (node: Pick<MeshNode, 'score'>, peer: string, protocol: string, err: FrameError): void {
-  if (err instanceof TruncatedFrameError) return
+  if (!isAnswerOffence(err)) return
   node.score.strike(peer, `unreadable ${protocol} answer: ${err.message}`, err.offence)
 }
 

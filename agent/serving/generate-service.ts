@@ -24,9 +24,8 @@
  */
 import { createHash } from 'node:crypto'
 import type { Connection, PeerId, Stream, StreamHandlerOptions } from '@libp2p/interface'
-import { decodeJson, encodeJson, firstIssue, lengthPrefixed } from '../../mesh/rpc.ts'
+import { decodeJson, encodeJson, firstIssue, isAnswerOffence, lengthPrefixed } from '../../mesh/rpc.ts'
 import type { FramedStream } from '../../mesh/rpc.ts'
-import { FrameError, TruncatedFrameError } from '../../mesh/errors.ts'
 import { PeerStreamSlots, releaseOnClose } from '../../mesh/stream-slots.ts'
 import { parsePeerId } from '../../mesh/node.ts'
 import type { MeshLogger } from '../../mesh/node.ts'
@@ -263,7 +262,7 @@ class Generate implements GenerateService {
     try {
       return await readAnswer(lp, signal)
     } catch (err) {
-      if (err instanceof FrameError && !(err instanceof TruncatedFrameError)) this.components.onInvalid?.(peer, `unreadable ${this.protocol} answer: ${err.message}`)
+      if (isAnswerOffence(err)) this.components.onInvalid?.(peer, `unreadable ${this.protocol} answer: ${err.message}`)
       throw err
     }
   }

@@ -30,7 +30,6 @@ import type { ModelPlan, PlanStage } from './plan.ts'
 import { decodeModel } from '../model/onnx.ts'
 import type { ModelProto } from '../model/onnx.ts'
 import { ByteTokenizer } from '../model/tokenizer.ts'
-import type { TokenizerSpec } from '../registry/components.ts'
 import { BuiltinSplitConfigSchema } from './config.ts'
 import type { BuiltinSplitConfig } from './config.ts'
 import { formatIssues } from '../errors.ts'
@@ -65,11 +64,6 @@ export class OnnxPipelineSplitter {
     const parsed = BuiltinSplitConfigSchema.safeParse(ctx.taskData.model_split_config ?? {})
     this.config = parsed.success ? parsed.data : {}
     this.configError = parsed.success ? null : formatIssues(parsed.error.issues).map(i => `model_split_config.${i.field}: ${i.message}`).join('; ')
-  }
-
-  /** model_split_config.tokenizer: the source component's tokenizer, carried into the plan (checked by the component schema) */
-  private tokenizer (): TokenizerSpec | undefined {
-    return this.config.tokenizer
   }
 
   async begin (): Promise<StepResult<Begun>> {
@@ -161,7 +155,7 @@ export class OnnxPipelineSplitter {
       vdagName: this.config.vdag_name,
       block: this.config.block,
       verification: extra.verification,
-      tokenizer: this.tokenizer()
+      tokenizer: this.config.tokenizer
     })
     await this.ctx.progress(0.9, 'registering model layers')
     const layers = new ModelLayerClient(this.ctx.modelLayersRegistryUrl, this.ctx.token)

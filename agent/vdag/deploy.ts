@@ -69,7 +69,7 @@ export async function deployPlan (plan: ModelPlan, deps: { owner: BlockOwner, co
   if (!planned.success) throw new ValidationError(`plan vdag: ${issues(planned.error)}`)
   const ids: string[] = []
   const blocks: DeployResult['blocks'] = []
-  for (const { spec, uri, block } of stages) {
+  for (const [i, { spec, uri, block }] of stages.entries()) {
     try {
       await deps.components.create(spec)
     } catch (err) {
@@ -87,7 +87,7 @@ export async function deployPlan (plan: ModelPlan, deps: { owner: BlockOwner, co
       blocks.push({ id: block.id, reused: true })
       continue
     }
-    const b = await deps.owner.create({ ...(plan.blocks[stages.findIndex(st => st.block === block)] as object), component: uri } as Parameters<BlockOwner['create']>[0])
+    const b = await deps.owner.create({ ...(plan.blocks[i] as object), component: uri } as Parameters<BlockOwner['create']>[0])
     ids.push(b.id)
     blocks.push({ id: b.id, reused: false })
   }
