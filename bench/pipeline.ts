@@ -265,7 +265,7 @@ async function longAggregate (agent: AgentProcess, model: string, prompts: strin
  * decode compute (blockmesh_model_step_seconds, kind decode / stage-decode) and the tokens it decoded
  * (blockmesh_decode_batch_size's sum), per block: for the Ceiling.
  */
-class StepMeter {
+export class StepMeter {
   private readonly agents: AgentProcess[]
   private readonly wholeBlock: string
   private readonly splitBlocks: string[]

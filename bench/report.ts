@@ -12,7 +12,7 @@ export function machineLine (): string {
     const changed = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).split('\n')
       .map(l => l.slice(3).trim()).filter(f => f !== '' && f !== 'BENCHMARKS.md' && f !== 'README.md')
     if (changed.length > 0) commit += ` + local changes (${changed.join(', ')})`
-  } catch { /* not a checkout */ }
+  } catch { commit = process.env.BLOCKMESH_BENCH_COMMIT ?? commit /* not a checkout (a copy of the tree on another machine) */ }
   const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU'
   return `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC · ${cpu}, ${os.availableParallelism()} cores, ` +
     `${Math.round(os.totalmem() / 1024 ** 3)} GiB RAM · ${os.type()} ${os.release()} · Node ${process.versions.node} · commit ${commit}`

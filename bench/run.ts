@@ -1,7 +1,8 @@
 /**
  * npm run bench [-- --only gossip,stream,dashboard] [--sizes 3,10,20] [--quick]
  * (`real`, the real-model comparison with llama.cpp, and `resilience`, kill -9 / migration / desired-state
- * convergence over real agents (~7 min), run only when named: --only real,resilience)
+ * convergence over real agents (~7 min), run only when named: --only real,resilience; so is `pipecores`, the
+ * pipeline on two pinned CPUs over loopback, for a machine with cores to spare: --only pipecores [--cores 0,2])
  * Runs the benchmarks and writes their sections of BENCHMARKS.md.
  */
 import { parseArgs } from 'node:util'
@@ -20,6 +21,7 @@ import { runGraphProfile, graphMarkdown } from './graph-profile.ts'
 import { runLoadBench, loadMarkdown } from './load.ts'
 import { runResilienceBench, resilienceMarkdown } from './resilience.ts'
 import { runPipelineBench, pipelineMarkdown } from './pipeline.ts'
+import { runPipelineCoresBench, pipelineCoresMarkdown } from './pipeline-cores.ts'
 import { runKvCopyBench, kvCopyMarkdown } from './kv-copy.ts'
 import { runContentBench, contentMarkdown, UPLINK } from './content.ts'
 import { runTensorParallelBench, tensorParallelMarkdown } from './tensor-parallel.ts'
@@ -28,13 +30,14 @@ const { values } = parseArgs({
   options: {
     only: { type: 'string' },
     sizes: { type: 'string', default: '3,10,20' },
-    quick: { type: 'boolean', default: false }
+    quick: { type: 'boolean', default: false },
+    cores: { type: 'string' }
   }
 })
 const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,activations,tunnel,pipeline,tp,kvcopy,content,load,dashboard').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'activations', 'tunnel', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline', 'tp', 'kvcopy', 'content']
+const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'activations', 'tunnel', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline', 'pipecores', 'tp', 'kvcopy', 'content']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -84,6 +87,15 @@ if (only.has('tunnel')) {
 if (only.has('pipeline')) {
   log('pipeline: 2 stages on two pinned cores in their own namespaces (Toxiproxy link at 0.2 / 5 / 50 ms RTT) vs the whole model on one')
   writeSection('pipeline', 'Pipeline on separate boxes: 2 stages on two cores vs the whole model on one', pipelineMarkdown(await runPipelineBench({ quick: values.quick, log })))
+}
+if (only.has('pipecores')) {
+  const cores = values.cores?.split(',').map(Number)
+  if (cores != null && (cores.length !== 2 || !cores.every(c => Number.isInteger(c) && c >= 0))) {
+    process.stderr.write(`--cores takes two CPU numbers, e.g. 0,2 (got ${JSON.stringify(values.cores)})\n`)
+    process.exit(2)
+  }
+  log('pipecores: 2 stages on two pinned CPUs over loopback vs the whole model on one (for machines with cores to spare)')
+  writeSection('pipecores', 'Pipeline on two pinned cores of a larger machine (loopback)', pipelineCoresMarkdown(await runPipelineCoresBench({ quick: values.quick, cores: cores as [number, number] | undefined, log })))
 }
 if (only.has('tp')) {
   log('tp: tensor parallelism, 2 ranks on two pinned cores with an all-reduce per segment over PeerLinks, vs the whole model on one core')

@@ -1,0 +1,159 @@
+/**
+ * The pipeline on a machine with cores to spare (issue 14): the same two pinned agents as `pipeline`'s
+ * direct lab, on loopback instead of network namespaces (no root, iproute2 or Toxiproxy needed), so it
+ * runs wherever `taskset` does — on a larger server it shows what two boxes that do not share a 2-vCPU
+ * VM's memory bandwidth give. The ~100M generated model: whole on box-a (one core, one ONNX Runtime
+ * thread) against its 2-stage split (one stage per box, one thread each) and two replicas, single
+ * stream and 8 streams, short prompts, rounds interleaved. Also measured in the same run: what the two
+ * cores cost each other — memory bandwidth of one thread alone on box-a's core, and of a thread on each
+ * core at once — since a decode step streams the weights.
+ *
+ *   npm run bench -- --only pipecores [--cores 0,2]     (default: CPU 0 and a CPU on another physical core)
+ */
+import os from 'node:os'
+import { execFileSync, spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { AgentProcess, stopAll, until } from '../test/helpers/agents.ts'
+import { componentSpec, deploy, splitAndDeploy } from '../test/helpers/models.ts'
+import { ensureGeneratedModel } from '../agent/model/cache.ts'
+import { PRESETS } from '../agent/model/spec.ts'
+import { aggregate, apiStream } from './inference.ts'
+import { StepMeter } from './pipeline.ts'
+import type { Ceiling } from './pipeline.ts'
+import { median } from './stats.ts'
+
+export interface PipelineCoresResult {
+  cores: [number, number]
+  /** logical CPUs of the machine, and whether the two chosen share a physical core */
+  cpus: number
+  siblings: boolean
+  /** GB/s of one memcpy thread: alone on cores[0], and on each core at once (the two figures) */
+  membwAlone: number
+  membwTogether: [number, number]
+  whole1: number[]
+  split1: number[]
+  whole8: number[]
+  split8: number[]
+  replicas8: number[]
+  ceiling8?: Ceiling
+  placement: string[]
+  skipped?: string
+}
+
+/** The physical core of a logical CPU (its thread siblings), where Linux says. */
+function siblingsOf (cpu: number): string {
+  try { return readFileSync(`/sys/devices/system/cpu/cpu${cpu}/topology/thread_siblings_list`, 'utf8').trim() } catch { return String(cpu) }
+}
+
+/** CPU 0 and the first CPU not on CPU 0's physical core (its SMT sibling would share its execution units). */
+export function pickCores (): [number, number] {
+  const n = os.availableParallelism()
+  const zero = siblingsOf(0)
+  for (let c = 1; c < n; c++) if (siblingsOf(c) !== zero) return [0, c]
+  return [0, 1]
+}
+
+/**
+ * One memcpy thread's bandwidth in a process pinned to `cpu`: bench/membw.ts's copy (read + write), on the
+ * process's main thread (membw's eval'd worker would inherit the pin anyway; this skips it).
+ */
+async function membwOn (cpu: number): Promise<number> {
+  const code = 'const size = 256 * 1024 * 1024, reps = 6; const src = Buffer.alloc(size, 1), dst = Buffer.alloc(size); src.copy(dst); let best = Infinity; ' +
+    'for (let i = 0; i < 4; i++) { const t0 = process.hrtime.bigint(); for (let r = 0; r < reps; r++) src.copy(dst); best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9) } ' +
+    'console.log(String(2 * size * reps / best))'
+  return await new Promise((resolve, reject) => {
+    const child = spawn('taskset', ['-c', String(cpu), process.execPath, '--input-type=commonjs', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    child.on('error', reject)
+    child.on('exit', (rc) => { const v = Number(out.trim()); rc === 0 && Number.isFinite(v) ? resolve(v / 1e9) : reject(new Error(`membw on CPU ${cpu}: exit ${rc}, ${out}`)) })
+  })
+}
+
+export function pipelineCoresUnavailable (): string | null {
+  try { execFileSync('taskset', ['-c', '0', 'true']); return null } catch { return 'taskset (util-linux) cannot pin a process here' }
+}
+
+export async function runPipelineCoresBench (opts: { quick: boolean, cores?: [number, number], log: (s: string) => void }): Promise<PipelineCoresResult> {
+  const { log } = opts
+  const cores = opts.cores ?? pickCores()
+  const result: PipelineCoresResult = { cores, cpus: os.availableParallelism(), siblings: siblingsOf(cores[0]) === siblingsOf(cores[1]) && cores[0] !== cores[1], membwAlone: NaN, membwTogether: [NaN, NaN], whole1: [], split1: [], whole8: [], split8: [], replicas8: [], placement: [] }
+  const why = pipelineCoresUnavailable()
+  if (why != null) { result.skipped = why; log(`pipecores: skipped (${why})`); return result }
+  log(`pipecores: boxes on CPUs ${cores[0]} and ${cores[1]} of ${result.cpus}${result.siblings ? ' (SMT siblings)' : ''}`)
+  result.membwAlone = await membwOn(cores[0])
+  result.membwTogether = await Promise.all([membwOn(cores[0]), membwOn(cores[1])]) as [number, number]
+  log(`  memcpy, one thread: ${result.membwAlone.toFixed(1)} GB/s alone, ${result.membwTogether.map(v => v.toFixed(1)).join(' and ')} GB/s with one on each core`)
+
+  const agents: AgentProcess[] = []
+  try {
+    const b = await AgentProcess.start({ name: 'box-b', cluster: 'box-b', cpus: String(cores[1]), extra: ['--inference-threads', '1'] })
+    agents.push(b)
+    const a = await AgentProcess.start({ name: 'box-a', cluster: 'box-a', cpus: String(cores[0]), extra: ['--inference-threads', '1'], bootstrap: [b.addr] })
+    agents.push(a)
+    await until(async () => (await a.peers()).length === 2 && (await b.peers()).length === 2, 'the two boxes to see each other', 60_000)
+    const names = new Map([[a.peerId, 'box-a'], [b.peerId, 'box-b']])
+    const m = await ensureGeneratedModel({ ...PRESETS['100m'], seed: 1 }, '.blockmesh/bench-models', 'gpt-100m', log)
+    const tag = m.md5.slice(0, 6)
+    const component = `pipe-cores-${tag}:${m.md5.slice(0, 8)}`
+    const whole = `whole-${tag}`
+    const split = `p2-${tag}`
+    const replicas = `replicas-${tag}`
+    const block = await deploy(a, componentSpec(m, `pipe-cores-${tag}`, { contextLength: m.spec.maxPositions }), { id: whole, component, maxBatch: 8, threads: 1, policy: { cluster: { names: ['box-a'] } } })
+    if (block.status !== 'ready') throw new Error(`block ${whole}: ${block.error as string}`)
+    await splitAndDeploy(a, { modelName: split, modelPath: m.path, worldSize: 2, config: { vdag_name: split, block: { threads: 1, maxBatch: 8 } } })
+    const v = await until(async () => { const r = (await a.api(`/api/vdags/${split}`)).body; return r.ready === true && Array.isArray(r.route) ? r : undefined }, `vDAG ${split} to be ready`, 600_000, 250)
+    result.placement = (v.route as Array<{ peer: string }>).map(h => names.get(h.peer) ?? h.peer.slice(0, 8))
+    if (new Set(result.placement).size !== 2) throw new Error(`the two stages are not on the two boxes: ${result.placement.join(' → ')}`)
+    const created = await a.api('/api/blocks', { method: 'POST', body: { id: replicas, component, threads: 1, maxBatch: 8, minInstances: 2, maxInstances: 2, policy: { cluster: { names: ['box-a', 'box-b'] } }, loadBalancing: { strategy: 'round-robin', sessionAffinity: false, sessionTtl: 600 } } })
+    if (created.status !== 201) throw new Error(`block ${replicas}: ${created.status} ${JSON.stringify(created.body)}`)
+    await until(async () => { const r = (await a.api(`/api/blocks/${replicas}`)).body; return r.instances?.filter((i: { status: string }) => i.status === 'ready').length === 2 ? r : undefined }, `${replicas}'s two replicas to load`, 600_000, 250)
+    await until(async () => (await a.api('/v1/models')).body.data.some((x: { id: string }) => x.id === replicas), `box-a to route ${replicas}`, 60_000)
+    for (const id of [whole, split, replicas, replicas]) await apiStream(a, id, 8) // warm-up (each replica's first run)
+
+    const rounds = opts.quick ? 2 : 4
+    const tokens = opts.quick ? 16 : 40
+    const aggTokens = opts.quick ? 8 : 64
+    for (let r = 0; r < rounds; r++) {
+      result.whole1.push((await apiStream(a, whole, tokens)).tps)
+      result.split1.push((await apiStream(a, split, tokens)).tps)
+      log(`  round ${r + 1}: whole ${result.whole1.at(-1)?.toFixed(1)}, 2 stages ${result.split1.at(-1)?.toFixed(1)} tok/s`)
+    }
+    // 8 streams: the three ways in turn, round after round
+    const meter = new StepMeter([a, b], whole, split)
+    for (let r = 0; r < rounds; r++) {
+      result.whole8.push(await meter.whole(async () => await aggregate(a, whole, 8, aggTokens)))
+      result.split8.push(await meter.split(async () => await aggregate(a, split, 8, aggTokens)))
+      result.replicas8.push(await aggregate(a, replicas, 8, aggTokens))
+      log(`  8 streams round ${r + 1}: whole ${result.whole8.at(-1)?.toFixed(1)}, 2 stages ${result.split8.at(-1)?.toFixed(1)}, 2 replicas ${result.replicas8.at(-1)?.toFixed(1)} tok/s in all`)
+    }
+    result.ceiling8 = meter.ceiling()
+  } finally {
+    await stopAll(agents)
+  }
+  return result
+}
+
+export function pipelineCoresMarkdown (r: PipelineCoresResult): string {
+  if (r.skipped != null) return `Not measured on this machine: ${r.skipped}.`
+  const x = (a: number, b: number): string => `**${(a / b).toFixed(2)}**`
+  const [w1, s1, w8, s8, r8] = [median(r.whole1), median(r.split1), median(r.whole8), median(r.split8), median(r.replicas8)]
+  const c = r.ceiling8
+  const ceiling = c == null || !Number.isFinite(c.ratio) ? '' : `${c.ratio.toFixed(2)} (${c.wholeMsPerToken.toFixed(1)} ÷ ${Math.max(...c.stageMsPerToken).toFixed(1)} ms)`
+  return [
+    `Two agent processes on a machine of ${r.cpus} logical CPUs, each pinned to one (\`taskset -c ${r.cores[0]}\` for box-a, \`-c ${r.cores[1]}\` for box-b${r.siblings ? '; the two are SMT siblings of one physical core' : '; not SMT siblings'}), linked over loopback (TCP + Noise + Yamux), the rest of the machine idle; otherwise as the pipeline benchmark's direct lab: the generated ~100M model (float32), one ONNX Runtime thread per box, requests to box-a, which hosts the whole model and drives the pipeline; the split is the built-in splitter's 2 stages, one per box, as a ring with two micro-batches of 4 for 8 streams; "2 replicas" is the whole model on each box, box-a forwarding half the requests to box-b. ` +
+    `Single stream: decode tokens/s from the first to the last token (${r.whole1.length} rounds, median); 8 streams: 8 concurrent requests of up to 64 tokens (prefill included), total completion tokens ÷ wall time, the three taking turns round after round, medians. "Decode ceiling" as in the pipeline benchmark: the whole model's decode compute per token ÷ the busier box's stage decode compute per token, from the agents' step metrics over the same runs.`,
+    '',
+    `What the two cores cost each other (a decode step streams its weights from memory): one memcpy thread (256 MiB buffers, bench/membw.ts's copy, read + write) moved ${r.membwAlone.toFixed(1)} GB/s alone on CPU ${r.cores[0]}, and ${r.membwTogether[0].toFixed(1)} and ${r.membwTogether[1].toFixed(1)} GB/s with one on each CPU at once (${((r.membwTogether[0] + r.membwTogether[1]) / 2 / r.membwAlone).toFixed(2)}× alone, on average).`,
+    '',
+    '| served as | 1 stream tok/s | ÷ whole | 8 streams tok/s | ÷ whole | decode ceiling |',
+    '| --- | ---: | ---: | ---: | ---: | --- |',
+    `| whole, box-a | ${w1.toFixed(1)} | 1 | ${w8.toFixed(1)} | 1 | |`,
+    `| 2 stages, ${r.placement.join(' → ')} | ${s1.toFixed(1)} | ${x(s1, w1)} | ${s8.toFixed(1)} | ${x(s8, w8)} | ${ceiling} |`,
+    `| 2 replicas, one per box (requests to box-a) | | | ${r8.toFixed(1)} | ${x(r8, w8)} | |`,
+    '',
+    `Rounds, 8 streams (tok/s): whole ${r.whole8.map(v => v.toFixed(1)).join(', ')}; 2 stages ${r.split8.map(v => v.toFixed(1)).join(', ')}; 2 replicas ${r.replicas8.map(v => v.toFixed(1)).join(', ')}.`,
+    '',
+    'Goals (issue 14): ≥ 0.85 single stream and ≥ 1.3 with 8 streams.'
+  ].join('\n')
+}
