@@ -8,7 +8,9 @@
  * cores cost each other — memory bandwidth of one thread alone on box-a's core, and of a thread on each
  * core at once — since a decode step streams the weights.
  *
- *   npm run bench -- --only pipecores [--cores 0,2]     (default: CPU 0 and a CPU on another physical core)
+ *   npm run bench -- --only pipecores [--box-width 2] [--cores 0,2]
+ *   (default: boxes of one CPU, CPU 0 and a CPU on another physical core; --box-width N: CPUs 0..N−1 and the
+ *   next N, the model on one ONNX Runtime thread either way, the other CPUs the agent's; a section of its own)
  */
 import os from 'node:os'
 import { execFileSync, spawn } from 'node:child_process'
@@ -23,7 +25,10 @@ import type { Ceiling } from './pipeline.ts'
 import { median } from './stats.ts'
 
 export interface PipelineCoresResult {
-  cores: [number, number]
+  /** the CPUs of box-a and of box-b, as taskset takes them ('0', or '0-1' for a box of two) */
+  cores: [string, string]
+  /** CPUs per box: one runs the ONNX Runtime thread, the others are the agent's (its event loop, libuv) */
+  width: number
   /** logical CPUs of the machine, and whether the two chosen share a physical core */
   cpus: number
   siblings: boolean
@@ -45,13 +50,20 @@ function siblingsOf (cpu: number): string {
   try { return readFileSync(`/sys/devices/system/cpu/cpu${cpu}/topology/thread_siblings_list`, 'utf8').trim() } catch { return String(cpu) }
 }
 
-/** CPU 0 and the first CPU not on CPU 0's physical core (its SMT sibling would share its execution units). */
-export function pickCores (): [number, number] {
+/**
+ * The CPUs of two boxes of `width` CPUs each: for one CPU, CPU 0 and the first CPU not on CPU 0's physical
+ * core (an SMT sibling would share its execution units); for more, CPUs 0..width−1 and the next `width`.
+ */
+export function pickCores (width: number): [string, string] {
+  if (width > 1) return [`0-${width - 1}`, `${width}-${2 * width - 1}`]
   const n = os.availableParallelism()
   const zero = siblingsOf(0)
-  for (let c = 1; c < n; c++) if (siblingsOf(c) !== zero) return [0, c]
-  return [0, 1]
+  for (let c = 1; c < n; c++) if (siblingsOf(c) !== zero) return ['0', String(c)]
+  return ['0', '1']
 }
+
+/** The first CPU of a taskset list ('2-3' → 2). */
+const firstCpu = (list: string): number => Number(list.split(/[-,]/)[0])
 
 /**
  * One memcpy thread's bandwidth in a process pinned to `cpu`: bench/membw.ts's copy (read + write), on the
@@ -74,22 +86,25 @@ export function pipelineCoresUnavailable (): string | null {
   try { execFileSync('taskset', ['-c', '0', 'true']); return null } catch { return 'taskset (util-linux) cannot pin a process here' }
 }
 
-export async function runPipelineCoresBench (opts: { quick: boolean, cores?: [number, number], log: (s: string) => void }): Promise<PipelineCoresResult> {
+export async function runPipelineCoresBench (opts: { quick: boolean, width?: number, cores?: [string, string], log: (s: string) => void }): Promise<PipelineCoresResult> {
   const { log } = opts
-  const cores = opts.cores ?? pickCores()
-  const result: PipelineCoresResult = { cores, cpus: os.availableParallelism(), siblings: siblingsOf(cores[0]) === siblingsOf(cores[1]) && cores[0] !== cores[1], membwAlone: NaN, membwTogether: [NaN, NaN], whole1: [], split1: [], whole8: [], split8: [], replicas8: [], placement: [] }
-  const why = pipelineCoresUnavailable()
+  const width = opts.width ?? 1
+  const cores = opts.cores ?? pickCores(width)
+  const [c0, c1] = cores.map(firstCpu)
+  const result: PipelineCoresResult = { cores, width, cpus: os.availableParallelism(), siblings: width === 1 && siblingsOf(c0) === siblingsOf(c1) && c0 !== c1, membwAlone: NaN, membwTogether: [NaN, NaN], whole1: [], split1: [], whole8: [], split8: [], replicas8: [], placement: [] }
+  let why = pipelineCoresUnavailable()
+  if (why == null && 2 * width > result.cpus) why = `boxes of ${width} CPUs need ${2 * width}; this machine has ${result.cpus}`
   if (why != null) { result.skipped = why; log(`pipecores: skipped (${why})`); return result }
   log(`pipecores: boxes on CPUs ${cores[0]} and ${cores[1]} of ${result.cpus}${result.siblings ? ' (SMT siblings)' : ''}`)
-  result.membwAlone = await membwOn(cores[0])
-  result.membwTogether = await Promise.all([membwOn(cores[0]), membwOn(cores[1])]) as [number, number]
+  result.membwAlone = await membwOn(c0)
+  result.membwTogether = await Promise.all([membwOn(c0), membwOn(c1)]) as [number, number]
   log(`  memcpy, one thread: ${result.membwAlone.toFixed(1)} GB/s alone, ${result.membwTogether.map(v => v.toFixed(1)).join(' and ')} GB/s with one on each core`)
 
   const agents: AgentProcess[] = []
   try {
-    const b = await AgentProcess.start({ name: 'box-b', cluster: 'box-b', cpus: String(cores[1]), extra: ['--inference-threads', '1'] })
+    const b = await AgentProcess.start({ name: 'box-b', cluster: 'box-b', cpus: cores[1], extra: ['--inference-threads', '1'] })
     agents.push(b)
-    const a = await AgentProcess.start({ name: 'box-a', cluster: 'box-a', cpus: String(cores[0]), extra: ['--inference-threads', '1'], bootstrap: [b.addr] })
+    const a = await AgentProcess.start({ name: 'box-a', cluster: 'box-a', cpus: cores[0], extra: ['--inference-threads', '1'], bootstrap: [b.addr] })
     agents.push(a)
     await until(async () => (await a.peers()).length === 2 && (await b.peers()).length === 2, 'the two boxes to see each other', 60_000)
     const names = new Map([[a.peerId, 'box-a'], [b.peerId, 'box-b']])
@@ -141,10 +156,10 @@ export function pipelineCoresMarkdown (r: PipelineCoresResult): string {
   const c = r.ceiling8
   const ceiling = c == null || !Number.isFinite(c.ratio) ? '' : `${c.ratio.toFixed(2)} (${c.wholeMsPerToken.toFixed(1)} ÷ ${Math.max(...c.stageMsPerToken).toFixed(1)} ms)`
   return [
-    `Two agent processes on a machine of ${r.cpus} logical CPUs, each pinned to one (\`taskset -c ${r.cores[0]}\` for box-a, \`-c ${r.cores[1]}\` for box-b${r.siblings ? '; the two are SMT siblings of one physical core' : '; not SMT siblings'}), linked over loopback (TCP + Noise + Yamux), the rest of the machine idle; otherwise as the pipeline benchmark's direct lab: the generated ~100M model (float32), one ONNX Runtime thread per box, requests to box-a, which hosts the whole model and drives the pipeline; the split is the built-in splitter's 2 stages, one per box, as a ring with two micro-batches of 4 for 8 streams; "2 replicas" is the whole model on each box, box-a forwarding half the requests to box-b. ` +
+    `Two agent processes on a machine of ${r.cpus} logical CPUs, each pinned to ${r.width === 1 ? 'one' : `${r.width} of them`} (\`taskset -c ${r.cores[0]}\` for box-a, \`-c ${r.cores[1]}\` for box-b${r.width > 1 ? '' : r.siblings ? '; the two are SMT siblings of one physical core' : '; not SMT siblings'}${r.width > 1 ? `: each box runs its model on one ONNX Runtime thread and has ${r.width - 1} CPU${r.width > 2 ? 's' : ''} for the rest of the agent — its event loop, the frames, HTTP — as the agent's own thread choice leaves a core to them on small boxes` : ''}), linked over loopback (TCP + Noise + Yamux), the rest of the machine idle; otherwise as the pipeline benchmark's direct lab: the generated ~100M model (float32), one ONNX Runtime thread per box, requests to box-a, which hosts the whole model and drives the pipeline; the split is the built-in splitter's 2 stages, one per box, as a ring with two micro-batches of 4 for 8 streams; "2 replicas" is the whole model on each box, box-a forwarding half the requests to box-b. ` +
     `Single stream: decode tokens/s from the first to the last token (${r.whole1.length} rounds, median); 8 streams: 8 concurrent requests of up to 64 tokens (prefill included), total completion tokens ÷ wall time, the three taking turns round after round, medians. "Decode ceiling" as in the pipeline benchmark: the whole model's decode compute per token ÷ the busier box's stage decode compute per token, from the agents' step metrics over the same runs.`,
     '',
-    `What the two cores cost each other (a decode step streams its weights from memory): one memcpy thread (256 MiB buffers, bench/membw.ts's copy, read + write) moved ${r.membwAlone.toFixed(1)} GB/s alone on CPU ${r.cores[0]}, and ${r.membwTogether[0].toFixed(1)} and ${r.membwTogether[1].toFixed(1)} GB/s with one on each CPU at once (${((r.membwTogether[0] + r.membwTogether[1]) / 2 / r.membwAlone).toFixed(2)}× alone, on average).`,
+    `What the two cores cost each other (a decode step streams its weights from memory): one memcpy thread (256 MiB buffers, bench/membw.ts's copy, read + write) moved ${r.membwAlone.toFixed(1)} GB/s alone on CPU ${firstCpu(r.cores[0])}, and ${r.membwTogether[0].toFixed(1)} and ${r.membwTogether[1].toFixed(1)} GB/s with one on each CPU at once (${((r.membwTogether[0] + r.membwTogether[1]) / 2 / r.membwAlone).toFixed(2)}× alone, on average).`,
     '',
     '| served as | 1 stream tok/s | ÷ whole | 8 streams tok/s | ÷ whole | decode ceiling |',
     '| --- | ---: | ---: | ---: | ---: | --- |',

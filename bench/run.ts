@@ -2,7 +2,7 @@
  * npm run bench [-- --only gossip,stream,dashboard] [--sizes 3,10,20] [--quick]
  * (`real`, the real-model comparison with llama.cpp, and `resilience`, kill -9 / migration / desired-state
  * convergence over real agents (~7 min), run only when named: --only real,resilience; so is `pipecores`, the
- * pipeline on two pinned CPUs over loopback, for a machine with cores to spare: --only pipecores [--cores 0,2])
+ * pipeline on two pinned boxes over loopback, for a machine with cores to spare: --only pipecores [--box-width 2] [--cores 0,2])
  * Runs the benchmarks and writes their sections of BENCHMARKS.md.
  */
 import { parseArgs } from 'node:util'
@@ -31,7 +31,8 @@ const { values } = parseArgs({
     only: { type: 'string' },
     sizes: { type: 'string', default: '3,10,20' },
     quick: { type: 'boolean', default: false },
-    cores: { type: 'string' }
+    cores: { type: 'string' },
+    'box-width': { type: 'string' }
   }
 })
 const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,activations,tunnel,pipeline,tp,kvcopy,content,load,dashboard').split(',').map(s => s.trim()))
@@ -89,13 +90,15 @@ if (only.has('pipeline')) {
   writeSection('pipeline', 'Pipeline on separate boxes: 2 stages on two cores vs the whole model on one', pipelineMarkdown(await runPipelineBench({ quick: values.quick, log })))
 }
 if (only.has('pipecores')) {
-  const cores = values.cores?.split(',').map(Number)
-  if (cores != null && (cores.length !== 2 || !cores.every(c => Number.isInteger(c) && c >= 0))) {
-    process.stderr.write(`--cores takes two CPU numbers, e.g. 0,2 (got ${JSON.stringify(values.cores)})\n`)
+  const width = Number(values['box-width'] ?? 1)
+  const cores = values.cores?.split(',')
+  if (!Number.isInteger(width) || width < 1 || (cores != null && (cores.length !== 2 || !cores.every(c => /^\d+(-\d+)?$/.test(c))))) {
+    process.stderr.write(`--box-width takes a CPU count and --cores two taskset CPU lists, e.g. --cores 0,2 or --cores 0-1,2-3 (got ${JSON.stringify(values['box-width'])}, ${JSON.stringify(values.cores)})\n`)
     process.exit(2)
   }
-  log('pipecores: 2 stages on two pinned CPUs over loopback vs the whole model on one (for machines with cores to spare)')
-  writeSection('pipecores', 'Pipeline on two pinned cores of a larger machine (loopback)', pipelineCoresMarkdown(await runPipelineCoresBench({ quick: values.quick, cores: cores as [number, number] | undefined, log })))
+  log(`pipecores: 2 stages on two pinned boxes of ${width} CPU(s) over loopback vs the whole model on one (for machines with cores to spare)`)
+  const title = width === 1 ? 'Pipeline on two pinned cores of a larger machine (loopback)' : `Pipeline on two pinned boxes of ${width} CPUs each, one for the model (loopback)`
+  writeSection(width === 1 ? 'pipecores' : `pipecores-${width}`, title, pipelineCoresMarkdown(await runPipelineCoresBench({ quick: values.quick, width, cores: cores as [string, string] | undefined, log })))
 }
 if (only.has('tp')) {
   log('tp: tensor parallelism, 2 ranks on two pinned cores with an all-reduce per segment over PeerLinks, vs the whole model on one core')

@@ -187,13 +187,20 @@ async function runBatch (reqs: StageStepRequest[]): Promise<void> {
   const t0 = performance.now()
   const out = await session.run(feeds, inPlace ? fetches : wholeOutputs)
   lastRunMs = performance.now() - t0
+  // the results leave first: the next stage (or the driver) waits for them, while the bookkeeping below
+  // (the new position written into the cache, now and then its buffers made larger; the metrics) does not
+  // hold anyone up, and the worker usually waits for its next micro-batch anyway
+  cs.forEach((c, i) => { reply(reqs[i], c, out, i, B) })
+  flushResults()
+  try {
+    if (inPlace) appendStep(layout, g.cache, out, B)
+    else g.cache = { past: stagePresent(shape, out), end: T + 1, cap: T + 1 }
+    for (const c of cs) c.length++
+  } catch {
+    // answered, but their caches here are not whole: their next steps fail (the positions do not match) and migrate
+    for (const r of reqs) caches.delete(r.seq)
+  }
   send({ type: 'batch', size: B, ms: lastRunMs, rows: 1 })
-  if (inPlace) appendStep(layout, g.cache, out, B)
-  else g.cache = { past: stagePresent(shape, out), end: T + 1, cap: T + 1 }
-  cs.forEach((c, i) => {
-    c.length++
-    reply(reqs[i], c, out, i, B)
-  })
 }
 
 async function loop (): Promise<void> {
