@@ -6,13 +6,15 @@ export const BENCHMARKS_FILE = new URL('../BENCHMARKS.md', import.meta.url)
 
 export function machineLine (): string {
   let commit = 'unknown'
-  try {
+  // a copy of the tree measured on another machine names the commit it was copied from
+  if (process.env.BLOCKMESH_BENCH_COMMIT != null) commit = process.env.BLOCKMESH_BENCH_COMMIT
+  else try {
     commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim()
     // changes not committed yet (other than the files the benchmarks write) are part of what was measured
     const changed = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).split('\n')
       .map(l => l.slice(3).trim()).filter(f => f !== '' && f !== 'BENCHMARKS.md' && f !== 'README.md')
     if (changed.length > 0) commit += ` + local changes (${changed.join(', ')})`
-  } catch { commit = process.env.BLOCKMESH_BENCH_COMMIT ?? commit /* not a checkout (a copy of the tree on another machine) */ }
+  } catch { /* not a checkout */ }
   const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU'
   return `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC · ${cpu}, ${os.availableParallelism()} cores, ` +
     `${Math.round(os.totalmem() / 1024 ** 3)} GiB RAM · ${os.type()} ${os.release()} · Node ${process.versions.node} · commit ${commit}`
