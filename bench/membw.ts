@@ -2,9 +2,13 @@
  * Memory bandwidth, measured like STREAM's "copy": every core copies its own
  * 256 MiB buffer repeatedly (memcpy via Buffer.copy, in worker threads, in
  * parallel). Counted as bytes read + bytes written per second.
+ *
+ *   node bench/membw.ts THREADS     prints the bytes per second (e.g. under taskset: one thread on one CPU)
  */
 import { Worker } from 'node:worker_threads'
 import os from 'node:os'
+import { resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
 
 const WORKER = `
 const { parentPort, workerData } = require('node:worker_threads')
@@ -39,4 +43,10 @@ export async function memoryBandwidth (opts: { threads?: number, sizeBytes?: num
   } finally {
     await Promise.all(workers.map(async w => await w.terminate()))
   }
+}
+
+if (process.argv[1] != null && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const threads = Number(process.argv[2] ?? '1')
+  if (!Number.isInteger(threads) || threads < 1) throw new Error(`usage: node bench/membw.ts THREADS (got ${process.argv[2]})`)
+  process.stdout.write(`${(await memoryBandwidth({ threads, reps: 6 })).bytesPerSecond}\n`)
 }

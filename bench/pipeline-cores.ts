@@ -15,6 +15,7 @@
 import os from 'node:os'
 import { execFileSync, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { AgentProcess, stopAll, until } from '../test/helpers/agents.ts'
 import { componentSpec, deploy, splitAndDeploy } from '../test/helpers/models.ts'
 import { ensureGeneratedModel } from '../agent/model/cache.ts'
@@ -65,16 +66,10 @@ export function pickCores (width: number): [string, string] {
 /** The first CPU of a taskset list ('2-3' → 2). */
 const firstCpu = (list: string): number => Number(list.split(/[-,]/)[0])
 
-/**
- * One memcpy thread's bandwidth in a process pinned to `cpu`: bench/membw.ts's copy (read + write), on the
- * process's main thread (membw's eval'd worker would inherit the pin anyway; this skips it).
- */
+/** One memcpy thread's bandwidth (bench/membw.ts, read + write) in a process pinned to `cpu`, in GB/s. */
 async function membwOn (cpu: number): Promise<number> {
-  const code = 'const size = 256 * 1024 * 1024, reps = 6; const src = Buffer.alloc(size, 1), dst = Buffer.alloc(size); src.copy(dst); let best = Infinity; ' +
-    'for (let i = 0; i < 4; i++) { const t0 = process.hrtime.bigint(); for (let r = 0; r < reps; r++) src.copy(dst); best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9) } ' +
-    'console.log(String(2 * size * reps / best))'
   return await new Promise((resolve, reject) => {
-    const child = spawn('taskset', ['-c', String(cpu), process.execPath, '--input-type=commonjs', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const child = spawn('taskset', ['-c', String(cpu), process.execPath, fileURLToPath(new URL('./membw.ts', import.meta.url)), '1'], { stdio: ['ignore', 'pipe', 'inherit'] })
     let out = ''
     child.stdout.on('data', (d: Buffer) => { out += d.toString() })
     child.on('error', reject)
@@ -159,7 +154,7 @@ export function pipelineCoresMarkdown (r: PipelineCoresResult): string {
     `Two agent processes on a machine of ${r.cpus} logical CPUs, each pinned to ${r.width === 1 ? 'one' : `${r.width} of them`} (\`taskset -c ${r.cores[0]}\` for box-a, \`-c ${r.cores[1]}\` for box-b${r.width > 1 ? '' : r.siblings ? '; the two are SMT siblings of one physical core' : '; not SMT siblings'}${r.width > 1 ? `: each box runs its model on one ONNX Runtime thread and has ${r.width - 1} CPU${r.width > 2 ? 's' : ''} for the rest of the agent — its event loop, the frames, HTTP — as the agent's own thread choice leaves a core to them on small boxes` : ''}), linked over loopback (TCP + Noise + Yamux), the rest of the machine idle; otherwise as the pipeline benchmark's direct lab: the generated ~100M model (float32), one ONNX Runtime thread per box, requests to box-a, which hosts the whole model and drives the pipeline; the split is the built-in splitter's 2 stages, one per box, as a ring with two micro-batches of 4 for 8 streams; "2 replicas" is the whole model on each box, box-a forwarding half the requests to box-b. ` +
     `Single stream: decode tokens/s from the first to the last token (${r.whole1.length} rounds, median); 8 streams: 8 concurrent requests of up to 64 tokens (prefill included), total completion tokens ÷ wall time, the three taking turns round after round, medians. "Decode ceiling" as in the pipeline benchmark: the whole model's decode compute per token ÷ the busier box's stage decode compute per token, from the agents' step metrics over the same runs.`,
     '',
-    `What the two cores cost each other (a decode step streams its weights from memory): one memcpy thread (256 MiB buffers, bench/membw.ts's copy, read + write) moved ${r.membwAlone.toFixed(1)} GB/s alone on CPU ${firstCpu(r.cores[0])}, and ${r.membwTogether[0].toFixed(1)} and ${r.membwTogether[1].toFixed(1)} GB/s with one on each CPU at once (${((r.membwTogether[0] + r.membwTogether[1]) / 2 / r.membwAlone).toFixed(2)}× alone, on average).`,
+    `What the two cores cost each other (a decode step streams its weights from memory): one memcpy thread (bench/membw.ts: 256 MiB buffers, read + write) moved ${r.membwAlone.toFixed(1)} GB/s alone on CPU ${firstCpu(r.cores[0])}, and ${r.membwTogether[0].toFixed(1)} and ${r.membwTogether[1].toFixed(1)} GB/s with one on each CPU at once (${((r.membwTogether[0] + r.membwTogether[1]) / 2 / r.membwAlone).toFixed(2)}× alone, on average).`,
     '',
     '| served as | 1 stream tok/s | ÷ whole | 8 streams tok/s | ÷ whole | decode ceiling |',
     '| --- | ---: | ---: | ---: | ---: | --- |',
