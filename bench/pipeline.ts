@@ -110,12 +110,7 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
 
       /** The whole model on box-a and its 2-stage split on both boxes, measured over each link setting. */
       const measure = async (label: string, parameters: number, whole: string, whole16: string, split: string, replicas: string | null, tokens: number, aggTokens: number, longChars: number): Promise<void> => {
-        const v = await until(async () => {
-          const r = (await a.api(`/api/vdags/${split}`)).body
-          return r.ready === true && Array.isArray(r.route) ? r : undefined
-        }, `vDAG ${split} to be ready`, 600_000, 250)
-        const placement = (v.route as Array<{ peer: string }>).map(h => names.get(h.peer) ?? h.peer.slice(0, 8))
-        if (new Set(placement).size !== 2) throw new Error(`the two stages are not on the two boxes: ${placement.join(' → ')}`)
+        const placement = await twoBoxPlacement(a, split, names)
         log(`  ${label}: stages on ${placement.join(' → ')}, requests to box-a`)
         const rounds = opts.quick ? 2 : 3
         const fig: PipelineFigures = { model: label, parameters, whole1: [], whole8: [], split1: {}, split8: {}, placement, links }
@@ -187,17 +182,7 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
       }
 
       /** The whole model as two replicas, one per box (the lab with the direct link): round robin, no session affinity. */
-      const replicaBlock = async (id: string, component: string): Promise<string | null> => {
-        if (!direct) return null
-        const created = await a.api('/api/blocks', { method: 'POST', body: { id, component, threads: 1, maxBatch: 8, minInstances: 2, maxInstances: 2, policy: { cluster: { names: ['box-a', 'box-b'] } }, loadBalancing: { strategy: 'round-robin', sessionAffinity: false, sessionTtl: 600 } } })
-        if (created.status !== 201) throw new Error(`block ${id}: ${created.status} ${JSON.stringify(created.body)}`)
-        const blk = await until(async () => { const r = (await a.api(`/api/blocks/${id}`)).body; return r.instances?.filter((i: { status: string }) => i.status === 'ready').length === 2 ? r : undefined }, `${id}'s two replicas to load`, 600_000, 250)
-        const hosts = new Set(blk.instances.map((i: { peerId: string }) => i.peerId))
-        if (!hosts.has(a.peerId) || !hosts.has(b.peerId)) { log(`  ${id}: the replicas are not one per box, not measured: ${JSON.stringify(blk.instances)}`); return null }
-        await until(async () => (await a.api('/v1/models')).body.data.some((x: { id: string }) => x.id === id), `box-a to route ${id}`, 60_000)
-        for (let i = 0; i < 2; i++) await apiStream(a, id, 4) // warm-up: each replica's first run
-        return id
-      }
+      const replicaBlock = async (id: string, component: string): Promise<string | null> => direct ? await replicasOnBoth(a, b, id, component, log) : null
 
       // the generated ~100M model
       const m = await ensureGeneratedModel({ ...PRESETS['100m'], seed: 1 }, '.blockmesh/bench-models', 'gpt-100m', log)
@@ -228,6 +213,32 @@ export async function runPipelineBench (opts: { quick: boolean, log: (s: string)
       lab.destroy()
     }
   }
+}
+
+/** The route of a 2-stage split once its vDAG is ready, as box names; throws unless its stages are on the two boxes. */
+export async function twoBoxPlacement (a: AgentProcess, split: string, names: Map<string, string>): Promise<string[]> {
+  const v = await until(async () => {
+    const r = (await a.api(`/api/vdags/${split}`)).body
+    return r.ready === true && Array.isArray(r.route) ? r : undefined
+  }, `vDAG ${split} to be ready`, 600_000, 250)
+  const placement = (v.route as Array<{ peer: string }>).map(h => names.get(h.peer) ?? h.peer.slice(0, 8))
+  if (new Set(placement).size !== 2) throw new Error(`the two stages are not on the two boxes: ${placement.join(' → ')}`)
+  return placement
+}
+
+/**
+ * The whole model as two replicas, one per box (clusters box-a and box-b; round robin, no session
+ * affinity), routed by box-a and warmed up: its id, or null (logged) when the replicas did not land one per box.
+ */
+export async function replicasOnBoth (a: AgentProcess, b: AgentProcess, id: string, component: string, log: (s: string) => void): Promise<string | null> {
+  const created = await a.api('/api/blocks', { method: 'POST', body: { id, component, threads: 1, maxBatch: 8, minInstances: 2, maxInstances: 2, policy: { cluster: { names: ['box-a', 'box-b'] } }, loadBalancing: { strategy: 'round-robin', sessionAffinity: false, sessionTtl: 600 } } })
+  if (created.status !== 201) throw new Error(`block ${id}: ${created.status} ${JSON.stringify(created.body)}`)
+  const blk = await until(async () => { const r = (await a.api(`/api/blocks/${id}`)).body; return r.instances?.filter((i: { status: string }) => i.status === 'ready').length === 2 ? r : undefined }, `${id}'s two replicas to load`, 600_000, 250)
+  const hosts = new Set(blk.instances.map((i: { peerId: string }) => i.peerId))
+  if (!hosts.has(a.peerId) || !hosts.has(b.peerId)) { log(`  ${id}: the replicas are not one per box, not measured: ${JSON.stringify(blk.instances)}`); return null }
+  await until(async () => (await a.api('/v1/models')).body.data.some((x: { id: string }) => x.id === id), `box-a to route ${id}`, 60_000)
+  for (let i = 0; i < 2; i++) await apiStream(a, id, 4) // warm-up: each replica's first run
+  return id
 }
 
 const CORPUS = readFileSync(new URL('../agent/model/corpus.txt', import.meta.url), 'utf8').replace(/\s+/g, ' ')

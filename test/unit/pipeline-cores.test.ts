@@ -46,5 +46,9 @@ test('the table gives each way its median and its ratio to the whole model\'s me
   assert.match(md, /\| 2 stages, box-a → box-b \| 29\.0 \| \*\*0\.83\*\* \| 125\.0 \| \*\*1\.25\*\* \| 1\.33 \(8\.0 ÷ 6\.0 ms\) \|/)
   assert.match(md, /\| 2 replicas, one per box \(requests to box-a\) \| \| \| 150\.0 \| \*\*1\.50\*\* \| \|/)
   assert.match(md, /1\.00× alone, on average/)
+  // replicas that did not land one per box are not measured: no row, and the rounds say so
+  const without = pipelineCoresMarkdown({ ...r, replicas8: [] })
+  assert.doesNotMatch(without, /\| 2 replicas/)
+  assert.match(without, /2 replicas not measured/)
   assert.match(pipelineCoresMarkdown({ ...r, skipped: 'no taskset' }), /^Not measured on this machine: no taskset\.$/)
 })
