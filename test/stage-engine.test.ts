@@ -117,6 +117,34 @@ describe('stage engines chained in one process', () => {
     }
   })
 
+  test('waiting prompts run before the decoding batch (as the whole model\'s engine takes them), at most 512 prompt rows a turn', async () => {
+    const s = stages[0]
+    const order = async (prompts: Array<[string, number]>): Promise<string[]> => {
+      // two sequences with a cache, ready to decode together
+      for (const seq of ['dec-a', 'dec-b']) await s.step(seq, { tokens: tok.encode('The gulls', { bos: true }) }, 0)
+      const past = tok.encode('The gulls', { bos: true }).length
+      const runs: string[] = []
+      const onBatch = (b: { size: number, rows: number }): void => { runs.push(b.rows === 1 ? `decode×${b.size}` : `prompt:${b.rows}`) }
+      s.on('batch', onBatch)
+      // the first prompt keeps the worker busy while everything else queues behind it, the decoding steps first
+      const [head, ...rest] = prompts
+      const steps = [s.step(head[0], { tokens: tok.encode('x'.repeat(head[1] - 1), { bos: true }) }, 0)]
+      steps.push(s.step('dec-a', { tokens: [65] }, past), s.step('dec-b', { tokens: [66] }, past))
+      for (const [seq, rows] of rest) steps.push(s.step(seq, { tokens: tok.encode('y'.repeat(rows - 1), { bos: true }) }, 0))
+      await Promise.all(steps)
+      // a batched run's metrics message follows its results
+      for (let i = 0; i < 100 && runs.length < prompts.length + 1; i++) await new Promise(resolve => setTimeout(resolve, 10))
+      s.off('batch', onBatch)
+      for (const seq of ['dec-a', 'dec-b', ...prompts.map(p => p[0])]) s.drop(seq)
+      return runs
+    }
+    assert.deepEqual(await order([['p-1', 200], ['p-2', 20], ['p-3', 30]]), ['prompt:200', 'prompt:20', 'prompt:30', 'decode×2'])
+    // 300 + 300 rows reach the turn's share: the decoding batch goes before the third prompt
+    assert.deepEqual(await order([['q-1', 300], ['q-2', 300], ['q-3', 30]]), ['prompt:300', 'prompt:300', 'decode×2', 'prompt:30'])
+    await new Promise(resolve => setTimeout(resolve, 50))
+    assert.equal(s.active, 0)
+  })
+
   test('a step whose cache length disagrees is refused, not computed on the wrong context', async () => {
     await assert.rejects(stages[0].step('x', { tokens: [256, 84] }, 5), /0 positions cached here, the request says 5/)
     stages[0].drop('x')

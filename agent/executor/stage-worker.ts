@@ -3,7 +3,8 @@
  * a split model, the KV cache of every sequence passing through it, and a
  * queue of steps. Single-token steps of different sequences that are waiting
  * together run as one batched step (caches left-padded to a common length,
- * the attention mask hiding the padding); prompts run one at a time.
+ * the attention mask hiding the padding); prompts run one at a time, before
+ * the decoding batch (up to PROMPT_ROWS_FIRST rows a turn).
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import ort from 'onnxruntime-node'
@@ -67,6 +68,8 @@ const queue: StageStepRequest[] = []
 let closed = false
 /** how long the last batched decode run took (bounds the wait for a micro-batch's stragglers) */
 let lastRunMs = 0
+/** prompt rows (tokens of prompts and chunks) run before a turn's decoding batch, at most: two prefill chunks (agent/vdag/driver.ts) */
+const PROMPT_ROWS_FIRST = 512
 let wake: (() => void) | null = null
 
 port.on('message', (m: ToStageWorker) => {
@@ -214,8 +217,22 @@ async function loop (): Promise<void> {
       continue
     }
     // single-token steps of distinct sequences that have a cache go together (of one micro-batch, when
-    // their pipeline has several); anything else runs alone
+    // their pipeline has several); anything else (a prompt, a chunk of one) runs alone
     const batchable = (r: StageStepRequest, taken: StageStepRequest[]): boolean => r.seqLen === 1 && (caches.get(r.seq)?.length ?? 0) > 0 && !taken.some(b => b.seq === r.seq)
+    // prompts first, as the whole model's engine takes them (its decoding waits for every waiting prompt):
+    // a burst of requests then decodes in full micro-batches and ends together, instead of each prompt
+    // waiting a decoding run behind the one before and the burst's last streams decoding in thin batches
+    // at its end. At most PROMPT_ROWS_FIRST rows a turn, so a crowd of long prompts' chunks holds the
+    // decoding sequences up for about two chunks at a time, not for all of them.
+    let promptRows = 0
+    for (let i = queue.findIndex(r => !batchable(r, [])); i >= 0 && promptRows < PROMPT_ROWS_FIRST && !closed; i = queue.findIndex(r => !batchable(r, []))) {
+      const [one] = queue.splice(i, 1)
+      promptRows += one.seqLen
+      try { await runOne(one) } catch (err) { send({ type: 'error', id: one.id, error: (err as Error).message }) }
+      flushResults()
+      // the prompts that arrived during this one's run join the queue before the next is picked
+      await new Promise(resolve => setImmediate(resolve))
+    }
     const first = queue.find(r => batchable(r, []))
     const mb = first?.group ?? null
     if (mb != null && lastRunMs > 0) {
@@ -233,9 +250,8 @@ async function loop (): Promise<void> {
       const ok = batchable(r, batch) && batch.length < init.maxBatch && (r.group ?? null) === mb
       ;(ok ? batch : rest).push(r)
     }
-    // the steps of other micro-batches wait for the next turn, in their order
-    const single = rest.find(r => !batchable(r, []))
-    queue.unshift(...rest.filter(r => r !== single))
+    // the steps of other micro-batches (and prompts beyond this turn's share) wait for the next turn, in their order
+    queue.unshift(...rest)
     try {
       // a lone decode step runs as a batch of one where the cache is kept here (no present.* to take back)
       if (batch.length === 1 && !inPlace) await runOne(batch[0])
@@ -246,10 +262,6 @@ async function loop (): Promise<void> {
       for (const r of batch) send({ type: 'error', id: r.id, error: (err as Error).message })
     }
     flushResults()
-    if (single != null) {
-      try { await runOne(single) } catch (err) { send({ type: 'error', id: single.id, error: (err as Error).message }) }
-      flushResults()
-    }
     await new Promise(resolve => setImmediate(resolve))
   }
   await session.release().catch(() => {})
