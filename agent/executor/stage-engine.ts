@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import os from 'node:os'
 import { Worker } from 'node:worker_threads'
 import { providerOrder } from './providers.ts'
 import type { GpuPresence, ProviderPreference, ProviderReport } from './providers.ts'
@@ -14,6 +15,13 @@ export interface StageEngineOptions {
   intraOpThreads?: number
   /** false: take the whole present.* back from every run even when the stage could keep its batched caches (comparisons) */
   keepCache?: boolean
+  /**
+   * The worker waits, after posting a run's results, until this thread has handed them on (at most a
+   * couple of ms; StageWorkerInit.handoff). Default: when the model's threads take every CPU the process
+   * may use (a box of one core, or a process pinned to as many CPUs as ONNX Runtime threads), where the
+   * worker's next run would otherwise hold the core the results need.
+   */
+  shareCore?: boolean
 }
 
 export type StageOutput = { hidden: Float32Array, seqLen: number } | { token: number, logits?: Float32Array, logprob?: TokenLogprob }
@@ -35,10 +43,13 @@ export class StageEngine extends EventEmitter {
   private readonly sequences = new Set<string>()
   private nextId = 1
   private closed = false
+  private readonly handoff: Int32Array | null
+  private handoffScheduled = false
 
-  private constructor (worker: Worker, ready: Extract<FromStageWorker, { type: 'ready' }>) {
+  private constructor (worker: Worker, ready: Extract<FromStageWorker, { type: 'ready' }>, handoff: SharedArrayBuffer | undefined) {
     super()
     this.worker = worker
+    this.handoff = handoff != null ? new Int32Array(handoff) : null
     this.provider = ready.provider
     this.info = ready.info
     this.loadMs = ready.loadMs
@@ -49,7 +60,9 @@ export class StageEngine extends EventEmitter {
   }
 
   static async start (opts: StageEngineOptions): Promise<StageEngine> {
-    const init: StageWorkerInit = { modelPath: opts.modelPath, order: providerOrder(opts.provider, opts.gpus), intraOpThreads: opts.intraOpThreads, maxBatch: opts.maxBatch ?? 8, keepCache: opts.keepCache }
+    const cpus = os.availableParallelism()
+    const shareCore = opts.shareCore ?? cpus <= (opts.intraOpThreads ?? cpus)
+    const init: StageWorkerInit = { modelPath: opts.modelPath, order: providerOrder(opts.provider, opts.gpus), intraOpThreads: opts.intraOpThreads, maxBatch: opts.maxBatch ?? 8, keepCache: opts.keepCache, ...(shareCore ? { handoff: new SharedArrayBuffer(4) } : {}) }
     const worker = new Worker(new URL('./stage-worker.ts', import.meta.url), { workerData: init })
     const ready = await new Promise<Extract<FromStageWorker, { type: 'ready' }>>((resolve, reject) => {
       const onMessage = (m: FromStageWorker): void => {
@@ -61,7 +74,7 @@ export class StageEngine extends EventEmitter {
       worker.on('message', onMessage)
       worker.on('error', onError)
     })
-    return new StageEngine(worker, ready)
+    return new StageEngine(worker, ready, init.handoff)
   }
 
   /** Sequences holding a cache here. */
@@ -110,7 +123,26 @@ export class StageEngine extends EventEmitter {
     this.rejectAll(new EngineError('the stage is unloaded', 'closed'))
   }
 
+  /** whether the worker waits for each run's results to be handed on (StageEngineOptions.shareCore) */
+  get sharesCore (): boolean { return this.handoff != null }
+
+  /**
+   * Tells the worker its results are handed on: after this turn's microtasks, in which the steps' promises
+   * resolved and their frames were queued and written (mesh/pipeline-link.ts flushes in a microtask).
+   */
+  private handedOn (): void {
+    const h = this.handoff
+    if (h == null || this.handoffScheduled) return
+    this.handoffScheduled = true
+    setImmediate(() => {
+      this.handoffScheduled = false
+      Atomics.store(h, 0, 1)
+      Atomics.notify(h, 0)
+    })
+  }
+
   private onMessage (m: FromStageWorker): void {
+    if (m.type === 'results' || m.type === 'result') this.handedOn()
     if (m.type === 'results') {
       for (const r of m.items) this.onMessage(r)
     } else if (m.type === 'result') {

@@ -9,6 +9,13 @@ export interface StageWorkerInit {
   maxBatch: number
   /** false: take the whole present.* back from every run even when the stage could keep its batched caches (comparisons) */
   keepCache?: boolean
+  /**
+   * Set where the worker's runs and the main thread share the process's CPUs (./stage-engine.ts): one Int32
+   * the worker zeroes before posting a run's results and the main thread sets once it has handed them on.
+   * The worker waits for it (at most HANDOFF_WAIT_MS) before its next run, so the results leave at once
+   * instead of when the scheduler next gives the main thread a slice of the worker's core.
+   */
+  handoff?: SharedArrayBuffer
 }
 
 /**
