@@ -2,6 +2,7 @@ import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import os from 'node:os'
 import { StageEngine } from '../agent/executor/stage-engine.ts'
 import type { StageOutput } from '../agent/executor/stage-engine.ts'
 import { ModelEngine } from '../agent/executor/engine.ts'
@@ -107,6 +108,12 @@ describe('stage engines chained in one process', () => {
     const plain = await Promise.all(stages.map(async (_, i) => await StageEngine.start({ modelPath: join(dir, `s${i}.onnx`), provider: 'cpu', gpus: { nvidia: false, any: false }, maxBatch: 4, keepCache: false, shareCore: false })))
     try {
       assert.deepEqual(stages.map(s => s.sharesCore), [true, true, true])
+      // intraOpThreads 0 is ONNX Runtime's default too (a thread per CPU), as the agent passes it for big
+      // models and boxes; one thread shares the core only where the process may use one CPU
+      for (const [threads, shares] of [[0, true], [1, os.availableParallelism() <= 1]] as const) {
+        const e = await StageEngine.start({ modelPath: join(dir, 's0.onnx'), provider: 'cpu', gpus: { nvidia: false, any: false }, intraOpThreads: threads })
+        try { assert.equal(e.sharesCore, shares, `intraOpThreads ${threads}`) } finally { await e.close() }
+      }
       assert.deepEqual(plain.map(s => [s.keepsCache, s.sharesCore]), [[false, false], [false, false], [false, false]])
       // four sequences in two micro-batches, of different lengths, long enough for the kept caches to grow several times
       const specs = [['Mara kept a notebook', 60], ['The gulls', 45], ['In spring', 70], ['A', 50]] as const
@@ -129,11 +136,12 @@ describe('stage engines chained in one process', () => {
       const runs: string[] = []
       const onBatch = (b: { size: number, rows: number }): void => { runs.push(b.rows === 1 ? `decode×${b.size}` : `prompt:${b.rows}`) }
       s.on('batch', onBatch)
-      // the first prompt keeps the worker busy while everything else queues behind it, the decoding steps first
-      const [head, ...rest] = prompts
-      const steps = [s.step(head[0], { tokens: tok.encode('x'.repeat(head[1] - 1), { bos: true }) }, 0)]
+      // the first prompt keeps the worker busy while everything else queues behind it, the decoding steps
+      // first (every input made beforehand, so the steps are posted back to back)
+      const [head, ...rest] = prompts.map(([seq, rows]) => ({ seq, tokens: tok.encode('x'.repeat(rows - 1), { bos: true }) }))
+      const steps = [s.step(head.seq, { tokens: head.tokens }, 0)]
       steps.push(s.step('dec-a', { tokens: [65] }, past), s.step('dec-b', { tokens: [66] }, past))
-      for (const [seq, rows] of rest) steps.push(s.step(seq, { tokens: tok.encode('y'.repeat(rows - 1), { bos: true }) }, 0))
+      for (const p of rest) steps.push(s.step(p.seq, { tokens: p.tokens }, 0))
       await Promise.all(steps)
       // a batched run's metrics message follows its results
       for (let i = 0; i < 100 && runs.length < prompts.length + 1; i++) await new Promise(resolve => setTimeout(resolve, 10))
@@ -144,7 +152,6 @@ describe('stage engines chained in one process', () => {
     assert.deepEqual(await order([['p-1', 200], ['p-2', 20], ['p-3', 30]]), ['prompt:200', 'prompt:20', 'prompt:30', 'decode×2'])
     // 300 + 300 rows reach the turn's share: the decoding batch goes before the third prompt
     assert.deepEqual(await order([['q-1', 300], ['q-2', 300], ['q-3', 30]]), ['prompt:300', 'prompt:300', 'decode×2', 'prompt:30'])
-    await new Promise(resolve => setTimeout(resolve, 50))
     assert.equal(s.active, 0)
   })
 

@@ -44,7 +44,6 @@ export class StageEngine extends EventEmitter {
   private nextId = 1
   private closed = false
   private readonly handoff: Int32Array | null
-  private handoffScheduled = false
 
   private constructor (worker: Worker, ready: Extract<FromStageWorker, { type: 'ready' }>, handoff: SharedArrayBuffer | undefined) {
     super()
@@ -60,8 +59,10 @@ export class StageEngine extends EventEmitter {
   }
 
   static async start (opts: StageEngineOptions): Promise<StageEngine> {
+    // intraOpThreads 0 or unset: ONNX Runtime's default, a thread per CPU
     const cpus = os.availableParallelism()
-    const shareCore = opts.shareCore ?? cpus <= (opts.intraOpThreads ?? cpus)
+    const threads = opts.intraOpThreads != null && opts.intraOpThreads > 0 ? opts.intraOpThreads : cpus
+    const shareCore = opts.shareCore ?? cpus <= threads
     const init: StageWorkerInit = { modelPath: opts.modelPath, order: providerOrder(opts.provider, opts.gpus), intraOpThreads: opts.intraOpThreads, maxBatch: opts.maxBatch ?? 8, keepCache: opts.keepCache, ...(shareCore ? { handoff: new SharedArrayBuffer(4) } : {}) }
     const worker = new Worker(new URL('./stage-worker.ts', import.meta.url), { workerData: init })
     const ready = await new Promise<Extract<FromStageWorker, { type: 'ready' }>>((resolve, reject) => {
@@ -127,23 +128,21 @@ export class StageEngine extends EventEmitter {
   get sharesCore (): boolean { return this.handoff != null }
 
   /**
-   * Tells the worker its results are handed on: after this turn's microtasks, in which the steps' promises
-   * resolved and their frames were queued and written (mesh/pipeline-link.ts flushes in a microtask).
+   * Tells the worker results message `n` is handed on: after this turn's microtasks, in which the steps'
+   * promises resolved and their frames were queued and written (mesh/pipeline-link.ts flushes in a microtask).
    */
-  private handedOn (): void {
+  private handedOn (n: number): void {
     const h = this.handoff
-    if (h == null || this.handoffScheduled) return
-    this.handoffScheduled = true
+    if (h == null) return
     setImmediate(() => {
-      this.handoffScheduled = false
-      Atomics.store(h, 0, 1)
+      Atomics.store(h, 0, n)
       Atomics.notify(h, 0)
     })
   }
 
   private onMessage (m: FromStageWorker): void {
-    if (m.type === 'results' || m.type === 'result') this.handedOn()
     if (m.type === 'results') {
+      if (m.handoff != null) this.handedOn(m.handoff)
       for (const r of m.items) this.onMessage(r)
     } else if (m.type === 'result') {
       const p = this.pending.get(m.id)

@@ -11,8 +11,8 @@ export interface StageWorkerInit {
   keepCache?: boolean
   /**
    * Set where the worker's runs and the main thread share the process's CPUs (./stage-engine.ts): one Int32
-   * the worker zeroes before posting a run's results and the main thread sets once it has handed them on.
-   * The worker waits for it (at most HANDOFF_WAIT_MS) before its next run, so the results leave at once
+   * into which the main thread writes a results message's `handoff` number once it has handed them on. The
+   * worker waits for its number (at most HANDOFF_WAIT_MS) before its next run, so the results leave at once
    * instead of when the scheduler next gives the main thread a slice of the worker's core.
    */
   handoff?: SharedArrayBuffer
@@ -66,8 +66,8 @@ export type FromStageWorker =
   | { type: 'ready', provider: ProviderReport, info: StageInfo, loadMs: number, /** batched caches are kept by the worker (kv-cache.ts) */ keepsCache: boolean }
   | { type: 'failed', error: string }
   | { type: 'result', id: number, hidden?: Float32Array, seqLen: number, token?: number, logits?: Float32Array, logprob?: TokenLogprob }
-  /** the results of one batched run, in one message */
-  | { type: 'results', items: Array<{ type: 'result', id: number, hidden?: Float32Array, seqLen: number, token?: number, logits?: Float32Array, logprob?: TokenLogprob }> }
+  /** the results of one run, in one message; `handoff`: the number the main thread writes into StageWorkerInit.handoff once it has handed them on */
+  | { type: 'results', items: Array<{ type: 'result', id: number, hidden?: Float32Array, seqLen: number, token?: number, logits?: Float32Array, logprob?: TokenLogprob }>, handoff?: number }
   | { type: 'error', id: number, error: string }
   /** one run of the stage's graph: sequences in it, positions per sequence (1: a decode step), how long it took */
   | { type: 'batch', size: number, ms: number, rows: number }

@@ -33,7 +33,18 @@ interface Group { members: string[], cache: CacheRows }
  * A sequence's cache here: its own (kv, after a prompt or a lone step) or its row in a group. rng/sampler:
  * the last stage's, made on the sequence's first sampled step from the sampling settings of its first step.
  */
-interface Cache { kv: Feeds | null, group: Group | null, length: number, /** its micro-batch (StageStepRequest.group) */ mb: number | null, rng: Rng | null, sampler: SequenceSampler | null, sampling: StageSampling | null }
+interface Cache {
+  kv: Feeds | null
+  group: Group | null
+  length: number
+  /** its micro-batch (StageStepRequest.group) */
+  mb: number | null
+  /** its last step was a prompt chunk with more to come (not sampled): its next step is not a decoding one */
+  midPrompt: boolean
+  rng: Rng | null
+  sampler: SequenceSampler | null
+  sampling: StageSampling | null
+}
 
 const port = parentPort
 if (port == null) throw new Error('stage-worker.ts runs as a worker thread')
@@ -42,6 +53,8 @@ const init = workerData as StageWorkerInit
 const handoff = init.handoff != null ? new Int32Array(init.handoff) : null
 /** the longest a run's results hold the next run back (a main thread busy elsewhere) */
 const HANDOFF_WAIT_MS = 2
+/** the number of the last results message posted with a hand-off */
+let handoffCount = 0
 const send = (m: FromStageWorker, transfer: ArrayBuffer[] = []): void => { port.postMessage(m, transfer) }
 
 /**
@@ -55,13 +68,23 @@ const answer = (m: Extract<FromStageWorker, { type: 'result' }>, transfer: Array
 function flushResults (): void {
   if (outbox.length === 0) return
   const items = outbox.splice(0)
-  if (handoff != null) Atomics.store(handoff, 0, 0)
-  send(items.length === 1 ? items[0] : { type: 'results', items }, outboxTransfer.splice(0))
+  if (handoff == null) {
+    send(items.length === 1 ? items[0] : { type: 'results', items }, outboxTransfer.splice(0))
+    return
+  }
   // where this thread and the main thread share a core, the main thread hands the results on before the
   // next run takes the core. Usually it has already (the scheduler switched to it at the post); measured on
   // two pinned agents, without the wait 9–12% of results reached the main thread over 1 ms late (p99 ~4.8
-  // ms: it waited for a slice of a core this thread held), with it 2.5–4% (docs/decisions.md)
-  if (handoff != null) Atomics.wait(handoff, 0, 0, HANDOFF_WAIT_MS)
+  // ms: it waited for a slice of a core this thread held), with it 2.5–4% (docs/decisions.md). Numbered, so
+  // a late hand-off of earlier results (one whose wait timed out) does not end this wait.
+  const n = handoffCount = (handoffCount + 1) | 0
+  send({ type: 'results', items, handoff: n }, outboxTransfer.splice(0))
+  const deadline = performance.now() + HANDOFF_WAIT_MS
+  for (let seen = Atomics.load(handoff, 0); seen !== n; seen = Atomics.load(handoff, 0)) {
+    const left = deadline - performance.now()
+    if (left <= 0) break
+    Atomics.wait(handoff, 0, seen, left)
+  }
 }
 
 let session: ort.InferenceSession
@@ -99,7 +122,7 @@ async function nextMessage (ms: number): Promise<void> {
 
 function cacheOf (seq: string): Cache {
   let c = caches.get(seq)
-  if (c == null) { c = { kv: null, group: null, length: 0, mb: null, rng: null, sampler: null, sampling: null }; caches.set(seq, c) }
+  if (c == null) { c = { kv: null, group: null, length: 0, mb: null, midPrompt: false, rng: null, sampler: null, sampling: null }; caches.set(seq, c) }
   return c
 }
 
@@ -148,6 +171,7 @@ function reply (req: StageStepRequest, cache: Cache, out: Record<string, Tensor>
 async function runOne (req: StageStepRequest): Promise<void> {
   const cache = cacheOf(req.seq)
   cache.mb = req.group ?? null
+  cache.midPrompt = req.seqLen > 1 && req.sample === false
   ownCache(req.seq, cache)
   cache.sampling ??= req.sampling ?? null
   if (cache.length !== req.pastLen) throw new Error(`sequence ${req.seq}: ${cache.length} positions cached here, the request says ${req.pastLen}`)
@@ -243,12 +267,14 @@ async function loop (): Promise<void> {
       // the prompts that arrived during this one's run join the queue before the next is picked
       await new Promise(resolve => setImmediate(resolve))
     }
+    if (closed) break
     const first = queue.find(r => batchable(r, []))
     const mb = first?.group ?? null
     if (mb != null && lastRunMs > 0) {
       // the rest of this micro-batch travels together and is usually a moment behind (or just posted):
       // wait for it, at most half a run, rather than run a part of the group and split it for good
-      const members = [...caches.values()].filter(c => c.mb === mb && c.length > 0).length
+      // (a sequence between the chunks of its prompt is not coming: its next step is the next chunk)
+      const members = [...caches.values()].filter(c => c.mb === mb && c.length > 0 && !c.midPrompt).length
       const deadline = performance.now() + Math.min(10, lastRunMs / 2)
       while (!closed && queue.filter(r => r.group === mb && batchable(r, [])).length < members && performance.now() < deadline) {
         await nextMessage(deadline - performance.now())
