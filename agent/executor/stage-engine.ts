@@ -19,7 +19,8 @@ export interface StageEngineOptions {
    * The worker waits, after posting a run's results, until this thread has handed them on (at most a
    * couple of ms; StageWorkerInit.handoff). Default: when the model's threads take every CPU the process
    * may use (a box of one core, or a process pinned to as many CPUs as ONNX Runtime threads), where the
-   * worker's next run would otherwise hold the core the results need.
+   * worker's next run would otherwise hold the core the results need. Only on the CPU provider: a GPU's
+   * runs leave the core to the main thread.
    */
   shareCore?: boolean
 }
@@ -48,7 +49,8 @@ export class StageEngine extends EventEmitter {
   private constructor (worker: Worker, ready: Extract<FromStageWorker, { type: 'ready' }>, handoff: SharedArrayBuffer | undefined) {
     super()
     this.worker = worker
-    this.handoff = handoff != null ? new Int32Array(handoff) : null
+    // the worker waits for hand-offs only on the CPU provider (stage-worker.ts)
+    this.handoff = handoff != null && ready.provider.name === 'cpu' ? new Int32Array(handoff) : null
     this.provider = ready.provider
     this.info = ready.info
     this.loadMs = ready.loadMs

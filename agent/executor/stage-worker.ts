@@ -49,8 +49,8 @@ interface Cache {
 const port = parentPort
 if (port == null) throw new Error('stage-worker.ts runs as a worker thread')
 const init = workerData as StageWorkerInit
-/** StageWorkerInit.handoff: set by the main thread once it has handed a run's results on */
-const handoff = init.handoff != null ? new Int32Array(init.handoff) : null
+/** StageWorkerInit.handoff: set by the main thread once it has handed a run's results on (CPU sessions only: a GPU's runs leave the core to it) */
+let handoff = init.handoff != null ? new Int32Array(init.handoff) : null
 /** the longest a run's results hold the next run back (a main thread busy elsewhere) */
 const HANDOFF_WAIT_MS = 2
 /** the number of the last results message posted with a hand-off */
@@ -308,6 +308,7 @@ try {
   const t0 = performance.now()
   const created = await createSession(init.modelPath, init.order, { intraOpThreads: init.intraOpThreads })
   session = created.session
+  if (created.provider.name !== 'cpu') handoff = null
   shape = stageShape(session)
   layout = { names: shape.layers.flatMap(l => [io.pastKey(l), io.pastValue(l)]), heads: shape.heads, headDim: shape.headDim }
   inPlace = init.keepCache !== false && shape.inputs.includes(io.attentionMask) && keepsCache(session.outputNames, layout)
