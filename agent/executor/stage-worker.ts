@@ -19,6 +19,7 @@ import { HIDDEN_IN, HIDDEN_OUT, stageFeeds, stagePresent, stageShape } from './s
 import { appendStep, gather, keepsCache, stepFetches, stepMask, wholeFetches } from './kv-cache.ts'
 import type { CacheLayout, CacheRows } from './kv-cache.ts'
 import type { StageShape } from './stage-io.ts'
+import { PREFILL_CHUNK } from './stage-protocol.ts'
 import type { FromStageWorker, StageInfo, StageSampling, StageStepRequest, StageWorkerInit, ToStageWorker } from './stage-protocol.ts'
 
 /**
@@ -101,8 +102,8 @@ const queue: StageStepRequest[] = []
 let closed = false
 /** how long the last batched decode run took (bounds the wait for a micro-batch's stragglers) */
 let lastRunMs = 0
-/** prompt rows (tokens of prompts and chunks) run before a turn's decoding batch, at most: two prefill chunks (agent/vdag/driver.ts) */
-const PROMPT_ROWS_FIRST = 512
+/** prompt rows (tokens of prompts and chunks) run before a turn's decoding batch, at most: two prefill chunks */
+const PROMPT_ROWS_FIRST = 2 * PREFILL_CHUNK
 let wake: (() => void) | null = null
 
 port.on('message', (m: ToStageWorker) => {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { TokenStream } from '../executor/token-stream.ts'
 import type { PipelineClient, RouteHop, StageLink } from './pipeline.ts'
 import type { GenerateParams, Generation, GenerationResult } from '../executor/engine.ts'
+import { PREFILL_CHUNK } from '../executor/stage-protocol.ts'
 import type { StageSampling } from '../executor/stage-protocol.ts'
 import { JsonConstraint, grammarFor, maskCount, vocabFor } from '../executor/json-constraint.ts'
 import { DEFAULT_MIGRATION_SETTINGS } from '../request-migration.ts'
@@ -28,12 +29,6 @@ export interface MigrationLimits extends MigrationSettings {
 /** A failure that replaying cannot fix (the request's own: its JSON constraint). */
 class RequestFault extends Error {}
 
-/**
- * A prompt longer than this goes through the pipeline in chunks of this many tokens (the last stage
- * samples only after the last chunk), so a long prompt holds each stage for one chunk at a time and
- * the decoding steps of other sequences run in between.
- */
-export const PREFILL_CHUNK = 256
 
 /**
  * Runs a generation across the stages of a vDAG: one link chain per
