@@ -25,6 +25,7 @@ import { runPipelineCoresBench, pipelineCoresMarkdown } from './pipeline-cores.t
 import { runKvCopyBench, kvCopyMarkdown } from './kv-copy.ts'
 import { runContentBench, contentMarkdown, UPLINK } from './content.ts'
 import { runTensorParallelBench, tensorParallelMarkdown } from './tensor-parallel.ts'
+import { runPrefillMixBench, prefillMixMarkdown } from './prefill-mix.ts'
 
 const { values } = parseArgs({
   options: {
@@ -35,10 +36,10 @@ const { values } = parseArgs({
     'box-width': { type: 'string' }
   }
 })
-const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,activations,tunnel,pipeline,tp,kvcopy,content,load,dashboard').split(',').map(s => s.trim()))
+const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,activations,tunnel,pipeline,tp,kvcopy,prefillmix,content,load,dashboard').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'activations', 'tunnel', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline', 'pipecores', 'tp', 'kvcopy', 'content']
+const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'activations', 'tunnel', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline', 'pipecores', 'tp', 'kvcopy', 'content', 'prefillmix']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -104,6 +105,11 @@ if (only.has('tp')) {
   log('tp: tensor parallelism, 2 ranks on two pinned cores with an all-reduce per segment over PeerLinks, vs the whole model on one core')
   writeSection('tp', 'Tensor parallelism: 2 ranks on two cores vs the whole model on one', tensorParallelMarkdown(await runTensorParallelBench({ quick: values.quick, log })))
 }
+if (only.has('prefillmix')) {
+  log('prefillmix: a long prompt arriving while streams decode, in chunks vs in one run')
+  writeSection('prefillmix', 'A long prompt while others decode: prompts in chunks vs in one run', prefillMixMarkdown(await runPrefillMixBench({ quick: values.quick, log })))
+}
+
 if (only.has('kvcopy')) {
   log('kvcopy: a batched decode step with and without its KV cache copied out of ONNX Runtime; the engine keeping the cache vs taking present.* back')
   writeSection('kvcopy', 'Decode step: what handing the KV cache back to JavaScript costs, and the engine keeping it', kvCopyMarkdown(await runKvCopyBench({ quick: values.quick, log })))

@@ -106,3 +106,84 @@ describe('the engine (worker thread, batched decode)', () => {
     }
   })
 })
+
+describe('prompts in chunks (the whole model\'s engine)', () => {
+  const m = tinyModel(undefined, 37)
+  const start = async (prefillChunk?: number): Promise<ModelEngine> => await ModelEngine.start({ modelPath: m.path, provider: 'cpu', gpus: { nvidia: false, any: false }, contextLength: 4096, maxBatch: 4, prefillChunk })
+  // ~1100 byte tokens of varied text
+  const longText = Array.from({ length: 40 }, (_, i) => `Line ${i}: the harbour kept ${i * 7} boats; `).join('')
+  let chunked: ModelEngine
+  before(async () => { chunked = await start(64) })
+  after(async () => { await chunked.close() })
+
+  test('a long prompt gives the same tokens and logprobs in chunks of 64 as in one run', async () => {
+    const whole = await start(4096)
+    try {
+      const p = { ...greedy(longText, 24), topLogprobs: 2 }
+      assert.ok(p.prompt.length > 1000)
+      const run = async (e: ModelEngine): Promise<{ tokens: number[], logprobs: number[] }> => {
+        const g = e.generate(p)
+        const tokens: number[] = []
+        for await (const t of g.tokens) tokens.push(t)
+        assert.equal((await g.done).reason, 'length')
+        return { tokens, logprobs: g.logprobs.map(l => l.logprob) }
+      }
+      const steps: StepEvent[] = []
+      const onStep = (e: StepEvent): void => { steps.push(e) }
+      chunked.on('step', onStep)
+      const [a, b] = [await run(chunked), await run(whole)]
+      chunked.off('step', onStep)
+      assert.equal(steps.filter(e => e.kind === 'prefill').length, Math.ceil(p.prompt.length / 64), 'one prefill run per chunk')
+      assert.deepEqual(a.tokens, b.tokens)
+      assert.equal(a.logprobs.length, 24)
+      a.logprobs.forEach((lp, i) => { assert.ok(Math.abs(lp - b.logprobs[i]) < 1e-3, `token ${i}: logprob ${lp} in chunks, ${b.logprobs[i]} in one run`) })
+    } finally {
+      await whole.close()
+    }
+  })
+
+  test('a running sequence keeps decoding while a long prompt goes through, and both get their solo output', async () => {
+    const soloShort = await collect(chunked, greedy('The harbour', 60))
+    const soloLong = await collect(chunked, greedy(longText, 8))
+    // the long prompt (18 chunks of 64, 2 chunks a turn) arrives once the short one decodes
+    let longStarted = false
+    let longFirst = false
+    let between = 0
+    let longRun: Promise<number[]> | undefined
+    const shortRun = collect(chunked, greedy('The harbour', 60), n => {
+      if (longStarted && !longFirst) between++
+      if (n === 3) {
+        longStarted = true
+        longRun = collect(chunked, greedy(longText, 8), () => { longFirst = true })
+      }
+    })
+    const short = await shortRun
+    assert.ok(longRun != null)
+    const long = await longRun
+    assert.deepEqual(short, soloShort)
+    assert.deepEqual(long, soloLong)
+    // with the prompt in one run, the short sequence would have had at most one token (the step under way) until the long one's first
+    assert.ok(between >= 6, `the short sequence decoded ${between} tokens while the long prompt went through`)
+  })
+
+  test('a prompt whose run fails ends with an error alone: the sequences decoding beside it go on', async () => {
+    const solo = await collect(chunked, greedy('Mara kept', 30))
+    let bad: Promise<unknown> | undefined
+    const good = collect(chunked, greedy('Mara kept', 30), n => {
+      if (n === 2) {
+        // a token id past the vocabulary: the embedding's Gather fails in ONNX Runtime
+        const g = chunked.generate({ ...greedy('x', 5), prompt: [1, 2, 1_000_000] })
+        bad = (async () => { for await (const _ of g.tokens) { /* none */ } return await g.done })()
+      }
+    })
+    assert.deepEqual(await good, solo)
+    const r = await bad as { reason: string, error?: string }
+    assert.equal(r.reason, 'error')
+    assert.ok(r.error != null && r.error.length > 0)
+    assert.equal(chunked.active, 0)
+  })
+
+  test('prefillChunk must be a positive integer', async () => {
+    for (const bad of [0, -1, 1.5]) await assert.rejects(start(bad), (err: Error) => err.name === 'EngineError' && /prefillChunk/.test(err.message))
+  })
+})

@@ -17,6 +17,17 @@ export interface EngineOptions {
   intraOpThreads?: number
   /** false: the worker takes the whole present.* back from every run even when it could keep the cache (for comparisons) */
   keepCache?: boolean
+  /**
+   * A prompt goes through in chunks of at most this many tokens, with decoding steps of the running
+   * sequences between them (default PREFILL_CHUNK, prefill.ts); a positive integer.
+   */
+  prefillChunk?: number
+  /**
+   * While other sequences decode, a turn's prompt work aims to take at most this long, in ms (default
+   * PROMPT_MS_FIRST: the gap a decoding stream may see for a prompt's sake); chunks are cut to fit it from
+   * the measured prompt rate. Infinity: bounded by chunks and rows only.
+   */
+  promptMsFirst?: number
 }
 
 export interface GenerationResult {
@@ -98,8 +109,12 @@ export class ModelEngine extends EventEmitter {
       intraOpThreads: opts.intraOpThreads,
       maxBatch: opts.maxBatch ?? 8,
       contextLength: opts.contextLength,
-      keepCache: opts.keepCache
+      keepCache: opts.keepCache,
+      prefillChunk: opts.prefillChunk,
+      promptMsFirst: opts.promptMsFirst
     }
+    if (init.prefillChunk != null && !(Number.isInteger(init.prefillChunk) && init.prefillChunk > 0)) throw new EngineError(`prefillChunk must be a positive integer, not ${init.prefillChunk}`, 'bad_request')
+    if (init.promptMsFirst != null && !(init.promptMsFirst > 0)) throw new EngineError(`promptMsFirst must be a positive number of ms (or Infinity), not ${init.promptMsFirst}`, 'bad_request')
     const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: init })
     const ready = await new Promise<Extract<FromWorker, { type: 'ready' }>>((resolve, reject) => {
       const onMessage = (m: FromWorker): void => {

@@ -14,6 +14,10 @@ export interface WorkerInit {
   contextLength: number
   /** false: take the whole present.* back from every run even when the graph gives step outputs (comparisons) */
   keepCache?: boolean
+  /** a prompt goes through in chunks of at most this many tokens (default PREFILL_CHUNK, prefill.ts) */
+  prefillChunk?: number
+  /** while others decode, a turn's prompt work aims to take at most this long (ms; default PROMPT_MS_FIRST; Infinity: chunks and rows only) */
+  promptMsFirst?: number
 }
 
 /**

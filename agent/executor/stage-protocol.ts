@@ -2,12 +2,6 @@ import type { ProviderName, ProviderReport } from './providers.ts'
 import type { SamplingControls, TokenLogprob } from './sampling.ts'
 
 /** Messages between a StageEngine (main thread) and its worker thread. */
-/**
- * A prompt longer than this goes through a pipeline in chunks of this many tokens (agent/vdag/driver.ts; the
- * last stage samples only after the last chunk), so a long prompt holds each stage for one chunk at a time
- * and the decoding steps of other sequences run in between.
- */
-export const PREFILL_CHUNK = 256
 
 export interface StageWorkerInit {
   modelPath: string

@@ -4,7 +4,7 @@
  * queue of steps. Single-token steps of different sequences that are waiting
  * together run as one batched step (caches left-padded to a common length,
  * the attention mask hiding the padding); prompts run one at a time, before
- * the decoding batch (up to PROMPT_ROWS_FIRST rows a turn).
+ * the decoding batch (as much as prefill.ts's PromptBudget allows a turn).
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import ort from 'onnxruntime-node'
@@ -19,7 +19,7 @@ import { HIDDEN_IN, HIDDEN_OUT, stageFeeds, stagePresent, stageShape } from './s
 import { appendStep, gather, keepsCache, stepFetches, stepMask, wholeFetches } from './kv-cache.ts'
 import type { CacheLayout, CacheRows } from './kv-cache.ts'
 import type { StageShape } from './stage-io.ts'
-import { PREFILL_CHUNK } from './stage-protocol.ts'
+import { PromptBudget } from './prefill.ts'
 import type { FromStageWorker, StageInfo, StageSampling, StageStepRequest, StageWorkerInit, ToStageWorker } from './stage-protocol.ts'
 
 /**
@@ -102,8 +102,8 @@ const queue: StageStepRequest[] = []
 let closed = false
 /** how long the last batched decode run took (bounds the wait for a micro-batch's stragglers) */
 let lastRunMs = 0
-/** prompt rows (tokens of prompts and chunks) run before a turn's decoding batch, at most: two prefill chunks */
-const PROMPT_ROWS_FIRST = 2 * PREFILL_CHUNK
+/** how much prompt work a turn takes before its decoding batch (prefill.ts); the driver cuts the chunks */
+const budget = new PromptBudget()
 let wake: (() => void) | null = null
 
 port.on('message', (m: ToStageWorker) => {
@@ -181,7 +181,9 @@ async function runOne (req: StageStepRequest): Promise<void> {
     : { hidden: new ort.Tensor('float32', req.hidden as Float32Array, [1, req.seqLen, info.hiddenSize]) }
   const t0 = performance.now()
   const out = await session.run(stageFeeds(shape, x, cache.length, cache.kv), wholeOutputs)
-  send({ type: 'batch', size: 1, ms: performance.now() - t0, rows: req.seqLen })
+  const ms = performance.now() - t0
+  if (req.seqLen > 1) budget.observe(req.seqLen, ms)
+  send({ type: 'batch', size: 1, ms, rows: req.seqLen })
   cache.kv = stagePresent(shape, out)
   cache.length += req.seqLen
   reply(req, cache, out, 0, 1)
@@ -257,10 +259,13 @@ async function loop (): Promise<void> {
     // prompts first, as the whole model's engine takes them (its decoding waits for every waiting prompt):
     // a burst of requests then decodes in full micro-batches and ends together, instead of each prompt
     // waiting a decoding run behind the one before and the burst's last streams decoding in thin batches
-    // at its end. At most PROMPT_ROWS_FIRST rows a turn, so a crowd of long prompts' chunks holds the
-    // decoding sequences up for about two chunks at a time, not for all of them.
+    // at its end. As much as the budget allows a turn (two chunks; while decoding steps wait, what fits
+    // PROMPT_MS_FIRST, at least one), so a crowd of long prompts' chunks holds the decoding sequences up
+    // for a chunk or two at a time, not for all of them.
+    const t0 = performance.now()
     let promptRows = 0
-    for (let i = queue.findIndex(r => !batchable(r, [])); i >= 0 && promptRows < PROMPT_ROWS_FIRST && !closed; i = queue.findIndex(r => !batchable(r, []))) {
+    for (let i = queue.findIndex(r => !batchable(r, [])); i >= 0 && !closed; i = queue.findIndex(r => !batchable(r, []))) {
+      if (!budget.more(promptRows, performance.now() - t0, queue[i].seqLen, queue.some(r => batchable(r, [])))) break
       const [one] = queue.splice(i, 1)
       promptRows += one.seqLen
       try { await runOne(one) } catch (err) { send({ type: 'error', id: one.id, error: (err as Error).message }) }

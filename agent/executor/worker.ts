@@ -1,8 +1,10 @@
 /**
  * The executor's worker thread: owns one ONNX Runtime session (its run()
  * would otherwise block the agent's event loop), the KV cache of every
- * sequence, and the decode loop. New sequences are prefilled one at a time;
- * running sequences are decoded together in one batched run per step, their
+ * sequence, and the decode loop. Each turn of the loop runs waiting prompts
+ * first, one at a time and in chunks (as much as prefill.ts's PromptBudget
+ * allows a turn), then one step of the running sequences, decoded together
+ * in one batched run, their
  * caches left-padded to a common length (the attention mask hides the
  * padding). The batched cache is reused step to step and only rebuilt when
  * the set of running sequences changes; when the graph gives each step's own
@@ -23,6 +25,7 @@ import { io } from '../model/graph.ts'
 import { appendStep, gather, keepsCache, stepFetches, stepMask, wholeFetches } from './kv-cache.ts'
 import type { CacheLayout, CacheRows } from './kv-cache.ts'
 import type { FinishReason, FromWorker, GenerateRequest, ToWorker, WorkerInit } from './protocol.ts'
+import { PromptBudget } from './prefill.ts'
 
 interface Seq {
   req: GenerateRequest
@@ -32,7 +35,7 @@ interface Seq {
   constraint: JsonConstraint | null
   stop: Set<number>
   generated: number
-  /** tokens in the cache */
+  /** tokens in the cache (while its prompt goes through in chunks: the prompt's tokens so far) */
   length: number
   /** the token to feed next */
   last: number
@@ -57,11 +60,15 @@ let inPlace = false
 let fetches: Record<string, null> = {}
 /** every output but the step outputs: what a prefill (and a step without a kept cache) fetches */
 let wholeOutputs: Record<string, null> = {}
+/** sequences whose prompt has not started */
 const pending: Seq[] = []
+/** sequences whose prompt has started and not finished (chunks to go), in the order they came */
+let prefilling: Seq[] = []
 let running: Seq[] = []
 let group: Group | null = null
 const byId = new Map<number, Seq>()
 let closed = false
+const budget = new PromptBudget(init.prefillChunk, init.promptMsFirst)
 let wake: (() => void) | null = null
 /** token texts of the vocabularies constrained sequences use, by key */
 const vocabTexts = new Map<string, { size: number, texts: ReadonlyArray<string | null> }>()
@@ -168,17 +175,46 @@ function lastRow (logits: Tensor, index: number): Float32Array {
   return data.subarray(start, start + V)
 }
 
-async function prefill (s: Seq): Promise<void> {
+/**
+ * Runs the next `rows` tokens of a sequence's prompt (a chunk, or the rest) on its own cache; after the
+ * last chunk, samples its first token and moves it to the running sequences.
+ */
+async function prefillChunk (s: Seq, rows: number): Promise<void> {
+  const from = s.length
+  const to = Math.min(s.req.prompt.length, from + rows)
   const t0 = performance.now()
-  const out = await session.run(sequenceFeeds(s.req.prompt, 0, emptyPast(shape, 1)), wholeOutputs)
+  const out = await session.run(sequenceFeeds(s.req.prompt.slice(from, to), from, s.kv ?? emptyPast(shape, 1)), wholeOutputs)
+  const ms = performance.now() - t0
+  budget.observe(to - from, ms)
   s.kv = presentAsPast(shape, out)
-  s.length = s.req.prompt.length
+  s.length = to
   const tokens = stepOut()
+  if (to < s.req.prompt.length) {
+    // more to come: no token yet (the converted graphs' logits are the chunk's last position's, unused)
+    sendStep(tokens, 1, 'prefill', ms)
+    return
+  }
+  prefilling = prefilling.filter(p => p !== s)
   const alive = !s.cancelled && accept(s, pick(s, lastRow(out.logits, 0)), tokens)
-  sendStep(tokens, 1, 'prefill', performance.now() - t0)
+  sendStep(tokens, 1, 'prefill', ms)
   if (s.cancelled && byId.has(s.req.id)) finish(s, 'cancelled')
   else if (alive) running.push(s)
   flushDone()
+}
+
+/**
+ * The prompt to run next, left where it is: one that has started (the earliest) before a new one, which
+ * waits while the batch is full. Cancelled ones on the way are finished.
+ */
+function nextPrompt (): Seq | null {
+  for (;;) {
+    const s = prefilling[0] ?? (running.length + prefilling.length < init.maxBatch ? pending[0] : undefined)
+    if (s == null) return null
+    if (!s.cancelled) return s
+    prefilling = prefilling.filter(p => p !== s)
+    if (pending[0] === s) pending.shift()
+    finish(s, 'cancelled')
+  }
 }
 
 /** Copies each member's cache into one [B, heads, T, headDim] tensor per input, left-padded (with room to grow when kept here). */
@@ -243,18 +279,31 @@ const yieldToMessages = async (): Promise<void> => { await new Promise(resolve =
 
 async function loop (): Promise<void> {
   while (!closed) {
-    if (pending.length === 0 && running.length === 0) {
+    if (pending.length === 0 && prefilling.length === 0 && running.length === 0) {
       await new Promise<void>(resolve => { wake = resolve })
       wake = null
       continue
     }
-    try {
-      while (pending.length > 0 && running.length < init.maxBatch && !closed) {
-        const s = pending.shift() as Seq
-        if (s.cancelled) { finish(s, 'cancelled'); continue }
-        await prefill(s)
-        await yieldToMessages()
+    // prompts first, as much as the budget allows while others decode (prefill.ts); a prompt whose run fails ends alone
+    const t0 = performance.now()
+    let rows = 0
+    for (let s = nextPrompt(); s != null && !closed; s = nextPrompt()) {
+      const decoding = running.length > 0
+      const n = Math.min(budget.chunkRows(decoding), s.req.prompt.length - s.length)
+      if (!budget.more(rows, performance.now() - t0, n, decoding)) break
+      if (pending[0] === s) { pending.shift(); prefilling.push(s) }
+      rows += Math.max(1, n)
+      try {
+        await prefillChunk(s, n)
+      } catch (err) {
+        prefilling = prefilling.filter(p => p !== s)
+        finish(s, 'error', (err as Error).message)
       }
+      flushDone()
+      await yieldToMessages()
+    }
+    if (closed) break
+    try {
       await decodeStep()
     } catch (err) {
       const msg = (err as Error).message
