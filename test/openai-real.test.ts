@@ -74,7 +74,10 @@ describe(`OpenAI features on a real model (SmolLM2-135M-Instruct), through the o
     assert.equal(plain.choices[0].message.content, c.message.content)
     assert.equal(plain.choices[0].logprobs, null)
     assert.ok(bare.choices[0].logprobs?.content?.every(t => t.top_logprobs.length === 0))
-    assert.deepEqual(streamed.map(t => [t.token, t.logprob]), lps.map(t => [t.token, t.logprob]))
+    // the same tokens; the logprobs agree to float noise (the engine takes prompts in turns of ~200 ms
+    // while others decode, so the two may share a batch with different rows and padding)
+    assert.deepEqual(streamed.map(t => t.token), lps.map(t => t.token))
+    streamed.forEach((t, i) => { assert.ok(Math.abs(t.logprob - lps[i].logprob) < 1e-4, `token ${i}: ${t.logprob} streamed, ${lps[i].logprob} not`) })
     await assert.rejects(client.chat.completions.create(chat(content, { top_logprobs: 2 })), (e: any) => e instanceof OpenAI.BadRequestError && e.param === 'top_logprobs')
   })
 
