@@ -183,6 +183,31 @@ describe('prompts in chunks (the whole model\'s engine)', () => {
     assert.equal(chunked.active, 0)
   })
 
+  test('the time bound holds for streams that were decoding when a turn began: a burst arriving while nothing decodes is prefilled whole first', async () => {
+    // a budget no prompt fits: while others decode, a turn runs one prompt step
+    const strict = await ModelEngine.start({ modelPath: m.path, provider: 'cpu', gpus: { nvidia: false, any: false }, contextLength: 4096, maxBatch: 8, prefillChunk: 64, promptMsFirst: 1e-6 })
+    try {
+      const kinds: string[] = []
+      const onStep = (e: StepEvent): void => { kinds.push(e.kind) }
+      strict.on('step', onStep)
+      // a burst of three: all three prompts before the first decoding step (the first one's token does not make it a decoding stream)
+      await Promise.all(['The harbour', 'Mara kept', 'A good answer'].map(async p => await collect(strict, greedy(p, 4))))
+      assert.deepEqual(kinds.slice(0, 4), ['prefill', 'prefill', 'prefill', 'decode'])
+      // two prompts arriving while one decodes: a decoding step between them
+      kinds.length = 0
+      let late: Array<Promise<number[]>> = []
+      await collect(strict, greedy('In spring the swallows', 30), n => {
+        if (n === 3) late = ['Nobody in the town', 'The gulls'].map(p => collect(strict, greedy(p, 4)))
+      })
+      await Promise.all(late)
+      strict.off('step', onStep)
+      const first = kinds.indexOf('prefill', 1)
+      assert.ok(first > 0 && kinds[first + 1] === 'decode' && kinds.indexOf('prefill', first + 1) > first + 1, `a decoding step between the late prompts: ${kinds.join(' ')}`)
+    } finally {
+      await strict.close()
+    }
+  })
+
   test('prefillChunk must be a positive integer', async () => {
     for (const bad of [0, -1, 1.5]) await assert.rejects(start(bad), (err: Error) => err.name === 'EngineError' && /prefillChunk/.test(err.message))
   })

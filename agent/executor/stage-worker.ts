@@ -262,10 +262,12 @@ async function loop (): Promise<void> {
     // at its end. As much as the budget allows a turn (two chunks; while decoding steps wait, what fits
     // PROMPT_MS_FIRST, at least one), so a crowd of long prompts' chunks holds the decoding sequences up
     // for a chunk or two at a time, not for all of them.
+    // (whether decoding steps wait is taken at the turn's start, as the whole model's engine does)
     const t0 = performance.now()
+    const decoding = queue.some(r => batchable(r, []))
     let promptRows = 0
     for (let i = queue.findIndex(r => !batchable(r, [])); i >= 0 && !closed; i = queue.findIndex(r => !batchable(r, []))) {
-      if (!budget.more(promptRows, performance.now() - t0, queue[i].seqLen, queue.some(r => batchable(r, [])))) break
+      if (!budget.more(promptRows, performance.now() - t0, queue[i].seqLen, decoding)) break
       const [one] = queue.splice(i, 1)
       promptRows += one.seqLen
       try { await runOne(one) } catch (err) { send({ type: 'error', id: one.id, error: (err as Error).message }) }
