@@ -49,7 +49,22 @@ describe('blocks on one agent', () => {
     assert.deepEqual(b.runtime.providerTried, [], 'auto on a box without GPUs does not even try GPU providers')
     assert.equal(b.runtime.modelBytes, m.sizeBytes)
     assert.equal(typeof b.runtime.threads, 'number', 'the thread count the session uses is reported')
+    assert.equal(b.runtime.promptBudgetMs, 200, 'the default prompt time budget (agent/executor/prefill.ts)')
     assert.equal((await chat(agent, 'first')).status, 200)
+  })
+
+  test('a block\'s prompt time budget is checked, reaches its engine and is reported (0: none, throughput first)', async () => {
+    for (const bad of [-1, 2.5, 60_001, '200']) {
+      const r = await agent.api('/api/blocks', { method: 'POST', body: { id: 'budget-bad', component: `tiny-gpt:${m.md5.slice(0, 8)}`, promptBudgetMs: bad } })
+      assert.equal(r.status, 400, `promptBudgetMs ${JSON.stringify(bad)}: ${JSON.stringify(r.body)}`)
+      assert.match(JSON.stringify(r.body), /promptBudgetMs/)
+    }
+    const b = await deploy(agent, componentSpec(m), { id: 'budget-none', component: `tiny-gpt:${m.md5.slice(0, 8)}`, promptBudgetMs: 0 })
+    assert.equal(b.status, 'ready', b.error)
+    assert.equal(b.spec.promptBudgetMs, 0)
+    assert.equal(b.runtime.promptBudgetMs, 0)
+    assert.equal((await chat(agent, 'budget-none')).status, 200)
+    assert.equal((await agent.api('/api/blocks/budget-none', { method: 'DELETE' })).status, 200)
   })
 
   test('a model fetched over HTTP is downloaded, checked and served', async () => {

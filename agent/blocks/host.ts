@@ -4,6 +4,7 @@ import type { Logger } from 'pino'
 import type { Db } from '../db/database.ts'
 import { ModelEngine } from '../executor/engine.ts'
 import { StageEngine } from '../executor/stage-engine.ts'
+import { PROMPT_MS_FIRST } from '../executor/prefill.ts'
 import type { GpuPresence } from '../executor/providers.ts'
 import { materializeModel } from '../model/source.ts'
 import type { ModelFiles } from '../content/files.ts'
@@ -328,8 +329,11 @@ export class InstanceHost {
       // the tokenizer is checked before the model loads: a broken one fails this block alone, with its reason
       if (compSpec.stage == null) await this.init.tokenizers?.get(compSpec.tokenizer, signal)
       const threads = spec.threads > 0 ? spec.threads : (this.init.intraOpThreads ?? 0) > 0 ? this.init.intraOpThreads as number : autoThreads(file.sizeBytes)
+      // the prompt time budget (BlockSpec.promptBudgetMs): 0 is none
+      const promptBudgetMs = spec.promptBudgetMs ?? PROMPT_MS_FIRST
+      const promptMsFirst = promptBudgetMs === 0 ? Infinity : promptBudgetMs
       if (compSpec.stage != null) {
-        const stage = await StageEngine.start({ modelPath: file.path, provider: spec.executionProvider, gpus: this.init.gpus(), maxBatch: spec.maxBatch, intraOpThreads: threads })
+        const stage = await StageEngine.start({ modelPath: file.path, provider: spec.executionProvider, gpus: this.init.gpus(), maxBatch: spec.maxBatch, intraOpThreads: threads, promptMsFirst })
         if (signal.aborted) { await stage.close(); return }
         entry.serving = { kind: 'stage', engine: stage, component, instance }
         this.init.metrics?.watchStage(block, stage)
@@ -339,7 +343,7 @@ export class InstanceHost {
           this.setStatus(block, instance, 'failed', { error: `stage worker crashed: ${err.message}` })
         })
         this.setStatus(block, instance, 'ready', {
-          runtime: { provider: stage.provider.name, providerTried: stage.provider.tried, modelPath: file.path, modelBytes: file.sizeBytes, loadMs: Math.round(stage.loadMs), threads }
+          runtime: { provider: stage.provider.name, providerTried: stage.provider.tried, modelPath: file.path, modelBytes: file.sizeBytes, loadMs: Math.round(stage.loadMs), threads, promptBudgetMs }
         })
         log.info({ block, instance, stage: compSpec.stage.index, provider: stage.provider.name }, 'stage instance ready')
         return
@@ -350,7 +354,8 @@ export class InstanceHost {
         gpus: this.init.gpus(),
         contextLength: compSpec.contextLength as number,
         maxBatch: spec.maxBatch,
-        intraOpThreads: threads
+        intraOpThreads: threads,
+        promptMsFirst
       })
       if (signal.aborted) { await engine.close(); return }
       entry.serving = { kind: 'onnx', engine, component, instance }
@@ -362,7 +367,7 @@ export class InstanceHost {
         log.error({ block, err: err.message }, 'instance failed')
       })
       this.setStatus(block, instance, 'ready', {
-        runtime: { provider: engine.provider.name, providerTried: engine.provider.tried, modelPath: file.path, modelBytes: file.sizeBytes, loadMs: Math.round(engine.loadMs), threads }
+        runtime: { provider: engine.provider.name, providerTried: engine.provider.tried, modelPath: file.path, modelBytes: file.sizeBytes, loadMs: Math.round(engine.loadMs), threads, promptBudgetMs }
       })
       log.info({ block, instance, provider: engine.provider.name, loadMs: Math.round(engine.loadMs) }, 'instance ready')
     } catch (err) {

@@ -23,6 +23,8 @@ export interface StageEngineOptions {
    * runs leave the core to the main thread.
    */
   shareCore?: boolean
+  /** while decoding steps wait, a turn's prompt work aims to take at most this long (ms; default PROMPT_MS_FIRST; Infinity: rows only) */
+  promptMsFirst?: number
 }
 
 export type StageOutput = { hidden: Float32Array, seqLen: number } | { token: number, logits?: Float32Array, logprob?: TokenLogprob }
@@ -65,7 +67,7 @@ export class StageEngine extends EventEmitter {
     const cpus = os.availableParallelism()
     const threads = opts.intraOpThreads != null && opts.intraOpThreads > 0 ? opts.intraOpThreads : cpus
     const shareCore = opts.shareCore ?? cpus <= threads
-    const init: StageWorkerInit = { modelPath: opts.modelPath, order: providerOrder(opts.provider, opts.gpus), intraOpThreads: opts.intraOpThreads, maxBatch: opts.maxBatch ?? 8, keepCache: opts.keepCache, ...(shareCore ? { handoff: new SharedArrayBuffer(4) } : {}) }
+    const init: StageWorkerInit = { modelPath: opts.modelPath, order: providerOrder(opts.provider, opts.gpus), intraOpThreads: opts.intraOpThreads, maxBatch: opts.maxBatch ?? 8, keepCache: opts.keepCache, promptMsFirst: opts.promptMsFirst, ...(shareCore ? { handoff: new SharedArrayBuffer(4) } : {}) }
     const worker = new Worker(new URL('./stage-worker.ts', import.meta.url), { workerData: init })
     const ready = await new Promise<Extract<FromStageWorker, { type: 'ready' }>>((resolve, reject) => {
       const onMessage = (m: FromStageWorker): void => {

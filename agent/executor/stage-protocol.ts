@@ -17,6 +17,8 @@ export interface StageWorkerInit {
    * instead of when the scheduler next gives the main thread a slice of the worker's core.
    */
   handoff?: SharedArrayBuffer
+  /** while decoding steps wait, a turn's prompt work aims to take at most this long (ms; default PROMPT_MS_FIRST, prefill.ts) */
+  promptMsFirst?: number
 }
 
 /**

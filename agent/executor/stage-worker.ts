@@ -103,7 +103,7 @@ let closed = false
 /** how long the last batched decode run took (bounds the wait for a micro-batch's stragglers) */
 let lastRunMs = 0
 /** how much prompt work a turn takes before its decoding batch (prefill.ts); the driver cuts the chunks */
-const budget = new PromptBudget()
+const budget = new PromptBudget(undefined, init.promptMsFirst)
 let wake: (() => void) | null = null
 
 port.on('message', (m: ToStageWorker) => {

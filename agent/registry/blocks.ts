@@ -26,6 +26,13 @@ export const BlockSpecSchema = z.object({
   maxBatch: z.number().int().min(1).max(256).default(8),
   /** ONNX Runtime intra-op threads; 0 = auto (see autoThreads) */
   threads: z.number().int().min(0).max(1024).default(0),
+  /**
+   * While other sequences decode, a turn's prompt work takes about this long at most (ms), so a long prompt
+   * stalls their streams for about this much at a time (agent/executor/prefill.ts). Absent: 200. 0: no
+   * time bound, prompts bounded by rows only (throughput first: on a CPU, a burst of long prompts then
+   * prefills before any stream decodes).
+   */
+  promptBudgetMs: z.number().int().min(0).max(60_000).optional(),
   /** handed to the block as it starts (seed 000: blockInitData) */
   blockInitData: z.record(z.string().max(128), z.unknown()).default({})
 }).strict().refine(b => b.minInstances <= b.maxInstances, { message: 'minInstances must not exceed maxInstances', path: ['minInstances'] })
@@ -41,6 +48,8 @@ export interface BlockRuntime {
   loadMs: number
   /** ONNX Runtime intra-op threads the session uses (0: ONNX Runtime's default, all cores) */
   threads: number
+  /** the prompt time budget the engine uses (ms; 0: none): BlockSpec.promptBudgetMs or its default */
+  promptBudgetMs?: number
 }
 
 export interface BlockRecord {
