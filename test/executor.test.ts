@@ -145,39 +145,48 @@ describe('prompts in chunks (the whole model\'s engine)', () => {
   test('a running sequence keeps decoding while a long prompt goes through, and both get their solo output', async () => {
     const soloShort = await collect(chunked, greedy('The harbour', 60))
     const soloLong = await collect(chunked, greedy(longText, 8))
-    // the long prompt (18 chunks of 64, 2 chunks a turn) arrives once the short one decodes
-    let longStarted = false
-    let longFirst = false
-    let between = 0
+    const soloLongPrompt = greedy(longText, 8).prompt.length
+    // the long prompt (18 chunks of 64, 2 chunks a turn) arrives once the short one decodes; the engine's
+    // runs from then on, in the worker's order
+    const kinds: string[] = []
+    const onStep = (e: StepEvent): void => { kinds.push(e.kind) }
     let longRun: Promise<number[]> | undefined
     const shortRun = collect(chunked, greedy('The harbour', 60), n => {
-      if (longStarted && !longFirst) between++
       if (n === 3) {
-        longStarted = true
-        longRun = collect(chunked, greedy(longText, 8), () => { longFirst = true })
+        chunked.on('step', onStep)
+        longRun = collect(chunked, greedy(longText, 8))
       }
     })
     const short = await shortRun
     assert.ok(longRun != null)
     const long = await longRun
+    chunked.off('step', onStep)
     assert.deepEqual(short, soloShort)
     assert.deepEqual(long, soloLong)
-    // with the prompt in one run, the short sequence would have had at most one token (the step under way) until the long one's first
-    assert.ok(between >= 6, `the short sequence decoded ${between} tokens while the long prompt went through`)
+    // the short sequence's decoding steps between the long prompt's first and last run (in one run: none)
+    const first = kinds.indexOf('prefill')
+    const last = kinds.lastIndexOf('prefill')
+    assert.equal(kinds.filter(k => k === 'prefill').length, Math.ceil(soloLongPrompt / 64), 'the long prompt in chunks of 64')
+    const between = kinds.slice(first, last).filter(k => k === 'decode').length
+    assert.ok(between >= 6, `the short sequence decoded ${between} times while the long prompt went through: ${kinds.join(' ')}`)
   })
 
   test('a prompt whose run fails ends with an error alone: the sequences decoding beside it go on', async () => {
     const solo = await collect(chunked, greedy('Mara kept', 30))
     let bad: Promise<unknown> | undefined
+    let goodTokens = 0
+    let goodWhenBadEnded = -1
     const good = collect(chunked, greedy('Mara kept', 30), n => {
+      goodTokens = n
       if (n === 2) {
         // a token id past the vocabulary: the embedding's Gather fails in ONNX Runtime
         const g = chunked.generate({ ...greedy('x', 5), prompt: [1, 2, 1_000_000] })
-        bad = (async () => { for await (const _ of g.tokens) { /* none */ } return await g.done })()
+        bad = (async () => { for await (const _ of g.tokens) { /* none */ } const d = await g.done; goodWhenBadEnded = goodTokens; return d })()
       }
     })
     assert.deepEqual(await good, solo)
     const r = await bad as { reason: string, error?: string }
+    assert.ok(goodWhenBadEnded >= 0 && goodWhenBadEnded < 30, `the good sequence was still decoding when the bad one ended (${goodWhenBadEnded} of 30 tokens)`)
     assert.equal(r.reason, 'error')
     assert.ok(r.error != null && r.error.length > 0)
     assert.equal(chunked.active, 0)

@@ -155,6 +155,15 @@ describe('stage engines chained in one process', () => {
     assert.equal(s.active, 0)
   })
 
+  test('a stage\'s prompt time budget is checked before its worker starts, and kept', async () => {
+    for (const bad of [0, -5, Number.NaN]) {
+      await assert.rejects(StageEngine.start({ modelPath: join(dir, 's0.onnx'), provider: 'cpu', gpus: { nvidia: false, any: false }, promptMsFirst: bad }), (err: Error) => err.name === 'EngineError' && /promptMsFirst/.test(err.message))
+    }
+    assert.equal(stages[0].promptMsFirst, 200, 'the default (agent/executor/prefill.ts)')
+    const none = await StageEngine.start({ modelPath: join(dir, 's0.onnx'), provider: 'cpu', gpus: { nvidia: false, any: false }, promptMsFirst: Infinity })
+    try { assert.equal(none.promptMsFirst, Infinity) } finally { await none.close() }
+  })
+
   test('a step whose cache length disagrees is refused, not computed on the wrong context', async () => {
     await assert.rejects(stages[0].step('x', { tokens: [256, 84] }, 5), /0 positions cached here, the request says 5/)
     stages[0].drop('x')

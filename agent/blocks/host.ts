@@ -4,7 +4,6 @@ import type { Logger } from 'pino'
 import type { Db } from '../db/database.ts'
 import { ModelEngine } from '../executor/engine.ts'
 import { StageEngine } from '../executor/stage-engine.ts'
-import { PROMPT_MS_FIRST } from '../executor/prefill.ts'
 import type { GpuPresence } from '../executor/providers.ts'
 import { materializeModel } from '../model/source.ts'
 import type { ModelFiles } from '../content/files.ts'
@@ -329,9 +328,9 @@ export class InstanceHost {
       // the tokenizer is checked before the model loads: a broken one fails this block alone, with its reason
       if (compSpec.stage == null) await this.init.tokenizers?.get(compSpec.tokenizer, signal)
       const threads = spec.threads > 0 ? spec.threads : (this.init.intraOpThreads ?? 0) > 0 ? this.init.intraOpThreads as number : autoThreads(file.sizeBytes)
-      // the prompt time budget (BlockSpec.promptBudgetMs): 0 is none
-      const promptBudgetMs = spec.promptBudgetMs ?? PROMPT_MS_FIRST
-      const promptMsFirst = promptBudgetMs === 0 ? Infinity : promptBudgetMs
+      // the prompt time budget (BlockSpec.promptBudgetMs): 0 is none; the runtime reports the engine's
+      const promptMsFirst = spec.promptBudgetMs === 0 ? Infinity : spec.promptBudgetMs
+      const budgetOf = (e: { promptMsFirst: number }): number => Number.isFinite(e.promptMsFirst) ? e.promptMsFirst : 0
       if (compSpec.stage != null) {
         const stage = await StageEngine.start({ modelPath: file.path, provider: spec.executionProvider, gpus: this.init.gpus(), maxBatch: spec.maxBatch, intraOpThreads: threads, promptMsFirst })
         if (signal.aborted) { await stage.close(); return }
@@ -343,7 +342,7 @@ export class InstanceHost {
           this.setStatus(block, instance, 'failed', { error: `stage worker crashed: ${err.message}` })
         })
         this.setStatus(block, instance, 'ready', {
-          runtime: { provider: stage.provider.name, providerTried: stage.provider.tried, modelPath: file.path, modelBytes: file.sizeBytes, loadMs: Math.round(stage.loadMs), threads, promptBudgetMs }
+          runtime: { provider: stage.provider.name, providerTried: stage.provider.tried, modelPath: file.path, modelBytes: file.sizeBytes, loadMs: Math.round(stage.loadMs), threads, promptBudgetMs: budgetOf(stage) }
         })
         log.info({ block, instance, stage: compSpec.stage.index, provider: stage.provider.name }, 'stage instance ready')
         return
@@ -367,7 +366,7 @@ export class InstanceHost {
         log.error({ block, err: err.message }, 'instance failed')
       })
       this.setStatus(block, instance, 'ready', {
-        runtime: { provider: engine.provider.name, providerTried: engine.provider.tried, modelPath: file.path, modelBytes: file.sizeBytes, loadMs: Math.round(engine.loadMs), threads, promptBudgetMs }
+        runtime: { provider: engine.provider.name, providerTried: engine.provider.tried, modelPath: file.path, modelBytes: file.sizeBytes, loadMs: Math.round(engine.loadMs), threads, promptBudgetMs: budgetOf(engine) }
       })
       log.info({ block, instance, provider: engine.provider.name, loadMs: Math.round(engine.loadMs) }, 'instance ready')
     } catch (err) {

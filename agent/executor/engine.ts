@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events'
 import { TokenStream } from './token-stream.ts'
 import { Worker } from 'node:worker_threads'
 import { providerOrder } from './providers.ts'
+import { PROMPT_MS_FIRST, promptMsFirstProblem } from './prefill.ts'
 import type { GpuPresence, ProviderPreference, ProviderReport } from './providers.ts'
 import type { DecoderShape } from './feeds.ts'
 import type { FinishReason, FromWorker, GenerateParams, ToWorker, TokenLogprob, WorkerInit } from './protocol.ts'
@@ -82,6 +83,8 @@ export class ModelEngine extends EventEmitter {
   /** whether the worker keeps the batched KV cache itself (the graph gives each step's keys and values) */
   readonly keepsCache: boolean
   readonly contextLength: number
+  /** while others decode, a turn's prompt work aims to take at most this long (ms; Infinity: no time bound): prefill.ts */
+  readonly promptMsFirst: number
   private readonly worker: Worker
   private readonly live = new Map<number, Pending>()
   private nextId = 1
@@ -89,7 +92,7 @@ export class ModelEngine extends EventEmitter {
   /** vocabularies the worker has */
   private readonly vocabs = new Set<string>()
 
-  private constructor (worker: Worker, ready: Extract<FromWorker, { type: 'ready' }>, contextLength: number) {
+  private constructor (worker: Worker, ready: Extract<FromWorker, { type: 'ready' }>, contextLength: number, promptMsFirst: number) {
     super()
     this.worker = worker
     this.provider = ready.provider
@@ -97,6 +100,7 @@ export class ModelEngine extends EventEmitter {
     this.loadMs = ready.loadMs
     this.keepsCache = ready.keepsCache
     this.contextLength = contextLength
+    this.promptMsFirst = promptMsFirst
     worker.on('message', (m: FromWorker) => { this.onMessage(m) })
     worker.on('error', (err) => { this.fail(err) })
     worker.on('exit', (code) => { if (!this.closed) this.fail(new EngineError(`model worker exited (${code})`, 'worker_exit')) })
@@ -114,7 +118,8 @@ export class ModelEngine extends EventEmitter {
       promptMsFirst: opts.promptMsFirst
     }
     if (init.prefillChunk != null && !(Number.isInteger(init.prefillChunk) && init.prefillChunk > 0)) throw new EngineError(`prefillChunk must be a positive integer, not ${init.prefillChunk}`, 'bad_request')
-    if (init.promptMsFirst != null && !(init.promptMsFirst > 0)) throw new EngineError(`promptMsFirst must be a positive number of ms (or Infinity), not ${init.promptMsFirst}`, 'bad_request')
+    const problem = init.promptMsFirst != null ? promptMsFirstProblem(init.promptMsFirst) : null
+    if (problem != null) throw new EngineError(problem, 'bad_request')
     const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: init })
     const ready = await new Promise<Extract<FromWorker, { type: 'ready' }>>((resolve, reject) => {
       const onMessage = (m: FromWorker): void => {
@@ -128,7 +133,7 @@ export class ModelEngine extends EventEmitter {
       worker.on('error', onError)
       worker.on('exit', onExit)
     })
-    return new ModelEngine(worker, ready, opts.contextLength)
+    return new ModelEngine(worker, ready, opts.contextLength, init.promptMsFirst ?? PROMPT_MS_FIRST)
   }
 
   /** Sequences accepted and not finished. */

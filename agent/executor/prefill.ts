@@ -20,6 +20,11 @@ export const MIN_CHUNK = 32
 /** while other sequences decode, a turn's prompt work aims to take at most this long (ms) */
 export const PROMPT_MS_FIRST = 200
 
+/** Why `ms` is not a turn's prompt time budget (a positive number of ms, or Infinity for none), or null. */
+export function promptMsFirstProblem (ms: number): string | null {
+  return ms > 0 ? null : `promptMsFirst must be a positive number of ms (or Infinity), not ${ms}`
+}
+
 /** prompt rows (tokens of prompts and chunks) an engine runs before a turn's decoding step, at most */
 export const promptRowsFirst = (chunk: number): number => 2 * chunk
 
@@ -36,7 +41,8 @@ export class PromptBudget {
 
   constructor (chunk = PREFILL_CHUNK, msFirst = PROMPT_MS_FIRST) {
     if (!(Number.isInteger(chunk) && chunk > 0)) throw new RangeError(`a prefill chunk is a positive integer of tokens, not ${chunk}`)
-    if (!(msFirst > 0)) throw new RangeError(`a turn's prompt time is a positive number of ms (or Infinity), not ${msFirst}`)
+    const problem = promptMsFirstProblem(msFirst)
+    if (problem != null) throw new RangeError(problem)
     this.chunk = chunk
     this.msFirst = msFirst
   }

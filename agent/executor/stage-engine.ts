@@ -4,6 +4,7 @@ import { Worker } from 'node:worker_threads'
 import { providerOrder } from './providers.ts'
 import type { GpuPresence, ProviderPreference, ProviderReport } from './providers.ts'
 import { EngineError } from './engine.ts'
+import { PROMPT_MS_FIRST, promptMsFirstProblem } from './prefill.ts'
 import type { FromStageWorker, StageInfo, StageSampling, StageWorkerInit, ToStageWorker } from './stage-protocol.ts'
 import type { TokenLogprob } from './sampling.ts'
 
@@ -41,6 +42,8 @@ export class StageEngine extends EventEmitter {
   readonly loadMs: number
   /** whether the worker keeps batched caches itself (the stage's graph gives each step's keys and values) */
   readonly keepsCache: boolean
+  /** while decoding steps wait, a turn's prompt work aims to take at most this long (ms; Infinity: no time bound): prefill.ts */
+  readonly promptMsFirst: number
   private readonly worker: Worker
   private readonly pending = new Map<number, { resolve: (o: StageOutput) => void, reject: (e: Error) => void }>()
   private readonly sequences = new Set<string>()
@@ -48,7 +51,7 @@ export class StageEngine extends EventEmitter {
   private closed = false
   private readonly handoff: Int32Array | null
 
-  private constructor (worker: Worker, ready: Extract<FromStageWorker, { type: 'ready' }>, handoff: SharedArrayBuffer | undefined) {
+  private constructor (worker: Worker, ready: Extract<FromStageWorker, { type: 'ready' }>, handoff: SharedArrayBuffer | undefined, promptMsFirst: number) {
     super()
     this.worker = worker
     // the worker waits for hand-offs only on the CPU provider (stage-worker.ts)
@@ -57,6 +60,7 @@ export class StageEngine extends EventEmitter {
     this.info = ready.info
     this.loadMs = ready.loadMs
     this.keepsCache = ready.keepsCache
+    this.promptMsFirst = promptMsFirst
     worker.on('message', (m: FromStageWorker) => { this.onMessage(m) })
     worker.on('error', (err) => { this.fail(err) })
     worker.on('exit', (code) => { if (!this.closed) this.fail(new EngineError(`stage worker exited (${code})`, 'worker_exit')) })
@@ -67,6 +71,8 @@ export class StageEngine extends EventEmitter {
     const cpus = os.availableParallelism()
     const threads = opts.intraOpThreads != null && opts.intraOpThreads > 0 ? opts.intraOpThreads : cpus
     const shareCore = opts.shareCore ?? cpus <= threads
+    const problem = opts.promptMsFirst != null ? promptMsFirstProblem(opts.promptMsFirst) : null
+    if (problem != null) throw new EngineError(problem, 'bad_request')
     const init: StageWorkerInit = { modelPath: opts.modelPath, order: providerOrder(opts.provider, opts.gpus), intraOpThreads: opts.intraOpThreads, maxBatch: opts.maxBatch ?? 8, keepCache: opts.keepCache, promptMsFirst: opts.promptMsFirst, ...(shareCore ? { handoff: new SharedArrayBuffer(4) } : {}) }
     const worker = new Worker(new URL('./stage-worker.ts', import.meta.url), { workerData: init })
     const ready = await new Promise<Extract<FromStageWorker, { type: 'ready' }>>((resolve, reject) => {
@@ -79,7 +85,7 @@ export class StageEngine extends EventEmitter {
       worker.on('message', onMessage)
       worker.on('error', onError)
     })
-    return new StageEngine(worker, ready, init.handoff)
+    return new StageEngine(worker, ready, init.handoff, opts.promptMsFirst ?? PROMPT_MS_FIRST)
   }
 
   /** Sequences holding a cache here. */

@@ -2,7 +2,6 @@ import type { ProviderName, ProviderReport } from './providers.ts'
 import type { SamplingControls, TokenLogprob } from './sampling.ts'
 
 /** Messages between a StageEngine (main thread) and its worker thread. */
-
 export interface StageWorkerInit {
   modelPath: string
   order: ProviderName[]

@@ -256,15 +256,17 @@ async function loop (): Promise<void> {
     // single-token steps of distinct sequences that have a cache go together (of one micro-batch, when
     // their pipeline has several); anything else (a prompt, a chunk of one) runs alone
     const batchable = (r: StageStepRequest, taken: StageStepRequest[]): boolean => r.seqLen === 1 && (caches.get(r.seq)?.length ?? 0) > 0 && !taken.some(b => b.seq === r.seq)
-    // prompts first, as the whole model's engine takes them (its decoding waits for every waiting prompt):
+    // prompts first, as the whole model's engine takes them:
     // a burst of requests then decodes in full micro-batches and ends together, instead of each prompt
     // waiting a decoding run behind the one before and the burst's last streams decoding in thin batches
     // at its end. As much as the budget allows a turn (two chunks; while decoding steps wait, what fits
     // PROMPT_MS_FIRST, at least one), so a crowd of long prompts' chunks holds the decoding sequences up
     // for a chunk or two at a time, not for all of them.
-    // (whether decoding steps wait is taken at the turn's start, as the whole model's engine does)
+    // Whether streams decode is taken at the turn's start, as the whole model's engine does: sequences whose
+    // prompt went through here (their decoding steps are as often at another stage of the ring as here).
+    // A step is the driver's chunk (PREFILL_CHUNK), so while streams decode a turn runs one, or more if they fit.
     const t0 = performance.now()
-    const decoding = queue.some(r => batchable(r, []))
+    const decoding = [...caches.values()].some(c => c.length > 0 && !c.midPrompt)
     let promptRows = 0
     for (let i = queue.findIndex(r => !batchable(r, [])); i >= 0 && !closed; i = queue.findIndex(r => !batchable(r, []))) {
       if (!budget.more(promptRows, performance.now() - t0, queue[i].seqLen, decoding)) break

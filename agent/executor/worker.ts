@@ -290,7 +290,7 @@ async function loop (): Promise<void> {
     // row bound before its first decoding step (cut short by the time bound, it decoded in thin batches:
     // 4–12% fewer tokens/s for 8 short prompts on SmolLM2, docs/decisions.md)
     const t0 = performance.now()
-    const decoding = running.length > 0
+    const decoding = running.some(s => byId.has(s.req.id) && !s.cancelled)
     let rows = 0
     for (let s = nextPrompt(); s != null && !closed; s = nextPrompt()) {
       const n = Math.min(budget.chunkRows(decoding), s.req.prompt.length - s.length)

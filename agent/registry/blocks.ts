@@ -28,9 +28,11 @@ export const BlockSpecSchema = z.object({
   threads: z.number().int().min(0).max(1024).default(0),
   /**
    * While other sequences decode, a turn's prompt work takes about this long at most (ms), so a long prompt
-   * stalls their streams for about this much at a time (agent/executor/prefill.ts). Absent: 200. 0: no
-   * time bound, prompts bounded by rows only (throughput first: on a CPU, a burst of long prompts then
-   * prefills before any stream decodes).
+   * stalls their streams for about this much at a time (agent/executor/prefill.ts). A turn always runs one
+   * prompt step: the whole model cuts its chunks to fit (32 tokens at least), a pipeline stage runs the
+   * driver's 256-token chunks, one a turn or more if they fit. Absent: 200. 0: no time bound, prompts
+   * bounded by rows only (throughput first: on a CPU, a burst of long prompts then prefills before any
+   * stream decodes).
    */
   promptBudgetMs: z.number().int().min(0).max(60_000).optional(),
   /** handed to the block as it starts (seed 000: blockInitData) */
