@@ -62,8 +62,8 @@ let fetches: Record<string, null> = {}
 let wholeOutputs: Record<string, null> = {}
 /** sequences whose prompt has not started */
 const pending: Seq[] = []
-/** sequences whose prompt has started and not finished (chunks to go), in the order they came */
-let prefilling: Seq[] = []
+/** the sequence whose prompt has started and not finished (chunks to go): it goes on before a new one starts */
+let inPrompt: Seq | null = null
 let running: Seq[] = []
 let group: Group | null = null
 const byId = new Map<number, Seq>()
@@ -194,7 +194,7 @@ async function prefillChunk (s: Seq, rows: number): Promise<void> {
     sendStep(tokens, 1, 'prefill', ms)
     return
   }
-  prefilling = prefilling.filter(p => p !== s)
+  inPrompt = null
   const alive = !s.cancelled && accept(s, pick(s, lastRow(out.logits, 0)), tokens)
   sendStep(tokens, 1, 'prefill', ms)
   if (s.cancelled && byId.has(s.req.id)) finish(s, 'cancelled')
@@ -203,16 +203,16 @@ async function prefillChunk (s: Seq, rows: number): Promise<void> {
 }
 
 /**
- * The prompt to run next, left where it is: one that has started (the earliest) before a new one, which
- * waits while the batch is full. Cancelled ones on the way are finished.
+ * The prompt to run next, left where it is: the one under way, else a new one, which waits while the batch
+ * is full. Cancelled ones on the way are finished.
  */
 function nextPrompt (): Seq | null {
   for (;;) {
-    const s = prefilling[0] ?? (running.length + prefilling.length < init.maxBatch ? pending[0] : undefined)
+    const s = inPrompt ?? (running.length < init.maxBatch ? pending[0] : undefined)
     if (s == null) return null
     if (!s.cancelled) return s
-    prefilling = prefilling.filter(p => p !== s)
-    if (pending[0] === s) pending.shift()
+    if (s === inPrompt) inPrompt = null
+    else pending.shift()
     finish(s, 'cancelled')
   }
 }
@@ -279,7 +279,7 @@ const yieldToMessages = async (): Promise<void> => { await new Promise(resolve =
 
 async function loop (): Promise<void> {
   while (!closed) {
-    if (pending.length === 0 && prefilling.length === 0 && running.length === 0) {
+    if (pending.length === 0 && inPrompt == null && running.length === 0) {
       await new Promise<void>(resolve => { wake = resolve })
       wake = null
       continue
@@ -295,12 +295,12 @@ async function loop (): Promise<void> {
     for (let s = nextPrompt(); s != null && !closed; s = nextPrompt()) {
       const n = Math.min(budget.chunkRows(decoding), s.req.prompt.length - s.length)
       if (!budget.more(rows, performance.now() - t0, n, decoding)) break
-      if (pending[0] === s) { pending.shift(); prefilling.push(s) }
+      if (s !== inPrompt) inPrompt = pending.shift() as Seq
       rows += Math.max(1, n)
       try {
         await prefillChunk(s, n)
       } catch (err) {
-        prefilling = prefilling.filter(p => p !== s)
+        inPrompt = null
         finish(s, 'error', (err as Error).message)
       }
       flushDone()
