@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events'
 import { TokenStream } from './token-stream.ts'
 import { Worker } from 'node:worker_threads'
 import { providerOrder } from './providers.ts'
-import { PROMPT_MS_FIRST, promptMsFirstProblem } from './prefill.ts'
+import { PROMPT_MS_FIRST, promptBudgetProblem } from './prefill.ts'
 import type { GpuPresence, ProviderPreference, ProviderReport } from './providers.ts'
 import type { DecoderShape } from './feeds.ts'
 import type { FinishReason, FromWorker, GenerateParams, ToWorker, TokenLogprob, WorkerInit } from './protocol.ts'
@@ -117,8 +117,7 @@ export class ModelEngine extends EventEmitter {
       prefillChunk: opts.prefillChunk,
       promptMsFirst: opts.promptMsFirst
     }
-    if (init.prefillChunk != null && !(Number.isInteger(init.prefillChunk) && init.prefillChunk > 0)) throw new EngineError(`prefillChunk must be a positive integer, not ${init.prefillChunk}`, 'bad_request')
-    const problem = init.promptMsFirst != null ? promptMsFirstProblem(init.promptMsFirst) : null
+    const problem = promptBudgetProblem(init.prefillChunk, init.promptMsFirst)
     if (problem != null) throw new EngineError(problem, 'bad_request')
     const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: init })
     const ready = await new Promise<Extract<FromWorker, { type: 'ready' }>>((resolve, reject) => {

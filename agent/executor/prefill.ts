@@ -20,9 +20,14 @@ export const MIN_CHUNK = 32
 /** while other sequences decode, a turn's prompt work aims to take at most this long (ms) */
 export const PROMPT_MS_FIRST = 200
 
-/** Why `ms` is not a turn's prompt time budget (a positive number of ms, or Infinity for none), or null. */
-export function promptMsFirstProblem (ms: number): string | null {
-  return ms > 0 ? null : `promptMsFirst must be a positive number of ms (or Infinity), not ${ms}`
+/**
+ * What is wrong with a prompt budget's settings, or null: a chunk is a positive integer of tokens, a turn's
+ * time a positive number of ms (Infinity: none). Unset ones take the defaults.
+ */
+export function promptBudgetProblem (prefillChunk?: number, promptMsFirst?: number): string | null {
+  if (prefillChunk != null && !(Number.isInteger(prefillChunk) && prefillChunk > 0)) return `prefillChunk must be a positive integer, not ${prefillChunk}`
+  if (promptMsFirst != null && !(promptMsFirst > 0)) return `promptMsFirst must be a positive number of ms (or Infinity), not ${promptMsFirst}`
+  return null
 }
 
 /** prompt rows (tokens of prompts and chunks) an engine runs before a turn's decoding step, at most */
@@ -40,8 +45,7 @@ export class PromptBudget {
   private rate = 0
 
   constructor (chunk = PREFILL_CHUNK, msFirst = PROMPT_MS_FIRST) {
-    if (!(Number.isInteger(chunk) && chunk > 0)) throw new RangeError(`a prefill chunk is a positive integer of tokens, not ${chunk}`)
-    const problem = promptMsFirstProblem(msFirst)
+    const problem = promptBudgetProblem(chunk, msFirst)
     if (problem != null) throw new RangeError(problem)
     this.chunk = chunk
     this.msFirst = msFirst

@@ -4,7 +4,7 @@ import { Worker } from 'node:worker_threads'
 import { providerOrder } from './providers.ts'
 import type { GpuPresence, ProviderPreference, ProviderReport } from './providers.ts'
 import { EngineError } from './engine.ts'
-import { PROMPT_MS_FIRST, promptMsFirstProblem } from './prefill.ts'
+import { PROMPT_MS_FIRST, promptBudgetProblem } from './prefill.ts'
 import type { FromStageWorker, StageInfo, StageSampling, StageWorkerInit, ToStageWorker } from './stage-protocol.ts'
 import type { TokenLogprob } from './sampling.ts'
 
@@ -71,7 +71,7 @@ export class StageEngine extends EventEmitter {
     const cpus = os.availableParallelism()
     const threads = opts.intraOpThreads != null && opts.intraOpThreads > 0 ? opts.intraOpThreads : cpus
     const shareCore = opts.shareCore ?? cpus <= threads
-    const problem = opts.promptMsFirst != null ? promptMsFirstProblem(opts.promptMsFirst) : null
+    const problem = promptBudgetProblem(undefined, opts.promptMsFirst)
     if (problem != null) throw new EngineError(problem, 'bad_request')
     const init: StageWorkerInit = { modelPath: opts.modelPath, order: providerOrder(opts.provider, opts.gpus), intraOpThreads: opts.intraOpThreads, maxBatch: opts.maxBatch ?? 8, keepCache: opts.keepCache, promptMsFirst: opts.promptMsFirst, ...(shareCore ? { handoff: new SharedArrayBuffer(4) } : {}) }
     const worker = new Worker(new URL('./stage-worker.ts', import.meta.url), { workerData: init })
