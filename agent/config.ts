@@ -43,6 +43,8 @@ export const AgentOptionsSchema = z.object({
   migrationMaxTokens: z.number().int().min(1).max(1 << 20).default(8192),
   /** request migration: how long to wait for another ready instance or a stage's replacement */
   migrationWaitMs: z.number().int().min(0).max(3_600_000).default(60_000),
+  /** where a vDAG request that arrives here is driven: on its first stage's host (a link crossing fewer per token), or here */
+  vdagDriver: z.enum(['first-stage', 'here']).default('first-stage'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
 })
 export type AgentOptionsInput = z.input<typeof AgentOptionsSchema>

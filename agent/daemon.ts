@@ -27,6 +27,7 @@ import type { AssignService } from './blocks/assign-service.ts'
 import { tunnelServer } from './serving/tunnel-server.ts'
 import type { TunnelServer } from './serving/tunnel-server.ts'
 import { openAIServing } from './serving/openai-serving.ts'
+import type { OpenAIServing } from './serving/openai-serving.ts'
 import { VdagStore } from './vdag/registry.ts'
 import { ServiceStore } from './templates/services.ts'
 import { PythonEnvs } from './python/envs.ts'
@@ -38,7 +39,7 @@ import type { Penalties } from '../mesh/penalties.ts'
 import { ModelNotReadyError } from './blocks/host.ts'
 import { ProviderProbe } from './executor/provider-probe.ts'
 import { generateService } from './serving/generate-service.ts'
-import type { GenerateService } from './serving/generate-service.ts'
+import type { GenerateService, HostedEngine } from './serving/generate-service.ts'
 import { DesiredState } from './state/replica.ts'
 import { stateSync } from './state/sync.ts'
 import type { StateSync } from './state/sync.ts'
@@ -101,6 +102,8 @@ export class Agent {
   private generate: GenerateService | undefined
   /** /blockmesh/infer/1.0.0: OpenAI requests peers tunnel to instances here */
   private tunnel: TunnelServer | undefined
+  /** the OpenAI serving layer the tunnel and the generate protocol answer peers with */
+  private openai: OpenAIServing | undefined
   /** /blockmesh/assign/1.0.0: peers reconciling blocks order instances started and stopped here */
   private assign: AssignService | undefined
   /** /blockmesh/pipeline/1.0.0: this agent's pipeline stages and the vDAG sequences it drives */
@@ -312,7 +315,8 @@ export class Agent {
       tasks: this.tasks,
       log: this.log,
       generate: this.generate,
-      migration: { max: this.options.migrationMax, maxTokens: this.options.migrationMaxTokens, waitMs: this.options.migrationWaitMs }
+      migration: { max: this.options.migrationMax, maxTokens: this.options.migrationMaxTokens, waitMs: this.options.migrationWaitMs },
+      vdagDriver: this.options.vdagDriver
     }, { host: this.options.apiHost })
     const address = await this.api.listen({ host: this.options.apiHost, port: this.options.apiPort })
     this.apiUrl = address
@@ -346,15 +350,16 @@ export class Agent {
       ping: async (peer, signal) => await this.mesh.libp2p.services.ping.ping(parsePeerId(peer), { signal })
     })
     await this.pipeline.start()
-    this.generate = generateService()({ registrar: this.mesh.libp2p, dialer: this.mesh.libp2p, serving: block => this.host.serving(block), tokenizers: this.tokenizers, isBanned: peer => this.mesh.gate.isBanned(peer), onInvalid: strike, log: this.log.child({ mod: 'generate' }) })
+    this.generate = generateService()({ registrar: this.mesh.libp2p, dialer: this.mesh.libp2p, serving: block => this.hosted(block), tokenizers: this.tokenizers, isBanned: peer => this.mesh.gate.isBanned(peer), onInvalid: strike, log: this.log.child({ mod: 'generate' }) })
     await this.generate.start()
     this.assign = assignService({ name: this.options.name, acceptRemoteProcesses: this.options.acceptRemoteProcesses })({ node: this.mesh, host: this.host, nodeViews: block => this.owner.nodeViews(block), onInvalid: strike })
     await this.assign.start()
 
     // the inference tunnel: a peer's request for an instance here, served directly by the OpenAI serving
+    this.openai = openAIServing({ mesh: this.mesh, gossip: this.gossip, router: this.router, host: this.host, owner: this.owner, components: this.components, state: this.state, vdags: this.vdags, pipeline: this.started(this.pipeline, 'pipeline'), tokenizers: this.tokenizers, generate: this.generate, migration: { max: this.options.migrationMax, maxTokens: this.options.migrationMaxTokens, waitMs: this.options.migrationWaitMs }, vdagDriver: this.options.vdagDriver, metrics: this.metrics, log: this.log })
     this.tunnel = tunnelServer()({
       registrar: this.mesh.libp2p,
-      serving: openAIServing({ mesh: this.mesh, gossip: this.gossip, router: this.router, host: this.host, owner: this.owner, components: this.components, state: this.state, vdags: this.vdags, pipeline: this.started(this.pipeline, 'pipeline'), tokenizers: this.tokenizers, generate: this.generate, migration: { max: this.options.migrationMax, maxTokens: this.options.migrationMaxTokens, waitMs: this.options.migrationWaitMs }, metrics: this.metrics, log: this.log }),
+      serving: this.openai,
       onInvalid: strike,
       log: this.log.child({ mod: 'tunnel' })
     })
@@ -398,6 +403,17 @@ export class Agent {
   async stop (): Promise<void> {
     this.stopping ??= this.shutdown()
     return await this.stopping
+  }
+
+  /** What a peer's generate request for `block` runs on: its instance here, else a vDAG driven here. */
+  private hosted (block: string): HostedEngine {
+    try {
+      return this.host.serving(block)
+    } catch (err) {
+      const vdag = this.openai?.hostedVdag(block)
+      if (vdag != null) return vdag
+      throw err
+    }
   }
 
   private async shutdown (): Promise<void> {

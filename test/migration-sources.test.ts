@@ -193,6 +193,24 @@ describe('request migration, in process', () => {
     }
   })
 
+  test('VdagDriver: a generation handed over with resumed = k (a lost driver elsewhere) goes on with the same tokens', async () => {
+    const good: RouteHop[] = ['s0', 's1', 's2'].map(block => ({ peer: 'self', block }))
+    const driver = new VdagDriver(localPipeline(b => stages.get(b) as StageEngine), () => good)
+    for (const { name, p } of variants) {
+      const whole = await run(driver, p)
+      assert.ok(whole.tokens.length >= 10, `${name}: ${whole.tokens.length} tokens`)
+      for (const k of [1, 9]) {
+        const rest = await run(driver, { ...p, prompt: [...p.prompt, ...whole.tokens.slice(0, k)], maxTokens: p.maxTokens - k, resumed: k })
+        assert.deepEqual(rest.tokens, whole.tokens.slice(k), `${name}, resumed after ${k}`)
+        assert.equal(rest.result.completionTokens, whole.tokens.length - k, `${name}: only the new tokens count`)
+      }
+    }
+    const bad = await run(driver, { ...variants[0].p, resumed: variants[0].p.prompt.length + 1 })
+    assert.equal(bad.result.reason, 'error')
+    assert.match(bad.result.error ?? '', /resumed \(\d+\) must be a count of the prompt's last tokens/)
+    for (const s of stages.values()) assert.equal(s.active, 0, 'every stage freed the sequences')
+  })
+
   test('VdagDriver: past the limit, or with no route in time, the error says so', async () => {
     const broken = { info: (stages.get('s1') as StageEngine).info, step: async () => { throw new Error('simulated: gone') }, drop: () => {} } as unknown as StageEngine
     const route: RouteHop[] = [{ peer: 'self', block: 's0' }, { peer: 'self', block: 'broken' }, { peer: 'self', block: 's2' }]

@@ -171,8 +171,8 @@ describe('a completion whose block instance dies mid-generation completes on ano
   })
 })
 
-describe('a completion through a 3-stage vDAG whose middle stage dies mid-generation completes once the stage is re-placed', () => {
-  let a: AgentProcess, b: AgentProcess, c: AgentProcess, d: AgentProcess
+describe('a completion through a 3-stage vDAG whose stage dies mid-generation completes once the stage is re-placed', () => {
+  let a: AgentProcess, b: AgentProcess, c: AgentProcess, d: AgentProcess, e: AgentProcess
   const dir = tempDir('bm-mig-vdag-')
   const m = generateModel({ ...PRESETS.tiny, layers: 3, maxPositions: 4096, seed: 17 }, join(dir, 'tiny3.onnx'))
   const vdag = 'tiny3-pipeline'
@@ -180,32 +180,73 @@ describe('a completion through a 3-stage vDAG whose middle stage dies mid-genera
   before(async () => {
     a = await AgentProcess.start({ name: 'a', cluster: 'front' })
     ;[b, c, d] = await Promise.all(['b', 'c', 'd'].map(async name => await AgentProcess.start({ name, cluster: 'back', bootstrap: [a.addr] })))
-    await until(async () => (await a.peers()).length === 4, 'the mesh to form')
+    // E, like A, runs no stage, and drives the vDAG requests it gets itself
+    e = await AgentProcess.start({ name: 'e', cluster: 'front', bootstrap: [a.addr], extra: ['--vdag-driver', 'here'] })
+    await until(async () => (await a.peers()).length === 5, 'the mesh to form')
     await splitAndDeploy(a, { modelName: 'tiny3', modelPath: m.path, worldSize: 3, config: { block: { policy: { cluster: { names: ['back'] } } } } })
     await until(async () => (await a.api('/v1/models')).body.data.some((x: any) => x.id === vdag), 'the vDAG to be served', 90_000)
   })
-  after(async () => { await stopAll([a, b, c, d]) })
+  after(async () => { await stopAll([a, b, c, d, e]) })
+
+  test('a request to an agent outside the pipeline is driven by the first stage\'s host, or with --vdag-driver here by the agent itself; the same text', async () => {
+    const route = (await a.api(`/api/vdags/${vdag}`)).body.route as Array<{ peer: string, block: string }>
+    assert.ok([b, c, d].some(x => x.peerId === route[0].peer), 'the first stage runs on a back agent')
+    await until(async () => (await e.api('/v1/models')).body.data.some((x: any) => x.id === vdag), 'E to serve the vDAG', 60_000)
+    const ask = { model: vdag, messages: [{ role: 'user', content: 'Where does the ferry go?' }], temperature: 0, max_tokens: 40 }
+    const viaA = await streamChat(a, ask)
+    const viaE = await streamChat(e, ask)
+    assert.equal(viaA.servedBy, route[0].peer)
+    assert.equal(viaE.servedBy, e.peerId)
+    assert.equal(viaA.error, null, JSON.stringify(viaA.error))
+    assert.equal(viaA.usage?.completion_tokens, 40)
+    assert.equal(viaE.text, viaA.text)
+  })
 
   test('streamed: kill -9 the middle stage\'s host after 20 tokens; the stream completes with the failure-free text', async () => {
     const route = (await a.api(`/api/vdags/${vdag}`)).body.route as Array<{ peer: string, block: string }>
     assert.equal(route.length, 3)
     assert.equal(new Set(route.map(h => h.peer)).size, 3, 'one stage per host')
     const middle = [b, c, d].find(x => x.peerId === route[1].peer) as AgentProcess
-    assert.ok(middle != null)
+    // the request to A is driven by the first stage's host (one link crossing fewer per token)
+    const driver = [b, c, d].find(x => x.peerId === route[0].peer) as AgentProcess
+    assert.ok(middle != null && driver != null)
     const ask = { model: vdag, messages: [{ role: 'user', content: 'Tell me about the harbour.' }], temperature: 0, max_tokens: 600 }
     const reference = (await chat(a, ask)).choices[0].message.content
     const got = await streamChat(a, ask, 20, async () => { await middle.stop('SIGKILL') })
     assert.equal(middle.child.signalCode, 'SIGKILL')
+    assert.equal(got.servedBy, driver.peerId, 'driven by the first stage\'s host')
     assert.equal(got.error, null, JSON.stringify(got.error))
     assert.equal(got.done, true)
     assert.equal(got.usage?.completion_tokens, 600)
     assert.equal(got.text, reference)
-    assert.equal(await a.metric('blockmesh_request_migrations_total', { kind: 'stage', result: 'resumed' }), 1)
+    assert.equal(await driver.metric('blockmesh_request_migrations_total', { kind: 'stage', result: 'resumed' }), 1)
+    assert.equal(await a.metric('blockmesh_request_migrations_total', { kind: 'driver', result: 'resumed' }), 0, 'the driver itself was not lost')
     // the stage now runs elsewhere
     const now = (await a.api(`/api/vdags/${vdag}`)).body.route as Array<{ peer: string, block: string }>
     assert.notEqual(now[1].peer, middle.peerId)
-    const at = generatedAt(a, 'vDAG step failed; waiting for a route')
+    const at = generatedAt(driver, 'vDAG step failed; waiting for a route')
     assert.ok(at >= 20 && at < 600, `resumed mid-generation, after ${at} tokens`)
-    assert.match(a.log(), /vDAG sequence resumed on a new route/)
+    assert.match(driver.log(), /vDAG sequence resumed on a new route/)
+  })
+
+  test('streamed: kill -9 the first stage\'s host, which drives the request, after 20 tokens; the agent serving the client drives it on with the failure-free text', async () => {
+    const route = (await a.api(`/api/vdags/${vdag}`)).body.route as Array<{ peer: string, block: string }>
+    const driver = [b, c, d].find(x => x.peerId === route[0].peer && x.child.exitCode == null && x.child.signalCode == null) as AgentProcess
+    assert.ok(driver != null, 'the first stage runs on a live back agent')
+    const ask = { model: vdag, messages: [{ role: 'user', content: 'Tell me about the lighthouse keeper.' }], temperature: 0, max_tokens: 600 }
+    const reference = (await chat(a, ask)).choices[0].message.content
+    const got = await streamChat(a, ask, 20, async () => { await driver.stop('SIGKILL') })
+    assert.equal(driver.child.signalCode, 'SIGKILL')
+    assert.equal(got.servedBy, driver.peerId)
+    assert.equal(got.error, null, JSON.stringify(got.error))
+    assert.equal(got.done, true)
+    assert.equal(got.usage?.completion_tokens, 600)
+    assert.equal(got.text, reference)
+    assert.equal(await a.metric('blockmesh_request_migrations_total', { kind: 'driver', result: 'resumed' }), 1)
+    const at = generatedAt(a, 'driving the request here')
+    assert.ok(at >= 20 && at < 600, `handed over mid-generation, after ${at} tokens`)
+    // the first stage was re-placed, and A (which runs no stage) drove the rest through it
+    const now = (await a.api(`/api/vdags/${vdag}`)).body.route as Array<{ peer: string, block: string }>
+    assert.notEqual(now[0].peer, driver.peerId)
   })
 })

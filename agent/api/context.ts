@@ -60,7 +60,6 @@ export interface ApiContext {
   rollouts: Rollouts
   /** ML services (template versions served under a name), and the names the router resolves through them */
   services: ServiceStore
-  /** the stage engines running here, by block */
   /** the vDAG pipeline (drivers of requests served here open their sequences through it) */
   pipeline: PipelineClient
   tasks: TaskService
@@ -69,4 +68,6 @@ export interface ApiContext {
   generate?: GenerateService
   /** request migration limits (absent: the defaults) */
   migration?: MigrationSettings
+  /** where a vDAG request arriving here is driven (default: on its first stage's host) */
+  vdagDriver?: 'first-stage' | 'here'
 }

@@ -5,7 +5,9 @@
  * care where tokens come from):
  *   local    a ready onnx instance on this agent
  *   peer     a peer's onnx instance, token by token over /blockmesh/generate/1.0.0
- *   vdag     a split model, driven stage by stage from here (VdagDriver)
+ *   vdag     a split model, driven stage by stage (VdagDriver) by the host of its first stage when that is a
+ *            peer (over /blockmesh/generate/1.0.0, so each token crosses one link fewer; driven here if
+ *            that peer is lost or refuses), else from here
  *        — these three are token sources: the serving tokenizes, samples' text, streams (openai-serving.ts);
  *          local and peer ones are wrapped in MigratingSource, so a request whose instance dies goes on elsewhere
  *   external an external OpenAI-compatible system run as an instance here, proxied
@@ -30,19 +32,20 @@ import type { Route, Router } from '../blocks/router.ts'
 import type { Component } from '../registry/components.ts'
 import type { Tokenizers } from '../model/tokenizers/load.ts'
 import type { VdagStore } from '../vdag/registry.ts'
-import type { PipelineClient } from '../vdag/pipeline.ts'
+import type { PipelineClient, RouteHop } from '../vdag/pipeline.ts'
 import { VdagDriver } from '../vdag/driver.ts'
 import type { TokenSource } from '../openai/generate.ts'
 import { OpenAIError, modelNotFound } from '../openai/errors.ts'
 import { INSTANCE_HEADER, SERVED_BY_HEADER } from '../openai/infer-protocol.ts'
 import type { GenerateService } from './generate-service.ts'
-import { DEFAULT_MIGRATION_SETTINGS } from './migrate.ts'
+import { DEFAULT_MIGRATION_SETTINGS, MigratingSource } from './migrate.ts'
 import type { MigrationSettings } from './migrate.ts'
-import { migrating, peerProtocolsFrom, remoteInstance } from './instances.ts'
+import { migrating, peerProtocolsFrom, remoteInstance, speaksGenerate } from './instances.ts'
 import type { InstanceServingContext } from './instances.ts'
 import type { ResponseSink } from '../http/sink.ts'
 import type { CommonBody, EndpointPath } from './endpoints.ts'
 import { openPeerTunnel } from './tunnel-client.ts'
+import { RemoteEngine } from './remote-engine.ts'
 
 /** What serving requests needs of the agent (the HTTP API's context has all of it). */
 export interface ServingDeps {
@@ -61,6 +64,8 @@ export interface ServingDeps {
   generate?: GenerateService
   /** request migration limits (absent: the defaults) */
   migration?: MigrationSettings
+  /** where a vDAG request arriving here is driven (default: on its first stage's host) */
+  vdagDriver?: 'first-stage' | 'here'
   metrics: AgentMetrics
   log: Logger
 }
@@ -141,7 +146,7 @@ export class BackendRouter {
   async choose (req: BackendRequest): Promise<Backend> {
     // a service's name → the block or vDAG serving it now (the answer keeps the name asked for)
     const model = this.deps.router.resolve(req.body.model)
-    const vdag = this.vdag(model, req.session)
+    const vdag = await this.vdag(model, req)
     if (vdag != null) {
       this.deps.metrics.routedRequests.inc({ target: 'vdag' })
       return vdag
@@ -212,26 +217,73 @@ export class BackendRouter {
     return { kind: 'local', engine, component: serving.component, headers }
   }
 
-  /** A vDAG served through a driver on this agent, or null when `model` is no vDAG. */
-  private vdag (model: string, session: string | undefined): TokenBackend | null {
+  /**
+   * A vDAG's backend, or null when `model` is no vDAG. The ring runs driver → stage 0 → … → last stage →
+   * driver, so a driver on stage 0's host saves a link crossing per token: a request that arrives
+   * elsewhere is driven there (over the generate protocol, the tokens coming back as they are made),
+   * unless it arrived through the tunnel, that host does not speak the protocol, or the agent is told to
+   * drive here (`--vdag-driver here`). When that host is
+   * lost, or refuses (an older agent, a vDAG it does not know yet), the request goes on here with the
+   * tokens generated so far (MigratingSource, within the replay cap; the hand-over counts as a migration
+   * and is allowed even with migrations switched off: it is the serving path's own move, not a retry).
+   */
+  private async vdag (model: string, req: Pick<BackendRequest, 'session' | 'routed'>): Promise<TokenBackend | null> {
     const { router } = this.deps
     const v = router.vdag(model)
     if (v == null) return null
-    const route = router.vdagRoute(v, session)
+    const route = router.vdagRoute(v, req.session)
     if (route == null) throw new OpenAIError(503, `vDAG ${model} has a stage with no ready instance`, 'model_not_ready')
+    const component = this.vdagComponent(model, v)
+    const head = route[0].peer
+    const ictx = this.instances
+    if (!req.routed && ictx != null && head !== this.self && this.deps.vdagDriver !== 'here' && await speaksGenerate(ictx, head)) {
+      const engine = new MigratingSource({
+        first: { source: new RemoteEngine(ictx.generate, head, model, 'vdag'), peer: head, instance: model },
+        provider: 'vdag',
+        limits: { max: Math.max(1, ictx.settings.max), maxTokens: ictx.settings.maxTokens },
+        next: async () => ({ source: this.vdagDriver(model, req.session, null), peer: this.self, instance: model }),
+        onMigration: (result, d) => {
+          this.deps.metrics.requestMigrations.inc({ kind: 'driver', result })
+          this.deps.log.warn({ vdag: model, from: d.from.peer, generated: d.generated, err: d.error }, result === 'resumed' ? 'the vDAG\'s driver on its first stage\'s host was lost or refused; driving the request here' : 'the vDAG\'s driver on its first stage\'s host was lost; the request could not go on here')
+        }
+      })
+      return { kind: 'vdag', engine, component, headers: { [INSTANCE_HEADER]: model, [SERVED_BY_HEADER]: head } }
+    }
+    return { kind: 'vdag', engine: this.vdagDriver(model, req.session, route), component, headers: { [INSTANCE_HEADER]: model, [SERVED_BY_HEADER]: this.self } }
+  }
+
+  /**
+   * A vDAG driven on this agent for a peer's generate request (the peer serves the client), or null when
+   * `model` is no vDAG known here. Never handed on again. Throws (model_not_ready) when a stage has no
+   * ready instance in this agent's view, so that the peer, whose view said otherwise, drives it itself.
+   */
+  hostedVdag (model: string): { kind: 'onnx', engine: TokenSource & { provider: { name: string } }, component: Component, instance: string } | null {
+    const v = this.deps.router.vdag(model)
+    if (v == null) return null
+    if (this.deps.router.vdagRoute(v) == null) throw new OpenAIError(503, `vDAG ${model} has a stage with no ready instance here`, 'model_not_ready')
+    return { kind: 'onnx', engine: this.vdagDriver(model, undefined, null), component: this.vdagComponent(model, v), instance: model }
+  }
+
+  /** The component a vDAG is served as (its tokenizer, context and defaults). */
+  private vdagComponent (model: string, v: NonNullable<ReturnType<Router['vdag']>>): Component {
     const spec = this.deps.vdags.find(model)?.spec
-    const component: Component = {
+    return {
       uri: `vdag:${model}`,
       createdAt: new Date(0).toISOString(),
       spec: { name: model, version: 'vdag', runtime: 'onnx', tokenizer: spec?.tokenizer ?? v.tokenizer ?? { type: 'byte' }, contextLength: v.contextLength, defaults: spec?.defaults ?? { maxTokens: 256, temperature: 0.7, topP: 0.95 }, resources: {} }
     }
+  }
+
+  /** A driver of `model` on this agent: `first` as its first route (null: asks the router), then the router's. */
+  private vdagDriver (model: string, session: string | undefined, first: RouteHop[] | null): TokenSource & { provider: { name: string } } {
+    const { router } = this.deps
     const settings = this.deps.migration ?? DEFAULT_MIGRATION_SETTINGS
     const log = this.deps.log.child({ mod: 'vdag', vdag: model })
-    let first: typeof route | null = route
+    let pending = first
     const driver = new VdagDriver(this.deps.pipeline, {
-      // the route checked above first; a migrating sequence asks the router again (the vDAG may have been re-placed)
+      // the route checked by the caller first; a migrating sequence asks the router again (the vDAG may have been re-placed)
       route: () => {
-        if (first != null) { const r = first; first = null; return r }
+        if (pending != null) { const r = pending; pending = null; return r }
         const now = router.vdag(model)
         return now == null ? null : router.vdagRoute(now, session)
       },
@@ -240,12 +292,7 @@ export class BackendRouter {
       ...settings,
       onMigration: (result) => { this.deps.metrics.requestMigrations.inc({ kind: 'stage', result }) }
     }, (obj, msg) => { log.warn(obj, msg) })
-    return {
-      kind: 'vdag',
-      engine: { provider: { name: 'vdag' }, generate: params => driver.generate(params) },
-      component,
-      headers: { [INSTANCE_HEADER]: model }
-    }
+    return { provider: driver.provider, generate: params => driver.generate(params) }
   }
 }
 

@@ -47,6 +47,13 @@ const remember = <T>(m: { size: number, delete: (k: T) => boolean, keys: () => I
   if (m.size > 1024) m.delete(m.keys().next().value as T)
 }
 
+/** Whether `peer` serves /blockmesh/generate/1.0.0: it answered on it before, or announced it (identify). */
+export async function speaksGenerate (ctx: Pick<InstanceServingContext, 'generate' | 'peerProtocols'>, peer: string): Promise<boolean> {
+  if (speakers.has(peer)) return true
+  if ((mute.get(peer) ?? 0) > Date.now()) return false
+  try { return (await ctx.peerProtocols?.(peer))?.includes(ctx.generate.protocol) === true } catch { return false }
+}
+
 /** The gossiped report of `instance` on `peer`. */
 function reportOf (ctx: InstanceServingContext, peer: string, instance: string): { component: string, provider: string | null } | undefined {
   return ctx.gossip.peers().find(p => p.record.peerId === peer)?.record.instances.find(i => i.instance === instance)
@@ -72,10 +79,7 @@ export async function remoteInstance (ctx: InstanceServingContext, block: string
   if (report != null) {
     try { component = ctx.components.get(report.component) } catch { component = described.get(report.component) }
   }
-  let speaks = speakers.has(route.peer)
-  if (!speaks) {
-    try { speaks = (await ctx.peerProtocols?.(route.peer))?.includes(ctx.generate.protocol) === true } catch { /* unknown: ask */ }
-  }
+  let speaks = await speaksGenerate(ctx, route.peer)
   let provider = report?.provider ?? 'remote'
   if (component == null || !speaks) {
     try {

@@ -84,6 +84,11 @@ export class OpenAIServing {
     this.backends = new BackendRouter(deps)
   }
 
+  /** A vDAG driven here for a peer's generate request (generate-service.ts), or null when `model` is no vDAG. */
+  hostedVdag (model: string): ReturnType<BackendRouter['hostedVdag']> {
+    return this.backends.hostedVdag(model)
+  }
+
   /** Serves one request whose body `ep.parse` accepted. Errors before the answer starts are thrown (OpenAIError with its status). */
   async serve (ep: Endpoint<CommonBody>, body: CommonBody, opts: ServeOptions): Promise<ServingResponse> {
     // a response_format that cannot be followed is refused before anything is routed

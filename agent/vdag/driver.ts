@@ -45,6 +45,8 @@ class RequestFault extends Error {}
  * the replacement's positions start where the tokens do), the same step numbering, and the
  * generated tokens passed to the last stage as `history` so its penalties and seeded generator
  * continue as if nothing had happened. The JSON constraint lives here and simply carries on.
+ * A generation handed over from elsewhere (`params.resumed`: a driver on another agent was lost, see
+ * agent/serving/backend.ts) starts the same way, as a replay on a route whose peers answer.
  */
 export class VdagDriver {
   readonly provider = { name: 'vdag' }
@@ -65,27 +67,41 @@ export class VdagDriver {
     const stream = new TokenStream()
     const end = (r: GenerationResult): void => { stream.end(r) }
     const stop = new Set(params.stopTokens)
+    // a resumed generation (request migration onto this driver): the prompt's last `resumed` tokens were
+    // generated before, elsewhere; they are replayed like the driver's own migrations replay its tokens
+    const k = params.resumed ?? 0
+    const prompt = k > 0 ? params.prompt.slice(0, params.prompt.length - k) : params.prompt
     const sampling: StageSampling = { temperature: params.temperature, topP: params.topP, seed: params.seed >>> 0 }
     if (params.presencePenalty != null && params.presencePenalty !== 0) sampling.presencePenalty = params.presencePenalty
     if (params.frequencyPenalty != null && params.frequencyPenalty !== 0) sampling.frequencyPenalty = params.frequencyPenalty
-    if (params.repetitionPenalty != null && params.repetitionPenalty !== 1) { sampling.repetitionPenalty = params.repetitionPenalty; sampling.prompt = params.prompt }
+    if (params.repetitionPenalty != null && params.repetitionPenalty !== 1) { sampling.repetitionPenalty = params.repetitionPenalty; sampling.prompt = prompt }
     if (params.topLogprobs != null) sampling.topLogprobs = params.topLogprobs
     void (async () => {
-      /** tokens handed out so far (the stop token excluded), in every route this sequence took */
-      const generated: number[] = []
-      const result = (r: Omit<GenerationResult, 'promptTokens' | 'completionTokens'>): GenerationResult => ({ promptTokens: params.prompt.length, completionTokens: generated.length, ...r })
+      /** tokens generated so far (the stop token excluded), in every route this sequence took; the first k before it came here */
+      const generated: number[] = params.prompt.slice(prompt.length)
+      const result = (r: Omit<GenerationResult, 'promptTokens' | 'completionTokens'>): GenerationResult => ({ promptTokens: params.prompt.length, completionTokens: generated.length - k, ...r })
       let constraint: JsonConstraint | null = null
       try {
+        if (!Number.isInteger(k) || k < 0 || k > params.prompt.length) throw new Error(`resumed (${k}) must be a count of the prompt's last tokens`)
         const c = params.constraint
         if (c != null) {
           const texts = c.vocab.texts
           constraint = new JsonConstraint(grammarFor(c.vocab.key, c.grammarKey, c.grammar), vocabFor(c.vocab.key, () => { if (texts == null) throw new Error(`vocabulary ${c.vocab.key} has no texts`); return texts }, c.vocab.size), params.stopTokens)
+          for (const t of generated) if (!constraint.accept(t)) throw new Error(`constrained decoding: resumed token ${t} does not continue the JSON`)
         }
       } catch (err) {
         end(result({ reason: 'error', error: (err as Error).message }))
         return
       }
-      let route = this.routes.route()
+      // a resumed generation comes from a driver or host that was lost: its route is looked for as after a
+      // failed step here (peers that do not answer skipped, waiting for a replacement within waitMs)
+      let route: RouteHop[] | null
+      try {
+        route = k > 0 ? await this.reroute([], abort.signal) : this.routes.route()
+      } catch {
+        end(result({ reason: 'cancelled' }))
+        return
+      }
       if (route == null) { end(result({ reason: 'error', error: 'a stage of the vDAG has no ready instance', code: 'model_not_ready' })); return }
       let migrations = 0
       for (;;) {
@@ -95,7 +111,7 @@ export class VdagDriver {
           const resumed = generated.length > 0
           link = this.pipeline.open(route, seq, { sampling: resumed ? { ...sampling, history: [...generated] } : sampling, returnLogits: opts.returnLogits === true })
           // a replay starts a new sequence: everything from position 0
-          let tokens = resumed ? [...params.prompt, ...generated] : params.prompt
+          let tokens = resumed ? [...prompt, ...generated] : prompt
           let pastLen = 0
           while (tokens.length > PREFILL_CHUNK) {
             const chunk = tokens.slice(0, PREFILL_CHUNK)
@@ -105,7 +121,7 @@ export class VdagDriver {
           }
           for (;;) {
             const step = generated.length
-            const mask = constraint?.allowed(params.maxTokens - generated.length)
+            const mask = constraint?.allowed(params.maxTokens - (generated.length - k))
             if (mask != null && maskCount(mask) === 0) throw new RequestFault('constrained decoding: no token of this vocabulary can continue the JSON')
             const out = await link.step({ step, pastLen, tokens, seqLen: tokens.length, mask }, abort.signal)
             if (out.logits != null) opts.onLogits?.(step, out.logits)
@@ -115,7 +131,7 @@ export class VdagDriver {
             generated.push(out.token)
             stream.push(out.token, out.logprob)
             if (constraint?.done === true) { end(result({ reason: 'stop' })); return }
-            if (generated.length >= params.maxTokens) { end(result({ reason: 'length' })); return }
+            if (generated.length - k >= params.maxTokens) { end(result({ reason: 'length' })); return }
             tokens = [out.token]
           }
         } catch (err) {
@@ -127,7 +143,7 @@ export class VdagDriver {
             end(result({ reason: 'error', error: message, code }))
           }
           if (migrations >= this.limits.max) { fail(`a stage failed (${error}) and the request was already migrated ${migrations} time(s), the limit`, 'migration_limit'); return }
-          const length = params.prompt.length + generated.length
+          const length = prompt.length + generated.length
           if (length > this.limits.maxTokens) { fail(`a stage failed (${error}); replaying ${length} tokens is over the migration cap of ${this.limits.maxTokens}`, 'migration_limit'); return }
           this.log?.({ route: route.map(h => `${h.block}@${h.peer}`), generated: generated.length, err: error }, 'vDAG step failed; waiting for a route to resume the sequence on')
           let next: RouteHop[] | null
@@ -140,7 +156,7 @@ export class VdagDriver {
           if (next == null) { fail(`a stage failed (${error}) and no route with every stage ready came up within ${Math.round(this.limits.waitMs / 1000)} s`, 'migration_failed'); return }
           migrations++
           this.limits.onMigration?.('resumed', { error, generated: generated.length })
-          this.log?.({ route: next.map(h => `${h.block}@${h.peer}`), replay: params.prompt.length + generated.length, migration: migrations }, 'vDAG sequence resumed on a new route')
+          this.log?.({ route: next.map(h => `${h.block}@${h.peer}`), replay: prompt.length + generated.length, migration: migrations }, 'vDAG sequence resumed on a new route')
           route = next
         } finally {
           link?.close()

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os'
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { InvalidArgumentError } from 'commander'
+import { InvalidArgumentError, Option } from 'commander'
 import type { Command } from 'commander'
 import { Agent } from '../../daemon.ts'
 import { flushLogger } from '../../log.ts'
@@ -36,6 +36,7 @@ export function registerAgentCommand (program: Command): void {
     .option('--migration-max <n>', 'resume a request whose instance or vDAG stage dies at most this many times', intArg(0, 100), 3)
     .option('--migration-max-tokens <n>', 'longest replay (prompt + tokens generated so far) a migration may send', intArg(1, 1 << 20), 8192)
     .option('--migration-wait-ms <ms>', 'how long a migrating request waits for another instance or a stage\'s replacement', intArg(0, 3_600_000), 60_000)
+    .addOption(new Option('--vdag-driver <where>', 'drive vDAG requests that arrive here on the host of the vDAG\'s first stage (each token crosses one link fewer) or here').choices(['first-stage', 'here']).default('first-stage'))
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'info')
     .action(async (opts: Record<string, unknown>) => {
       const agent = await Agent.start({
@@ -64,6 +65,7 @@ export function registerAgentCommand (program: Command): void {
         migrationMax: opts.migrationMax as number,
         migrationMaxTokens: opts.migrationMaxTokens as number,
         migrationWaitMs: opts.migrationWaitMs as number,
+        vdagDriver: opts.vdagDriver as 'first-stage' | 'here',
         logLevel: opts.logLevel as 'info'
       })
       const info = agent.info()
