@@ -26,6 +26,7 @@ import { runKvCopyBench, kvCopyMarkdown } from './kv-copy.ts'
 import { runContentBench, contentMarkdown, UPLINK } from './content.ts'
 import { runTensorParallelBench, tensorParallelMarkdown } from './tensor-parallel.ts'
 import { runPrefillMixBench, prefillMixMarkdown } from './prefill-mix.ts'
+import { runVdagDriverBench, vdagDriverMarkdown } from './vdag-driver.ts'
 
 const { values } = parseArgs({
   options: {
@@ -36,10 +37,10 @@ const { values } = parseArgs({
     'box-width': { type: 'string' }
   }
 })
-const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,activations,tunnel,pipeline,tp,kvcopy,prefillmix,content,load,dashboard').split(',').map(s => s.trim()))
+const only = new Set((values.only ?? 'scheduler,gossip,stream,inference,vdag,activations,tunnel,pipeline,vdagdriver,tp,kvcopy,prefillmix,content,load,dashboard').split(',').map(s => s.trim()))
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 
-const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'activations', 'tunnel', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline', 'pipecores', 'tp', 'kvcopy', 'content', 'prefillmix']
+const known = ['scheduler', 'gossip', 'stream', 'inference', 'vdag', 'activations', 'tunnel', 'load', 'dashboard', 'real', 'graph', 'resilience', 'pipeline', 'pipecores', 'vdagdriver', 'tp', 'kvcopy', 'content', 'prefillmix']
 for (const name of only) {
   if (!known.includes(name)) {
     process.stderr.write(`unknown benchmark ${JSON.stringify(name)}; known: ${known.join(', ')}\n`)
@@ -89,6 +90,10 @@ if (only.has('tunnel')) {
 if (only.has('pipeline')) {
   log('pipeline: 2 stages on two pinned cores in their own namespaces (Toxiproxy link at 0.2 / 5 / 50 ms RTT) vs the whole model on one')
   writeSection('pipeline', 'Pipeline on separate boxes: 2 stages on two cores vs the whole model on one', pipelineMarkdown(await runPipelineBench({ quick: values.quick, log })))
+}
+if (only.has('vdagdriver')) {
+  log('vdagdriver: a 2-stage vDAG asked through an agent outside it, driven by the first stage\'s host vs by that agent (Toxiproxy links at 0 / 10 / 50 ms RTT)')
+  writeSection('vdagdriver', 'Where a vDAG\'s driver runs: the first stage\'s host vs the agent that got the request', vdagDriverMarkdown(await runVdagDriverBench({ quick: values.quick, log })))
 }
 if (only.has('pipecores')) {
   const width = Number(values['box-width'] ?? 1)
