@@ -108,7 +108,7 @@ export class AgentMetrics {
     this.stateRejected = new Counter({ name: 'blockmesh_state_changes_rejected_total', help: 'Desired-state frames refused, by reason', labelNames: ['reason'], registers })
     this.httpRequests = new Counter({ name: 'blockmesh_http_requests_total', help: 'Requests to the HTTP API, by method and route pattern (none: no route matched)', labelNames: ['method', 'route'], registers })
     this.reconcilerClaims = new Counter({ name: 'blockmesh_reconciler_claims_total', help: 'Blocks this agent started reconciling (a new term: created here, or taken over)', registers })
-    this.requestMigrations = new Counter({ name: 'blockmesh_request_migrations_total', help: 'Requests whose block instance (kind instance), vDAG stage (kind stage) or vDAG driver on a peer (kind driver: lost or refused) failed mid-generation: resumed elsewhere, or failed (over the limits, nothing to resume on)', labelNames: ['kind', 'result'], registers })
+    this.requestMigrations = new Counter({ name: 'blockmesh_request_migrations_total', help: 'Requests whose block instance (kind instance), vDAG stage (kind stage) or vDAG driver on a peer (kind driver) failed mid-generation: resumed elsewhere, or failed (over the limits, nothing to resume on); declined: the first stage host of a vDAG did not take the driving (refused, unreachable) and this agent drove the request', labelNames: ['kind', 'result'], registers })
     this.heartbeatLag = new Histogram({
       name: 'blockmesh_heartbeat_lag_seconds',
       help: 'How late each heartbeat fired against its schedule',

@@ -158,6 +158,10 @@ describe('request migration, in process', () => {
     const capped = await run(new MigratingSource({ first: { source: flaky(engine, [5]), peer: 'a', instance: 'i' }, next: async () => choice, limits: { max: 3, maxTokens: prompt.length + 3 } }), p)
     assert.equal(capped.result.code, 'migration_limit')
     assert.match(capped.result.error ?? '', /over the migration cap/)
+    // lost before its first token, nothing is replayed: the next instance gets the request as it came, whatever the cap
+    const whole = await run(engine, p)
+    const early = await run(new MigratingSource({ first: { source: flaky(engine, [0]), peer: 'a', instance: 'i' }, next: async () => ({ source: engine, peer: 'b', instance: 'j' }), limits: { max: 3, maxTokens: prompt.length - 1 } }), p)
+    sameTokens(early, whole, 'lost before the first token, over the cap')
     const none = await run(new MigratingSource({ first: { source: flaky(engine, [5]), peer: 'a', instance: 'i' }, next: async () => null, limits: { max: 3, maxTokens: 8192 } }), p)
     assert.equal(none.result.code, 'migration_failed')
     // a request's own failure is not migrated

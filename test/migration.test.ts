@@ -196,6 +196,8 @@ describe('a completion through a 3-stage vDAG whose stage dies mid-generation co
     const viaA = await streamChat(a, ask)
     const viaE = await streamChat(e, ask)
     assert.equal(viaA.servedBy, route[0].peer)
+    // the host took the driving: A drove nothing itself
+    for (const result of ['declined', 'resumed', 'failed']) assert.equal(await a.metric('blockmesh_request_migrations_total', { kind: 'driver', result }), 0, result)
     assert.equal(viaE.servedBy, e.peerId)
     assert.equal(viaA.error, null, JSON.stringify(viaA.error))
     assert.equal(viaA.usage?.completion_tokens, 40)

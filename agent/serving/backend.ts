@@ -135,6 +135,8 @@ export class BackendRouter {
   private readonly deps: ServingDeps
   private readonly instances: InstanceServingContext | null
   private readonly self: string
+  /** "host vDAG" → until when requests for that vDAG are driven here instead of being offered to that host */
+  private readonly declined = new Map<string, number>()
 
   constructor (deps: ServingDeps) {
     this.deps = deps
@@ -236,15 +238,26 @@ export class BackendRouter {
     const component = this.vdagComponent(model, v)
     const head = route[0].peer
     const ictx = this.instances
-    if (!req.routed && ictx != null && head !== this.self && this.deps.vdagDriver !== 'here' && await speaksGenerate(ictx, head)) {
+    const declinedKey = `${head} ${model}`
+    if ((this.declined.get(declinedKey) ?? 0) <= Date.now()) this.declined.delete(declinedKey)
+    if (!req.routed && ictx != null && head !== this.self && this.deps.vdagDriver !== 'here' && !this.declined.has(declinedKey) && await speaksGenerate(ictx, head)) {
       const engine = new MigratingSource({
         first: { source: new RemoteEngine(ictx.generate, head, model, 'vdag'), peer: head, instance: model },
         provider: 'vdag',
         limits: { max: Math.max(1, ictx.settings.max), maxTokens: ictx.settings.maxTokens },
         next: async () => ({ source: this.vdagDriver(model, req.session, null), peer: this.self, instance: model }),
         onMigration: (result, d) => {
+          if (d.generated === 0) {
+            // declined (an older agent, a view without the vDAG or a ready route) or unreachable before the
+            // first token: driven here, and for a while this vDAG's requests are not offered to that host
+            this.declined.set(declinedKey, Date.now() + DECLINED_MS)
+            if (this.declined.size > 1024) this.declined.delete(this.declined.keys().next().value as string)
+            this.deps.metrics.requestMigrations.inc({ kind: 'driver', result: result === 'resumed' ? 'declined' : result })
+            this.deps.log.info({ vdag: model, host: d.from.peer, err: d.error }, 'the first stage\'s host did not take the vDAG\'s driving; driving it here')
+            return
+          }
           this.deps.metrics.requestMigrations.inc({ kind: 'driver', result })
-          this.deps.log.warn({ vdag: model, from: d.from.peer, generated: d.generated, err: d.error }, result === 'resumed' ? 'the vDAG\'s driver on its first stage\'s host was lost or refused; driving the request here' : 'the vDAG\'s driver on its first stage\'s host was lost; the request could not go on here')
+          this.deps.log.warn({ vdag: model, from: d.from.peer, generated: d.generated, err: d.error }, result === 'resumed' ? 'the vDAG\'s driver on its first stage\'s host was lost; driving the request here' : 'the vDAG\'s driver on its first stage\'s host was lost; the request could not go on here')
         }
       })
       return { kind: 'vdag', engine, component, headers: { [INSTANCE_HEADER]: model, [SERVED_BY_HEADER]: head } }
@@ -260,8 +273,13 @@ export class BackendRouter {
   hostedVdag (model: string): { kind: 'onnx', engine: TokenSource & { provider: { name: string } }, component: Component, instance: string } | null {
     const v = this.deps.router.vdag(model)
     if (v == null) return null
-    if (this.deps.router.vdagRoute(v) == null) throw new OpenAIError(503, `vDAG ${model} has a stage with no ready instance here`, 'model_not_ready')
-    return { kind: 'onnx', engine: this.vdagDriver(model, undefined, null), component: this.vdagComponent(model, v), instance: model }
+    const route = this.deps.router.vdagRoute(v)
+    if (route == null) throw new OpenAIError(503, `vDAG ${model} has a stage with no ready instance here`, 'model_not_ready')
+    // the first stage here, where this agent runs a ready instance of it: that is why it was asked to drive
+    try {
+      if (this.deps.host.serving(route[0].block).kind === 'stage') route[0] = { ...route[0], peer: this.self }
+    } catch { /* not ready here after all: the router's pick stands */ }
+    return { kind: 'onnx', engine: this.vdagDriver(model, undefined, route), component: this.vdagComponent(model, v), instance: model }
   }
 
   /** The component a vDAG is served as (its tokenizer, context and defaults). */
@@ -295,6 +313,9 @@ export class BackendRouter {
     return { provider: driver.provider, generate: params => driver.generate(params) }
   }
 }
+
+/** How long a first stage's host that did not take a vDAG's driving is not asked again for it. */
+const DECLINED_MS = 60_000
 
 /** The local instance for a request (503 when it exists here but is not ready). */
 function localServing (deps: ServingDeps, model: string): LocalServing {

@@ -103,8 +103,9 @@ export class MigratingSource implements TokenSource {
           end({ reason: 'error', error: message, code })
         }
         if (migrations >= limits.max) { fail(`instance ${choice.instance} was lost (${error}) and the request was already migrated ${migrations} time(s), the limit`, 'migration_limit'); return }
+        // before the first token nothing is replayed: the next instance gets the request as it came
         const length = params.prompt.length + generated.length
-        if (length > limits.maxTokens) { fail(`instance ${choice.instance} was lost (${error}); replaying ${length} tokens is over the migration cap of ${limits.maxTokens}`, 'migration_limit'); return }
+        if (generated.length > 0 && length > limits.maxTokens) { fail(`instance ${choice.instance} was lost (${error}); replaying ${length} tokens is over the migration cap of ${limits.maxTokens}`, 'migration_limit'); return }
         let next: InstanceChoice | null
         try {
           next = await this.init.next(choice, abort.signal)

@@ -70,7 +70,8 @@ export class VdagDriver {
     // a resumed generation (request migration onto this driver): the prompt's last `resumed` tokens were
     // generated before, elsewhere; they are replayed like the driver's own migrations replay its tokens
     const k = params.resumed ?? 0
-    const prompt = k > 0 ? params.prompt.slice(0, params.prompt.length - k) : params.prompt
+    const kOk = Number.isInteger(k) && k >= 0 && k <= params.prompt.length
+    const prompt = kOk && k > 0 ? params.prompt.slice(0, params.prompt.length - k) : params.prompt
     const sampling: StageSampling = { temperature: params.temperature, topP: params.topP, seed: params.seed >>> 0 }
     if (params.presencePenalty != null && params.presencePenalty !== 0) sampling.presencePenalty = params.presencePenalty
     if (params.frequencyPenalty != null && params.frequencyPenalty !== 0) sampling.frequencyPenalty = params.frequencyPenalty
@@ -79,10 +80,10 @@ export class VdagDriver {
     void (async () => {
       /** tokens generated so far (the stop token excluded), in every route this sequence took; the first k before it came here */
       const generated: number[] = params.prompt.slice(prompt.length)
-      const result = (r: Omit<GenerationResult, 'promptTokens' | 'completionTokens'>): GenerationResult => ({ promptTokens: params.prompt.length, completionTokens: generated.length - k, ...r })
+      const result = (r: Omit<GenerationResult, 'promptTokens' | 'completionTokens'>): GenerationResult => ({ promptTokens: params.prompt.length, completionTokens: generated.length - (kOk ? k : 0), ...r })
       let constraint: JsonConstraint | null = null
       try {
-        if (!Number.isInteger(k) || k < 0 || k > params.prompt.length) throw new Error(`resumed (${k}) must be a count of the prompt's last tokens`)
+        if (!kOk) throw new Error(`resumed (${k}) must be a count of the prompt's last tokens`)
         const c = params.constraint
         if (c != null) {
           const texts = c.vocab.texts
@@ -183,7 +184,8 @@ export class VdagDriver {
       foundDead = true
       this.routes.markFailure?.(dead)
     }
-    while (Date.now() < deadline) {
+    // at least one look, even with no time to wait
+    for (let first = true; first || Date.now() < deadline; first = false) {
       signal.throwIfAborted()
       const r = this.routes.route()
       if (r != null && (!same(r) || (!foundDead && Date.now() - start >= 2000))) {
