@@ -23,12 +23,22 @@ import { median } from './stats.ts'
 const LATENCIES = [0, 5, 25]
 
 export interface DriverFigures { oneWayMs: number, firstStage: number[], here: number[] }
-export interface VdagDriverResult { figures: DriverFigures[], placement: string[], tokens: number, cores: number, cpu: string, date: string, skipped?: string }
+export interface VdagDriverResult {
+  figures: DriverFigures[]
+  placement: string[]
+  tokens: number
+  /** requests front-1 drove itself after all (the host declined or was lost): 0 when every one was driven there */
+  frontDrove: number
+  cores: number
+  cpu: string
+  date: string
+  skipped?: string
+}
 
 export async function runVdagDriverBench (opts: { quick: boolean, log: (s: string) => void }): Promise<VdagDriverResult> {
   const { log } = opts
   const tokens = opts.quick ? 16 : 32
-  const result: VdagDriverResult = { figures: [], placement: [], tokens, cores: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', date: new Date().toISOString().slice(0, 10) }
+  const result: VdagDriverResult = { figures: [], placement: [], tokens, frontDrove: 0, cores: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', date: new Date().toISOString().slice(0, 10) }
   const why = pipelineBenchUnavailable()
   if (why != null) { result.skipped = why; log(`vdagdriver: skipped (${why})`); return result }
   const lab = NetLab.create(4)
@@ -82,6 +92,7 @@ export async function runVdagDriverBench (opts: { quick: boolean, log: (s: strin
       }
       result.figures.push(fig)
     }
+    for (const res of ['declined', 'resumed', 'failed']) result.frontDrove += await f1.metric('blockmesh_request_migrations_total', { kind: 'driver', result: res })
   } finally {
     await stopAll(agents)
     await tp?.stop()
@@ -103,6 +114,8 @@ export function vdagDriverMarkdown (r: VdagDriverResult): string {
     '| one-way latency of every link | driven by the front agent (tok/s) | driven by the first stage\'s host (tok/s) | ÷ |',
     '| --- | ---: | ---: | ---: |',
     ...rows,
+    '',
+    `front-1's requests its own driver took over (the host declined, or was lost): ${r.frontDrove}.`,
     '',
     `Rounds (tok/s, first stage's host / here): ${r.figures.map(f => `${f.oneWayMs} ms: ${f.firstStage.map(x => x.toFixed(1)).join(', ')} / ${f.here.map(x => x.toFixed(1)).join(', ')}`).join('; ')}.`
   ].join('\n')
