@@ -11,6 +11,13 @@ import { MAX_GRAMMAR_KEY_CHARS, MAX_GRAMMAR_LITERAL_CHARS } from '../executor/js
 import type { GrammarNode } from '../executor/json-constraint.ts'
 
 export const GENERATE_PROTOCOL = '/blockmesh/generate/1.0.0'
+/**
+ * 1.1.0: the same exchange, and a failed generation's done frame carries its error code (migration_limit,
+ * model_not_ready, …), so the serving agent answers the client with the code and status it would have
+ * given had the generation run there. A 1.0.0 stream never carries it: 1.0.0 answers are strict, and an
+ * older client would take the field for a malformed answer. Hosts serve both; clients ask for 1.1.0 first.
+ */
+export const GENERATE_PROTOCOL_CODES = '/blockmesh/generate/1.1.0'
 
 /** streams of this protocol per connection, each way (one per request): a full batch of the largest maxBatch */
 export const GENERATE_MAX_STREAMS = 256
@@ -68,7 +75,9 @@ export const AnswerSchema = z.discriminatedUnion('t', [
     promptTokens: z.number().int().min(0),
     completionTokens: z.number().int().min(0),
     error: Text(2000).optional(),
-    lost: z.boolean().optional()
+    lost: z.boolean().optional(),
+    /** 1.1.0 only: the failure's code */
+    code: Text(64).optional()
   }).strict(),
   z.object({ t: z.literal('component'), instance: Text(64), provider: Text(32), spec: z.unknown() }).strict(),
   z.object({ t: z.literal('error'), code: Text(64), message: Text(2000) }).strict()

@@ -1,5 +1,6 @@
 /**
- * /blockmesh/generate/1.0.0: token-level generation on a peer's block instance.
+ * /blockmesh/generate/1.1.0 and 1.0.0: token-level generation on a peer's block instance (or a vDAG its
+ * first stage's host drives). 1.1.0 adds the failure's `code` to the done frame; clients ask for it first.
  *
  * The agent that serves a client (tokenizer, chat template, stop strings, SSE) asks the host of an
  * onnx instance to run a GenerateParams and gets token ids back, so it always knows the tokens
@@ -8,7 +9,7 @@
  *
  *   client → host   one frame: { v: 1, op: 'generate', block, params } or { v: 1, op: 'describe', block }
  *   host → client   generate: { t: 'accepted', instance, provider }, then { t: 'tokens', ids, logprobs? }…,
- *                   then { t: 'done', reason, promptTokens, completionTokens, error?, lost? }
+ *                   then { t: 'done', reason, promptTokens, completionTokens, error?, lost?, code? (1.1.0) }
  *                   describe: { t: 'component', instance, provider, spec } (the instance's component spec,
  *                   so an agent that does not have the component can load its tokenizer)
  *                   either, instead: { t: 'error', code, message }
@@ -36,7 +37,7 @@ import type { TokenLogprob } from '../executor/sampling.ts'
 import type { TextTokenizer } from '../model/tokenizer.ts'
 import type { TokenizerSpec } from '../registry/components.ts'
 import { tokenVocab } from '../openai/json-schema.ts'
-import { AnswerSchema, GENERATE_MAX_STREAMS, GENERATE_PROTOCOL, GenerateError, GenerateRequestSchema, MAX_ANSWER_BYTES, MAX_GRAMMAR_DEPTH, MAX_REQUEST_BYTES, depth, wireParams } from './generate-protocol.ts'
+import { AnswerSchema, GENERATE_MAX_STREAMS, GENERATE_PROTOCOL, GENERATE_PROTOCOL_CODES, GenerateError, GenerateRequestSchema, MAX_ANSWER_BYTES, MAX_GRAMMAR_DEPTH, MAX_REQUEST_BYTES, depth, wireParams } from './generate-protocol.ts'
 import type { Answer, GenerateRequest } from './generate-protocol.ts'
 
 export * from './generate-protocol.ts'
@@ -50,7 +51,7 @@ export interface GenerateComponents {
   /** where the protocol is handled: the libp2p node */
   registrar: { handle: (protocol: string, handler: (stream: Stream, connection: Connection) => void | Promise<void>, options?: StreamHandlerOptions) => Promise<void>, unhandle: (protocol: string) => Promise<void> }
   /** how the client side dials: the libp2p node */
-  dialer: { dialProtocol: (peer: PeerId, protocol: string, options?: { signal?: AbortSignal, maxOutboundStreams?: number }) => Promise<Stream> }
+  dialer: { dialProtocol: (peer: PeerId, protocols: string | string[], options?: { signal?: AbortSignal, maxOutboundStreams?: number }) => Promise<Stream> }
   /** the instance of `block` running here (throws when there is none or it is not ready) */
   serving: (block: string) => HostedEngine
   tokenizers: { get: (spec: TokenizerSpec, signal?: AbortSignal) => Promise<TextTokenizer> }
@@ -95,6 +96,8 @@ export interface GenerateService {
 
 class Generate implements GenerateService {
   readonly protocol: string
+  /** the names dialled, newest first, and handled */
+  private readonly protocols: string[]
   private readonly components: GenerateComponents
   private readonly init: GenerateServiceInit
   private started = false
@@ -106,21 +109,25 @@ class Generate implements GenerateService {
     this.init = init
     this.slots = new PeerStreamSlots(init.maxOutboundStreams ?? GENERATE_MAX_STREAMS, 'generate')
     this.protocol = init.protocol ?? GENERATE_PROTOCOL
+    // a service under another name (tests) speaks that one alone
+    this.protocols = init.protocol == null ? [GENERATE_PROTOCOL_CODES, GENERATE_PROTOCOL] : [init.protocol]
     this.handle = this.handle.bind(this)
   }
 
   readonly [Symbol.toStringTag] = '@blockmesh/generate'
 
   async start (): Promise<void> {
-    await this.components.registrar.handle(this.protocol, this.handle, {
-      maxInboundStreams: this.init.maxInboundStreams ?? GENERATE_MAX_STREAMS,
-      maxOutboundStreams: this.init.maxOutboundStreams ?? GENERATE_MAX_STREAMS
-    })
+    for (const p of this.protocols) {
+      await this.components.registrar.handle(p, this.handle, {
+        maxInboundStreams: this.init.maxInboundStreams ?? GENERATE_MAX_STREAMS,
+        maxOutboundStreams: this.init.maxOutboundStreams ?? GENERATE_MAX_STREAMS
+      })
+    }
     this.started = true
   }
 
   async stop (): Promise<void> {
-    await this.components.registrar.unhandle(this.protocol)
+    for (const p of this.protocols) await this.components.registrar.unhandle(p)
     this.started = false
   }
 
@@ -216,7 +223,9 @@ class Generate implements GenerateService {
           await send(lp != null ? { t: 'tokens', ids: [token], logprobs: [lp] } : { t: 'tokens', ids: [token] })
         }
         const r = await g.done
-        await send({ t: 'done', reason: r.reason, promptTokens: r.promptTokens, completionTokens: r.completionTokens, ...(r.error != null ? { error: r.error.slice(0, 2000) } : {}), ...(r.lost === true ? { lost: true } : {}) })
+        // the failure's code only where the client asked for the protocol that carries it
+        const code = stream.protocol === GENERATE_PROTOCOL_CODES && r.reason === 'error' && r.code != null ? { code: r.code.slice(0, 64) } : {}
+        await send({ t: 'done', reason: r.reason, promptTokens: r.promptTokens, completionTokens: r.completionTokens, ...(r.error != null ? { error: r.error.slice(0, 2000) } : {}), ...(r.lost === true ? { lost: true } : {}), ...code })
         await stream.close({ signal: AbortSignal.timeout(5000) })
       } finally {
         abort.signal.removeEventListener('abort', onAbort)
@@ -235,7 +244,7 @@ class Generate implements GenerateService {
     let release: (() => void) | undefined
     try {
       release = await this.slots.acquire(peer, signal)
-      stream = await this.components.dialer.dialProtocol(parsePeerId(peer), this.protocol, { signal: AbortSignal.any([AbortSignal.timeout(this.init.dialTimeoutMs ?? 15_000), ...(signal != null ? [signal] : [])]), maxOutboundStreams: this.init.maxOutboundStreams ?? GENERATE_MAX_STREAMS })
+      stream = await this.components.dialer.dialProtocol(parsePeerId(peer), this.protocols, { signal: AbortSignal.any([AbortSignal.timeout(this.init.dialTimeoutMs ?? 15_000), ...(signal != null ? [signal] : [])]), maxOutboundStreams: this.init.maxOutboundStreams ?? GENERATE_MAX_STREAMS })
     } catch (err) {
       release?.()
       signal?.throwIfAborted()

@@ -36,7 +36,7 @@ export class RemoteEngine implements TokenSource {
     void (async () => {
       try {
         const g = await this.service.generate(this.peer, this.block, params, { signal: abort.signal })
-        let final: { reason: GenerationResult['reason'], completionTokens: number, error?: string, lost?: boolean } | null = null
+        let final: { reason: GenerationResult['reason'], completionTokens: number, error?: string, lost?: boolean, code?: string } | null = null
         for await (const f of g.frames) {
           if (f.t === 'done') { final = f; continue } // the frames end right after it, closing the stream cleanly
           f.ids.forEach((id, i) => { stream.push(id, f.logprobs?.[i]) })
@@ -47,7 +47,7 @@ export class RemoteEngine implements TokenSource {
         // the host unloading the instance cancels its sequences: from here, the instance is lost
         if (final.reason === 'cancelled') { end({ reason: 'error', error: `the instance on ${this.peer} stopped the sequence (unloaded)`, lost: true }); return }
         end(final.reason === 'error'
-          ? { reason: 'error', error: final.error ?? 'generation failed on the peer', ...(final.lost === true ? { lost: true } : {}) }
+          ? { reason: 'error', error: final.error ?? 'generation failed on the peer', ...(final.lost === true ? { lost: true } : {}), ...(final.code != null ? { code: final.code } : {}) }
           : { reason: final.reason, completionTokens: Math.max(received, final.completionTokens) })
       } catch (err) {
         if (abort.signal.aborted) { end({ reason: 'cancelled' }); return }

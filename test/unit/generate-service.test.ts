@@ -6,6 +6,7 @@ import { MeshNode } from '../../mesh/node.ts'
 import { GENERATE_PROTOCOL, GenerateError, generateService } from '../../agent/serving/generate-service.ts'
 import type { GenerateService, HostedEngine } from '../../agent/serving/generate-service.ts'
 import { RemoteEngine } from '../../agent/serving/remote-engine.ts'
+import { TokenStream } from '../../agent/executor/token-stream.ts'
 import type { GenerateParams, Generation, GenerationResult } from '../../agent/executor/engine.ts'
 import { ComponentSpecSchema } from '../../agent/registry/components.ts'
 import { ByteTokenizer } from '../../agent/model/tokenizer.ts'
@@ -65,6 +66,24 @@ describe('/blockmesh/generate/1.0.0 between two libp2p nodes', () => {
       serving: (block) => {
         if (block === 'tiny') return { kind: 'onnx', engine, component: { spec }, instance: 'i-1' }
         if (block === 'ext') return { kind: 'external', component: { spec: { ...spec, runtime: 'external' } }, instance: 'i-2' }
+        // an engine whose generation gives two tokens, then fails with a code (as a vDAG driver that found no route)
+        if (block === 'failing') {
+          return {
+            kind: 'onnx',
+            component: { spec },
+            instance: 'i-3',
+            engine: {
+              provider: { name: 'vdag' },
+              generate: (p: GenerateParams): Generation => {
+                const s = new TokenStream()
+                s.push(7)
+                s.push(8)
+                s.end({ reason: 'error', promptTokens: p.prompt.length, completionTokens: 2, error: 'a stage failed and no route came up', code: 'migration_failed' })
+                return s.generation(() => {})
+              }
+            }
+          }
+        }
         throw Object.assign(new Error(`no instance of ${block} here`), { code: 'not_found' })
       },
       tokenizers: { get: async () => new ByteTokenizer() },
@@ -109,6 +128,23 @@ describe('/blockmesh/generate/1.0.0 between two libp2p nodes', () => {
     assert.notEqual(r.lost, true)
     assert.match(r.error ?? '', /resumed/)
     assert.ok(invalid.some(x => /resumed/.test(x)), 'the malformed request was reported (a strike)')
+  })
+
+  test('1.1.0 carries a failed generation\'s code to the client; a 1.0.0 stream, which older clients read strictly, does not', async () => {
+    const r = await new RemoteEngine(client, b.peerId.toString(), 'failing').generate(params()).done
+    assert.deepEqual({ reason: r.reason, code: r.code, lost: r.lost, completionTokens: r.completionTokens }, { reason: 'error', code: 'migration_failed', lost: undefined, completionTokens: 2 })
+    // an older client dials 1.0.0 alone: the done frame has exactly 1.0.0's fields
+    const stream = await a.libp2p.dialProtocol(b.peerId, GENERATE_PROTOCOL)
+    const lp = lpStream(stream, { maxDataLength: 1 << 20 })
+    await lp.write(new TextEncoder().encode(JSON.stringify({ v: 1, op: 'generate', block: 'failing', params: params() })))
+    const frames: any[] = []
+    for (;;) {
+      const f = JSON.parse(new TextDecoder().decode((await lp.read()).subarray()))
+      frames.push(f)
+      if (f.t === 'done') break
+    }
+    assert.deepEqual(frames.map(f => f.t), ['accepted', 'tokens', 'tokens', 'done'])
+    assert.deepEqual(Object.keys(frames[3]).sort(), ['completionTokens', 'error', 'promptTokens', 'reason', 't'])
   })
 
   test('a frame that is not JSON, or too deep, is refused as bad_request and reported', async () => {
