@@ -242,7 +242,7 @@ export class BackendRouter {
     if ((this.declined.get(declinedKey) ?? 0) <= Date.now()) this.declined.delete(declinedKey)
     if (!req.routed && ictx != null && head !== this.self && this.deps.vdagDriver !== 'here' && !this.declined.has(declinedKey) && await speaksGenerate(ictx, head)) {
       const engine = new MigratingSource({
-        first: { source: new RemoteEngine(ictx.generate, head, model, 'vdag'), peer: head, instance: model },
+        first: { source: new RemoteEngine(ictx.generate, head, model, 'vdag', req.session), peer: head, instance: model },
         provider: 'vdag',
         limits: { max: Math.max(1, ictx.settings.max), maxTokens: ictx.settings.maxTokens },
         next: async () => ({ source: this.vdagDriver(model, req.session, null), peer: this.self, instance: model }),
@@ -270,16 +270,16 @@ export class BackendRouter {
    * `model` is no vDAG known here. Never handed on again. Throws (model_not_ready) when a stage has no
    * ready instance in this agent's view, so that the peer, whose view said otherwise, drives it itself.
    */
-  hostedVdag (model: string): { kind: 'onnx', engine: TokenSource & { provider: { name: string } }, component: Component, instance: string } | null {
+  hostedVdag (model: string, session?: string): { kind: 'onnx', engine: TokenSource & { provider: { name: string } }, component: Component, instance: string } | null {
     const v = this.deps.router.vdag(model)
     if (v == null) return null
-    const route = this.deps.router.vdagRoute(v)
+    const route = this.deps.router.vdagRoute(v, session)
     if (route == null) throw new OpenAIError(503, `vDAG ${model} has a stage with no ready instance here`, 'model_not_ready')
     // the first stage here, where this agent runs a ready instance of it: that is why it was asked to drive
     try {
       if (this.deps.host.serving(route[0].block).kind === 'stage') route[0] = { ...route[0], peer: this.self }
     } catch { /* not ready here after all: the router's pick stands */ }
-    return { kind: 'onnx', engine: this.vdagDriver(model, undefined, route), component: this.vdagComponent(model, v), instance: model }
+    return { kind: 'onnx', engine: this.vdagDriver(model, session, route), component: this.vdagComponent(model, v), instance: model }
   }
 
   /** The component a vDAG is served as (its tokenizer, context and defaults). */

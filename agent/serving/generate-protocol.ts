@@ -14,8 +14,9 @@ export const GENERATE_PROTOCOL = '/blockmesh/generate/1.0.0'
 /**
  * 1.1.0: the same exchange, and a failed generation's done frame carries its error code (migration_limit,
  * model_not_ready, …), so the serving agent answers the client with the code and status it would have
- * given had the generation run there. A 1.0.0 stream never carries it: 1.0.0 answers are strict, and an
- * older client would take the field for a malformed answer. Hosts serve both; clients ask for 1.1.0 first.
+ * given had the generation run there; a generate request may carry the client's session key (a vDAG's
+ * driver routes its stages by it). A 1.0.0 stream carries neither: 1.0.0 frames are strict both ways, and
+ * an older peer would take the field for a malformed frame. Hosts serve both; clients ask for 1.1.0 first.
  */
 export const GENERATE_PROTOCOL_CODES = '/blockmesh/generate/1.1.0'
 
@@ -60,7 +61,8 @@ export type WireParams = z.output<typeof WireParamsSchema>
 
 const Block = z.string().min(1).max(64)
 export const GenerateRequestSchema = z.discriminatedUnion('op', [
-  z.object({ v: z.literal(1), op: z.literal('generate'), block: Block, params: WireParamsSchema }).strict(),
+  /** session (1.1.0 only): the client's session key, for a host that routes further (a vDAG's stages) */
+  z.object({ v: z.literal(1), op: z.literal('generate'), block: Block, params: WireParamsSchema, session: z.string().min(1).max(256).optional() }).strict(),
   z.object({ v: z.literal(1), op: z.literal('describe'), block: Block }).strict()
 ])
 export type GenerateRequest = z.output<typeof GenerateRequestSchema>

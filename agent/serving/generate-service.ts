@@ -53,7 +53,7 @@ export interface GenerateComponents {
   /** how the client side dials: the libp2p node */
   dialer: { dialProtocol: (peer: PeerId, protocols: string | string[], options?: { signal?: AbortSignal, maxOutboundStreams?: number }) => Promise<Stream> }
   /** the instance of `block` running here (throws when there is none or it is not ready) */
-  serving: (block: string) => HostedEngine
+  serving: (block: string, opts?: { session?: string }) => HostedEngine
   tokenizers: { get: (spec: TokenizerSpec, signal?: AbortSignal) => Promise<TextTokenizer> }
   /** a banned peer is served nothing */
   isBanned?: (peer: string) => boolean
@@ -89,7 +89,7 @@ export interface GenerateService {
   stop: () => Promise<void>
   isStarted: () => boolean
   /** runs `params` on `block`'s instance on `peer` */
-  generate: (peer: string, block: string, params: GenerateParams, options?: { signal?: AbortSignal }) => Promise<RemoteGeneration>
+  generate: (peer: string, block: string, params: GenerateParams, options?: { signal?: AbortSignal, session?: string }) => Promise<RemoteGeneration>
   /** the component spec of `block`'s instance on `peer` */
   describe: (peer: string, block: string, options?: { signal?: AbortSignal }) => Promise<{ instance: string, provider: string, spec: ComponentSpec }>
 }
@@ -171,7 +171,7 @@ class Generate implements GenerateService {
     try {
       let hosted: HostedEngine
       try {
-        hosted = this.components.serving(req.block)
+        hosted = this.components.serving(req.block, req.op === 'generate' && req.session != null ? { session: req.session } : undefined)
       } catch (err) {
         const e = err as Error & { code?: string }
         await refuse(e.code === 'model_not_ready' ? 'not_ready' : 'not_found', e.message)
@@ -253,7 +253,9 @@ class Generate implements GenerateService {
     releaseOnClose(stream, release)
     const lp = lengthPrefixed(stream, Math.max(MAX_ANSWER_BYTES, MAX_REQUEST_BYTES))
     try {
-      await lp.write(encodeJson(request), { signal })
+      // 1.0.0 requests are read strictly: the session key goes only where the host speaks 1.1.0
+      const wire = request.op === 'generate' && request.session != null && stream.protocol !== GENERATE_PROTOCOL_CODES ? { ...request, session: undefined } : request
+      await lp.write(encodeJson(wire), { signal })
       const first = await this.read(lp, peer, signal)
       if (first == null) throw new GenerateError('stream_broken', `${peer} closed the stream without answering`, true)
       if (first.t === 'error') throw new GenerateError(first.code, first.message, first.code !== 'bad_request')
@@ -285,9 +287,9 @@ class Generate implements GenerateService {
     return { instance: first.instance, provider: first.provider, spec: spec.data }
   }
 
-  async generate (peer: string, block: string, params: GenerateParams, options: { signal?: AbortSignal } = {}): Promise<RemoteGeneration> {
+  async generate (peer: string, block: string, params: GenerateParams, options: { signal?: AbortSignal, session?: string } = {}): Promise<RemoteGeneration> {
     const signal = options.signal
-    const { stream, lp, first } = await this.open(peer, { v: 1, op: 'generate', block, params: wireParams(params) }, signal)
+    const { stream, lp, first } = await this.open(peer, { v: 1, op: 'generate', block, params: wireParams(params), ...(options.session != null ? { session: options.session } : {}) }, signal)
     if (first.t !== 'accepted') { stream.abort(new Error('unexpected answer')); throw new GenerateError('bad_response', `expected accepted, got ${first.t}`, true) }
     const close = (): void => { if (stream.status === 'open') stream.abort(new Error('closed by the client')) }
     const read = async (): Promise<Answer | null> => await this.read(lp, peer, signal)

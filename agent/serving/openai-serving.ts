@@ -85,8 +85,8 @@ export class OpenAIServing {
   }
 
   /** A vDAG driven here for a peer's generate request (generate-service.ts), or null when `model` is no vDAG. */
-  hostedVdag (model: string): ReturnType<BackendRouter['hostedVdag']> {
-    return this.backends.hostedVdag(model)
+  hostedVdag (model: string, session?: string): ReturnType<BackendRouter['hostedVdag']> {
+    return this.backends.hostedVdag(model, session)
   }
 
   /** Serves one request whose body `ep.parse` accepted. Errors before the answer starts are thrown (OpenAIError with its status). */

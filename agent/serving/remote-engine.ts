@@ -18,12 +18,15 @@ export class RemoteEngine implements TokenSource {
   readonly peer: string
   readonly block: string
   private readonly service: Pick<GenerateService, 'generate'>
+  /** the client's session key, for a host that routes further (a vDAG's driver) */
+  private readonly session: string | undefined
 
-  constructor (service: Pick<GenerateService, 'generate'>, peer: string, block: string, provider = 'remote') {
+  constructor (service: Pick<GenerateService, 'generate'>, peer: string, block: string, provider = 'remote', session?: string) {
     this.service = service
     this.peer = peer
     this.block = block
     this.provider = { name: provider }
+    this.session = session
   }
 
   generate (params: GenerateParams): Generation {
@@ -35,7 +38,7 @@ export class RemoteEngine implements TokenSource {
     }
     void (async () => {
       try {
-        const g = await this.service.generate(this.peer, this.block, params, { signal: abort.signal })
+        const g = await this.service.generate(this.peer, this.block, params, { signal: abort.signal, ...(this.session != null ? { session: this.session } : {}) })
         let final: { reason: GenerationResult['reason'], completionTokens: number, error?: string, lost?: boolean, code?: string } | null = null
         for await (const f of g.frames) {
           if (f.t === 'done') { final = f; continue } // the frames end right after it, closing the stream cleanly

@@ -39,6 +39,8 @@ describe('/blockmesh/generate/1.0.0 between two libp2p nodes', () => {
   const calls: GenerateParams[] = []
   const cancelled: number[] = []
   const invalid: string[] = []
+  /** the session each request's serving() was asked with */
+  const sessions: Array<string | undefined> = []
   // a long context, so a generation runs long enough to be cancelled or lost mid-way
   const model = generateModel({ ...PRESETS.tiny, maxPositions: 8192, seed: 71 }, join(tempDir('bm-generate-'), 'tiny.onnx'))
   const spec = ComponentSpecSchema.parse({ name: 'tiny', version: '1', runtime: 'onnx', model: { url: model.path, md5: model.md5 }, contextLength: 8192 })
@@ -63,7 +65,8 @@ describe('/blockmesh/generate/1.0.0 between two libp2p nodes', () => {
     server = generateService()({
       registrar: b.libp2p,
       dialer: b.libp2p,
-      serving: (block) => {
+      serving: (block, opts) => {
+        sessions.push(opts?.session)
         if (block === 'tiny') return { kind: 'onnx', engine, component: { spec }, instance: 'i-1' }
         if (block === 'ext') return { kind: 'external', component: { spec: { ...spec, runtime: 'external' } }, instance: 'i-2' }
         // an engine whose generation gives two tokens, then fails with a code (as a vDAG driver that found no route)
@@ -145,6 +148,29 @@ describe('/blockmesh/generate/1.0.0 between two libp2p nodes', () => {
     }
     assert.deepEqual(frames.map(f => f.t), ['accepted', 'tokens', 'tokens', 'done'])
     assert.deepEqual(Object.keys(frames[3]).sort(), ['completionTokens', 'error', 'promptTokens', 'reason', 't'])
+  })
+
+  test('the client\'s session key reaches a 1.1.0 host\'s serving(); an older host (1.0.0 alone) gets the request without it, and serves it', async () => {
+    const g = await client.generate(b.peerId.toString(), 'tiny', params(), { session: 'user-42' })
+    for await (const f of g.frames) if (f.t === 'done') assert.equal(f.reason, 'length')
+    assert.equal(sessions.at(-1), 'user-42')
+    // an older host: a node whose service speaks 1.0.0 alone and reads requests strictly
+    const c = await MeshNode.create({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    await c.start()
+    const seen: Array<string | undefined> = []
+    const old = generateService({ protocol: GENERATE_PROTOCOL })({ registrar: c.libp2p, dialer: c.libp2p, serving: (_block, opts) => { seen.push(opts?.session); return { kind: 'onnx', engine: real, component: { spec }, instance: 'i-old' } }, tokenizers: { get: async () => new ByteTokenizer() }, onInvalid: (_peer, reason) => { invalid.push(reason) } })
+    await old.start()
+    try {
+      await a.libp2p.dial(c.libp2p.getMultiaddrs()[0])
+      const before = invalid.length
+      const r = await new RemoteEngine(client, c.peerId.toString(), 'tiny', 'cpu', 'user-42').generate(params()).done
+      assert.equal(r.reason, 'length', r.error)
+      assert.deepEqual(seen, [undefined])
+      assert.equal(invalid.length, before, 'no strike: the request was 1.0.0\'s')
+    } finally {
+      await old.stop()
+      await c.stop()
+    }
   })
 
   test('a frame that is not JSON, or too deep, is refused as bad_request and reported', async () => {
