@@ -39,7 +39,7 @@ import type { Penalties } from '../mesh/penalties.ts'
 import { ModelNotReadyError } from './blocks/host.ts'
 import { ProviderProbe } from './executor/provider-probe.ts'
 import { generateService } from './serving/generate-service.ts'
-import type { GenerateService, HostedEngine } from './serving/generate-service.ts'
+import type { GenerateService } from './serving/generate-service.ts'
 import { DesiredState } from './state/replica.ts'
 import { stateSync } from './state/sync.ts'
 import type { StateSync } from './state/sync.ts'
@@ -350,7 +350,7 @@ export class Agent {
       ping: async (peer, signal) => await this.mesh.libp2p.services.ping.ping(parsePeerId(peer), { signal })
     })
     await this.pipeline.start()
-    this.generate = generateService()({ registrar: this.mesh.libp2p, dialer: this.mesh.libp2p, serving: (block, opts) => this.hosted(block, opts?.session), tokenizers: this.tokenizers, isBanned: peer => this.mesh.gate.isBanned(peer), onInvalid: strike, log: this.log.child({ mod: 'generate' }) })
+    this.generate = generateService()({ registrar: this.mesh.libp2p, dialer: this.mesh.libp2p, serving: (block, opts) => this.openai != null ? this.openai.hosted(block, opts?.session) : this.host.serving(block), tokenizers: this.tokenizers, isBanned: peer => this.mesh.gate.isBanned(peer), onInvalid: strike, log: this.log.child({ mod: 'generate' }) })
     await this.generate.start()
     this.assign = assignService({ name: this.options.name, acceptRemoteProcesses: this.options.acceptRemoteProcesses })({ node: this.mesh, host: this.host, nodeViews: block => this.owner.nodeViews(block), onInvalid: strike })
     await this.assign.start()
@@ -403,17 +403,6 @@ export class Agent {
   async stop (): Promise<void> {
     this.stopping ??= this.shutdown()
     return await this.stopping
-  }
-
-  /** What a peer's generate request for `block` runs on: its instance here, else a vDAG driven here. */
-  private hosted (block: string, session?: string): HostedEngine {
-    try {
-      return this.host.serving(block)
-    } catch (err) {
-      const vdag = this.openai?.hostedVdag(block, session)
-      if (vdag != null) return vdag
-      throw err
-    }
   }
 
   private async shutdown (): Promise<void> {

@@ -37,7 +37,7 @@ import { VdagDriver } from '../vdag/driver.ts'
 import type { TokenSource } from '../openai/generate.ts'
 import { OpenAIError, modelNotFound } from '../openai/errors.ts'
 import { INSTANCE_HEADER, SERVED_BY_HEADER } from '../openai/infer-protocol.ts'
-import type { GenerateService } from './generate-service.ts'
+import type { GenerateService, HostedEngine } from './generate-service.ts'
 import { DEFAULT_MIGRATION_SETTINGS, MigratingSource } from './migrate.ts'
 import type { MigrationSettings } from './migrate.ts'
 import { migrating, peerProtocolsFrom, remoteInstance, speaksGenerate } from './instances.ts'
@@ -266,11 +266,26 @@ export class BackendRouter {
   }
 
   /**
-   * A vDAG driven on this agent for a peer's generate request (the peer serves the client), or null when
-   * `model` is no vDAG known here. Never handed on again. Throws (model_not_ready) when a stage has no
-   * ready instance in this agent's view, so that the peer, whose view said otherwise, drives it itself.
+   * What a peer's generate request for `block` runs on here (the peer serves the client): this agent's
+   * instance of it, else, when `block` names a vDAG, a driver of it here. Throws as the host does when
+   * there is neither.
    */
-  hostedVdag (model: string, session?: string): { kind: 'onnx', engine: TokenSource & { provider: { name: string } }, component: Component, instance: string } | null {
+  hosted (block: string, session?: string): HostedEngine {
+    try {
+      return this.deps.host.serving(block)
+    } catch (err) {
+      const vdag = this.hostedVdag(block, session)
+      if (vdag != null) return vdag
+      throw err
+    }
+  }
+
+  /**
+   * A vDAG driven on this agent for a peer's generate request, or null when `model` is no vDAG known
+   * here. Never handed on again. Throws (model_not_ready) when a stage has no ready instance in this
+   * agent's view, so that the peer, whose view said otherwise, drives it itself.
+   */
+  private hostedVdag (model: string, session?: string): Extract<HostedEngine, { kind: 'onnx' }> | null {
     const v = this.deps.router.vdag(model)
     if (v == null) return null
     const route = this.deps.router.vdagRoute(v, session)

@@ -19,6 +19,7 @@ import type { JsonGrammar } from '../openai/json-schema.ts'
 import { stopList } from '../openai/schemas.ts'
 import type { TextTokenizer } from '../model/tokenizer.ts'
 import { BackendRouter, isProxy } from './backend.ts'
+import type { HostedEngine } from './generate-service.ts'
 import type { ServingDeps, TokenBackend } from './backend.ts'
 import { ComponentCache } from './catalog.ts'
 import type { CommonBody, Endpoint, Prompt } from './endpoints.ts'
@@ -84,9 +85,9 @@ export class OpenAIServing {
     this.backends = new BackendRouter(deps)
   }
 
-  /** A vDAG driven here for a peer's generate request (generate-service.ts), or null when `model` is no vDAG. */
-  hostedVdag (model: string, session?: string): ReturnType<BackendRouter['hostedVdag']> {
-    return this.backends.hostedVdag(model, session)
+  /** What a peer's generate request for `block` runs on here (generate-service.ts): its instance, else a vDAG driven here. */
+  hosted (block: string, session?: string): HostedEngine {
+    return this.backends.hosted(block, session)
   }
 
   /** Serves one request whose body `ep.parse` accepted. Errors before the answer starts are thrown (OpenAIError with its status). */
