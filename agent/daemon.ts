@@ -315,8 +315,7 @@ export class Agent {
       tasks: this.tasks,
       log: this.log,
       generate: this.generate,
-      migration: { max: this.options.migrationMax, maxTokens: this.options.migrationMaxTokens, waitMs: this.options.migrationWaitMs },
-      vdagDriver: this.options.vdagDriver
+      ...this.servingOptions()
     }, { host: this.options.apiHost })
     const address = await this.api.listen({ host: this.options.apiHost, port: this.options.apiPort })
     this.apiUrl = address
@@ -356,7 +355,7 @@ export class Agent {
     await this.assign.start()
 
     // the inference tunnel: a peer's request for an instance here, served directly by the OpenAI serving
-    this.openai = openAIServing({ mesh: this.mesh, gossip: this.gossip, router: this.router, host: this.host, owner: this.owner, components: this.components, state: this.state, vdags: this.vdags, pipeline: this.started(this.pipeline, 'pipeline'), tokenizers: this.tokenizers, generate: this.generate, migration: { max: this.options.migrationMax, maxTokens: this.options.migrationMaxTokens, waitMs: this.options.migrationWaitMs }, vdagDriver: this.options.vdagDriver, metrics: this.metrics, log: this.log })
+    this.openai = openAIServing({ mesh: this.mesh, gossip: this.gossip, router: this.router, host: this.host, owner: this.owner, components: this.components, state: this.state, vdags: this.vdags, pipeline: this.started(this.pipeline, 'pipeline'), tokenizers: this.tokenizers, generate: this.generate, ...this.servingOptions(), metrics: this.metrics, log: this.log })
     this.tunnel = tunnelServer()({
       registrar: this.mesh.libp2p,
       serving: this.openai,
@@ -403,6 +402,11 @@ export class Agent {
   async stop (): Promise<void> {
     this.stopping ??= this.shutdown()
     return await this.stopping
+  }
+
+  /** The serving settings from the agent's options, for the HTTP API and the serving that answers peers alike. */
+  private servingOptions (): { migration: { max: number, maxTokens: number, waitMs: number }, vdagDriver: 'first-stage' | 'here' } {
+    return { migration: { max: this.options.migrationMax, maxTokens: this.options.migrationMaxTokens, waitMs: this.options.migrationWaitMs }, vdagDriver: this.options.vdagDriver }
   }
 
   private async shutdown (): Promise<void> {

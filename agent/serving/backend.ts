@@ -6,7 +6,7 @@
  *   local    a ready onnx instance on this agent
  *   peer     a peer's onnx instance, token by token over /blockmesh/generate/1.0.0
  *   vdag     a split model, driven stage by stage (VdagDriver) by the host of its first stage when that is a
- *            peer (over /blockmesh/generate/1.0.0, so each token crosses one link fewer; driven here if
+ *            peer (over /blockmesh/generate/1.1.0, so each token crosses one link fewer; driven here if
  *            that peer is lost or refuses), else from here
  *        — these three are token sources: the serving tokenizes, samples' text, streams (openai-serving.ts);
  *          local and peer ones are wrapped in MigratingSource, so a request whose instance dies goes on elsewhere
@@ -40,7 +40,7 @@ import { INSTANCE_HEADER, SERVED_BY_HEADER } from '../openai/infer-protocol.ts'
 import type { GenerateService, HostedEngine } from './generate-service.ts'
 import { DEFAULT_MIGRATION_SETTINGS, MigratingSource } from './migrate.ts'
 import type { MigrationSettings } from './migrate.ts'
-import { migrating, peerProtocolsFrom, remoteInstance, speaksGenerate } from './instances.ts'
+import { declineDriving, migrating, offersDriving, peerProtocolsFrom, remoteInstance, speaksGenerate } from './instances.ts'
 import type { InstanceServingContext } from './instances.ts'
 import type { ResponseSink } from '../http/sink.ts'
 import type { CommonBody, EndpointPath } from './endpoints.ts'
@@ -135,8 +135,6 @@ export class BackendRouter {
   private readonly deps: ServingDeps
   private readonly instances: InstanceServingContext | null
   private readonly self: string
-  /** "host vDAG" → until when requests for that vDAG are driven here instead of being offered to that host */
-  private readonly declined = new Map<string, number>()
 
   constructor (deps: ServingDeps) {
     this.deps = deps
@@ -238,9 +236,7 @@ export class BackendRouter {
     const component = this.vdagComponent(model, v)
     const head = route[0].peer
     const ictx = this.instances
-    const declinedKey = `${head} ${model}`
-    if ((this.declined.get(declinedKey) ?? 0) <= Date.now()) this.declined.delete(declinedKey)
-    if (!req.routed && ictx != null && head !== this.self && this.deps.vdagDriver !== 'here' && !this.declined.has(declinedKey) && await speaksGenerate(ictx, head)) {
+    if (!req.routed && ictx != null && head !== this.self && this.deps.vdagDriver !== 'here' && offersDriving(head, model) && await speaksGenerate(ictx, head)) {
       const engine = new MigratingSource({
         first: { source: new RemoteEngine(ictx.generate, head, model, 'vdag', req.session), peer: head, instance: model },
         provider: 'vdag',
@@ -250,8 +246,7 @@ export class BackendRouter {
           if (d.generated === 0) {
             // declined (an older agent, a view without the vDAG or a ready route) or unreachable before the
             // first token: driven here, and for a while this vDAG's requests are not offered to that host
-            this.declined.set(declinedKey, Date.now() + DECLINED_MS)
-            if (this.declined.size > 1024) this.declined.delete(this.declined.keys().next().value as string)
+            declineDriving(head, model)
             this.deps.metrics.requestMigrations.inc({ kind: 'driver', result: result === 'resumed' ? 'declined' : result })
             this.deps.log.info({ vdag: model, host: d.from.peer, err: d.error }, 'the first stage\'s host did not take the vDAG\'s driving; driving it here')
             return
@@ -328,9 +323,6 @@ export class BackendRouter {
     return { provider: driver.provider, generate: params => driver.generate(params) }
   }
 }
-
-/** How long a first stage's host that did not take a vDAG's driving is not asked again for it. */
-const DECLINED_MS = 60_000
 
 /** The local instance for a request (503 when it exists here but is not ready). */
 function localServing (deps: ServingDeps, model: string): LocalServing {

@@ -47,6 +47,27 @@ const remember = <T>(m: { size: number, delete: (k: T) => boolean, keys: () => I
   if (m.size > 1024) m.delete(m.keys().next().value as T)
 }
 
+/**
+ * First stages' hosts that did not take a vDAG's driving ("peer vdag" → until when): its requests are
+ * driven where they arrive meanwhile, as `mute` does for peers whose describe failed.
+ */
+const declined = new Map<string, number>()
+const DECLINED_MS = 60_000
+
+/** Remembers that `peer` did not take the driving of `vdag` (refused or unreachable before the first token). */
+export function declineDriving (peer: string, vdag: string): void {
+  declined.set(`${peer} ${vdag}`, Date.now() + DECLINED_MS)
+  remember(declined)
+}
+
+/** Whether `peer` is to be offered the driving of `vdag` (it did not decline it within the last minute). */
+export function offersDriving (peer: string, vdag: string): boolean {
+  const key = `${peer} ${vdag}`
+  if ((declined.get(key) ?? 0) > Date.now()) return false
+  declined.delete(key)
+  return true
+}
+
 /** Whether `peer` serves /blockmesh/generate/1.0.0: it answered on it before, or announced it (identify). */
 export async function speaksGenerate (ctx: Pick<InstanceServingContext, 'generate' | 'peerProtocols'>, peer: string): Promise<boolean> {
   if (speakers.has(peer)) return true
